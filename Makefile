@@ -1,0 +1,143 @@
+# knlp: kernel-style machine learning.
+#
+#   make defconfig-<preset>   start from a preset (make list-defconfigs)
+#   make menuconfig           edit it
+#   make                      build and run what .config describes
+#   make check                build and run every test
+#   make help                 everything else
+
+PYTHON    ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+BUILD     ?= build
+TORCH_DIR ?=
+SANITIZE  ?=
+CONFIG    ?= .config
+KNLP      := $(BUILD)/knlp
+KCONFIG   := $(PYTHON) scripts/kconfig.py
+export KCONFIG_CONFIG := $(CONFIG)
+export KNLP_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+# Command-line overrides applied at run time (no rebuild, no .config edit).
+OVERRIDES :=
+ifneq ($(TIME),)
+OVERRIDES += --set MAX_TIME=$(TIME)
+endif
+ifneq ($(MAX_ITERS),)
+OVERRIDES += --set MAX_ITERS=$(MAX_ITERS)
+endif
+ifneq ($(SEED),)
+OVERRIDES += --set SEED=$(SEED)
+endif
+
+CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
+ifneq ($(TORCH_DIR),)
+CMAKE_FLAGS += -DCMAKE_PREFIX_PATH=$(TORCH_DIR)
+endif
+ifneq ($(SANITIZE),)
+CMAKE_FLAGS += -DKNLP_SANITIZE=$(SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+endif
+
+.PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
+	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
+	randconfig helpcheck
+
+all: run
+
+run: build $(CONFIG)-exists
+	$(MAKE) --no-print-directory prepare
+	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
+
+.PHONY: $(CONFIG)-exists
+$(CONFIG)-exists:
+	@test -f $(CONFIG) || { echo "knlp: no $(CONFIG); start from a preset: make defconfig-<name>"; \
+		$(KCONFIG) list-defconfigs; exit 1; }
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+configure:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: $(BUILD)/build.ninja
+	@cmake --build $(BUILD)
+
+prepare: build $(CONFIG)-exists
+	$(KNLP) prepare --config $(CONFIG)
+
+train: build $(CONFIG)-exists
+	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
+
+# The whole main job on a fresh machine: dependencies, build, default corpus, default preset.
+quickstart: deps
+	@$(MAKE) --no-print-directory build
+	@test -f $(CONFIG) || $(KCONFIG) defconfig gpt2-tiny-cpu
+	@$(MAKE) --no-print-directory run
+
+check: deps
+	@$(MAKE) --no-print-directory build
+	cd $(BUILD) && ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),)
+
+bench: deps
+	@$(MAKE) --no-print-directory build
+	@sh scripts/bench.sh $(BUILD)
+
+# ---- Kconfig
+defconfig-%:
+	@$(KCONFIG) defconfig $* $(FRAGMENTS)
+
+menuconfig:
+	@$(PYTHON) -m menuconfig Kconfig
+
+oldconfig:
+	@$(PYTHON) -m oldconfig Kconfig
+
+olddefconfig:
+	@$(KCONFIG) olddefconfig
+
+savedefconfig:
+	@$(KCONFIG) savedefconfig $(if $(DEFCONFIG),defconfigs/$(DEFCONFIG),defconfig)
+
+listnewconfig:
+	@$(KCONFIG) listnewconfig
+
+list-defconfigs:
+	@$(KCONFIG) list-defconfigs
+
+randconfig:
+	@$(KCONFIG) randconfig $(KCONFIG_SEED)
+
+helpcheck:
+	@$(KCONFIG) helpcheck
+
+clean:
+	@test ! -d $(BUILD) || cmake --build $(BUILD) --target clean
+
+mrproper:
+	rm -rf $(BUILD) $(CONFIG) $(CONFIG).old defconfig
+
+distclean: mrproper
+	rm -rf datasets runs
+
+help:
+	@echo "Configuration (Kconfig, kernel style):"
+	@echo "  defconfig-<preset>  write .config from defconfigs/<preset> (FRAGMENTS=\"a.config b.config\" merges more)"
+	@echo "  list-defconfigs     list the presets"
+	@echo "  menuconfig          edit .config in a terminal menu"
+	@echo "  oldconfig           ask for symbols .config does not set yet"
+	@echo "  olddefconfig        resolve .config, new symbols at their defaults"
+	@echo "  listnewconfig       list symbols .config does not set yet"
+	@echo "  savedefconfig       minimal preset from .config (DEFCONFIG=name writes defconfigs/name)"
+	@echo "  randconfig          random valid .config (KCONFIG_SEED=n makes it reproducible)"
+	@echo "Running:"
+	@echo "  all (default)       build, prepare the data, train what .config describes"
+	@echo "  quickstart          deps + build + default corpus + train the gpt2-tiny-cpu preset"
+	@echo "  prepare / train     one step of the above"
+	@echo "  overrides           TIME=<s> MAX_ITERS=<n> SEED=<n> (run time, .config untouched)"
+	@echo "Development:"
+	@echo "  deps                install Debian packages and the GPT-2 vocabulary"
+	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
+	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
+	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
+	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"

@@ -1,0 +1,148 @@
+#include "core/fsutil.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+namespace knlp {
+
+AtomicFile::AtomicFile(const std::string &path) : path_(path)
+{
+	tmp_ = fmt::format("{}.tmp.{}", path, getpid());
+	f_ = std::fopen(tmp_.c_str(), "wb");
+	if (!f_)
+		fail("{}: cannot create ({})", path, std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile()
+{
+	if (f_) {
+		std::fclose(f_);
+		std::remove(tmp_.c_str());
+	}
+}
+
+void AtomicFile::write(const void *data, size_t n)
+{
+	if (n && std::fwrite(data, 1, n, f_) != n)
+		fail("{}: write failed ({})", path_, std::strerror(errno));
+	written_ += n;
+}
+
+void AtomicFile::commit()
+{
+	if (std::fflush(f_) != 0 || fsync(fileno(f_)) != 0)
+		fail("{}: cannot flush to disk ({})", path_, std::strerror(errno));
+	int rc = std::fclose(f_);
+	f_ = nullptr;
+	if (rc != 0) {
+		std::remove(tmp_.c_str());
+		fail("{}: close failed ({})", path_, std::strerror(errno));
+	}
+	if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+		int e = errno;
+		std::remove(tmp_.c_str());
+		fail("{}: cannot rename into place ({})", path_, std::strerror(e));
+	}
+	fsync_dir(dirname_of(path_));
+}
+
+void write_file_atomic(const std::string &path, const std::string &data)
+{
+	AtomicFile f(path);
+	f.write(data);
+	f.commit();
+}
+
+std::string read_file(const std::string &path)
+{
+	std::ifstream f(path, std::ios::binary);
+	if (!f)
+		fail("{}: cannot read ({})", path, std::strerror(errno));
+	std::stringstream ss;
+	ss << f.rdbuf();
+	return ss.str();
+}
+
+bool file_exists(const std::string &path)
+{
+	struct stat st;
+	return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool is_dir(const std::string &path)
+{
+	struct stat st;
+	return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void make_dirs(const std::string &path)
+{
+	std::error_code ec;
+	std::filesystem::create_directories(path, ec);
+	if (ec || !is_dir(path))
+		fail("{}: cannot create folder ({})", path, ec ? ec.message() : "not a folder");
+}
+
+void fsync_dir(const std::string &dir)
+{
+	int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		::fsync(fd);
+		::close(fd);
+	}
+}
+
+void remove_tree(const std::string &path)
+{
+	std::error_code ec;
+	std::filesystem::remove_all(path, ec);
+}
+
+std::string dirname_of(const std::string &path)
+{
+	auto p = std::filesystem::path(path).parent_path().string();
+	return p.empty() ? "." : p;
+}
+
+std::string join_path(const std::string &a, const std::string &b)
+{
+	return (std::filesystem::path(a) / b).string();
+}
+
+uint64_t file_size(const std::string &path)
+{
+	struct stat st;
+	if (::stat(path.c_str(), &st) != 0)
+		fail("{}: cannot stat ({})", path, std::strerror(errno));
+	return static_cast<uint64_t>(st.st_size);
+}
+
+void fault_point(const char *label)
+{
+	// KNLP_FAULT_KILL_AT=label or label#N (the N-th time the label is reached).
+	static const char *want = std::getenv("KNLP_FAULT_KILL_AT");
+	static int hits = 0;
+	if (!want)
+		return;
+	std::string w(want);
+	int nth = 1;
+	size_t hash = w.find('#');
+	if (hash != std::string::npos) {
+		nth = std::atoi(w.c_str() + hash + 1);
+		w = w.substr(0, hash);
+	}
+	if (w == label && ++hits == nth)
+		::kill(::getpid(), SIGKILL);
+}
+
+} // namespace knlp

@@ -1,0 +1,45 @@
+// File-system helpers. Every output knlp writes goes through AtomicFile: a temporary name
+// in the same folder, fsync, rename, fsync of the folder. A reader therefore sees either the
+// previous complete file or the new complete file, never a torn one, even after SIGKILL or
+// power loss.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace knlp {
+
+class AtomicFile {
+public:
+	explicit AtomicFile(const std::string &path);
+	~AtomicFile(); // removes the temporary file when commit() was not reached
+	AtomicFile(const AtomicFile &) = delete;
+	AtomicFile &operator=(const AtomicFile &) = delete;
+
+	void write(const void *data, size_t n);
+	void write(const std::string &s) { write(s.data(), s.size()); }
+	uint64_t bytes_written() const { return written_; }
+	void commit(); // flush, fsync, rename over the final name, fsync the folder
+
+private:
+	std::string path_, tmp_;
+	FILE *f_ = nullptr;
+	uint64_t written_ = 0;
+};
+
+void write_file_atomic(const std::string &path, const std::string &data);
+std::string read_file(const std::string &path);
+bool file_exists(const std::string &path);
+bool is_dir(const std::string &path);
+void make_dirs(const std::string &path);
+void fsync_dir(const std::string &dir);
+void remove_tree(const std::string &path);
+std::string dirname_of(const std::string &path);
+std::string join_path(const std::string &a, const std::string &b);
+uint64_t file_size(const std::string &path);
+// Crash-test hook: when KNLP_FAULT_KILL_AT names a label passed to fault_point(), the
+// process kills itself with SIGKILL there (used by the resume and fault-injection tests).
+void fault_point(const char *label);
+
+} // namespace knlp

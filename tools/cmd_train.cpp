@@ -1,0 +1,145 @@
+// knlp train | sample | eval | export
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/rng.h"
+#include "data/tokenizer.h"
+#include "data/tokens.h"
+#include "tools/commands.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+#include "train/evaluate.h"
+#include "train/export.h"
+#include "train/generate.h"
+#include "train/lm_trainer.h"
+
+namespace knlp {
+
+namespace {
+
+struct CheckpointArgs {
+	std::string path, which = "latest";
+	void add_to(CLI::App *cmd)
+	{
+		cmd->add_option("--checkpoint", path, "Run folder (or one checkpoint folder)")->required();
+		cmd->add_option("--which", which, "latest or best")
+			->check(CLI::IsMember({"latest", "best"}))
+			->capture_default_str();
+	}
+};
+
+torch::Device device_for(const Config &cfg)
+{
+	setup_threads(cfg);
+	return select_device(cfg);
+}
+
+} // namespace
+
+void add_train_commands(CLI::App &app)
+{
+	// ---- train
+	auto *train = app.add_subcommand("train", "Train the model a .config describes");
+	static ConfigArgs ca;
+	ca.add_to(train);
+	static TrainRequest tr{Config(), "", "", false, ""};
+	train->add_option("--out", tr.out_dir, "Run folder (default: OUTPUT_DIR/RUN_NAME)");
+	train->add_option("--resume", tr.resume_dir, "Continue the run in this folder from its latest checkpoint");
+	train->add_flag("--force", tr.force, "Resume even when the configuration differs");
+	train->callback([train] {
+		bool explicit_config = train->get_option("--config")->count() > 0;
+		if (!tr.resume_dir.empty() && !explicit_config) {
+			// Resume with the run's own configuration (plus any --set overrides).
+			std::string saved = join_path(tr.resume_dir, "config");
+			if (!file_exists(saved))
+				fail("{}: not a run folder (no config file); cannot resume", tr.resume_dir);
+			ConfigArgs run_cfg = ca;
+			run_cfg.path = saved;
+			tr.cfg = run_cfg.load();
+		} else {
+			tr.cfg = ca.load();
+		}
+		tr.command = g_command_line;
+		int rc = train_lm(tr);
+		if (rc)
+			std::exit(rc);
+	});
+
+	// ---- sample
+	auto *sample = app.add_subcommand("sample", "Generate text from a trained model (KV-cached decoding)");
+	static CheckpointArgs sc;
+	sc.add_to(sample);
+	static std::string prompt = "The kernel";
+	static SampleOptions so;
+	static uint64_t seed = 1337;
+	static int samples = 1;
+	sample->add_option("--prompt", prompt, "Prompt text")->capture_default_str();
+	sample->add_option("--tokens", so.tokens, "Tokens to generate")->capture_default_str();
+	sample->add_option("--temperature", so.temperature, "Sampling temperature (> 0)")->capture_default_str();
+	sample->add_option("--top-k", so.top_k, "Keep the k most likely tokens (0: all)")->capture_default_str();
+	sample->add_option("--seed", seed, "Sampling seed")->capture_default_str();
+	sample->add_option("--num-samples", samples, "Number of samples")->capture_default_str();
+	sample->callback([] {
+		std::string ckpt = resolve_checkpoint(sc.path, sc.which);
+		Config cfg;
+		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
+		auto dev = device_for(cfg);
+		model->to(dev);
+		DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+		auto tok = make_tokenizer(meta.present ? meta.tokenizer : "byte", "");
+		auto ids = tok->encode(prompt);
+		Rng rng(seed);
+		for (int i = 0; i < samples; i++) {
+			int64_t cache_bytes = 0;
+			auto t0 = std::chrono::steady_clock::now();
+			auto gen = generate(model, ids, so, rng, dev, &cache_bytes);
+			double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+			fmt::print("{}{}\n", prompt, tok->decode(gen));
+			fmt::print(stderr, "[{} tokens in {:.2f} s, {:.1f} tok/s, KV cache {:.1f} KiB]\n", gen.size(), dt,
+				   gen.size() / std::max(dt, 1e-9), cache_bytes / 1024.0);
+			if (i + 1 < samples)
+				fmt::print("---\n");
+		}
+	});
+
+	// ---- eval
+	auto *ev = app.add_subcommand("eval", "Loss and perplexity over a whole validation file");
+	static CheckpointArgs ec;
+	ec.add_to(ev);
+	static std::string data_dir;
+	static int batch = 8;
+	ev->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR)");
+	ev->add_option("--batch", batch, "Windows per batch")->capture_default_str();
+	ev->callback([] {
+		std::string ckpt = resolve_checkpoint(ec.path, ec.which);
+		Config cfg;
+		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
+		auto dev = device_for(cfg);
+		model->to(dev);
+		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
+		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
+		auto r = evaluate_file(model, val, batch, dev);
+		fmt::print("{{\"checkpoint\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.6f}, "
+			   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
+			   ckpt, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds);
+	});
+
+	// ---- export
+	auto *ex = app.add_subcommand("export", "Export a trained model");
+	static CheckpointArgs xc;
+	xc.add_to(ex);
+	static std::string format = "hf", out;
+	ex->add_option("--format", format, "hf (Hugging Face GPT-2: safetensors + config.json)")
+		->check(CLI::IsMember({"hf"}))
+		->capture_default_str();
+	ex->add_option("--out", out, "Output folder")->required();
+	ex->callback([] {
+		std::string ckpt = resolve_checkpoint(xc.path, xc.which);
+		GPT2 model = load_model(ckpt, torch::kCPU);
+		export_hf(model, out);
+		fmt::print("exported {} to {} (Hugging Face GPT-2 layout)\n", ckpt, out);
+	});
+}
+
+} // namespace knlp

@@ -1,0 +1,24 @@
+// Sub-command registration for the knlp binary; one function per subsystem.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/config.h"
+
+namespace knlp {
+
+struct ConfigArgs {
+	std::string path = ".config";
+	std::vector<std::string> sets;
+	bool given = false; // --config passed explicitly
+	void add_to(CLI::App *cmd);
+	Config load() const;
+};
+
+void add_data_commands(CLI::App &app);
+void add_train_commands(CLI::App &app);
+extern std::string g_command_line;
+
+} // namespace knlp

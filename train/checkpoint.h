@@ -1,0 +1,50 @@
+// Checkpoints: RUN/checkpoints/<name>/{model.safetensors, optimizer.safetensors, state.json}.
+// A checkpoint folder is written under a temporary name and renamed when complete; the
+// pointer files LATEST and BEST (written atomically afterwards) name the folders to use. A
+// kill at any moment leaves the pointers on complete checkpoints.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+namespace knlp {
+
+class AdamW;
+
+struct NamedTensor {
+	std::string name;
+	torch::Tensor tensor;
+};
+
+// Tensors -> safetensors (copied to contiguous CPU memory first).
+void save_tensors(const std::string &path, const std::vector<NamedTensor> &tensors,
+		  const std::map<std::string, std::string> &meta = {});
+// Copy tensors of a safetensors file into `targets` in place; every target must be present
+// with the same shape (errors name the file and tensor).
+void load_tensors(const std::string &path, const std::vector<NamedTensor> &targets);
+
+std::vector<NamedTensor> named_parameters_of(torch::nn::Module &m);
+
+struct CheckpointWriter {
+	std::string run_dir;
+	int keep = 2;
+	// Write a checkpoint for `iter` steps: model parameters, `extra` tensors (optimizer
+	// moments, generator states) and the state JSON; mark it best when `best`. Returns its folder.
+	std::string save(int64_t iter, torch::nn::Module &model, const std::vector<NamedTensor> &extra,
+			 const nlohmann::json &state, bool best);
+};
+
+std::string checkpoints_dir(const std::string &run_dir);
+// Folder of the checkpoint a pointer (LATEST or BEST) names; empty when there is none.
+std::string checkpoint_pointer(const std::string &run_dir, const std::string &pointer);
+// Resolve --checkpoint: a run folder (LATEST, or BEST when which == "best") or a checkpoint
+// folder itself. Errors when nothing usable is there.
+std::string resolve_checkpoint(const std::string &path, const std::string &which = "latest");
+nlohmann::json read_checkpoint_state(const std::string &ckpt_dir);
+// Moments of every parameter, named exp_avg.<param> / exp_avg_sq.<param>.
+std::vector<NamedTensor> optimizer_tensors(AdamW &opt);
+void load_optimizer_state(const std::string &ckpt_dir, AdamW &opt);
+
+} // namespace knlp

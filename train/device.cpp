@@ -1,0 +1,68 @@
+#include "train/device.h"
+
+#include <chrono>
+#include <sched.h>
+#include <thread>
+#include <torch/version.h>
+
+#include "core/error.h"
+
+namespace knlp {
+
+torch::Device select_device(const Config &cfg)
+{
+	std::string sel = cfg.choice("DEVICE_AUTO");
+	bool cuda = torch::cuda::is_available();
+	if (sel == "DEVICE_CPU")
+		return torch::kCPU;
+	if (sel == "DEVICE_CUDA") {
+		if (!cuda)
+			fail("CONFIG_DEVICE_CUDA=y but no CUDA device is usable (libtorch built without CUDA, or "
+			     "no GPU visible); choose CONFIG_DEVICE_AUTO or CONFIG_DEVICE_CPU");
+		return torch::Device(torch::kCUDA, 0);
+	}
+	return cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+}
+
+void setup_threads(const Config &cfg)
+{
+	// 0 means every core this process may use. libtorch's own default relies on cpuinfo,
+	// which reports a single core on some virtual machines.
+	long long n = cfg.get_int("NUM_THREADS");
+	if (n <= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : std::thread::hardware_concurrency();
+	}
+	torch::set_num_threads(static_cast<int>(std::max(1LL, n)));
+}
+
+void synchronize(torch::Device dev)
+{
+	if (dev.is_cuda())
+		torch::cuda::synchronize(dev.index());
+}
+
+double measure_matmul_peak(torch::Device dev, bool bf16)
+{
+	torch::NoGradGuard ng;
+	int64_t n = dev.is_cuda() ? 8192 : 1024;
+	auto opts = torch::TensorOptions().device(dev).dtype(bf16 && dev.is_cuda() ? torch::kBFloat16 : torch::kFloat);
+	auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+	auto c = torch::mm(a, b);
+	synchronize(dev);
+	int reps = 0;
+	auto t0 = std::chrono::steady_clock::now();
+	double el = 0;
+	while (el < 0.4 || reps < 3) {
+		c = torch::mm(a, b);
+		synchronize(dev);
+		reps++;
+		el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	}
+	return 2.0 * n * n * n * reps / el;
+}
+
+std::string torch_version() { return TORCH_VERSION; }
+
+} // namespace knlp

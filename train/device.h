@@ -1,0 +1,19 @@
+// Device selection (CONFIG_DEVICE_*), thread setup and timing helpers shared by trainers.
+#pragma once
+#include <string>
+
+#include <torch/torch.h>
+
+#include "core/config.h"
+
+namespace knlp {
+
+torch::Device select_device(const Config &cfg);
+void setup_threads(const Config &cfg);
+void synchronize(torch::Device dev);
+// Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32 (bf16 on GPUs), the peak
+// against which MFU is reported. Takes about half a second.
+double measure_matmul_peak(torch::Device dev, bool bf16);
+std::string torch_version();
+
+} // namespace knlp

@@ -1,0 +1,498 @@
+#include "train/lm_trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "core/run.h"
+#include "core/safetensors.h"
+#include "core/torch_compat.h"
+#include "data/tokenizer.h"
+#include "data/tokens.h"
+#include "models/gpt2.h"
+#include "optim/adamw.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+#include "train/evaluate.h"
+#include "train/generate.h"
+
+namespace knlp {
+
+using json = nlohmann::json;
+
+const std::vector<std::string> &resume_tolerant_symbols()
+{
+	static const std::vector<std::string> s = {"MAX_ITERS", "MAX_TIME", "LOG_INTERVAL", "OUTPUT_DIR",
+						   "RUN_NAME", "DEBUG_VERBOSE", "SAMPLE_AT_EVAL", "KEEP_CHECKPOINTS"};
+	return s;
+}
+
+namespace {
+
+struct Schedule {
+	double lr, min_lr;
+	int64_t warmup, max_iters;
+	bool decay;
+	double at(int64_t it) const
+	{
+		if (warmup > 0 && it < warmup)
+			return lr * double(it) / double(warmup);
+		if (!decay)
+			return lr;
+		if (it > max_iters || max_iters <= warmup)
+			return min_lr;
+		double ratio = double(it - warmup) / double(max_iters - warmup);
+		double coeff = 0.5 * (1.0 + std::cos(M_PI * ratio));
+		return min_lr + coeff * (lr - min_lr);
+	}
+};
+
+std::string fs_basename(const std::string &p)
+{
+	size_t s = p.find_last_of('/');
+	return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+std::vector<std::string> split(const std::string &s, char sep)
+{
+	std::vector<std::string> out;
+	std::stringstream ss(s);
+	std::string item;
+	while (std::getline(ss, item, sep))
+		if (!item.empty())
+			out.push_back(item);
+	return out;
+}
+
+std::string pick_run_dir(const Config &cfg, const std::string &out)
+{
+	if (!out.empty())
+		return out;
+	std::string name = cfg.get_string("RUN_NAME");
+	if (name.empty())
+		name = "gpt2_" + now_stamp();
+	return join_path(cfg.get_string("OUTPUT_DIR"), name);
+}
+
+// Keep the JSON-lines log consistent with a resumed checkpoint: drop records past it.
+void truncate_jsonl(const std::string &path, int64_t iter)
+{
+	if (!file_exists(path))
+		return;
+	std::istringstream in(read_file(path));
+	std::string line, kept;
+	while (std::getline(in, line)) {
+		try {
+			auto j = json::parse(line);
+			if (j.value("iter", int64_t(0)) <= iter)
+				kept += line + "\n";
+		} catch (...) {
+			// a torn last line from a kill: dropped
+		}
+	}
+	write_file_atomic(path, kept);
+}
+
+class Trainer {
+public:
+	Trainer(TrainRequest req) : req_(std::move(req)), cfg_(req_.cfg) {}
+	int run();
+
+private:
+	void setup();
+	void resume_from(const std::string &ckpt);
+	void evaluate_now();
+	void checkpoint_now(bool best);
+	double train_step(double lr);
+	json state_json() const;
+	void write_metrics(const std::string &status) const;
+	void log_jsonl(const json &j);
+	double estimate(const TokenFile &f, int split);
+	[[noreturn]] void nonfinite(const std::string &what, double value);
+
+	TrainRequest req_;
+	Config cfg_;
+	torch::Device dev_ = torch::kCPU;
+	std::string run_dir_, data_dir_, last_ckpt_;
+	std::unique_ptr<TokenFile> train_, val_;
+	std::unique_ptr<Tokenizer> tok_;
+	GPT2 model_{nullptr};
+	std::unique_ptr<AdamW> opt_;
+	Schedule sched_{};
+	Rng data_rng_;
+	int64_t seed_ = 0, iter_ = 0, max_iters_ = 0, last_eval_ = -1, last_ckpt_iter_ = -1;
+	int B_ = 0, T_ = 0, accum_ = 1;
+	double clip_ = 1.0, best_val_ = std::numeric_limits<double>::infinity(), peak_flops_ = 0;
+	int64_t best_iter_ = -1;
+	double elapsed_before_ = 0;
+	std::chrono::steady_clock::time_point t_start_;
+	json hist_ = {{"train_losses", json::array()},	   {"val_losses", json::array()},
+		      {"train_perplexities", json::array()}, {"val_perplexities", json::array()},
+		      {"learning_rates", json::array()},    {"timestamps", json::array()},
+		      {"iterations", json::array()}};
+	bool just_evaluated_best_ = false;
+	double last_tok_s_ = 0, last_norm_ = 0;
+
+	double elapsed() const
+	{
+		return elapsed_before_ +
+		       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count();
+	}
+};
+
+void Trainer::setup()
+{
+	setup_threads(cfg_);
+	dev_ = select_device(cfg_);
+	seed_ = cfg_.get_int("SEED");
+	if (cfg_.get_bool("DEBUG_DETECT_ANOMALY"))
+		torch::autograd::AnomalyMode::set_enabled(true);
+
+	data_dir_ = cfg_.get_string("DATA_DIR");
+	if (!is_dir(data_dir_))
+		fail("{}: dataset folder not found; prepare it with `make prepare` (or set CONFIG_DATA_DIR)", data_dir_);
+	DataMeta meta = read_data_meta(data_dir_);
+	GPT2Config mc = GPT2Config::from(cfg_, meta.present ? meta.vocab_size : 0);
+	if (meta.present && meta.vocab_size > mc.vocab_size)
+		fail("{}: data vocabulary {} exceeds the model's {} (CONFIG_GPT2_VOCAB_SIZE)", data_dir_,
+		     meta.vocab_size, mc.vocab_size);
+	train_ = std::make_unique<TokenFile>(join_path(data_dir_, "train.bin"), mc.vocab_raw);
+	val_ = std::make_unique<TokenFile>(join_path(data_dir_, "val.bin"), mc.vocab_raw);
+	train_->require_window(mc.block_size);
+	val_->require_window(mc.block_size);
+	if (meta.present) {
+		try {
+			tok_ = make_tokenizer(meta.tokenizer, "");
+		} catch (const Error &e) {
+			fmt::print(stderr, "knlp: warning: no text samples ({})\n", e.what());
+		}
+	}
+
+	B_ = static_cast<int>(cfg_.get_int("BATCH_SIZE"));
+	T_ = mc.block_size;
+	accum_ = static_cast<int>(cfg_.get_int("GRAD_ACCUM"));
+	clip_ = cfg_.get_float("GRAD_CLIP");
+	max_iters_ = cfg_.get_int("MAX_ITERS");
+	sched_ = {cfg_.get_float("LEARNING_RATE"), cfg_.get_float("MIN_LR"), cfg_.get_int("WARMUP_ITERS"),
+		  max_iters_, cfg_.get_bool("DECAY_LR")};
+	if (sched_.lr <= 0 || sched_.min_lr < 0)
+		fail("training: CONFIG_LEARNING_RATE must be > 0 and CONFIG_MIN_LR >= 0");
+
+	torch::manual_seed(static_cast<uint64_t>(seed_));
+	model_ = GPT2(mc);
+	model_->to(dev_);
+	AdamWOptions ao;
+	ao.lr = sched_.lr;
+	ao.beta1 = cfg_.get_float("ADAMW_BETA1");
+	ao.beta2 = cfg_.get_float("ADAMW_BETA2");
+	ao.eps = cfg_.get_float("ADAMW_EPS");
+	ao.weight_decay = cfg_.get_float("WEIGHT_DECAY");
+	if (ao.beta1 < 0 || ao.beta1 >= 1 || ao.beta2 < 0 || ao.beta2 >= 1)
+		fail("optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1)");
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	for (auto &p : model_->named_parameters())
+		named.emplace_back(p.key(), p.value());
+	opt_ = std::make_unique<AdamW>(named, ao);
+	data_rng_ = Rng(static_cast<uint64_t>(seed_) * 0x9e3779b97f4a7c15ULL + 1);
+}
+
+void Trainer::resume_from(const std::string &ckpt)
+{
+	json st = read_checkpoint_state(ckpt);
+	load_tensors(join_path(ckpt, "model.safetensors"), named_parameters_of(*model_));
+	load_optimizer_state(ckpt, *opt_);
+	try {
+		iter_ = st.at("iteration").get<int64_t>();
+		opt_->set_step_count(st.at("optimizer_step").get<int64_t>());
+		data_rng_.set_state(std::stoull(st.at("data_rng").get<std::string>()));
+		best_val_ = st.at("best_val_loss").is_null() ? std::numeric_limits<double>::infinity()
+							      : st.at("best_val_loss").get<double>();
+		best_iter_ = st.value("best_iteration", int64_t(-1));
+		last_eval_ = st.value("last_eval_iteration", int64_t(-1));
+		elapsed_before_ = st.value("elapsed_seconds", 0.0);
+		hist_ = st.at("metrics");
+	} catch (const json::exception &e) {
+		fail("{}: checkpoint state is incomplete ({})", join_path(ckpt, "state.json"), e.what());
+	}
+	std::string opt_file = join_path(ckpt, "optimizer.safetensors");
+	SafetensorsFile f(opt_file);
+	const TensorView &g = f.get("rng.torch_cpu");
+	auto state = torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte).clone();
+	compat::set_generator_state(torch::kCPU, state);
+	last_ckpt_iter_ = iter_;
+	last_ckpt_ = ckpt;
+	truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), iter_);
+	fmt::print("resumed {} at iteration {}\n", ckpt, iter_);
+}
+
+json Trainer::state_json() const
+{
+	return {{"iteration", iter_},
+		{"optimizer_step", opt_->step_count()},
+		{"data_rng", std::to_string(data_rng_.state())},
+		{"best_val_loss", std::isfinite(best_val_) ? json(best_val_) : json(nullptr)},
+		{"best_iteration", best_iter_},
+		{"last_eval_iteration", last_eval_},
+		{"elapsed_seconds", elapsed()},
+		{"seed", seed_},
+		{"threads", torch::get_num_threads()},
+		{"code_version", code_version()},
+		{"config", cfg_.to_text()},
+		{"vocab_raw", model_->config().vocab_raw},
+		{"metrics", hist_}};
+}
+
+void Trainer::checkpoint_now(bool best)
+{
+	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
+	auto extra = optimizer_tensors(*opt_);
+	extra.push_back({"rng.torch_cpu", compat::generator_state(torch::kCPU)});
+	last_ckpt_ = w.save(iter_, *model_, extra, state_json(), best);
+	last_ckpt_iter_ = iter_;
+	write_metrics("running");
+}
+
+void Trainer::write_metrics(const std::string &status) const
+{
+	json j = {{"model", "gpt2"},
+		  {"status", status},
+		  {"final_iteration", iter_},
+		  {"best_val_loss", std::isfinite(best_val_) ? json(best_val_) : json(nullptr)},
+		  {"best_iteration", best_iter_},
+		  {"seed", seed_},
+		  {"parameters", model_->config().num_params()},
+		  {"total_time", elapsed()},
+		  {"tokens_per_second", last_tok_s_},
+		  {"code_version", code_version()},
+		  {"metrics", hist_}};
+	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
+}
+
+void Trainer::log_jsonl(const json &j)
+{
+	if (!cfg_.get_bool("TRACKER_JSONL"))
+		return;
+	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
+	f << j.dump() << "\n";
+}
+
+double Trainer::estimate(const TokenFile &f, int split)
+{
+	torch::NoGradGuard ng;
+	model_->eval();
+	// Batches depend only on (seed, iteration, split): evaluation never disturbs training.
+	Rng rng(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(iter_) * 7919ULL + split);
+	int n = static_cast<int>(cfg_.get_int("EVAL_SAMPLES"));
+	std::vector<int64_t> x(size_t(B_) * T_), y(size_t(B_) * T_);
+	double total = 0;
+	for (int i = 0; i < n; i++) {
+		f.random_batch(rng, B_, T_, x.data(), y.data());
+		auto xt = torch::from_blob(x.data(), {B_, T_}, torch::kLong).to(dev_);
+		auto yt = torch::from_blob(y.data(), {B_, T_}, torch::kLong).to(dev_);
+		compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
+		total += model_->forward(xt, yt).loss.item<double>();
+	}
+	model_->train();
+	return total / n;
+}
+
+void Trainer::evaluate_now()
+{
+	double tl = estimate(*train_, 0), vl = estimate(*val_, 1);
+	if (!std::isfinite(vl) || !std::isfinite(tl))
+		nonfinite("evaluation loss", std::isfinite(vl) ? tl : vl);
+	hist_["train_losses"].push_back(tl);
+	hist_["val_losses"].push_back(vl);
+	hist_["train_perplexities"].push_back(perplexity_of(tl));
+	hist_["val_perplexities"].push_back(perplexity_of(vl));
+	hist_["learning_rates"].push_back(sched_.at(iter_));
+	hist_["timestamps"].push_back(elapsed());
+	hist_["iterations"].push_back(iter_);
+	just_evaluated_best_ = iter_ > 0 && vl < best_val_;
+	if (just_evaluated_best_) {
+		best_val_ = vl;
+		best_iter_ = iter_;
+	}
+	last_eval_ = iter_;
+	fmt::print("\rstep {}: train loss {:.4f}, val loss {:.4f} (ppl {:.2f}){}\n", iter_, tl, vl, perplexity_of(vl),
+		   just_evaluated_best_ ? " [best]" : "");
+	log_jsonl({{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
+		   {"val_perplexity", perplexity_of(vl)}, {"elapsed", elapsed()}});
+	if (cfg_.get_bool("SAMPLE_AT_EVAL") && tok_) {
+		SampleOptions so;
+		so.tokens = static_cast<int>(cfg_.get_int("SAMPLE_TOKENS"));
+		so.temperature = cfg_.get_float("SAMPLE_TEMPERATURE");
+		so.top_k = static_cast<int>(cfg_.get_int("SAMPLE_TOP_K"));
+		std::ofstream out(join_path(run_dir_, "samples.txt"), std::ios::app);
+		out << "=== step " << iter_ << " ===\n";
+		int k = 0;
+		for (const auto &prompt : split(cfg_.get_string("SAMPLE_PROMPTS"), '|')) {
+			Rng rng(static_cast<uint64_t>(seed_) + static_cast<uint64_t>(iter_) * 31 + k++);
+			auto ids = tok_->encode(prompt);
+			auto gen = generate(model_, ids, so, rng, dev_);
+			std::string text = prompt + tok_->decode(gen);
+			out << text << "\n---\n";
+			std::string shown = text.substr(0, 160);
+			for (char &c : shown)
+				if (c == '\n' || c == '\r')
+					c = ' ';
+			if (cfg_.get_bool("DEBUG_VERBOSE") || k == 1)
+				fmt::print("  sample: {}\n", shown);
+		}
+	}
+}
+
+[[noreturn]] void Trainer::nonfinite(const std::string &what, double value)
+{
+	write_metrics("failed");
+	std::string keep = last_ckpt_.empty() ? "no checkpoint was written yet" : "last good checkpoint: " + last_ckpt_;
+	fail("{}: non-finite {} ({}) at iteration {}; training stopped, {}", run_dir_, what, value, iter_, keep);
+}
+
+double Trainer::train_step(double lr)
+{
+	std::vector<int64_t> x(size_t(B_) * T_), y(size_t(B_) * T_);
+	double loss_sum = 0;
+	for (int micro = 0; micro < accum_; micro++) {
+		train_->random_batch(data_rng_, B_, T_, x.data(), y.data());
+		auto xt = torch::from_blob(x.data(), {B_, T_}, torch::kLong).to(dev_);
+		auto yt = torch::from_blob(y.data(), {B_, T_}, torch::kLong).to(dev_);
+		torch::Tensor loss;
+		{
+			compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
+			loss = model_->forward(xt, yt).loss;
+		}
+		double lv = loss.item<double>();
+		if (!std::isfinite(lv))
+			nonfinite("loss", lv);
+		loss_sum += lv;
+		(loss / accum_).backward();
+	}
+	double norm = opt_->grad_norm();
+	if (!std::isfinite(norm)) {
+		std::string where = "?";
+		for (auto &s : opt_->state())
+			if (s.param.grad().defined() && !torch::isfinite(s.param.grad()).all().item<bool>()) {
+				where = s.name;
+				break;
+			}
+		nonfinite("gradient (first in " + where + ")", norm);
+	}
+	double scale = clip_ > 0 && norm > clip_ ? clip_ / (norm + 1e-6) : 1.0;
+	opt_->step(lr, scale);
+	for (auto &s : opt_->state())
+		s.param.mutable_grad().reset();
+	last_norm_ = norm;
+	return loss_sum / accum_;
+}
+
+int Trainer::run()
+{
+	std::string ckpt;
+	if (!req_.resume_dir.empty()) {
+		run_dir_ = req_.resume_dir;
+		ckpt = checkpoint_pointer(run_dir_, "LATEST");
+		if (ckpt.empty())
+			fail("{}: nothing to resume (no complete checkpoint under checkpoints/)", run_dir_);
+		Config saved = Config::parse(read_checkpoint_state(ckpt).at("config").get<std::string>(),
+					     join_path(ckpt, "state.json"));
+		auto d = saved.diff(cfg_, resume_tolerant_symbols());
+		if (!d.empty() && !req_.force)
+			fail("{}: configuration differs from the checkpoint's: {}; pass --force to resume anyway", run_dir_,
+			     fmt::join(d, ", "));
+	} else {
+		run_dir_ = pick_run_dir(cfg_, req_.out_dir);
+		if (!checkpoint_pointer(run_dir_, "LATEST").empty())
+			fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out",
+			     run_dir_, run_dir_);
+	}
+	setup();
+	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
+		fmt::print("dry run: GPT-2 {} layers, {} heads, width {}, context {}, vocab {} -> {} parameters\n",
+			   model_->config().n_layer, model_->config().n_head, model_->config().n_embd, T_,
+			   model_->config().vocab_size, model_->count_parameters());
+		return 0;
+	}
+	record_run(run_dir_, cfg_, req_.command,
+		   {{"torch_version", torch_version()}, {"device", dev_.str()},
+		    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt}});
+	t_start_ = std::chrono::steady_clock::now();
+	if (!ckpt.empty())
+		resume_from(ckpt);
+
+	const char *pf = std::getenv("KNLP_PEAK_FLOPS");
+	peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(dev_, cfg_.get_bool("AMP_BF16"));
+	const auto &mc = model_->config();
+	double flops_tok = mc.flops_per_token(T_);
+	fmt::print("run {}: GPT-2 {}x{}x{} ctx {} vocab {}: {:.3f}M parameters on {} ({} threads), seed {}\n",
+		   run_dir_, mc.n_layer, mc.n_head, mc.n_embd, T_, mc.vocab_size, model_->count_parameters() / 1e6,
+		   dev_.str(), torch::get_num_threads(), seed_);
+
+	const int64_t eval_interval = cfg_.get_int("EVAL_INTERVAL"), log_interval = cfg_.get_int("LOG_INTERVAL"),
+		      ckpt_interval = cfg_.get_int("CHECKPOINT_INTERVAL"), max_time = cfg_.get_int("MAX_TIME");
+	const double tokens_per_step = double(B_) * T_ * accum_;
+	Progress prog("train", static_cast<double>(max_iters_ - iter_), "it");
+	int64_t start_iter = iter_;
+	auto window_t0 = std::chrono::steady_clock::now();
+	int64_t window_it0 = iter_;
+	bool stop = false;
+	model_->train();
+	while (true) {
+		bool final_point = iter_ >= max_iters_ || stop;
+		if ((iter_ % eval_interval == 0 || final_point) && last_eval_ != iter_)
+			evaluate_now();
+		else
+			just_evaluated_best_ = false;
+		bool due = iter_ > 0 && (ckpt_interval > 0 ? iter_ % ckpt_interval == 0 : last_eval_ == iter_);
+		if ((due || just_evaluated_best_ || final_point) && last_ckpt_iter_ != iter_)
+			checkpoint_now(just_evaluated_best_);
+		if (final_point)
+			break;
+		double lr = sched_.at(iter_);
+		double loss = train_step(lr);
+		iter_++;
+		fault_point("after_step");
+		if (max_time > 0 && elapsed() >= double(max_time))
+			stop = true;
+		if (iter_ % log_interval == 0 || stop || iter_ == max_iters_) {
+			synchronize(dev_);
+			double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_t0).count();
+			double tok_s = dt > 0 ? tokens_per_step * double(iter_ - window_it0) / dt : 0;
+			last_tok_s_ = tok_s;
+			double mfu = peak_flops_ > 0 ? flops_tok * tok_s / peak_flops_ : 0;
+			window_t0 = std::chrono::steady_clock::now();
+			window_it0 = iter_;
+			log_jsonl({{"type", "train"}, {"iter", iter_}, {"loss", loss}, {"lr", lr}, {"grad_norm", last_norm_},
+				   {"tokens_per_sec", tok_s}, {"mfu", mfu}, {"elapsed", elapsed()}});
+			prog.update(static_cast<double>(iter_ - start_iter),
+				    fmt::format("it {} loss {:.4f} lr {:.2e} {:.0f} tok/s MFU {:.1f}%", iter_, loss, lr,
+						tok_s, 100 * mfu),
+				    true);
+		}
+	}
+	prog.finish();
+	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
+			  fs_basename(last_ckpt_) + "\n");
+	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");
+	fmt::print("done: {} iterations, best val loss {:.4f} (ppl {:.2f}) at iteration {}, {:.1f} s; run folder {}\n",
+		   iter_, best_val_, perplexity_of(best_val_), best_iter_, elapsed(), run_dir_);
+	return 0;
+}
+
+} // namespace
+
+int train_lm(TrainRequest req)
+{
+	Trainer t(std::move(req));
+	return t.run();
+}
+
+} // namespace knlp
