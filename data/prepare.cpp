@@ -129,7 +129,8 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 					all.put(&eot, 1);
 				}
 			}
-			progress.update(disk_done / 1e6);
+			if (!opt.quiet)
+				progress.update(disk_done / 1e6);
 		}
 		all.file.commit();
 		res.source_digest = source.hex();
@@ -139,7 +140,8 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 		res.val_tokens = std::max<uint64_t>(1, total * static_cast<uint64_t>(opt.val_percent) / 100);
 		res.train_tokens = total - res.val_tokens;
 	}
-	progress.finish(fmt::format("{} files, {:.1f} MB of text", files.size(), res.text_bytes / 1e6));
+	if (!opt.quiet)
+		progress.finish(fmt::format("{} files, {:.1f} MB of text", files.size(), res.text_bytes / 1e6));
 
 	// Pass 2: split the stream into train.bin (first part) and val.bin (last part).
 	{

@@ -116,7 +116,9 @@ void AdamW::step_cpu(double lr, double grad_scale)
 			spans.push_back({p + o, g + o, m + o, v + o, std::min(k_chunk, s.param.numel() - o),
 					 static_cast<float>(s.weight_decay)});
 	}
+	// 1 - beta is formed in double, as libtorch does, before rounding to float.
 	const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps, scale = grad_scale;
+	const float omb1 = static_cast<float>(1.0 - opt_.beta1), omb2 = static_cast<float>(1.0 - opt_.beta2);
 	const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
 	const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
 	const float step_size = static_cast<float>(lr / bc1);
@@ -130,8 +132,8 @@ void AdamW::step_cpu(double lr, double grad_scale)
 			for (int64_t i = 0; i < s.n; i++) {
 				float g = s.g[i] * scale;
 				float p = s.p[i] * decay;
-				float m = b1 * s.m[i] + (1.0f - b1) * g;
-				float v = b2 * s.v[i] + (1.0f - b2) * g * g;
+				float m = b1 * s.m[i] + omb1 * g;
+				float v = b2 * s.v[i] + omb2 * g * g;
 				s.m[i] = m;
 				s.v[i] = v;
 				s.p[i] = p - step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + eps);

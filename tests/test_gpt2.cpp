@@ -1,1 +1,233 @@
+// GPT-2 model: exact parameter counts, init, causality, KV cache; AdamW; LR schedule.
 #include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "models/gpt2.h"
+#include "optim/adamw.h"
+#include "train/generate.h"
+#include "train/schedule.h"
+
+using namespace knlp;
+
+static GPT2Config shape(int L, int H, int C, int T, int V, bool bias = true)
+{
+	GPT2Config c;
+	c.n_layer = L, c.n_head = H, c.n_embd = C, c.block_size = T, c.vocab_raw = V;
+	c.vocab_size = pad_vocab(V, 64);
+	c.bias = bias;
+	c.dropout = 0.0;
+	return c;
+}
+
+TEST(Gpt2, VocabularyPadding)
+{
+	EXPECT_EQ(pad_vocab(50257, 64), 50304);
+	EXPECT_EQ(pad_vocab(256, 64), 256);
+	EXPECT_EQ(pad_vocab(257, 64), 320);
+	EXPECT_EQ(pad_vocab(50257, 1), 50257);
+}
+
+TEST(Gpt2, ParameterCountsOfThePresets)
+{
+	// Hand-derived: 12 L C^2 + 13 L C (blocks) + V C + T C + 2 C (final norm).
+	EXPECT_EQ(shape(12, 12, 768, 1024, 50257).num_params(), 124475904);
+	EXPECT_EQ(shape(6, 8, 512, 1024, 50257).num_params(), 45195264);
+	EXPECT_EQ(shape(24, 16, 1024, 1024, 50257).num_params(), 354871296);
+	EXPECT_EQ(shape(36, 20, 1280, 1024, 50257).num_params(), 774090240);
+	EXPECT_EQ(shape(48, 25, 1600, 1024, 50257).num_params(), 1557686400);
+	EXPECT_EQ(shape(4, 4, 128, 128, 256).num_params(), 842496);
+	// No biases: minus (1 + 3 + 1 + 1 + 4 + 1) C per block and C for ln_f.
+	EXPECT_EQ(shape(4, 4, 128, 128, 256, false).num_params(), 842496 - 4 * 11 * 128 - 128);
+}
+
+TEST(Gpt2, ModuleMatchesTheAnalyticCount124M)
+{
+	torch::manual_seed(0);
+	GPT2 m(shape(12, 12, 768, 1024, 50257));
+	EXPECT_EQ(m->count_parameters(), 124475904);
+	// The tied head is the embedding, not a second parameter.
+	int n = 0;
+	for (auto &p : m->named_parameters())
+		n += p.key().find("lm_head") != std::string::npos;
+	EXPECT_EQ(n, 0);
+	EXPECT_EQ(m->named_parameters().size(), 2u + 12u * 12u + 2u);
+}
+
+TEST(Gpt2, SmallShapesMatchTheAnalyticCount)
+{
+	for (bool bias : {true, false}) {
+		auto c = shape(3, 2, 32, 16, 100, bias);
+		GPT2 m(c);
+		EXPECT_EQ(m->count_parameters(), c.num_params()) << bias;
+	}
+}
+
+TEST(Gpt2, InitFollowsTheSpec)
+{
+	torch::manual_seed(1);
+	auto c = shape(8, 4, 256, 64, 256);
+	GPT2 m(c);
+	auto params = m->named_parameters();
+	auto stdof = [&](const std::string &n) { return params[n].std().item<double>(); };
+	EXPECT_NEAR(stdof("transformer.h.0.attn.c_attn.weight"), 0.02, 0.001);
+	EXPECT_NEAR(stdof("transformer.h.3.mlp.c_fc.weight"), 0.02, 0.001);
+	EXPECT_NEAR(stdof("transformer.wte.weight"), 0.02, 0.002);
+	EXPECT_NEAR(stdof("transformer.wpe.weight"), 0.02, 0.002);
+	double proj = 0.02 / std::sqrt(2.0 * 8);
+	EXPECT_NEAR(stdof("transformer.h.0.attn.c_proj.weight"), proj, proj * 0.05);
+	EXPECT_NEAR(stdof("transformer.h.7.mlp.c_proj.weight"), proj, proj * 0.05);
+	EXPECT_EQ(params["transformer.h.2.attn.c_attn.bias"].abs().max().item<float>(), 0.0f);
+	EXPECT_TRUE(params["transformer.h.2.ln_1.weight"].eq(1).all().item<bool>());
+	EXPECT_TRUE(params["transformer.ln_f.bias"].eq(0).all().item<bool>());
+}
+
+TEST(Gpt2, InitialLossIsNearUniform)
+{
+	torch::manual_seed(2);
+	GPT2 m(shape(2, 2, 64, 32, 256));
+	auto x = torch::randint(0, 256, {4, 32}, torch::kLong);
+	auto y = torch::randint(0, 256, {4, 32}, torch::kLong);
+	auto out = m->forward(x, y);
+	EXPECT_NEAR(out.loss.item<double>(), std::log(256.0), 0.1);
+	EXPECT_EQ(out.logits.sizes(), (std::vector<int64_t>{4, 32, 256}));
+	// Ignored targets (-1) do not count.
+	auto y2 = y.clone();
+	y2.narrow(1, 16, 16).fill_(-1);
+	auto half = torch::nn::functional::cross_entropy(out.logits.narrow(1, 0, 16).reshape({-1, 256}),
+							 y.narrow(1, 0, 16).reshape({-1}));
+	EXPECT_NEAR(m->forward(x, y2).loss.item<double>(), half.item<double>(), 1e-6);
+	// Without targets only the last position is returned.
+	EXPECT_EQ(m->forward(x).logits.sizes(), (std::vector<int64_t>{4, 1, 256}));
+}
+
+TEST(Gpt2, AttentionIsCausal)
+{
+	torch::manual_seed(3);
+	GPT2 m(shape(2, 2, 32, 16, 256));
+	m->eval();
+	auto x = torch::randint(0, 256, {1, 16}, torch::kLong);
+	auto a = m->forward_all(x);
+	auto x2 = x.clone();
+	x2[0][10] = (x[0][10].item<int64_t>() + 1) % 256;
+	auto b = m->forward_all(x2);
+	EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 10), b.narrow(1, 0, 10), 0, 0));
+	EXPECT_FALSE(torch::allclose(a.narrow(1, 10, 6), b.narrow(1, 10, 6)));
+}
+
+TEST(Gpt2, CachedDecodingEqualsFullForward)
+{
+	torch::manual_seed(4);
+	GPT2 m(shape(3, 4, 64, 32, 256));
+	m->eval();
+	torch::NoGradGuard ng;
+	auto x = torch::randint(0, 256, {2, 20}, torch::kLong);
+	auto full = m->forward_all(x);
+	KVCache cache;
+	auto pre = m->forward_cached(x.narrow(1, 0, 7), cache); // prefill 7
+	EXPECT_LT((pre - full.narrow(1, 0, 7)).abs().max().item<double>(), 1e-5);
+	auto chunk = m->forward_cached(x.narrow(1, 7, 3), cache); // a 3-token chunk
+	EXPECT_LT((chunk - full.narrow(1, 7, 3)).abs().max().item<double>(), 1e-5);
+	for (int t = 10; t < 20; t++) {
+		auto step = m->forward_cached(x.narrow(1, t, 1), cache);
+		EXPECT_LT((step - full.narrow(1, t, 1)).abs().max().item<double>(), 1e-5) << t;
+	}
+	EXPECT_EQ(cache.length(), 20);
+	// 3 layers x (K + V) x B 2 x H 4 x 20 positions x D 16 x 4 bytes.
+	EXPECT_EQ(cache.bytes(), 3 * 2 * 2 * 4 * 20 * 16 * 4);
+}
+
+TEST(Gpt2, SamplingIsDeterministicAndRespectsTopK)
+{
+	torch::manual_seed(5);
+	GPT2 m(shape(2, 2, 32, 64, 256));
+	SampleOptions so;
+	so.tokens = 20;
+	Rng r1(9), r2(9);
+	auto a = generate(m, {1, 2, 3}, so, r1, torch::kCPU);
+	auto b = generate(m, {1, 2, 3}, so, r2, torch::kCPU);
+	EXPECT_EQ(a, b);
+	EXPECT_EQ(a.size(), 20u);
+	auto logits = torch::tensor({0.0, 5.0, 1.0, 4.0});
+	Rng r(1);
+	for (int i = 0; i < 100; i++) {
+		auto id = sample_logits(logits, 4, 1.0, 2, r);
+		EXPECT_TRUE(id == 1 || id == 3);
+	}
+	EXPECT_EQ(sample_logits(logits, 4, 1.0, 1, r), 1u);
+	// Generation longer than the context slides the window instead of failing.
+	so.tokens = 100;
+	EXPECT_EQ(generate(m, {1}, so, r1, torch::kCPU).size(), 100u);
+}
+
+TEST(AdamW, DecayGroupsFollowTheSpec)
+{
+	auto w = torch::zeros({4, 4}), b = torch::zeros({4});
+	EXPECT_TRUE(decays("transformer.h.0.attn.c_attn.weight", w));
+	EXPECT_FALSE(decays("transformer.h.0.attn.c_attn.bias", b));
+	EXPECT_FALSE(decays("transformer.h.0.ln_1.weight", b));
+	EXPECT_FALSE(decays("transformer.wte.weight", w));
+	EXPECT_FALSE(decays("transformer.wpe.weight", w));
+}
+
+TEST(AdamW, OneStepByHand)
+{
+	// p=1, g=0.5, lr=0.1, wd=0.1: decay p=0.99; m=0.05, v=0.00025; m^=0.5, v^=0.25;
+	// p = 0.99 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.89.
+	auto p = torch::ones({1, 1}).requires_grad_(true);
+	p.mutable_grad() = torch::full({1, 1}, 0.5);
+	AdamWOptions o;
+	o.beta1 = 0.9, o.beta2 = 0.999, o.eps = 1e-8, o.weight_decay = 0.1;
+	AdamW opt({{"x.weight", p}}, o);
+	opt.step(0.1);
+	EXPECT_NEAR(p.item<double>(), 0.89, 2e-7); // fp32 state
+	EXPECT_NEAR(opt.state()[0].exp_avg.item<double>(), 0.05, 1e-9);
+	EXPECT_NEAR(opt.state()[0].exp_avg_sq.item<double>(), 0.00025, 1e-10);
+	// Second step, same gradient: m=0.095, v=0.00049975; m^=0.5, v^=0.25 again;
+	// p = 0.89 * 0.99 - 0.1 * 0.5 / 0.5 = 0.7811.
+	opt.step(0.1);
+	EXPECT_NEAR(p.item<double>(), 0.7811, 4e-7);
+	// Grad norm sqrt(0.5^2) and the clip scale applied inside the step.
+	EXPECT_NEAR(opt.grad_norm(), 0.5, 1e-9);
+}
+
+TEST(AdamW, MatchesLibtorchAdamW)
+{
+	torch::manual_seed(6);
+	auto a = torch::randn({300, 70}), b = torch::randn({70});
+	auto a2 = a.clone(), b2 = b.clone();
+	a.requires_grad_(true), b.requires_grad_(true), a2.requires_grad_(true), b2.requires_grad_(true);
+	AdamWOptions o;
+	o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1;
+	AdamW mine({{"l.weight", a}, {"l.bias", b}}, o);
+	std::vector<torch::optim::OptimizerParamGroup> groups;
+	groups.emplace_back(std::vector<torch::Tensor>{a2},
+			    std::make_unique<torch::optim::AdamWOptions>(
+				    torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+	groups.emplace_back(std::vector<torch::Tensor>{b2},
+			    std::make_unique<torch::optim::AdamWOptions>(
+				    torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+	torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(1e-3));
+	for (int s = 0; s < 10; s++) {
+		auto ga = torch::randn({300, 70}), gb = torch::randn({70});
+		a.mutable_grad() = ga.clone(), b.mutable_grad() = gb.clone();
+		a2.mutable_grad() = ga.clone(), b2.mutable_grad() = gb.clone();
+		mine.step(1e-3);
+		ref.step();
+	}
+	EXPECT_LT((a - a2).abs().max().item<double>(), 1e-6);
+	EXPECT_LT((b - b2).abs().max().item<double>(), 1e-6);
+}
+
+TEST(LrSchedule, WarmupCosineFloor)
+{
+	LrSchedule s{1e-3, 1e-4, 10, 110, true};
+	EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+	EXPECT_DOUBLE_EQ(s.at(5), 5e-4);
+	EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
+	EXPECT_NEAR(s.at(60), 1e-4 + 0.5 * (1e-3 - 1e-4), 1e-15); // halfway: cos(pi/2) = 0
+	EXPECT_NEAR(s.at(110), 1e-4, 1e-15);
+	EXPECT_DOUBLE_EQ(s.at(500), 1e-4);
+	LrSchedule flat{1e-3, 1e-4, 10, 110, false};
+	EXPECT_DOUBLE_EQ(flat.at(100), 1e-3);
+}

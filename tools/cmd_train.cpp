@@ -120,7 +120,7 @@ void add_train_commands(CLI::App &app)
 		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
 		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
 		auto r = evaluate_file(model, val, batch, dev);
-		fmt::print("{{\"checkpoint\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.6f}, "
+		fmt::print("{{\"checkpoint\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.9f}, "
 			   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
 			   ckpt, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds);
 	});

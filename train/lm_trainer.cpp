@@ -23,6 +23,7 @@
 #include "train/device.h"
 #include "train/evaluate.h"
 #include "train/generate.h"
+#include "train/schedule.h"
 
 namespace knlp {
 
@@ -37,23 +38,6 @@ const std::vector<std::string> &resume_tolerant_symbols()
 
 namespace {
 
-struct Schedule {
-	double lr, min_lr;
-	int64_t warmup, max_iters;
-	bool decay;
-	double at(int64_t it) const
-	{
-		if (warmup > 0 && it < warmup)
-			return lr * double(it) / double(warmup);
-		if (!decay)
-			return lr;
-		if (it > max_iters || max_iters <= warmup)
-			return min_lr;
-		double ratio = double(it - warmup) / double(max_iters - warmup);
-		double coeff = 0.5 * (1.0 + std::cos(M_PI * ratio));
-		return min_lr + coeff * (lr - min_lr);
-	}
-};
 
 std::string fs_basename(const std::string &p)
 {
@@ -126,7 +110,7 @@ private:
 	std::unique_ptr<Tokenizer> tok_;
 	GPT2 model_{nullptr};
 	std::unique_ptr<AdamW> opt_;
-	Schedule sched_{};
+	LrSchedule sched_{};
 	Rng data_rng_;
 	int64_t seed_ = 0, iter_ = 0, max_iters_ = 0, last_eval_ = -1, last_ckpt_iter_ = -1;
 	int B_ = 0, T_ = 0, accum_ = 1;
