@@ -1,1 +1,158 @@
-int main() { return 0; }
+// knlp_bench: the measurements behind `make bench`. Each mode prints one JSON line; the
+// driver (scripts/bench.sh) runs the baselines in the same invocation and prints ratios.
+//
+//   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
+//   knlp_bench optim STEPS                  AdamW step on the 124M parameter set vs libtorch
+//   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sys/resource.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fsutil.h"
+#include "data/tokenizer.h"
+#include "models/gpt2.h"
+#include "optim/adamw.h"
+#include "train/device.h"
+
+using namespace knlp;
+using clk = std::chrono::steady_clock;
+
+static double secs(clk::time_point a) { return std::chrono::duration<double>(clk::now() - a).count(); }
+
+static double peak_rss_mb()
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss / 1024.0;
+}
+
+static int bench_train(char **a)
+{
+	GPT2Config c;
+	c.n_layer = std::atoi(a[0]), c.n_head = std::atoi(a[1]), c.n_embd = std::atoi(a[2]);
+	c.block_size = std::atoi(a[3]);
+	int B = std::atoi(a[4]);
+	c.vocab_raw = c.vocab_size = std::atoi(a[5]);
+	int steps = std::atoi(a[6]);
+	c.dropout = 0.0;
+	c.fused_head_loss = !std::getenv("KNLP_BENCH_UNFUSED");
+	torch::manual_seed(0);
+	double peak = measure_matmul_peak(torch::kCPU, false);
+	GPT2 m(c);
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	for (auto &p : m->named_parameters())
+		named.emplace_back(p.key(), p.value());
+	AdamW opt(named, AdamWOptions{});
+	auto x = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
+	auto y = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
+	auto step = [&] {
+		auto loss = m->forward(x, y).loss;
+		loss.backward();
+		double norm = opt.grad_norm();
+		opt.step(1e-4, norm > 1.0 ? 1.0 / (norm + 1e-6) : 1.0);
+		for (auto &s : opt.state())
+			s.param.mutable_grad().reset();
+		return loss.item<double>();
+	};
+	for (int i = 0; i < 3; i++)
+		step();
+	auto t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		step();
+	double dt = secs(t0) / steps;
+	double tok_s = double(B) * c.block_size / dt;
+	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
+	nlohmann::json j = {{"impl", c.fused_head_loss ? "knlp" : "knlp-unfused-head"},	     {"tokens_per_sec", tok_s},     {"step_ms", dt * 1e3},
+			    {"mfu", mfu},	     {"peak_gflops", peak / 1e9},   {"peak_rss_mb", peak_rss_mb()},
+			    {"params", c.num_params()}, {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+static int bench_optim(char **a)
+{
+	int steps = std::atoi(a[0]);
+	GPT2Config c; // 124M shape
+	c.vocab_raw = 50257, c.vocab_size = 50304;
+	torch::manual_seed(0);
+	GPT2 m(c);
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	std::vector<torch::Tensor> plain;
+	for (auto &p : m->named_parameters()) {
+		named.emplace_back(p.key(), p.value());
+		p.value().mutable_grad() = torch::randn_like(p.value()) * 1e-3;
+		plain.push_back(p.value());
+	}
+	AdamW mine(named, AdamWOptions{});
+	torch::optim::AdamW ref(plain, torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
+	mine.step(1e-4);
+	ref.step();
+	auto t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		mine.step(1e-4);
+	double ours = secs(t0) / steps;
+	t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		ref.step();
+	double theirs = secs(t0) / steps;
+	nlohmann::json j = {{"params", c.num_params()},	   {"knlp_step_ms", ours * 1e3},
+			    {"libtorch_step_ms", theirs * 1e3}, {"speedup", theirs / ours},
+			    {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+static int bench_tokenize(int argc, char **a)
+{
+	// Optional "--dump FILE": write each file's ids as a JSON array per line (for the
+	// agreement check against the JavaScript encoder), outside the timed loop.
+	std::string dump;
+	if (argc >= 3 && !std::strcmp(a[0], "--dump")) {
+		dump = a[1];
+		a += 2;
+		argc -= 2;
+	}
+	auto tok = make_tokenizer(a[0], "");
+	std::vector<std::string> texts;
+	size_t bytes = 0;
+	for (int i = 1; i < argc; i++) {
+		texts.push_back(read_file(a[i]));
+		bytes += texts.back().size();
+	}
+	size_t tokens = 0;
+	auto t0 = clk::now();
+	for (const auto &t : texts)
+		tokens += tok->encode(t).size();
+	double dt = secs(t0);
+	if (!dump.empty()) {
+		std::string out;
+		for (const auto &t : texts)
+			out += nlohmann::json(tok->encode(t)).dump() + "\n";
+		write_file_atomic(dump, out);
+	}
+	nlohmann::json j = {{"tokenizer", a[0]}, {"bytes", bytes}, {"tokens", tokens}, {"seconds", dt},
+			    {"mb_per_sec", bytes / 1e6 / dt}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		std::fprintf(stderr, "usage: knlp_bench train|optim|tokenize ...\n");
+		return 2;
+	}
+	const char *threads = std::getenv("KNLP_BENCH_THREADS");
+	torch::set_num_threads(threads ? std::atoi(threads) : 2);
+	if (!std::strcmp(argv[1], "train") && argc == 9)
+		return bench_train(argv + 2);
+	if (!std::strcmp(argv[1], "optim") && argc == 3)
+		return bench_optim(argv + 2);
+	if (!std::strcmp(argv[1], "tokenize") && argc >= 4)
+		return bench_tokenize(argc - 2, argv + 2);
+	std::fprintf(stderr, "knlp_bench: bad arguments\n");
+	return 2;
+}

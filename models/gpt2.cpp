@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
+#include "models/linear_ce.h"
 
 namespace knlp {
 
@@ -27,6 +28,7 @@ GPT2Config GPT2Config::from(const Config &cfg, int data_vocab)
 	c.dropout = cfg.get_float("GPT2_DROPOUT");
 	c.bias = cfg.get_bool("GPT2_BIAS");
 	c.fused_attention = cfg.get_bool("GPT2_FLASH_ATTENTION");
+	c.fused_head_loss = cfg.get_bool("GPT2_FUSED_HEAD_LOSS");
 	c.validate();
 	return c;
 }
@@ -213,7 +215,9 @@ GPT2Output GPT2Impl::forward(const torch::Tensor &idx, const torch::Tensor &targ
 {
 	GPT2Output out;
 	auto x = hidden(idx, 0, nullptr);
-	if (targets.defined()) {
+	if (targets.defined() && c_.fused_head_loss && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+		out.loss = linear_cross_entropy(x.reshape({-1, x.size(-1)}), wte->weight, targets.reshape({-1}));
+	} else if (targets.defined()) {
 		out.logits = torch::matmul(x, wte->weight.t());
 		out.loss = torch::nn::functional::cross_entropy(
 			out.logits.view({-1, out.logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),

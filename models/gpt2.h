@@ -15,6 +15,7 @@ struct GPT2Config {
 	double dropout = 0.0;
 	bool bias = true;
 	bool fused_attention = true;
+	bool fused_head_loss = true; // CPU: chunked linear + cross-entropy (models/linear_ce.h)
 
 	static GPT2Config from(const Config &cfg, int data_vocab);
 	void validate() const;
@@ -80,7 +81,8 @@ public:
 TORCH_MODULE(Block);
 
 struct GPT2Output {
-	torch::Tensor logits; // [B, T, V] (or [B, 1, V] for inference without targets)
+	torch::Tensor logits; // [B, T, V], [B, 1, V] without targets; undefined when the fused
+			      // CPU head computed the loss directly
 	torch::Tensor loss;   // defined when targets were given
 };
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "models/gpt2.h"
+#include "models/linear_ce.h"
 #include "optim/adamw.h"
 #include "train/generate.h"
 #include "train/schedule.h"
@@ -85,7 +86,9 @@ TEST(Gpt2, InitFollowsTheSpec)
 TEST(Gpt2, InitialLossIsNearUniform)
 {
 	torch::manual_seed(2);
-	GPT2 m(shape(2, 2, 64, 32, 256));
+	auto c = shape(2, 2, 64, 32, 256);
+	c.fused_head_loss = false;
+	GPT2 m(c);
 	auto x = torch::randint(0, 256, {4, 32}, torch::kLong);
 	auto y = torch::randint(0, 256, {4, 32}, torch::kLong);
 	auto out = m->forward(x, y);
@@ -230,4 +233,43 @@ TEST(LrSchedule, WarmupCosineFloor)
 	EXPECT_DOUBLE_EQ(s.at(500), 1e-4);
 	LrSchedule flat{1e-3, 1e-4, 10, 110, false};
 	EXPECT_DOUBLE_EQ(flat.at(100), 1e-3);
+}
+
+TEST(LinearCrossEntropy, MatchesThePlainPathInLossAndGradients)
+{
+	torch::manual_seed(7);
+	for (int64_t N : {5, 300}) {
+		auto x = torch::randn({N, 24}, torch::requires_grad());
+		auto w = (torch::randn({5000, 24}) * 0.1).requires_grad_(true);
+		auto t = torch::randint(0, 5000, {N}, torch::kLong);
+		t[1] = -1; // ignored
+		auto x2 = x.detach().clone().requires_grad_(true), w2 = w.detach().clone().requires_grad_(true);
+		auto fused = linear_cross_entropy(x, w, t);
+		(fused * 3.0).backward();
+		auto plain = torch::nn::functional::cross_entropy(
+			torch::mm(x2, w2.t()), t, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
+		(plain * 3.0).backward();
+		EXPECT_NEAR(fused.item<double>(), plain.item<double>(), 1e-5);
+		EXPECT_LT((x.grad() - x2.grad()).abs().max().item<double>(), 1e-6);
+		EXPECT_LT((w.grad() - w2.grad()).abs().max().item<double>(), 1e-6);
+		EXPECT_EQ(x.grad()[1].abs().sum().item<double>(), 0.0); // ignored row: no gradient
+	}
+}
+
+TEST(Gpt2, FusedAndPlainHeadsTrainAlike)
+{
+	auto c = shape(2, 2, 32, 16, 256);
+	torch::manual_seed(8);
+	GPT2 a(c);
+	c.fused_head_loss = false;
+	torch::manual_seed(8);
+	GPT2 b(c);
+	auto x = torch::randint(0, 256, {3, 16}, torch::kLong), y = torch::randint(0, 256, {3, 16}, torch::kLong);
+	auto la = a->forward(x, y).loss, lb = b->forward(x, y).loss;
+	EXPECT_NEAR(la.item<double>(), lb.item<double>(), 1e-5);
+	la.backward();
+	lb.backward();
+	auto ga = a->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
+	auto gb = b->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
+	EXPECT_LT((ga - gb).abs().max().item<double>(), 1e-6);
 }

@@ -1,5 +1,6 @@
 #include "train/device.h"
 
+#include <array>
 #include <chrono>
 #include <sched.h>
 #include <thread>
@@ -45,22 +46,31 @@ void synchronize(torch::Device dev)
 
 double measure_matmul_peak(torch::Device dev, bool bf16)
 {
+	// The best of several square and transformer-like shapes: the peak MFU is quoted against.
 	torch::NoGradGuard ng;
-	int64_t n = dev.is_cuda() ? 8192 : 1024;
 	auto opts = torch::TensorOptions().device(dev).dtype(bf16 && dev.is_cuda() ? torch::kBFloat16 : torch::kFloat);
-	auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
-	auto c = torch::mm(a, b);
-	synchronize(dev);
-	int reps = 0;
-	auto t0 = std::chrono::steady_clock::now();
-	double el = 0;
-	while (el < 0.4 || reps < 3) {
-		c = torch::mm(a, b);
+	std::vector<std::array<int64_t, 3>> shapes;
+	if (dev.is_cuda())
+		shapes = {{8192, 8192, 8192}, {16384, 4096, 4096}};
+	else
+		shapes = {{512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {3072, 384, 1536}, {3072, 1536, 384}};
+	double best = 0;
+	for (auto [m, k, n] : shapes) {
+		auto a = torch::randn({m, k}, opts), b = torch::randn({k, n}, opts);
+		auto c = torch::mm(a, b);
 		synchronize(dev);
-		reps++;
-		el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+		int reps = 0;
+		auto t0 = std::chrono::steady_clock::now();
+		double el = 0;
+		while (el < 0.15 || reps < 2) {
+			c = torch::mm(a, b);
+			synchronize(dev);
+			reps++;
+			el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+		}
+		best = std::max(best, 2.0 * m * k * n * reps / el);
 	}
-	return 2.0 * n * n * n * reps / el;
+	return best;
 }
 
 std::string torch_version() { return TORCH_VERSION; }

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -306,7 +307,7 @@ void Trainer::evaluate_now()
 		best_iter_ = iter_;
 	}
 	last_eval_ = iter_;
-	fmt::print("\rstep {}: train loss {:.4f}, val loss {:.4f} (ppl {:.2f}){}\n", iter_, tl, vl, perplexity_of(vl),
+	fmt::print("{}step {}: train loss {:.4f}, val loss {:.4f} (ppl {:.2f}){}\n", isatty(fileno(stdout)) ? "\r\033[K" : "", iter_, tl, vl, perplexity_of(vl),
 		   just_evaluated_best_ ? " [best]" : "");
 	log_jsonl({{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
 		   {"val_perplexity", perplexity_of(vl)}, {"elapsed", elapsed()}});

@@ -1,0 +1,63 @@
+#include "models/linear_ce.h"
+
+#include <algorithm>
+
+namespace knlp {
+
+namespace {
+
+struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x,
+				     const torch::Tensor &w, const torch::Tensor &targets)
+	{
+		const int64_t N = x.size(0), V = w.size(0);
+		bool want_grad = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
+		auto valid = targets.ne(-1);
+		int64_t n = valid.sum().item<int64_t>();
+		// Rows per chunk: keep a chunk of logits near 4 MB.
+		int64_t R = std::max<int64_t>(8, std::min<int64_t>(N, (1 << 20) / std::max<int64_t>(V, 1)));
+		auto gx = want_grad ? torch::empty_like(x) : torch::Tensor();
+		auto gw = want_grad ? torch::zeros_like(w) : torch::Tensor();
+		double total = 0;
+		const float inv_n = n > 0 ? 1.0f / static_cast<float>(n) : 0.0f;
+		for (int64_t r0 = 0; r0 < N; r0 += R) {
+			int64_t r = std::min(R, N - r0);
+			auto xc = x.narrow(0, r0, r);
+			auto tc = targets.narrow(0, r0, r);
+			auto vc = valid.narrow(0, r0, r);
+			auto logits = torch::mm(xc, w.t()); // [r, V]
+			auto lse = torch::logsumexp(logits, 1, true);
+			auto safe_t = tc.clamp_min(0).unsqueeze(1);
+			auto picked = logits.gather(1, safe_t);
+			total += ((lse - picked).squeeze(1) * vc).sum().item<double>();
+			if (!want_grad)
+				continue;
+			// d loss / d logits = (softmax - onehot) / n on valid rows, 0 elsewhere.
+			logits.sub_(lse).exp_();
+			logits.scatter_add_(1, safe_t, torch::full({r, 1}, -1.0f, logits.options()));
+			logits.mul_((vc.to(logits.dtype()) * inv_n).unsqueeze(1));
+			gx.narrow(0, r0, r).copy_(torch::mm(logits, w));
+			gw.addmm_(logits.t(), xc);
+		}
+		if (want_grad)
+			ctx->save_for_backward({gx, gw});
+		return torch::full({}, n > 0 ? total / double(n) : 0.0, x.options());
+	}
+
+	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+						     torch::autograd::tensor_list grad_out)
+	{
+		auto saved = ctx->get_saved_variables();
+		auto g = grad_out[0];
+		return {saved[0] * g, saved[1] * g, torch::Tensor()};
+	}
+};
+
+} // namespace
+
+torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets)
+{
+	return LinearCrossEntropy::apply(x, w, targets);
+}
+
+} // namespace knlp

@@ -1,0 +1,72 @@
+#!/bin/bash
+# make bench: every figure is a ratio against a baseline run in this same invocation.
+# Results go to bench-results/<stamp>.json and to the terminal.
+set -eu
+BUILD=${1:-build}
+B="$BUILD/knlp_bench"
+PY=/usr/bin/python3
+top=$(cd "$(dirname "$0")/.." && pwd)
+out="$top/bench-results"
+mkdir -p "$out"
+stamp=$(date +%Y%m%d_%H%M%S)
+res="$out/$stamp.json"
+echo "{" >"$res"
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+echo "machine: $cpu, $(nproc) cores; libtorch $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+printf '  "machine": "%s, %s cores",\n' "$cpu" "$(nproc)" >>"$res"
+
+jq_get() { $PY -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+ratio() { $PY -c "print(f'{$1/$2:.2f}')"; }
+
+if [ "${BENCH_ONLY:-}" != tokenize ]; then
+echo
+echo "== GPT-2 training step (2 threads): knlp vs plain eager PyTorch (Python), same libtorch"
+first=1
+for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8"; do
+	set -- $shape
+	name=$1; shift
+	k=$("$B" train "$@")
+	u=$(KNLP_BENCH_UNFUSED=1 "$B" train "$@")
+	p=$($PY "$top/scripts/ref/gpt2_eager.py" "$@")
+	kt=$(jq_get "$k" tokens_per_sec); pt=$(jq_get "$p" tokens_per_sec)
+	printf "  (%s) L%s H%s C%s T%s B%s V%s: knlp %.0f tok/s (MFU %.1f%% of %.0f GFLOP/s measured, RSS %.0f MB) | eager %.0f tok/s (RSS %.0f MB) | ratio %sx\n" \
+		"$name" "$1" "$2" "$3" "$4" "$5" "$6" "$kt" "$($PY -c "print(100*$(jq_get "$k" mfu))")" \
+		"$(jq_get "$k" peak_gflops)" "$(jq_get "$k" peak_rss_mb)" "$pt" "$(jq_get "$p" peak_rss_mb)" "$(ratio "$kt" "$pt")"
+	printf "      fused head+loss vs plain libtorch head: %.0f vs %.0f tok/s (%sx), peak RSS %.0f vs %.0f MB\n" \
+		"$kt" "$(jq_get "$u" tokens_per_sec)" "$(ratio "$kt" "$(jq_get "$u" tokens_per_sec)")" \
+		"$(jq_get "$k" peak_rss_mb)" "$(jq_get "$u" peak_rss_mb)"
+	printf '  "train_%s": {"knlp": %s, "knlp_unfused_head": %s, "eager": %s},\n' "$name" "$k" "$u" "$p" >>"$res"
+done
+
+echo
+echo "== AdamW step on the GPT-2 124M parameter set: knlp fused vs torch::optim::AdamW"
+o=$("$B" optim 5)
+printf "  knlp %.1f ms, libtorch %.1f ms: %sx\n" "$(jq_get "$o" knlp_step_ms)" "$(jq_get "$o" libtorch_step_ms)" "$(jq_get "$o" speedup)"
+printf '  "adamw_124m": %s,\n' "$o" >>"$res"
+fi
+
+echo
+echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+DOC=/usr/share/doc/linux-doc-6.1/Documentation
+i=0
+find "$DOC" -type f \( -name '*.rst.gz' -o -name '*.txt.gz' -o -name '*.md.gz' \) | LC_ALL=C sort | while read -r f; do
+	zcat "$f" >"$tmp/$(printf %05d $i).txt"; i=$((i + 1))
+done
+files=$(ls "$tmp"/*.txt)
+gb=$("$B" tokenize --dump "$tmp/cpp.out" gpt2 $files)
+bb=$("$B" tokenize byte $files)
+js=$(node "$top/scripts/ref/gpt2_encode.js" "$top/datasets/gpt2" $files 2>"$tmp/js.time" >"$tmp/js.out"; cat "$tmp/js.time")
+jsmb=$($PY -c "import json; d=json.loads('''$js'''); print(d['bytes']/1e6/d['seconds'])")
+# Agreement, file by file, over the whole corpus.
+total=$(wc -l <"$tmp/js.out")
+agree=$(paste -d'\t' "$tmp/js.out" "$tmp/cpp.out" | awk -F'\t' '$1 == $2' | wc -l)
+printf "  gpt2: knlp %.1f MB/s, JavaScript %.2f MB/s: %sx; byte: %.0f MB/s\n" "$(jq_get "$gb" mb_per_sec)" "$jsmb" \
+	"$(ratio "$(jq_get "$gb" mb_per_sec)" "$jsmb")" "$(jq_get "$bb" mb_per_sec)"
+echo "  agreement with the JavaScript encoder: $agree of $total files token-for-token identical"
+printf '  "tokenize": {"gpt2": %s, "byte": %s, "javascript_mb_per_sec": %s, "files_identical": %s, "files": %s}\n' \
+	"$gb" "$bb" "$jsmb" "$agree" "$total" >>"$res"
+echo "}" >>"$res"
+echo
+echo "results: $res"
