@@ -15,6 +15,7 @@
 #include "data/tokenizer.h"
 #include "models/gpt2.h"
 #include "optim/adamw.h"
+#include "prune/select.h"
 #include "train/device.h"
 
 using namespace knlp;
@@ -139,6 +140,48 @@ static int bench_tokenize(int argc, char **a)
 	return 0;
 }
 
+static int bench_select(char **a)
+{
+	// Global threshold over the GPT-2 124M prunable weight shapes (random scores).
+	int64_t total_target = std::atoll(a[0]);
+	torch::manual_seed(0);
+	std::vector<torch::Tensor> scores;
+	int64_t total = 0;
+	GPT2Config c;
+	c.vocab_raw = 50257, c.vocab_size = 50304;
+	scores.push_back(torch::rand({c.vocab_size, c.n_embd}));
+	for (int l = 0; l < c.n_layer; l++)
+		for (auto shape : std::vector<std::vector<int64_t>>{{3 * 768, 768}, {768, 768}, {3072, 768}, {768, 3072}})
+			scores.push_back(torch::rand(shape));
+	for (auto &t : scores)
+		total += t.numel();
+	if (total_target > 0 && total_target < total)
+		scores.resize(1);
+	total = 0;
+	for (auto &t : scores)
+		total += t.numel();
+	int64_t k = total / 2;
+	auto t0 = clk::now();
+	float exact = kth_smallest(scores, k);
+	double t_exact = secs(t0);
+	Rng rng(1);
+	t0 = clk::now();
+	float sampled = sampled_kth_smallest(scores, k, 0.02, rng);
+	double t_sampled = secs(t0);
+	t0 = clk::now();
+	std::vector<torch::Tensor> flat;
+	for (auto &t : scores)
+		flat.push_back(t.flatten());
+	auto ref = std::get<0>(torch::cat(flat).kthvalue(k)).item<float>();
+	double t_torch = secs(t0);
+	nlohmann::json j = {{"elements", total},	   {"exact_s", t_exact},	  {"sampled_2pct_s", t_sampled},
+			    {"torch_kthvalue_s", t_torch}, {"exact_equals_torch", exact == ref},
+			    {"sampled_rel_error", std::abs(sampled - exact) / exact},
+			    {"speedup_vs_kthvalue", t_torch / t_exact}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -151,6 +194,8 @@ int main(int argc, char **argv)
 		return bench_train(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && argc == 3)
 		return bench_optim(argv + 2);
+	if (!std::strcmp(argv[1], "select") && argc == 3)
+		return bench_select(argv + 2);
 	if (!std::strcmp(argv[1], "tokenize") && argc >= 4)
 		return bench_tokenize(argc - 2, argv + 2);
 	std::fprintf(stderr, "knlp_bench: bad arguments\n");

@@ -6,12 +6,12 @@ namespace knlp {
 
 namespace {
 
-struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
-	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x,
-				     const torch::Tensor &w, const torch::Tensor &targets)
+// Mean loss; with want_grad also the gradients of x and w (for a loss weight of 1).
+torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets, bool want_grad,
+			   torch::Tensor *gx_out, torch::Tensor *gw_out)
+{
 	{
 		const int64_t N = x.size(0), V = w.size(0);
-		bool want_grad = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
 		auto valid = targets.ne(-1);
 		int64_t n = valid.sum().item<int64_t>();
 		// Rows per chunk: keep a chunk of logits near 4 MB.
@@ -40,8 +40,19 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 			gw.addmm_(logits.t(), xc);
 		}
 		if (want_grad)
-			ctx->save_for_backward({gx, gw});
+			*gx_out = gx, *gw_out = gw;
 		return torch::full({}, n > 0 ? total / double(n) : 0.0, x.options());
+	}
+}
+
+struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x,
+				     const torch::Tensor &w, const torch::Tensor &targets)
+	{
+		torch::Tensor gx, gw;
+		auto loss = chunked_loss(x, w, targets, true, &gx, &gw);
+		ctx->save_for_backward({gx, gw});
+		return loss;
 	}
 
 	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
@@ -57,6 +68,10 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 
 torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets)
 {
+	if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !w.requires_grad())) {
+		torch::NoGradGuard ng;
+		return chunked_loss(x, w, targets, false, nullptr, nullptr);
+	}
 	return LinearCrossEntropy::apply(x, w, targets);
 }
 

@@ -43,6 +43,14 @@ echo "== AdamW step on the GPT-2 124M parameter set: knlp fused vs torch::optim:
 o=$("$B" optim 5)
 printf "  knlp %.1f ms, libtorch %.1f ms: %sx\n" "$(jq_get "$o" knlp_step_ms)" "$(jq_get "$o" libtorch_step_ms)" "$(jq_get "$o" speedup)"
 printf '  "adamw_124m": %s,\n' "$o" >>"$res"
+
+echo
+echo "== Global pruning threshold over the 124M prunable weights: exact radix select vs torch::kthvalue vs 2% sampling"
+s=$("$B" select 0)
+printf "  exact %.3f s, torch::kthvalue %.3f s (%sx), 2%% sampling %.3f s (relative error %s); exact == kthvalue: %s\n" \
+	"$(jq_get "$s" exact_s)" "$(jq_get "$s" torch_kthvalue_s)" "$(jq_get "$s" speedup_vs_kthvalue)" \
+	"$(jq_get "$s" sampled_2pct_s)" "$(jq_get "$s" sampled_rel_error)" "$(jq_get "$s" exact_equals_torch)"
+printf '  "select_124m": %s,\n' "$s" >>"$res"
 fi
 
 echo
