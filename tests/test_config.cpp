@@ -9,15 +9,7 @@
 
 using namespace knlp;
 
-static std::string error_of(const std::function<void()> &f)
-{
-	try {
-		f();
-	} catch (const Error &e) {
-		return e.what();
-	}
-	return "";
-}
+using test::error_of;
 
 TEST(SymbolTable, KnowsTypesRangesAndChoices)
 {

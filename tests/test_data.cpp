@@ -36,15 +36,7 @@ static std::string gzip(const std::string &s)
 	return out;
 }
 
-static std::string error_of(const std::function<void()> &f)
-{
-	try {
-		f();
-	} catch (const Error &e) {
-		return e.what();
-	}
-	return "";
-}
+using test::error_of;
 
 TEST(Sha256, KnownVectors)
 {

@@ -3,11 +3,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "core/error.h"
 
 namespace knlp::test {
 
@@ -60,6 +63,17 @@ inline RunResult run(const std::string &cmd)
 	int st = pclose(p);
 	r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 	return r;
+}
+
+// The message of the knlp::Error that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()> &f)
+{
+	try {
+		f();
+	} catch (const Error &e) {
+		return e.what();
+	}
+	return "";
 }
 
 inline std::string knlp_bin()

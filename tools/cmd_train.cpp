@@ -29,10 +29,23 @@ struct CheckpointArgs {
 	}
 };
 
-torch::Device device_for(const Config &cfg)
+// A trained model on the device its run's configuration selects.
+struct Loaded {
+	std::string ckpt;
+	Config cfg;
+	GPT2 model{nullptr};
+	torch::Device dev = torch::kCPU;
+};
+
+Loaded load_for_inference(const CheckpointArgs &args)
 {
-	setup_threads(cfg);
-	return select_device(cfg);
+	Loaded l;
+	l.ckpt = resolve_checkpoint(args.path, args.which);
+	l.model = load_model(l.ckpt, torch::kCPU, &l.cfg);
+	setup_threads(l.cfg);
+	l.dev = select_device(l.cfg);
+	l.model->to(l.dev);
+	return l;
 }
 
 } // namespace
@@ -81,11 +94,7 @@ void add_train_commands(CLI::App &app)
 	sample->add_option("--seed", seed, "Sampling seed")->capture_default_str();
 	sample->add_option("--num-samples", samples, "Number of samples")->capture_default_str();
 	sample->callback([] {
-		std::string ckpt = resolve_checkpoint(sc.path, sc.which);
-		Config cfg;
-		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
-		auto dev = device_for(cfg);
-		model->to(dev);
+		auto [ckpt, cfg, model, dev] = load_for_inference(sc);
 		DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
 		auto tok = make_tokenizer(meta.present ? meta.tokenizer : "byte", "");
 		auto ids = tok->encode(prompt);
@@ -112,11 +121,7 @@ void add_train_commands(CLI::App &app)
 	ev->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR)");
 	ev->add_option("--batch", batch, "Windows per batch")->capture_default_str();
 	ev->callback([] {
-		std::string ckpt = resolve_checkpoint(ec.path, ec.which);
-		Config cfg;
-		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
-		auto dev = device_for(cfg);
-		model->to(dev);
+		auto [ckpt, cfg, model, dev] = load_for_inference(ec);
 		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
 		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
 		auto r = evaluate_file(model, val, batch, dev);
