@@ -142,10 +142,10 @@ void Config::assign(const SymbolInfo &sym, const std::string &raw, const std::st
 		break;
 	}
 	// Selecting a choice member deselects the others of its group.
-	if (sym.type == SymbolType::Bool && *sym.choice && val == "y") {
+	// (A file lists every member itself; finish() checks that exactly one is selected.)
+	if (o == Origin::Override && sym.type == SymbolType::Bool && *sym.choice && val == "y") {
 		for (const auto &other : k_symbols)
-			if (std::string(other.choice) == sym.choice && other.name != std::string(sym.name) &&
-			    o == Origin::Override) {
+			if (std::string(other.choice) == sym.choice && other.name != std::string(sym.name)) {
 				values_[other.name] = "n";
 				origins_[other.name] = o;
 			}

@@ -88,14 +88,23 @@ std::vector<NamedTensor> named_parameters_of(torch::nn::Module &m)
 
 std::string checkpoints_dir(const std::string &run_dir) { return join_path(run_dir, "checkpoints"); }
 
-std::string checkpoint_pointer(const std::string &run_dir, const std::string &pointer)
+// Folder name a pointer file (LATEST, BEST, FINAL) holds; empty when there is none.
+static std::string pointer_name(const std::string &root, const std::string &pointer)
 {
-	std::string p = join_path(checkpoints_dir(run_dir), pointer);
+	std::string p = join_path(root, pointer);
 	if (!file_exists(p))
 		return "";
 	std::string name = read_file(p);
 	while (!name.empty() && (name.back() == '\n' || name.back() == ' '))
 		name.pop_back();
+	return name;
+}
+
+std::string checkpoint_pointer(const std::string &run_dir, const std::string &pointer)
+{
+	std::string name = pointer_name(checkpoints_dir(run_dir), pointer);
+	if (name.empty())
+		return "";
 	std::string dir = join_path(checkpoints_dir(run_dir), name);
 	return file_exists(join_path(dir, "state.json")) ? dir : "";
 }
@@ -127,12 +136,7 @@ std::string CheckpointWriter::save(int64_t iter, torch::nn::Module &model, const
 		write_file_atomic(join_path(root, "BEST"), name + "\n");
 
 	// Retention: keep the newest `keep` periodic folders plus whatever BEST names.
-	std::string best_name;
-	if (file_exists(join_path(root, "BEST"))) {
-		best_name = read_file(join_path(root, "BEST"));
-		while (!best_name.empty() && best_name.back() == '\n')
-			best_name.pop_back();
-	}
+	std::string best_name = pointer_name(root, "BEST");
 	std::vector<std::string> dirs;
 	for (auto &e : std::filesystem::directory_iterator(root)) {
 		std::string n = e.path().filename().string();

@@ -1,6 +1,7 @@
 #include "train/lm_trainer.h"
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -39,12 +40,6 @@ const std::vector<std::string> &resume_tolerant_symbols()
 
 namespace {
 
-
-std::string fs_basename(const std::string &p)
-{
-	size_t s = p.find_last_of('/');
-	return s == std::string::npos ? p : p.substr(s + 1);
-}
 
 std::vector<std::string> split(const std::string &s, char sep)
 {
@@ -101,6 +96,8 @@ private:
 	void write_metrics(const std::string &status) const;
 	void log_jsonl(const json &j);
 	double estimate(const TokenFile &f, int split);
+	// B random windows of f as (inputs, targets) on the training device.
+	std::pair<torch::Tensor, torch::Tensor> batch(const TokenFile &f, Rng &rng) const;
 	[[noreturn]] void nonfinite(const std::string &what, double value);
 
 	TrainRequest req_;
@@ -269,6 +266,13 @@ void Trainer::log_jsonl(const json &j)
 	f << j.dump() << "\n";
 }
 
+std::pair<torch::Tensor, torch::Tensor> Trainer::batch(const TokenFile &f, Rng &rng) const
+{
+	auto x = torch::empty({B_, T_}, torch::kLong), y = torch::empty({B_, T_}, torch::kLong);
+	f.random_batch(rng, B_, T_, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
+	return {x.to(dev_), y.to(dev_)};
+}
+
 double Trainer::estimate(const TokenFile &f, int split)
 {
 	torch::NoGradGuard ng;
@@ -276,12 +280,9 @@ double Trainer::estimate(const TokenFile &f, int split)
 	// Batches depend only on (seed, iteration, split): evaluation never disturbs training.
 	Rng rng(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(iter_) * 7919ULL + split);
 	int n = static_cast<int>(cfg_.get_int("EVAL_SAMPLES"));
-	std::vector<int64_t> x(size_t(B_) * T_), y(size_t(B_) * T_);
 	double total = 0;
 	for (int i = 0; i < n; i++) {
-		f.random_batch(rng, B_, T_, x.data(), y.data());
-		auto xt = torch::from_blob(x.data(), {B_, T_}, torch::kLong).to(dev_);
-		auto yt = torch::from_blob(y.data(), {B_, T_}, torch::kLong).to(dev_);
+		auto [xt, yt] = batch(f, rng);
 		compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
 		total += model_->forward(xt, yt).loss.item<double>();
 	}
@@ -344,12 +345,9 @@ void Trainer::evaluate_now()
 
 double Trainer::train_step(double lr)
 {
-	std::vector<int64_t> x(size_t(B_) * T_), y(size_t(B_) * T_);
 	double loss_sum = 0;
 	for (int micro = 0; micro < accum_; micro++) {
-		train_->random_batch(data_rng_, B_, T_, x.data(), y.data());
-		auto xt = torch::from_blob(x.data(), {B_, T_}, torch::kLong).to(dev_);
-		auto yt = torch::from_blob(y.data(), {B_, T_}, torch::kLong).to(dev_);
+		auto [xt, yt] = batch(*train_, data_rng_);
 		torch::Tensor loss;
 		{
 			compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
@@ -465,7 +463,7 @@ int Trainer::run()
 	}
 	prog.finish();
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
-			  fs_basename(last_ckpt_) + "\n");
+			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");
 	fmt::print("done: {} iterations, best val loss {:.4f} (ppl {:.2f}) at iteration {}, {:.1f} s; run folder {}\n",
 		   iter_, best_val_, perplexity_of(best_val_), best_iter_, elapsed(), run_dir_);
