@@ -14,7 +14,7 @@
 #include "core/fsutil.h"
 #include "data/tokenizer.h"
 #include "models/gpt2.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "prune/select.h"
 #include "train/device.h"
 
@@ -46,7 +46,7 @@ static int bench_train(char **a)
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	for (auto &p : m->named_parameters())
 		named.emplace_back(p.key(), p.value());
-	AdamW opt(named, AdamWOptions{});
+	Optimizer opt(named, OptimizerOptions{});
 	auto x = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto y = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto step = [&] {
@@ -87,7 +87,7 @@ static int bench_optim(char **a)
 		p.value().mutable_grad() = torch::randn_like(p.value()) * 1e-3;
 		plain.push_back(p.value());
 	}
-	AdamW mine(named, AdamWOptions{});
+	Optimizer mine(named, OptimizerOptions{});
 	torch::optim::AdamW ref(plain, torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
 	mine.step(1e-4);
 	ref.step();

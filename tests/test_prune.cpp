@@ -3,9 +3,14 @@
 
 #include <algorithm>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "models/gpt2.h"
+#include "optim/optimizer.h"
+#include "prune/pruner.h"
 #include "prune/scores.h"
 #include "prune/select.h"
+#include "testutil.h"
 
 using namespace knlp;
 
@@ -80,4 +85,219 @@ TEST(Scores, Bitter4LayerSparsity)
 	EXPECT_DOUBLE_EQ(bitter4_layer_sparsity(0.5, 0, 12), 0.35);
 	EXPECT_NEAR(bitter4_layer_sparsity(0.5, 11, 12), 0.65, 1e-12);
 	EXPECT_DOUBLE_EQ(bitter4_layer_sparsity(0.9, 11, 12), 0.95);
+}
+
+namespace {
+
+// A small parameter set with the names GPT-2 uses; grads drawn from a seeded generator.
+struct Toy {
+	std::vector<std::pair<std::string, torch::Tensor>> params;
+	Toy()
+	{
+		torch::manual_seed(21);
+		for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+			     {"transformer.wte.weight", {64, 16}},
+			     {"transformer.wpe.weight", {8, 16}},
+			     {"transformer.h.0.ln_1.weight", {16}},
+			     {"transformer.h.0.attn.c_attn.weight", {48, 16}},
+			     {"transformer.h.0.attn.c_attn.bias", {48}},
+			     {"transformer.h.0.mlp.c_fc.weight", {64, 16}},
+			     {"transformer.h.0.mlp.c_proj.weight", {16, 64}}})
+			params.emplace_back(name, torch::randn(shape).requires_grad_(true));
+	}
+	void grads(int step)
+	{
+		torch::manual_seed(1000 + step);
+		for (auto &[n, p] : params)
+			p.mutable_grad() = torch::randn(p.sizes()) * 0.1 + 0.01 * p.detach();
+	}
+};
+
+PruneOptions popts(PruneMethod m, int variant = 7)
+{
+	PruneOptions o;
+	o.method = m;
+	o.variant = variant;
+	o.target = 0.7;
+	o.warmup = 5;
+	o.frequency = 4;
+	o.ramp_end = 17; // not a multiple of the frequency: the ramp end forces an update
+	return o;
+}
+
+} // namespace
+
+TEST(Pruner, PrunableSetOfGpt2)
+{
+	Toy t;
+	std::vector<std::string> got;
+	for (auto &[n, p] : t.params)
+		if (prunable(n, p))
+			got.push_back(n);
+	EXPECT_EQ(got, (std::vector<std::string>{"transformer.wte.weight", "transformer.h.0.attn.c_attn.weight",
+						 "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight"}));
+	// On a real GPT-2: the tied head/embedding plus 12 C^2 per layer, nothing else.
+	GPT2Config c;
+	c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 16, c.vocab_raw = 256, c.vocab_size = 256;
+	GPT2 m(c);
+	int64_t n = 0;
+	for (auto &p : m->named_parameters())
+		if (prunable(p.key(), p.value()))
+			n += p.value().numel();
+	EXPECT_EQ(n, 256 * 32 + 2 * 12 * 32 * 32);
+}
+
+TEST(Pruner, EveryMethodReachesTheTargetAndKeepsPrunedEntriesAtZero)
+{
+	struct Case {
+		PruneMethod m;
+		int variant;
+	};
+	for (Case c : {Case{PruneMethod::Magnitude, 0}, Case{PruneMethod::Movement, 0}, Case{PruneMethod::State, 0},
+		       Case{PruneMethod::State, 5}, Case{PruneMethod::State, 7}, Case{PruneMethod::State, 8}}) {
+		SCOPED_TRACE(std::string(method_name(c.m)) + " bitter" + std::to_string(c.variant));
+		Toy t;
+		Optimizer opt(t.params, OptimizerOptions{});
+		Pruner pr(popts(c.m, c.variant), opt);
+		torch::Tensor held;
+		for (int step = 1; step <= 30; step++) {
+			t.grads(step);
+			pr.mask_grads();
+			for (auto &tg : pr.targets())
+				if (tg.mask.defined())
+					EXPECT_EQ(tg.param.grad().masked_select(~tg.mask).abs().sum().item<double>(), 0.0);
+			opt.step(1e-2);
+			pr.after_step(opt.step_count());
+			auto st = pr.stats();
+			if (step <= 5)
+				EXPECT_EQ(st.sparsity, 0.0);
+			if (step == 9) // masks of the first update after the warmup, step 8: p = 3/12
+				EXPECT_NEAR(st.sparsity, c.m == PruneMethod::Movement ? 0.7 * 0.25 : 0.7 * 0.25 * 0.25 * 0.25, 1e-3);
+			if (step >= 17)
+				EXPECT_NEAR(st.sparsity, 0.7, 1e-3) << step;
+			for (auto &tg : pr.targets()) {
+				if (!tg.mask.defined())
+					continue;
+				auto off = ~tg.mask;
+				EXPECT_EQ(tg.param.masked_select(off).abs().sum().item<double>(), 0.0);
+				if (c.m == PruneMethod::State) {
+					EXPECT_EQ(tg.state->exp_avg.masked_select(off).abs().sum().item<double>(), 0.0);
+					EXPECT_EQ(tg.state->exp_avg_sq.masked_select(off).abs().sum().item<double>(), 0.0);
+				}
+			}
+			// Masks are fixed between updates (17 is the ramp end, 20 the next update).
+			if (step == 18)
+				held = pr.targets()[0].mask.clone();
+			if (step == 19)
+				EXPECT_TRUE(held.equal(pr.targets()[0].mask));
+		}
+		auto st = pr.stats();
+		EXPECT_EQ(st.prunable, 64 * 16 + 48 * 16 + 64 * 16 + 16 * 64);
+		EXPECT_EQ(st.mask_bytes, st.prunable); // one byte per prunable parameter
+		EXPECT_EQ(st.w0_bytes, c.m == PruneMethod::Movement ? 4 * st.prunable : 0);
+		EXPECT_EQ(st.score_bytes_peak, 4 * st.prunable);
+		// Biases, norms and positions are never touched.
+		EXPECT_EQ(t.params[1].second.eq(0).sum().item<int64_t>(), 0);
+	}
+}
+
+TEST(Pruner, Bitter4PrunesEachTensorToItsOwnLevel)
+{
+	Toy t;
+	Optimizer opt(t.params, OptimizerOptions{});
+	Pruner pr(popts(PruneMethod::State, 4), opt);
+	for (int step = 1; step <= 17; step++) {
+		t.grads(step);
+		pr.mask_grads();
+		opt.step(1e-2);
+		pr.after_step(opt.step_count());
+	}
+	auto st = pr.stats();
+	// Four prunable tensors: s_l = 0.7 (0.7 + 0.6 l / 3) = 0.49, 0.63, 0.77, 0.91.
+	std::vector<double> want = {0.49, 0.63, 0.77, 0.91};
+	for (size_t l = 0; l < 4; l++)
+		EXPECT_NEAR(st.per_tensor.at(pr.targets()[l].name), want[l], 1e-3) << l;
+}
+
+TEST(Pruner, SampledThresholdIsClose)
+{
+	Toy t;
+	Optimizer opt(t.params, OptimizerOptions{});
+	auto o = popts(PruneMethod::Magnitude);
+	o.exact = false;
+	o.sample_fraction = 0.5;
+	o.seed = 3;
+	Pruner pr(o, opt);
+	for (int step = 1; step <= 17; step++) {
+		t.grads(step);
+		pr.mask_grads();
+		opt.step(1e-2);
+		pr.after_step(opt.step_count());
+	}
+	EXPECT_NEAR(pr.stats().sparsity, 0.7, 0.03);
+	EXPECT_NE(pr.stats().sparsity, 0.0);
+}
+
+TEST(Pruner, StatePruningRefusesAnOptimizerWithoutSecondMoment)
+{
+	Toy t;
+	OptimizerOptions sgd;
+	sgd.kind = OptimKind::SGD;
+	sgd.name = "sgd";
+	Optimizer opt(t.params, sgd);
+	EXPECT_EQ(test::error_of([&] { Pruner(popts(PruneMethod::State), opt); }),
+		  "pruning: state pruning needs an optimizer with a second moment (Adam, AdamW, AdamWAdv, AdamWSPAM, "
+		  "AdamWPrune); sgd keeps none");
+	Pruner ok(popts(PruneMethod::Magnitude), opt); // magnitude works with any optimizer
+	EXPECT_TRUE(ok.enabled());
+}
+
+TEST(Pruner, ConfigValidation)
+{
+	auto from = [](const std::string &text) {
+		Config c = Config::parse(text, "t.config");
+		return prune_options_from(c, optimizer_options_from(c, 1e-3), 1000, 1);
+	};
+	auto o = from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_VARIANT_BITTER8=y\n");
+	EXPECT_EQ(o.method, PruneMethod::State);
+	EXPECT_EQ(o.variant, 8);
+	EXPECT_EQ(o.ramp_end, 750); // 0: three quarters of the run
+	EXPECT_EQ(from("").method, PruneMethod::None);
+	EXPECT_EQ(from("CONFIG_PRUNING_MOVEMENT=y\n").method, PruneMethod::Movement);
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"1.0\"\n"); }),
+		  "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got 1)");
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"-0.1\"\n"); }),
+		  "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got -0.1)");
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_WARMUP=500\nCONFIG_PRUNING_RAMP_END=400\n"); }),
+		  "pruning: CONFIG_PRUNING_RAMP_END (400) must come after CONFIG_PRUNING_WARMUP (500)");
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_STATE=y\n"); }),
+		  "pruning: CONFIG_PRUNING_STATE needs an optimizer that keeps a second moment; sgd keeps none");
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_PRUNING_MAGNITUDE=y\n"); }),
+		  "pruning: CONFIG_OPTIMIZER_ADAMWPRUNE prunes by its own state and does not pair with "
+		  "CONFIG_PRUNING_MAGNITUDE; choose CONFIG_PRUNING_STATE or CONFIG_PRUNING_NONE");
+	EXPECT_EQ(test::error_of([&] { from("CONFIG_ADAMWPRUNE_VARIANT_BITTER12=y\n"); }).find("CONFIG_ADAMWPRUNE_VARIANT_BITTER12"),
+		  std::string("t.config:1: unknown symbol ").size());
+}
+
+TEST(Pruner, TiesAtTheThresholdArePrunedExactlyToK)
+{
+	// 100 weights of which 60 share |w| = 1: 50% sparsity prunes the 20 smaller ones and
+	// then exactly 30 of the ties (the first 30 by position), not all 60.
+	auto w = torch::ones({10, 10});
+	w.view(-1).slice(0, 0, 20).fill_(0.5);
+	w.view(-1).slice(0, 80, 100).fill_(2.0);
+	w.requires_grad_(true);
+	Optimizer opt({{"l.weight", w}}, OptimizerOptions{});
+	PruneOptions o;
+	o.method = PruneMethod::Magnitude;
+	o.target = 0.5, o.warmup = 0, o.frequency = 1, o.ramp_end = 1;
+	Pruner pr(o, opt);
+	w.mutable_grad() = torch::zeros({10, 10});
+	pr.mask_grads();
+	opt.step(0.0);
+	pr.after_step(1);
+	auto mask = pr.targets()[0].mask.flatten();
+	EXPECT_EQ(pr.stats().sparsity, 0.5);
+	EXPECT_EQ(mask.slice(0, 0, 50).sum().item<int64_t>(), 0);   // 20 small + first 30 ties off
+	EXPECT_EQ(mask.slice(0, 50, 100).sum().item<int64_t>(), 50); // the rest kept
 }

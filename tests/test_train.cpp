@@ -2,6 +2,8 @@
 // SIGKILL mid-checkpoint), refusals, NaN handling, evaluation, sampling, export.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "core/rng.h"
@@ -248,4 +250,82 @@ TEST_F(TrainFixture, BadCheckpointsAndDataAreReported)
 	r = train("--out " + d / "w2 --set DATA_DIR=" + d / "nowhere");
 	EXPECT_NE(r.output.find("dataset folder not found; prepare it with `make prepare`"), std::string::npos)
 		<< r.output;
+}
+
+TEST_F(TrainFixture, PruningRunsResumeBitExactWithTheirMasks)
+{
+	// AdamWPrune over AdamWSPAM (SPAM state, v_max, masks in the checkpoint) and movement
+	// pruning (W0 in the checkpoint); killed at step 12, after pruning began at step 4.
+	const std::vector<std::string> setups = {
+		"--set OPTIMIZER_ADAMWPRUNE=y --set ADAMWPRUNE_BASE_ADAMWSPAM=y --set ADAMWPRUNE_VARIANT_BITTER7=y "
+		"--set SPAM_INTERVAL=8 --set SPAM_WARMUP=3",
+		"--set PRUNING_MOVEMENT=y"};
+	int i = 0;
+	for (const auto &s : setups) {
+		SCOPED_TRACE(s);
+		const bool state = s.find("ADAMWPRUNE") != std::string::npos;
+		std::string common = s + " --set PRUNING_TARGET_SPARSITY=0.6 --set PRUNING_WARMUP=4 "
+					 "--set PRUNING_FREQUENCY=3 --set PRUNING_RAMP_END=14";
+		std::string a = d / ("pa" + std::to_string(i)), b = d / ("pb" + std::to_string(i));
+		i++;
+		auto r = train("--out " + a + " " + common);
+		ASSERT_EQ(r.status, 0) << r.output;
+		EXPECT_NE(r.output.find("sparsity 60.0%"), std::string::npos) << r.output;
+		auto k = train("--out " + b + " " + common, "KNLP_FAULT_KILL_AT=after_step#12");
+		EXPECT_EQ(k.status, 128 + 9) << k.output;
+		r = train("--resume " + b + " " + common);
+		ASSERT_EQ(r.status, 0) << r.output;
+		EXPECT_TRUE(final_weights(b) == final_weights(a));
+		EXPECT_EQ(steps(b), steps(a));
+
+		auto m = json::parse(test::slurp(a + "/training_metrics.json"));
+		EXPECT_NEAR(m["pruning"]["final_sparsity"].get<double>(), 0.6, 1e-3);
+		EXPECT_EQ(m["pruning"]["mask_bytes"], m["pruning"]["prunable_parameters"]);
+		EXPECT_EQ(m["pruning"]["prunable_parameters"], 256 * 32 + 2 * 12 * 32 * 32);
+		// In the final checkpoint every masked-off weight is exactly zero, and so are m and v
+		// under state pruning.
+		SafetensorsFile model(a + "/checkpoints/iter_00000020/model.safetensors");
+		SafetensorsFile opt(a + "/checkpoints/iter_00000020/optimizer.safetensors");
+		int64_t off = 0;
+		for (const auto &t : opt.tensors()) {
+			if (t.name.rfind("mask.", 0) != 0)
+				continue;
+			std::string p = t.name.substr(5);
+			const auto *mask = static_cast<const uint8_t *>(t.data);
+			const auto *w = static_cast<const float *>(model.get(p).data);
+			const float *mv = static_cast<const float *>(opt.get("exp_avg." + p).data);
+			const float *vv = static_cast<const float *>(opt.get("exp_avg_sq." + p).data);
+			for (uint64_t j = 0; j < t.nbytes; j++)
+				if (!mask[j]) {
+					off++;
+					ASSERT_EQ(w[j], 0.0f) << p << " " << j;
+					if (state)
+						ASSERT_TRUE(mv[j] == 0.0f && vv[j] == 0.0f) << p << " " << j;
+				}
+		}
+		EXPECT_EQ(off, std::llround(0.6 * (256 * 32 + 2 * 12 * 32 * 32)));
+	}
+}
+
+TEST_F(TrainFixture, PruningBadInputFailsBeforeTraining)
+{
+	struct Case {
+		std::string set, message;
+	};
+	for (const auto &c : std::vector<Case>{
+		     {"--set PRUNING_MAGNITUDE=y --set PRUNING_TARGET_SPARSITY=1.0",
+		      "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got 1)"},
+		     {"--set PRUNING_MAGNITUDE=y --set PRUNING_WARMUP=10 --set PRUNING_RAMP_END=5",
+		      "pruning: CONFIG_PRUNING_RAMP_END (5) must come after CONFIG_PRUNING_WARMUP (10)"},
+		     {"--set OPTIMIZER_SGD=y --set PRUNING_STATE=y",
+		      "pruning: CONFIG_PRUNING_STATE needs an optimizer that keeps a second moment; sgd keeps none"},
+		     {"--set OPTIMIZER_SINKGD=y --set PRUNING_STATE=y",
+		      "pruning: CONFIG_PRUNING_STATE needs an optimizer that keeps a second moment; sinkgd keeps none"},
+		     {"--set ADAMWPRUNE_VARIANT_BITTER10=y", "unknown symbol CONFIG_ADAMWPRUNE_VARIANT_BITTER10"}}) {
+		auto r = train("--out " + d / "bad " + c.set);
+		EXPECT_EQ(r.status, 1) << c.set;
+		EXPECT_NE(r.output.find(c.message), std::string::npos) << r.output;
+		EXPECT_EQ(r.output.find("step 0"), std::string::npos) << r.output; // nothing trained
+		EXPECT_FALSE(std::filesystem::exists(d / "bad/checkpoints"));
+	}
 }

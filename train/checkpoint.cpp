@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/safetensors.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 
 namespace knlp {
 
@@ -183,22 +183,29 @@ nlohmann::json read_checkpoint_state(const std::string &ckpt_dir)
 	}
 }
 
-std::vector<NamedTensor> optimizer_tensors(AdamW &opt)
+std::vector<NamedTensor> optimizer_tensors(Optimizer &opt)
 {
 	std::vector<NamedTensor> ts;
-	for (auto &s : opt.state()) {
-		ts.push_back({"exp_avg." + s.name, s.exp_avg});
-		ts.push_back({"exp_avg_sq." + s.name, s.exp_avg_sq});
-	}
+	for (auto &[name, t] : opt.state_tensors())
+		ts.push_back({name, t});
 	return ts;
 }
 
-void load_optimizer_state(const std::string &ckpt_dir, AdamW &opt)
+void load_optimizer_state(const std::string &ckpt_dir, Optimizer &opt)
 {
 	std::string path = join_path(ckpt_dir, "optimizer.safetensors");
 	if (!file_exists(path))
 		fail("{}: optimizer state missing (checkpoint incomplete or written without it)", path);
 	load_tensors(path, optimizer_tensors(opt));
+}
+
+torch::Tensor read_tensor(const SafetensorsFile &f, const std::string &name)
+{
+	const TensorView *v = f.find(name);
+	if (!v)
+		return {};
+	auto dt = torch_dtype(v->dtype, f.path() + ": " + name);
+	return torch::from_blob(const_cast<void *>(v->data), v->shape, torch::TensorOptions().dtype(dt)).clone();
 }
 
 } // namespace knlp

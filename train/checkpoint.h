@@ -11,7 +11,8 @@
 
 namespace knlp {
 
-class AdamW;
+class Optimizer;
+class SafetensorsFile;
 
 struct NamedTensor {
 	std::string name;
@@ -43,8 +44,11 @@ std::string checkpoint_pointer(const std::string &run_dir, const std::string &po
 // folder itself. Errors when nothing usable is there.
 std::string resolve_checkpoint(const std::string &path, const std::string &which = "latest");
 nlohmann::json read_checkpoint_state(const std::string &ckpt_dir);
-// Moments of every parameter, named exp_avg.<param> / exp_avg_sq.<param>.
-std::vector<NamedTensor> optimizer_tensors(AdamW &opt);
-void load_optimizer_state(const std::string &ckpt_dir, AdamW &opt);
+// Optimizer state of every parameter: exp_avg.<param>, exp_avg_sq.<param>,
+// max_exp_avg_sq.<param> (momentum.<param> for SGD).
+std::vector<NamedTensor> optimizer_tensors(Optimizer &opt);
+void load_optimizer_state(const std::string &ckpt_dir, Optimizer &opt);
+// A tensor of a safetensors file as a new CPU tensor; undefined when the file lacks it.
+torch::Tensor read_tensor(const SafetensorsFile &f, const std::string &name);
 
 } // namespace knlp

@@ -20,7 +20,8 @@
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "models/gpt2.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
+#include "prune/pruner.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/evaluate.h"
@@ -107,7 +108,8 @@ private:
 	std::unique_ptr<TokenFile> train_, val_;
 	std::unique_ptr<Tokenizer> tok_;
 	GPT2 model_{nullptr};
-	std::unique_ptr<AdamW> opt_;
+	std::unique_ptr<Optimizer> opt_;
+	std::unique_ptr<Pruner> pruner_;
 	LrSchedule sched_{};
 	Rng data_rng_;
 	int64_t seed_ = 0, iter_ = 0, max_iters_ = 0, last_eval_ = -1, last_ckpt_iter_ = -1;
@@ -168,21 +170,17 @@ void Trainer::setup()
 	if (sched_.lr <= 0 || sched_.min_lr < 0)
 		fail("training: CONFIG_LEARNING_RATE must be > 0 and CONFIG_MIN_LR >= 0");
 
+	OptimizerOptions oo = optimizer_options_from(cfg_, sched_.lr);
+	PruneOptions po = prune_options_from(cfg_, oo, max_iters_, static_cast<uint64_t>(seed_));
+
 	torch::manual_seed(static_cast<uint64_t>(seed_));
 	model_ = GPT2(mc);
 	model_->to(dev_);
-	AdamWOptions ao;
-	ao.lr = sched_.lr;
-	ao.beta1 = cfg_.get_float("ADAMW_BETA1");
-	ao.beta2 = cfg_.get_float("ADAMW_BETA2");
-	ao.eps = cfg_.get_float("ADAMW_EPS");
-	ao.weight_decay = cfg_.get_float("WEIGHT_DECAY");
-	if (ao.beta1 < 0 || ao.beta1 >= 1 || ao.beta2 < 0 || ao.beta2 >= 1)
-		fail("optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1)");
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	for (auto &p : model_->named_parameters())
 		named.emplace_back(p.key(), p.value());
-	opt_ = std::make_unique<AdamW>(named, ao);
+	opt_ = std::make_unique<Optimizer>(named, oo);
+	pruner_ = std::make_unique<Pruner>(po, *opt_);
 	data_rng_ = Rng(static_cast<uint64_t>(seed_) * 0x9e3779b97f4a7c15ULL + 1);
 }
 
@@ -201,6 +199,11 @@ void Trainer::resume_from(const std::string &ckpt)
 		last_eval_ = st.value("last_eval_iteration", int64_t(-1));
 		elapsed_before_ = st.value("elapsed_seconds", 0.0);
 		hist_ = st.at("metrics");
+		if (st.contains("optimizer"))
+			opt_->load_extra_state(st.at("optimizer"));
+		SafetensorsFile of(join_path(ckpt, "optimizer.safetensors"));
+		pruner_->load(st.value("pruning", json::object()),
+			      [&](const std::string &name) { return read_tensor(of, name); });
 	} catch (const json::exception &e) {
 		fail("{}: checkpoint state is incomplete ({})", join_path(ckpt, "state.json"), e.what());
 	}
@@ -229,6 +232,8 @@ json Trainer::state_json() const
 		{"code_version", code_version()},
 		{"config", cfg_.to_text()},
 		{"vocab_raw", model_->config().vocab_raw},
+		{"optimizer", opt_->extra_state()},
+		{"pruning", pruner_->extra_state()},
 		{"metrics", hist_}};
 }
 
@@ -236,6 +241,8 @@ void Trainer::checkpoint_now(bool best)
 {
 	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
 	auto extra = optimizer_tensors(*opt_);
+	for (auto &[name, t] : pruner_->state_tensors())
+		extra.push_back({name, t});
 	extra.push_back({"rng.torch_cpu", compat::generator_state(torch::kCPU)});
 	last_ckpt_ = w.save(iter_, *model_, extra, state_json(), best);
 	last_ckpt_iter_ = iter_;
@@ -254,7 +261,27 @@ void Trainer::write_metrics(const std::string &status) const
 		  {"total_time", elapsed()},
 		  {"tokens_per_second", last_tok_s_},
 		  {"code_version", code_version()},
+		  {"optimizer", opt_->options().name},
+		  {"optimizer_state_bytes", opt_->state_bytes()},
 		  {"metrics", hist_}};
+	if (pruner_->enabled()) {
+		PruneStats ps = pruner_->stats();
+		const auto &po = pruner_->options();
+		j["pruning"] = {{"method", method_name(po.method)},
+				{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
+				{"target_sparsity", po.target},
+				{"final_sparsity", ps.sparsity},
+				{"sparsity_per_tensor", ps.per_tensor},
+				{"prunable_parameters", ps.prunable},
+				{"mask_bytes", ps.mask_bytes},
+				{"w0_bytes", ps.w0_bytes},
+				{"score_bytes_peak", ps.score_bytes_peak},
+				{"warmup", po.warmup},
+				{"frequency", po.frequency},
+				{"ramp_end", po.ramp_end}};
+	} else {
+		j["pruning"] = {{"method", "none"}};
+	}
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 
@@ -310,8 +337,15 @@ void Trainer::evaluate_now()
 	last_eval_ = iter_;
 	fmt::print("{}step {}: train loss {:.4f}, val loss {:.4f} (ppl {:.2f}){}\n", isatty(fileno(stdout)) ? "\r\033[K" : "", iter_, tl, vl, perplexity_of(vl),
 		   just_evaluated_best_ ? " [best]" : "");
-	log_jsonl({{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
-		   {"val_perplexity", perplexity_of(vl)}, {"elapsed", elapsed()}});
+	json rec = {{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
+		    {"val_perplexity", perplexity_of(vl)}, {"elapsed", elapsed()}};
+	if (pruner_->enabled()) {
+		PruneStats ps = pruner_->stats();
+		rec["sparsity"] = ps.sparsity;
+		rec["sparsity_per_tensor"] = ps.per_tensor;
+		hist_["sparsities"].push_back(ps.sparsity);
+	}
+	log_jsonl(rec);
 	if (cfg_.get_bool("SAMPLE_AT_EVAL") && tok_) {
 		SampleOptions so;
 		so.tokens = static_cast<int>(cfg_.get_int("SAMPLE_TOKENS"));
@@ -359,6 +393,8 @@ double Trainer::train_step(double lr)
 		loss_sum += lv;
 		(loss / accum_).backward();
 	}
+	pruner_->mask_grads();
+	const double factor = opt_->before_clip();
 	double norm = opt_->grad_norm();
 	if (!std::isfinite(norm)) {
 		std::string where = "?";
@@ -370,7 +406,8 @@ double Trainer::train_step(double lr)
 		nonfinite("gradient (first in " + where + ")", norm);
 	}
 	double scale = clip_ > 0 && norm > clip_ ? clip_ / (norm + 1e-6) : 1.0;
-	opt_->step(lr, scale);
+	opt_->step(lr * factor, scale);
+	pruner_->after_step(opt_->step_count());
 	for (auto &s : opt_->state())
 		s.param.mutable_grad().reset();
 	last_norm_ = norm;
@@ -418,6 +455,15 @@ int Trainer::run()
 	fmt::print("run {}: GPT-2 {}x{}x{} ctx {} vocab {}: {:.3f}M parameters on {} ({} threads), seed {}\n",
 		   run_dir_, mc.n_layer, mc.n_head, mc.n_embd, T_, mc.vocab_size, model_->count_parameters() / 1e6,
 		   dev_.str(), torch::get_num_threads(), seed_);
+	if (pruner_->enabled()) {
+		const auto &po = pruner_->options();
+		fmt::print("optimizer {}; pruning {}{} to {:.1f}% of {} prunable weights (warmup {}, every {} steps, ramp end {})\n",
+			   opt_->options().name, method_name(po.method),
+			   po.method == PruneMethod::State ? fmt::format(" (bitter{})", po.variant) : "", 100 * po.target,
+			   pruner_->stats().prunable, po.warmup, po.frequency, po.ramp_end);
+	} else {
+		fmt::print("optimizer {}; no pruning\n", opt_->options().name);
+	}
 
 	const int64_t eval_interval = cfg_.get_int("EVAL_INTERVAL"), log_interval = cfg_.get_int("LOG_INTERVAL"),
 		      ckpt_interval = cfg_.get_int("CHECKPOINT_INTERVAL"), max_time = cfg_.get_int("MAX_TIME");
@@ -453,11 +499,18 @@ int Trainer::run()
 			double mfu = peak_flops_ > 0 ? flops_tok * tok_s / peak_flops_ : 0;
 			window_t0 = std::chrono::steady_clock::now();
 			window_it0 = iter_;
-			log_jsonl({{"type", "train"}, {"iter", iter_}, {"loss", loss}, {"lr", lr}, {"grad_norm", last_norm_},
-				   {"tokens_per_sec", tok_s}, {"mfu", mfu}, {"elapsed", elapsed()}});
+			json rec = {{"type", "train"}, {"iter", iter_}, {"loss", loss}, {"lr", lr}, {"grad_norm", last_norm_},
+				    {"tokens_per_sec", tok_s}, {"mfu", mfu}, {"elapsed", elapsed()}};
+			std::string sp;
+			if (pruner_->enabled()) {
+				double s = pruner_->stats().sparsity;
+				rec["sparsity"] = s;
+				sp = fmt::format(" sparsity {:.1f}%", 100 * s);
+			}
+			log_jsonl(rec);
 			prog.update(static_cast<double>(iter_ - start_iter),
-				    fmt::format("it {} loss {:.4f} lr {:.2e} {:.0f} tok/s MFU {:.1f}%", iter_, loss, lr,
-						tok_s, 100 * mfu),
+				    fmt::format("it {} loss {:.4f} lr {:.2e} {:.0f} tok/s MFU {:.1f}%{}", iter_, loss, lr,
+						tok_s, 100 * mfu, sp),
 				    true);
 		}
 	}

@@ -1,0 +1,405 @@
+#include "optim/optimizer.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/config.h"
+#include "core/error.h"
+
+#include <ATen/Parallel.h>
+#include <cmath>
+
+namespace knlp {
+
+bool decays(const std::string &name, const torch::Tensor &p)
+{
+	auto ends = [&](const char *s) {
+		std::string suf(s);
+		return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+	};
+	if (ends(".bias") || p.dim() < 2)
+		return false;
+	if (name.find(".ln_") != std::string::npos || name.find("norm") != std::string::npos)
+		return false;
+	if (name.find("wte") != std::string::npos || name.find("wpe") != std::string::npos ||
+	    name.find("embed") != std::string::npos)
+		return false;
+	return true;
+}
+
+Optimizer::Optimizer(const std::vector<std::pair<std::string, torch::Tensor>> &named_params, OptimizerOptions opt)
+    : opt_(std::move(opt))
+{
+	for (const auto &[name, p] : named_params) {
+		ParamState s;
+		s.name = name;
+		s.param = p;
+		if (opt_.kind != OptimKind::SinkGD)
+			s.exp_avg = torch::zeros_like(p).contiguous();
+		if (has_second_moment())
+			s.exp_avg_sq = torch::zeros_like(p).contiguous();
+		if (has_second_moment() && opt_.amsgrad)
+			s.max_exp_avg_sq = torch::zeros_like(p).contiguous();
+		s.weight_decay = decays(name, p) ? opt_.weight_decay : 0.0;
+		state_.push_back(std::move(s));
+	}
+}
+
+ParamState *Optimizer::find(const std::string &name)
+{
+	for (auto &s : state_)
+		if (s.name == name)
+			return &s;
+	return nullptr;
+}
+
+int64_t Optimizer::state_bytes() const
+{
+	int64_t b = 0;
+	for (const auto &s : state_)
+		for (const auto *t : {&s.exp_avg, &s.exp_avg_sq, &s.max_exp_avg_sq})
+			if (t->defined())
+				b += t->numel() * t->element_size();
+	return b;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Optimizer::state_tensors()
+{
+	std::vector<std::pair<std::string, torch::Tensor>> ts;
+	const char *first = opt_.kind == OptimKind::SGD ? "momentum." : "exp_avg.";
+	for (auto &s : state_) {
+		if (s.exp_avg.defined())
+			ts.emplace_back(first + s.name, s.exp_avg);
+		if (s.exp_avg_sq.defined())
+			ts.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
+		if (s.max_exp_avg_sq.defined())
+			ts.emplace_back("max_exp_avg_sq." + s.name, s.max_exp_avg_sq);
+	}
+	return ts;
+}
+
+nlohmann::json Optimizer::extra_state() const
+{
+	nlohmann::json j = {{"name", opt_.name}, {"step", step_}};
+	if (opt_.spam)
+		j["spam"] = {{"norms", std::vector<double>(spam_norms_.begin(), spam_norms_.end())},
+			     {"reset_at", spam_reset_at_},
+			     {"soft_resets", spam_soft_resets_},
+			     {"hard_resets", spam_hard_resets_}};
+	return j;
+}
+
+void Optimizer::load_extra_state(const nlohmann::json &j)
+{
+	if (j.contains("name") && j.at("name").get<std::string>() != opt_.name)
+		fail("checkpoint optimizer is {} but the configuration selects {}", j.at("name").get<std::string>(),
+		     opt_.name);
+	step_ = j.value("step", step_);
+	if (opt_.spam && j.contains("spam")) {
+		const auto &s = j.at("spam");
+		auto norms = s.at("norms").get<std::vector<double>>();
+		spam_norms_.assign(norms.begin(), norms.end());
+		spam_reset_at_ = s.at("reset_at").get<int64_t>();
+		spam_soft_resets_ = s.value("soft_resets", int64_t(0));
+		spam_hard_resets_ = s.value("hard_resets", int64_t(0));
+	}
+}
+
+void Optimizer::zero_grad()
+{
+	for (auto &s : state_)
+		if (s.param.grad().defined())
+			s.param.mutable_grad().zero_();
+}
+
+namespace {
+constexpr int64_t k_chunk = 1 << 16;
+
+struct Span {
+	float *p, *g, *m, *v, *vmax;
+	int64_t n;
+	float wd;
+};
+} // namespace
+
+double Optimizer::grad_norm() const
+{
+	bool cpu = !state_.empty() && state_[0].param.device().is_cpu();
+	if (!cpu) {
+		torch::Tensor total = torch::zeros({}, state_[0].param.options().dtype(torch::kFloat));
+		for (const auto &s : state_)
+			if (s.param.grad().defined())
+				total += s.param.grad().to(torch::kFloat).pow(2).sum();
+		return std::sqrt(total.item<double>());
+	}
+	// Fixed chunks (independent of the thread count) so the sum is bit-reproducible.
+	std::vector<std::pair<const float *, int64_t>> chunks;
+	for (const auto &s : state_) {
+		if (!s.param.grad().defined())
+			continue;
+		const float *g = s.param.grad().data_ptr<float>();
+		for (int64_t o = 0; o < s.param.numel(); o += k_chunk)
+			chunks.emplace_back(g + o, std::min(k_chunk, s.param.numel() - o));
+	}
+	std::vector<double> partial(chunks.size(), 0.0);
+	at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+		for (int64_t c = b; c < e; c++) {
+			const float *g = chunks[c].first;
+			double acc = 0;
+			for (int64_t i = 0; i < chunks[c].second; i++)
+				acc += double(g[i]) * g[i];
+			partial[c] = acc;
+		}
+	});
+	double total = 0;
+	for (double p : partial)
+		total += p;
+	return std::sqrt(total);
+}
+
+double Optimizer::before_clip()
+{
+	if (!opt_.spam)
+		return 1.0;
+	torch::NoGradGuard ng;
+	const int64_t per_iter = opt_.spam_double_step ? 2 : 1;
+	const int64_t t = (step_ + 1) * per_iter; // SPAM's counter for the step about to happen
+	// 1. Spike-aware clip, once the moments hold something (not on the first step, nor
+	//    on the first step after a periodic reset, where v = 0 would zero every gradient).
+	const bool have_v = step_ > 0 && (spam_reset_at_ < 0 || t - spam_reset_at_ > per_iter);
+	if (have_v)
+		for (auto &s : state_) {
+			if (!s.param.grad().defined())
+				continue;
+			auto g = s.param.mutable_grad();
+			auto thr = (s.exp_avg_sq + 1e-12).mul_(opt_.spam_theta).sqrt_();
+			g.copy_(torch::max(torch::min(g, thr), -thr));
+		}
+	// 2. Z-score of the global gradient norm against the previous (up to 100) finite ones.
+	double G = grad_norm();
+	if (spam_norms_.size() >= 10 && std::isfinite(G)) {
+		double mean = std::accumulate(spam_norms_.begin(), spam_norms_.end(), 0.0) / spam_norms_.size();
+		double var = 0;
+		for (double x : spam_norms_)
+			var += (x - mean) * (x - mean);
+		double sd = std::sqrt(var / spam_norms_.size());
+		if (sd > 0 && (G - mean) / sd > opt_.spam_spike_z) {
+			for (auto &s : state_) {
+				s.exp_avg.mul_(0.5);
+				s.exp_avg_sq.mul_(0.9);
+			}
+			spam_soft_resets_++;
+		}
+	}
+	if (std::isfinite(G)) {
+		spam_norms_.push_back(G);
+		if (spam_norms_.size() > 100)
+			spam_norms_.pop_front();
+	}
+	// 3. Periodic reset of m and v (step and v_max kept), then the cosine re-warmup.
+	if (opt_.spam_interval > 0 && t % opt_.spam_interval < per_iter && t >= opt_.spam_interval) {
+		for (auto &s : state_) {
+			s.exp_avg.zero_();
+			s.exp_avg_sq.zero_();
+		}
+		spam_reset_at_ = t;
+		spam_hard_resets_++;
+	}
+	if (spam_reset_at_ >= 0 && opt_.spam_warmup > 0 && t - spam_reset_at_ < opt_.spam_warmup) {
+		double tau = double(t - spam_reset_at_) / double(opt_.spam_warmup);
+		return std::max(1e-3, 0.5 * (1.0 - std::cos(M_PI * tau)));
+	}
+	return 1.0;
+}
+
+void Optimizer::step(double lr, double grad_scale)
+{
+	step_++;
+	if (opt_.kind == OptimKind::SinkGD)
+		step_sinkgd(lr, grad_scale);
+	else if (!state_.empty() && state_[0].param.device().is_cpu() && state_[0].param.scalar_type() == torch::kFloat)
+		step_cpu(lr, grad_scale);
+	else
+		step_generic(lr, grad_scale);
+}
+
+void Optimizer::step_cpu(double lr, double grad_scale)
+{
+	std::vector<Span> spans;
+	for (auto &s : state_) {
+		if (!s.param.grad().defined())
+			continue;
+		float *p = s.param.data_ptr<float>(), *g = s.param.mutable_grad().data_ptr<float>();
+		float *m = s.exp_avg.data_ptr<float>();
+		float *v = s.exp_avg_sq.defined() ? s.exp_avg_sq.data_ptr<float>() : nullptr;
+		float *vmax = s.max_exp_avg_sq.defined() ? s.max_exp_avg_sq.data_ptr<float>() : nullptr;
+		for (int64_t o = 0; o < s.param.numel(); o += k_chunk)
+			spans.push_back({p + o, g + o, m + o, v ? v + o : nullptr, vmax ? vmax + o : nullptr,
+					 std::min(k_chunk, s.param.numel() - o), static_cast<float>(s.weight_decay)});
+	}
+	// 1 - beta is formed in double, as libtorch does, before rounding to float.
+	const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps, scale = grad_scale;
+	const float omb1 = static_cast<float>(1.0 - opt_.beta1), omb2 = static_cast<float>(1.0 - opt_.beta2);
+	const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
+	const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
+	const float step_size = static_cast<float>(lr / bc1);
+	const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+	const float flr = static_cast<float>(lr), mu = static_cast<float>(opt_.momentum);
+	const OptimKind kind = opt_.kind;
+	const bool ams = opt_.amsgrad;
+	at::parallel_for(0, static_cast<int64_t>(spans.size()), 1, [&](int64_t b, int64_t e) {
+		for (int64_t c = b; c < e; c++) {
+			const Span s = spans[c];
+			if (kind == OptimKind::SGD) {
+#pragma omp simd
+				for (int64_t i = 0; i < s.n; i++) {
+					float d = s.g[i] * scale + s.wd * s.p[i];
+					float m = mu * s.m[i] + d;
+					s.m[i] = m;
+					s.p[i] -= flr * m;
+				}
+				continue;
+			}
+			const bool coupled = kind == OptimKind::Adam;
+			const float decay = coupled ? 1.0f : 1.0f - flr * s.wd;
+			const float l2 = coupled ? s.wd : 0.0f;
+			if (ams) {
+#pragma omp simd
+				for (int64_t i = 0; i < s.n; i++) {
+					float g = s.g[i] * scale + l2 * s.p[i];
+					float p = s.p[i] * decay;
+					float m = b1 * s.m[i] + omb1 * g;
+					float v = b2 * s.v[i] + omb2 * g * g;
+					float vm = std::max(s.vmax[i], v);
+					s.m[i] = m;
+					s.v[i] = v;
+					s.vmax[i] = vm;
+					s.p[i] = p - step_size * m / (std::sqrt(vm) * inv_sqrt_bc2 + eps);
+				}
+			} else {
+#pragma omp simd
+				for (int64_t i = 0; i < s.n; i++) {
+					float g = s.g[i] * scale + l2 * s.p[i];
+					float p = s.p[i] * decay;
+					float m = b1 * s.m[i] + omb1 * g;
+					float v = b2 * s.v[i] + omb2 * g * g;
+					s.m[i] = m;
+					s.v[i] = v;
+					s.p[i] = p - step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + eps);
+				}
+			}
+		}
+	});
+}
+
+void Optimizer::step_generic(double lr, double grad_scale)
+{
+	torch::NoGradGuard ng;
+	const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
+	const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
+	for (auto &s : state_) {
+		if (!s.param.grad().defined())
+			continue;
+		auto g = s.param.grad();
+		if (grad_scale != 1.0)
+			g = g * grad_scale;
+		if (opt_.kind == OptimKind::SGD) {
+			if (s.weight_decay != 0)
+				g = g + s.weight_decay * s.param;
+			s.exp_avg.mul_(opt_.momentum).add_(g);
+			s.param.add_(s.exp_avg, -lr);
+			continue;
+		}
+		if (opt_.kind == OptimKind::Adam && s.weight_decay != 0)
+			g = g + s.weight_decay * s.param;
+		else if (s.weight_decay != 0)
+			s.param.mul_(1.0 - lr * s.weight_decay);
+		s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
+		s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
+		const torch::Tensor *v = &s.exp_avg_sq;
+		if (opt_.amsgrad) {
+			torch::max_out(s.max_exp_avg_sq, s.max_exp_avg_sq, s.exp_avg_sq);
+			v = &s.max_exp_avg_sq;
+		}
+		auto denom = (v->sqrt() / std::sqrt(bc2)).add_(opt_.eps);
+		s.param.addcdiv_(s.exp_avg, denom, -lr / bc1);
+	}
+}
+
+torch::Tensor sinkgd_transform(const torch::Tensor &g_in, double tau, int iters)
+{
+	torch::NoGradGuard ng;
+	auto g = g_in.to(torch::kFloat);
+	if (g.dim() < 2)
+		return torch::tanh(g / g.abs().sum().clamp_min(1e-30) / tau);
+	auto x = g.reshape({g.size(0), -1});
+	for (int i = 0; i < iters; i++) {
+		x = x / x.abs().sum(1, true).clamp_min(1e-30);
+		x = x / x.abs().sum(0, true).clamp_min(1e-30);
+		x = torch::tanh(x / tau);
+	}
+	auto rms_g = g.pow(2).mean().sqrt(), rms_x = x.pow(2).mean().sqrt().clamp_min(1e-30);
+	return (x * (rms_g / rms_x)).reshape(g.sizes());
+}
+
+void Optimizer::step_sinkgd(double lr, double grad_scale)
+{
+	torch::NoGradGuard ng;
+	for (auto &s : state_) {
+		if (!s.param.grad().defined())
+			continue;
+		if (s.weight_decay != 0)
+			s.param.mul_(1.0 - lr * s.weight_decay);
+		auto g = grad_scale != 1.0 ? s.param.grad() * grad_scale : s.param.grad();
+		s.param.add_(sinkgd_transform(g, opt_.sinkgd_tau, opt_.sinkgd_iters).to(s.param.scalar_type()), -lr);
+	}
+}
+
+OptimizerOptions optimizer_options_from(const Config &cfg, double lr)
+{
+	OptimizerOptions o;
+	o.lr = lr;
+	o.beta1 = cfg.get_float("ADAMW_BETA1");
+	o.beta2 = cfg.get_float("ADAMW_BETA2");
+	o.eps = cfg.get_float("ADAMW_EPS");
+	o.weight_decay = cfg.get_float("WEIGHT_DECAY");
+	o.momentum = cfg.get_float("SGD_MOMENTUM");
+	o.spam_theta = cfg.get_float("SPAM_THETA");
+	o.spam_spike_z = cfg.get_float("SPAM_SPIKE_THRESHOLD");
+	o.spam_interval = cfg.get_int("SPAM_INTERVAL");
+	o.spam_warmup = cfg.get_int("SPAM_WARMUP");
+	o.spam_double_step = cfg.get_bool("SPAM_DOUBLE_STEP_COMPAT");
+	o.sinkgd_tau = cfg.get_float("SINKGD_TAU");
+	o.sinkgd_iters = static_cast<int>(cfg.get_int("SINKGD_ITERS"));
+	std::string sel = cfg.choice("OPTIMIZER_ADAMW");
+	std::string base = sel;
+	if (sel == "OPTIMIZER_ADAMWPRUNE")
+		base = "OPTIMIZER_" + cfg.choice("ADAMWPRUNE_BASE_ADAMW").substr(std::string("ADAMWPRUNE_BASE_").size());
+	if (base == "OPTIMIZER_SGD")
+		o.kind = OptimKind::SGD;
+	else if (base == "OPTIMIZER_ADAM")
+		o.kind = OptimKind::Adam;
+	else if (base == "OPTIMIZER_SINKGD")
+		o.kind = OptimKind::SinkGD;
+	else
+		o.kind = OptimKind::AdamW;
+	o.amsgrad = base == "OPTIMIZER_ADAMWADV" || base == "OPTIMIZER_ADAMWSPAM";
+	o.spam = base == "OPTIMIZER_ADAMWSPAM";
+	o.name = sel.substr(std::string("OPTIMIZER_").size());
+	std::transform(o.name.begin(), o.name.end(), o.name.begin(), [](unsigned char c) { return std::tolower(c); });
+	if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1)
+		fail("optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1) (got {} and {})", o.beta1, o.beta2);
+	if (o.eps <= 0)
+		fail("optimizer: CONFIG_ADAMW_EPS must be > 0 (got {})", o.eps);
+	if (o.weight_decay < 0)
+		fail("optimizer: CONFIG_WEIGHT_DECAY must be >= 0 (got {})", o.weight_decay);
+	if (o.momentum < 0 || o.momentum >= 1)
+		fail("optimizer: CONFIG_SGD_MOMENTUM must lie in [0, 1) (got {})", o.momentum);
+	if (o.spam && (o.spam_theta <= 0 || o.spam_spike_z <= 0))
+		fail("optimizer: CONFIG_SPAM_THETA and CONFIG_SPAM_SPIKE_THRESHOLD must be > 0");
+	if (o.kind == OptimKind::SinkGD && (o.sinkgd_tau <= 0 || o.sinkgd_iters < 1))
+		fail("optimizer: CONFIG_SINKGD_TAU must be > 0 and CONFIG_SINKGD_ITERS >= 1");
+	return o;
+}
+
+} // namespace knlp
