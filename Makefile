@@ -27,6 +27,30 @@ endif
 ifneq ($(SEED),)
 OVERRIDES += --set SEED=$(SEED)
 endif
+ifneq ($(SEEDS),)
+OVERRIDES += --set MATRIX_SEEDS=$(SEEDS)
+endif
+ifneq ($(BASELINE),)
+OVERRIDES += --set MATRIX_BASELINE=$(BASELINE)
+endif
+
+# Test-matrix switches (docs/matrix.md).
+MATRIX_ARGS :=
+ifeq ($(YES),1)
+MATRIX_ARGS += --yes
+endif
+ifeq ($(DRY_RUN),1)
+MATRIX_ARGS += --dry-run
+endif
+ifneq ($(JOBS),)
+MATRIX_ARGS += --jobs $(JOBS)
+endif
+ifneq ($(STOP_ON_FAILURE),)
+MATRIX_ARGS += --stop-on-failure $(STOP_ON_FAILURE)
+endif
+ifneq ($(SHARD),)
+MATRIX_ARGS += --shard $(SHARD)
+endif
 
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 ifneq ($(TORCH_DIR),)
@@ -38,13 +62,54 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report
 
 all: run
 
+# A .config with a MULTIPLE mode (or several seeds) is a test matrix; otherwise one run.
 run: build $(CONFIG)-exists
 	$(MAKE) --no-print-directory prepare
-	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
+	@if $(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --is-matrix; then \
+		echo "$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS)"; \
+		$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS); \
+	else \
+		echo "$(KNLP) train --config $(CONFIG) $(OVERRIDES)"; \
+		$(KNLP) train --config $(CONFIG) $(OVERRIDES); \
+	fi
+
+# ---- test matrices
+continue: build $(CONFIG)-exists
+	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --continue $(if $(TARGET),--dir $(TARGET),) $(MATRIX_ARGS)
+
+test-rerun: build $(CONFIG)-exists
+	@test -n "$(TARGET)" || { echo "knlp: make test-rerun TARGET=<results folder> [OPTIMIZER=name]"; exit 1; }
+	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --rerun --dir $(TARGET) $(if $(OPTIMIZER),--optimizer $(OPTIMIZER),) $(MATRIX_ARGS)
+
+sweep: build $(CONFIG)-exists
+	@test -n "$(RANGE_CONFIG)" || { echo "knlp: make sweep RANGE_CONFIG=<file> (lines CONFIG_X=a|b|c or CONFIG_X=start:step:end)"; exit 1; }
+	$(MAKE) --no-print-directory prepare
+	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --sweep $(RANGE_CONFIG) $(MATRIX_ARGS)
+
+parallel: build $(CONFIG)-exists
+	$(MAKE) --no-print-directory prepare
+	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS) $(if $(JOBS),,--jobs $$(nproc))
+
+merge-results: build
+	@test -n "$(OUT)" -a -n "$(DIRS)" || { echo "knlp: make merge-results OUT=<merged folder> DIRS=\"shard1 shard2 ...\""; exit 1; }
+	$(KNLP) matrix-merge --out $(OUT) $(DIRS)
+
+slurm: $(CONFIG)-exists
+	@sh scripts/slurm.sh $(CONFIG) $(if $(SHARDS),$(SHARDS),4) "$(OVERRIDES)"
+
+summary: build
+	@d="$(if $(TARGET),$(TARGET),$$(ls -d test_matrix_results_* 2>/dev/null | sort | tail -1))"; \
+	test -n "$$d" || { echo "knlp: no results folder (TARGET=<folder>)"; exit 1; }; \
+	$(KNLP) matrix-summary "$$d" && $(PYTHON) scripts/matrix_report.py "$$d" --graphs-only
+
+report: build
+	@d="$(if $(TARGET),$(TARGET),$$(ls -d test_matrix_results_* 2>/dev/null | sort | tail -1))"; \
+	test -n "$$d" || { echo "knlp: no results folder (TARGET=<folder>)"; exit 1; }; \
+	$(KNLP) matrix-summary "$$d" >/dev/null && $(PYTHON) scripts/matrix_report.py "$$d"
 
 .PHONY: $(CONFIG)-exists
 $(CONFIG)-exists:
@@ -135,6 +200,16 @@ help:
 	@echo "  quickstart          deps + build + default corpus + train the gpt2-tiny-cpu preset"
 	@echo "  prepare / train     one step of the above"
 	@echo "  overrides           TIME=<s> MAX_ITERS=<n> SEED=<n> (run time, .config untouched)"
+	@echo "Test matrices (a .config with a MULTIPLE mode or SEEDS>1; docs/matrix.md):"
+	@echo "  all                 run the matrix (YES=1 skips the question, DRY_RUN=1 prints the plan)"
+	@echo "  continue            resume the newest results folder (TARGET=<folder> picks one)"
+	@echo "  test-rerun          TARGET=<folder> [OPTIMIZER=name]: re-run runs from zero"
+	@echo "  parallel            JOBS=<n> runs at once, each pinned to its share of the cores"
+	@echo "  sweep               RANGE_CONFIG=<file>: lines CONFIG_X=a|b|c or start:step:end, crossed with the matrix"
+	@echo "  SHARD=k/N           run one shard; merge-results OUT=<dir> DIRS=\"a b\" joins them"
+	@echo "  slurm               SHARDS=<n>: write a Slurm job-array script for the shards"
+	@echo "  summary / report    summary tables + plots / + self-contained report.html"
+	@echo "  SEEDS=<n> BASELINE=<config id or folder/config id>  seeds and comparisons"
 	@echo "Development:"
 	@echo "  deps                install Debian packages and the GPT-2 vocabulary"
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"

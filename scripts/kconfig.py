@@ -246,7 +246,13 @@ def cmd_gensyms(args):
             if node.prompt:
                 prompt = node.prompt[0]
                 break
-        rows.append(f"    {{{cpp_str(sym.name)}, SymbolType::{kind}, {cpp_str(sym.str_value)}, "
+        # A symbol hidden by its dependencies under the all-defaults configuration (the
+        # matrix switches inside `if ..._MODE_MULTIPLE`) gets the default it has when
+        # visible, so `--set X_MODE_MULTIPLE=y` alone gives the menu's defaults.
+        default = sym.str_value
+        if sym.visibility == 0 and sym.choice is None and sym.defaults:
+            default = sym.defaults[0][0].str_value
+        rows.append(f"    {{{cpp_str(sym.name)}, SymbolType::{kind}, {cpp_str(default)}, "
                     f"{lo}LL, {hi}LL, {has_range}, {cpp_str(choice)}, {cpp_str(prompt)}}},")
     text = ("// Generated from the Kconfig tree by scripts/kconfig.py gensyms. Do not edit.\n"
             + "\n".join(rows) + "\n")

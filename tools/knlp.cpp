@@ -30,6 +30,8 @@ Config ConfigArgs::load() const
 
 int main(int argc, char **argv)
 {
+	// Line-buffered even into a file, so logs (matrix output.log) keep the order of events.
+	std::setvbuf(stdout, nullptr, _IOLBF, 0);
 	for (int i = 0; i < argc; i++)
 		knlp::g_command_line += (i ? " " : "") + std::string(argv[i]);
 	CLI::App app{"knlp: kernel-style machine learning (Kconfig-described experiments on libtorch)"};
@@ -37,6 +39,7 @@ int main(int argc, char **argv)
 	app.set_help_all_flag("--help-all", "Help for every sub-command");
 	knlp::add_data_commands(app);
 	knlp::add_train_commands(app);
+	knlp::add_matrix_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {
