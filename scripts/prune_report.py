@@ -118,6 +118,23 @@ def main():
             "curves": [{"iterations": m["metrics"]["iterations"], "val_losses": m["metrics"]["val_losses"]}
                        for _, m in rs],
         }
+    # Paired by seed (same data order and initialisation) against magnitude pruning: the
+    # per-seed differences cancel most of the seed-to-seed spread.
+    if "magnitude" in summary["methods"]:
+        from scipy.stats import t as student_t
+        base = {int(os.path.basename(r).split("-seed")[1]): m["metrics"]["val_perplexities"][-1]
+                for r, m in runs["magnitude"]}
+        for method, rs in runs.items():
+            if method == "magnitude":
+                continue
+            d = [m["metrics"]["val_perplexities"][-1] - base[int(os.path.basename(r).split("-seed")[1])]
+                 for r, m in rs if int(os.path.basename(r).split("-seed")[1]) in base]
+            if len(d) >= 2:
+                mu, sd = float(np.mean(d)), float(np.std(d, ddof=1))
+                half = float(student_t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
+                summary["methods"][method]["paired_vs_magnitude"] = {
+                    "diffs": d, "mean": mu, "sd": sd, "ci95": [mu - half, mu + half],
+                    "verdict": "better" if mu + half < 0 else "worse" if mu - half > 0 else "inconclusive"}
     for method in ("dense", "bitter8", "bitter7", "magnitude"):
         if method in runs:
             summary.setdefault("state_analysis", {})[method] = state_analysis(runs[method][0][0])
@@ -157,7 +174,10 @@ def main():
         f"<td>{s['val_ppl_mean']:.3f} &plusmn; {s['val_ppl_std']:.3f}</td><td>{s['final_sparsity']*100:.2f}%</td>"
         f"<td>{s['wall_s_mean']:.1f} &plusmn; {s['wall_s_std']:.1f}</td>"
         f"<td>{s['optimizer_state_bytes']/2**20:.2f}</td><td>{(s['mask_bytes']+s['w0_bytes'])/2**20:.2f}</td>"
-        f"<td>{s['score_bytes_peak']/2**20:.2f}</td></tr>"
+        f"<td>{s['score_bytes_peak']/2**20:.2f}</td>"
+        + (f"<td>{s['paired_vs_magnitude']['mean']:+.3f} [{s['paired_vs_magnitude']['ci95'][0]:+.3f}, "
+           f"{s['paired_vs_magnitude']['ci95'][1]:+.3f}] {s['paired_vs_magnitude']['verdict']}</td>"
+           if 'paired_vs_magnitude' in s else "<td>-</td>") + "</tr>"
         for n, s in summary["methods"].items())
     sa = "".join(f"<tr><td>{k}</td>" + "".join(f"<td>{v:.4g}</td>" for v in d.values()) + "</tr>"
                  for k, d in summary.get("state_analysis", {}).items())
@@ -170,7 +190,7 @@ def main():
 <p>CPU-sized byte GPT-2, default corpus, 50% target sparsity, equal iterations per method.</p>
 <img src="data:image/png;base64,{img}" width="100%">
 <h2>Results</h2><table><tr><th>method</th><th>seeds</th><th>iters</th><th>val ppl</th><th>sparsity</th>
-<th>wall s</th><th>optimizer state MiB</th><th>masks + W0 MiB</th><th>score peak MiB</th></tr>{rows}</table>
+<th>wall s</th><th>optimizer state MiB</th><th>masks + W0 MiB</th><th>score peak MiB</th><th>ppl - magnitude, paired (95% CI)</th></tr>{rows}</table>
 <h2>Adam state at the final checkpoint (prunable weights still alive)</h2>
 <table><tr><th>run</th>{sa_head}</tr>{sa}</table></body></html>"""
     with open(os.path.join(OUT, "report.html"), "w") as f:
@@ -179,6 +199,11 @@ def main():
     for n, s in summary["methods"].items():
         print(f"{n:<10} {s['val_ppl_mean']:>14.3f} +/- {s['val_ppl_std']:<6.3f} {s['final_sparsity']*100:>8.2f}% "
               f"{s['wall_s_mean']:>7.1f} +/- {s['wall_s_std']:<5.1f}")
+    for n, s in summary["methods"].items():
+        p = s.get("paired_vs_magnitude")
+        if p:
+            print(f"{n} - magnitude (paired by seed): {p['mean']:+.3f} ppl, 95% CI [{p['ci95'][0]:+.3f}, "
+                  f"{p['ci95'][1]:+.3f}]: {p['verdict']}")
     for k, d in summary.get("state_analysis", {}).items():
         print(f"state {k}: " + ", ".join(f"{a}={b:.4g}" for a, b in d.items()))
     print(f"wrote {OUT}/summary.json, {png}, {OUT}/report.html")
