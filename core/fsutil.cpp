@@ -40,6 +40,12 @@ void AtomicFile::write(const void *data, size_t n)
 
 void AtomicFile::commit()
 {
+	if (fault_enospc()) {
+		std::fclose(f_);
+		f_ = nullptr;
+		std::remove(tmp_.c_str());
+		fail("{}: cannot flush to disk ({})", path_, std::strerror(ENOSPC));
+	}
 	if (std::fflush(f_) != 0 || fsync(fileno(f_)) != 0)
 		fail("{}: cannot flush to disk ({})", path_, std::strerror(errno));
 	int rc = std::fclose(f_);
@@ -143,6 +149,15 @@ void fault_point(const char *label)
 	}
 	if (w == label && ++hits == nth)
 		::kill(::getpid(), SIGKILL);
+}
+
+bool fault_enospc()
+{
+	// KNLP_FAULT_ENOSPC_AT=N: the N-th atomic commit of this process fails as if the disk
+	// were full.
+	static const char *want = std::getenv("KNLP_FAULT_ENOSPC_AT");
+	static int hits = 0;
+	return want && ++hits == std::atoi(want);
 }
 
 } // namespace knlp

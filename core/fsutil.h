@@ -41,5 +41,7 @@ uint64_t file_size(const std::string &path);
 // Crash-test hook: when KNLP_FAULT_KILL_AT names a label passed to fault_point(), the
 // process kills itself with SIGKILL there (used by the resume and fault-injection tests).
 void fault_point(const char *label);
+// Disk-full hook: true on the N-th atomic commit when KNLP_FAULT_ENOSPC_AT=N (tests only).
+bool fault_enospc();
 
 } // namespace knlp

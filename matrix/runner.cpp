@@ -312,6 +312,7 @@ pid_t spawn(const std::string &exe, const std::vector<std::string> &args, const 
 		}
 		if (!cuda_device.empty())
 			setenv("CUDA_VISIBLE_DEVICES", cuda_device.c_str(), 1);
+		unsetenv("KNLP_FAULT_ENOSPC_AT"); // injected faults are for the runner only
 		std::vector<char *> argv;
 		argv.push_back(const_cast<char *>(exe.c_str()));
 		for (const auto &a : args)

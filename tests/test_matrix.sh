@@ -152,6 +152,14 @@ grep -q "dataset folder not found" F/gpt2_sgd_none/error.txt && ok || bad "error
 M --yes --out "$T/F1" --set DATA_DIR="$T/nowhere" --stop-on-failure 1 >f1.log 2>&1
 [ "$(ls F1/*/error.txt | wc -l)" -eq 1 ] && ok || bad "stop-on-failure ran more than one run"
 expect_fail "cannot" M --yes --out /proc/knlp-results
+# Disk full while the runner records the second run (its 11th atomic write: config.txt,
+# plan.json, two summaries, then per run matrix.config, COMPLETE and two summaries): it
+# stops with one line,
+# the two finished runs stay complete, and continue finishes the matrix with A's results.
+KNLP_FAULT_ENOSPC_AT=11 M --yes --out "$T/FULL" >full.log 2>&1 && bad "disk full went unnoticed" || ok
+grep -q "knlp: error: .*all_results.json: cannot flush to disk (No space left on device)" full.log && ok || bad "disk-full message: $(tail -2 full.log)"
+[ "$(ls FULL/*/COMPLETE | wc -l)" -eq 2 ] && ok || bad "completed runs lost after disk full"
+M --yes --continue --dir "$T/FULL" >/dev/null 2>&1 && [ "$(strip FULL)" = "$(strip A)" ] && ok || bad "continue after disk full"
 
 # --- report: plots and an HTML page that loads in a browser
 $PYTHON "$TOP/scripts/matrix_report.py" "$T/SEEDS" >report.log 2>&1 && ok || { bad "report"; cat report.log; }
