@@ -217,7 +217,9 @@ void write_summaries(const std::string &dir)
 			 baseline.empty() ? "" : fmt::format("; difference to {} with its {:.0f}% Welch interval", baseline, 100 * conf));
 	auto ppl_str = [](const Group &g) {
 		SampleStats s = sample_stats(g.ppl);
-		return s.n ? fmt::format("{:.3f} +/- {:.3f}", s.mean, s.sd) : std::string("-");
+		if (s.n == 0)
+			return std::string("-");
+		return s.n > 1 ? fmt::format("{:.3f} +/- {:.3f}", s.mean, s.sd) : fmt::format("{:.3f}", s.mean);
 	};
 	std::vector<const Group *> ranked;
 	for (const auto &id : order)
