@@ -271,6 +271,31 @@ struct Child {
 	std::chrono::steady_clock::time_point start;
 };
 
+// The GPUs runs are spread over: the runner's own CUDA_VISIBLE_DEVICES list, else the
+// devices the NVIDIA driver lists, else 0..jobs-1.
+std::vector<std::string> gpu_ids(int jobs)
+{
+	std::vector<std::string> ids;
+	if (const char *vis = std::getenv("CUDA_VISIBLE_DEVICES")) {
+		std::istringstream in(vis);
+		for (std::string id; std::getline(in, id, ',');)
+			if (!id.empty())
+				ids.push_back(id);
+		if (!ids.empty())
+			return ids;
+	}
+	std::error_code ec;
+	int n = 0;
+	if (is_dir("/proc/driver/nvidia/gpus"))
+		for (const auto &e : fs::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+			(void)e;
+			n++;
+		}
+	for (int i = 0; i < (n > 0 ? n : jobs); i++)
+		ids.push_back(std::to_string(i));
+	return ids;
+}
+
 std::vector<int> allowed_cpus()
 {
 	std::vector<int> cpus;
@@ -471,6 +496,7 @@ int run_matrix(const MatrixOptions &o)
 	const bool stop_on_failure = o.stop_on_failure >= 0 ? o.stop_on_failure == 1 : cfg.get_bool("MATRIX_STOP_ON_FAILURE");
 	const bool cuda = cfg.get_bool("DEVICE_CUDA");
 	std::vector<int> cpus = allowed_cpus();
+	const std::vector<std::string> gpus = gpu_ids(jobs);
 	const int per_job = std::max<int>(1, static_cast<int>(cpus.size()) / jobs);
 	std::vector<size_t> todo;
 	int done = 0, failed = 0;
@@ -516,7 +542,8 @@ int run_matrix(const MatrixOptions &o)
 			for (int c = 0; c < per_job; c++)
 				pin.push_back(cpus[static_cast<size_t>(slot * per_job + c) % cpus.size()]);
 		Child c;
-		c.pid = spawn(o.self_exe, args, join_path(rd, "output.log"), pin, cuda && jobs > 1 ? std::to_string(slot) : "");
+		c.pid = spawn(o.self_exe, args, join_path(rd, "output.log"), pin,
+			      cuda && jobs > 1 ? gpus[static_cast<size_t>(slot) % gpus.size()] : "");
 		c.run = i;
 		c.slot = slot;
 		c.start = std::chrono::steady_clock::now();

@@ -145,6 +145,12 @@ M --yes --out "$T/EXT" --set MATRIX_SEEDS=2 --set PRUNING_ENABLE_MAGNITUDE=n \
 [ ! -d EXT/gpt2_adamw_none_s1337 ] && ok || bad "external baseline runs were re-run"
 grep -q "gpt2_sgd_none .*diff" EXT/summary_report.txt && ok || bad "external baseline comparison"
 
+# --- one GPU per parallel run: CUDA_VISIBLE_DEVICES from the runner's own list (this
+# machine has no GPU, so each run fails and its error names the device it was given)
+CUDA_VISIBLE_DEVICES=3,5 M --yes --jobs 2 --out "$T/GPU" --set DEVICE_CUDA=y >gpu.log 2>&1
+[ "$(cat GPU/*/error.txt | grep -o 'CUDA_VISIBLE_DEVICES=[0-9]*' | sort -u | tr '\n' ' ')" = "CUDA_VISIBLE_DEVICES=3 CUDA_VISIBLE_DEVICES=5 " ] \
+	&& ok || bad "GPU assignment: $(cat GPU/*/error.txt)"
+
 # --- failures: recorded, the matrix goes on (or stops when asked)
 M --yes --out "$T/F" --set DATA_DIR="$T/nowhere" >f.log 2>&1 && bad "failing matrix exited 0" || ok
 [ "$(ls F/*/error.txt | wc -l)" -eq 4 ] && ok || bad "not every failure recorded"

@@ -1,5 +1,7 @@
 #include "train/device.h"
 
+#include <cstdlib>
+
 #include <array>
 #include <chrono>
 #include <sched.h>
@@ -17,9 +19,12 @@ torch::Device select_device(const Config &cfg)
 	if (sel == "DEVICE_CPU")
 		return torch::kCPU;
 	if (sel == "DEVICE_CUDA") {
-		if (!cuda)
+		if (!cuda) {
+			const char *vis = std::getenv("CUDA_VISIBLE_DEVICES");
 			fail("CONFIG_DEVICE_CUDA=y but no CUDA device is usable (libtorch built without CUDA, or "
-			     "no GPU visible); choose CONFIG_DEVICE_AUTO or CONFIG_DEVICE_CPU");
+			     "no GPU visible{}); choose CONFIG_DEVICE_AUTO or CONFIG_DEVICE_CPU",
+			     vis ? fmt::format(": CUDA_VISIBLE_DEVICES={}", vis) : "");
+		}
 		return torch::Device(torch::kCUDA, 0);
 	}
 	return cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
