@@ -36,27 +36,22 @@ double beta_fraction(double a, double b, double x)
 		d = tiny;
 	d = 1.0 / d;
 	double f = d;
+	// One Lentz step with coefficient num; returns the factor it multiplies f by.
+	auto lentz = [&](double num) {
+		d = 1.0 + num * d;
+		c = 1.0 + num / c;
+		if (std::fabs(d) < tiny)
+			d = tiny;
+		if (std::fabs(c) < tiny)
+			c = tiny;
+		d = 1.0 / d;
+		return d * c;
+	};
 	for (int m = 1; m <= 500; m++) {
 		// even step: d_{2m} = m (b - m) x / ((a + 2m - 1)(a + 2m))
-		double num = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
-		d = 1.0 + num * d;
-		c = 1.0 + num / c;
-		if (std::fabs(d) < tiny)
-			d = tiny;
-		if (std::fabs(c) < tiny)
-			c = tiny;
-		d = 1.0 / d;
-		f *= d * c;
+		f *= lentz(m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)));
 		// odd step: d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))
-		num = -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0));
-		d = 1.0 + num * d;
-		c = 1.0 + num / c;
-		if (std::fabs(d) < tiny)
-			d = tiny;
-		if (std::fabs(c) < tiny)
-			c = tiny;
-		d = 1.0 / d;
-		double delta = d * c;
+		double delta = lentz(-(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)));
 		f *= delta;
 		if (std::fabs(delta - 1.0) < eps)
 			break;
