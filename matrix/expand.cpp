@@ -62,6 +62,8 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		if (opts.empty())
 			fail("matrix: no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD, _ADAM, _ADAMW, _ADAMWADV, "
 			     "_ADAMWSPAM, _ADAMWPRUNE, _SINKGD (or choose CONFIG_OPTIMIZER_MODE_SINGLE)");
+	} else if (cfg.get_bool("OPTIMIZER_MODE_NONE")) {
+		opts.push_back("adamw"); // the model's default optimizer (GPT-2)
 	} else {
 		opts.push_back(lower(cfg.choice("OPTIMIZER_ADAMW").substr(std::string("OPTIMIZER_").size())));
 	}

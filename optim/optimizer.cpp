@@ -371,7 +371,8 @@ OptimizerOptions optimizer_options_from(const Config &cfg, double lr)
 	o.spam_double_step = cfg.get_bool("SPAM_DOUBLE_STEP_COMPAT");
 	o.sinkgd_tau = cfg.get_float("SINKGD_TAU");
 	o.sinkgd_iters = static_cast<int>(cfg.get_int("SINKGD_ITERS"));
-	std::string sel = cfg.choice("OPTIMIZER_ADAMW");
+	// Mode NONE: the model's default optimizer (GPT-2: AdamW).
+	std::string sel = cfg.get_bool("OPTIMIZER_MODE_NONE") ? "OPTIMIZER_ADAMW" : cfg.choice("OPTIMIZER_ADAMW");
 	std::string base = sel;
 	if (sel == "OPTIMIZER_ADAMWPRUNE")
 		base = "OPTIMIZER_" + cfg.choice("ADAMWPRUNE_BASE_ADAMW").substr(std::string("ADAMWPRUNE_BASE_").size());

@@ -44,6 +44,7 @@ TEST(Matrix, SingleConfigurationIsOneRun)
 	EXPECT_EQ(ids("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"0.7\"\n"),
 		  std::vector<std::string>{"gpt2_sgd_magnitude_70"});
 	EXPECT_TRUE(is_matrix(Config::parse("CONFIG_MATRIX_SEEDS=2\n", "m")));
+	EXPECT_EQ(ids("CONFIG_OPTIMIZER_MODE_NONE=y\nCONFIG_OPTIMIZER_SGD=y\n"), std::vector<std::string>{"gpt2_adamw_none"});
 }
 
 TEST(Matrix, ExpansionFollowsTheCompatibilityRules)

@@ -326,6 +326,9 @@ TEST(Optimizer, FromConfig)
 	EXPECT_EQ(from("CONFIG_OPTIMIZER_ADAMWADV=y\n").amsgrad, true);
 	EXPECT_EQ(from("CONFIG_OPTIMIZER_ADAM=y\n").kind, OptimKind::Adam);
 	EXPECT_EQ(from("").name, "adamw");
+	auto none = from("CONFIG_OPTIMIZER_MODE_NONE=y\nCONFIG_OPTIMIZER_SGD=y\n"); // mode NONE: the model's default
+	EXPECT_EQ(none.name, "adamw");
+	EXPECT_EQ(none.kind, OptimKind::AdamW);
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_ADAMW_BETA2=\"1.0\"\n"); }),
 		  "optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1) (got 0.9 and 1)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_SGD=y\nCONFIG_SGD_MOMENTUM=\"1.5\"\n"); }),
