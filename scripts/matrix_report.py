@@ -49,97 +49,82 @@ def save(fig, d, name):
     return path
 
 
-def plots(d, results, metrics):
-    out = []
-    g = groups(results)
-    if not g:
-        return out
-    names = list(g)
-    # validation loss evolution per run
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for rid, m in metrics.items():
-        ax.plot(m["metrics"]["iterations"], m["metrics"]["val_losses"], marker=".", label=rid)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation loss")
-    ax.set_title("Validation loss per run")
+def mib(e):
+    return (e.get("optimizer_state_bytes", 0) + e.get("pruning_buffer_bytes", 0)) / 2**20
+
+
+def decorate(ax, xlabel, ylabel, title, n_series):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if len(metrics) <= 20:
+    if n_series <= 20:
         ax.legend(fontsize=7)
-    out.append(("Validation loss evolution", save(fig, d, "val_loss_evolution.png")))
-    # final quality bars with error bars
-    mean = [np.mean([e["final_val_perplexity"] for e in g[n]]) for n in names]
-    sd = [np.std([e["final_val_perplexity"] for e in g[n]], ddof=1) if len(g[n]) > 1 else 0 for n in names]
+
+
+def lines(series, xlabel, ylabel, title):
+    """One line per (label, xs, ys); None when there is nothing to draw."""
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for label, xs, ys in series:
+        ax.plot(xs, ys, marker=".", label=label)
+    decorate(ax, xlabel, ylabel, title, len(series))
+    return fig
+
+
+def scatter(g, x_of, xlabel, title):
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for n, es in g.items():
+        ax.scatter([x_of(e) for e in es], [e["final_val_perplexity"] for e in es], label=n, s=18)
+    decorate(ax, xlabel, "final validation perplexity", title, len(g))
+    return fig
+
+
+def bars(names, vals, ylabel, title, sd=None, color="#55a868"):
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 5))
-    ax.bar(range(len(names)), mean, yerr=sd, capsize=4, color="#4c72b0")
+    ax.bar(range(len(names)), vals, yerr=sd, capsize=4 if sd else 0, color=color)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("final validation perplexity (mean +/- sd)")
-    lo = min(m - s for m, s in zip(mean, sd))
-    hi = max(m + s for m, s in zip(mean, sd))
-    ax.set_ylim(max(0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.1 * (hi - lo + 1e-9))
-    ax.set_title("Final quality")
-    out.append(("Final quality", save(fig, d, "final_quality.png")))
-    # quality vs sparsity
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for n in names:
-        xs = [100 * e.get("final_sparsity", 0) for e in g[n]]
-        ys = [e["final_val_perplexity"] for e in g[n]]
-        ax.scatter(xs, ys, label=n, s=18)
-    ax.set_xlabel("achieved sparsity (%)")
-    ax.set_ylabel("final validation perplexity")
-    ax.set_title("Quality vs sparsity")
-    ax.grid(alpha=0.3)
-    if len(names) <= 20:
-        ax.legend(fontsize=7)
-    out.append(("Quality vs sparsity", save(fig, d, "quality_vs_sparsity.png")))
-    # sparsity progression
-    fig, ax = plt.subplots(figsize=(10, 5))
-    any_sp = False
-    for rid, m in metrics.items():
-        sp = m["metrics"].get("sparsities")
-        if sp:
-            any_sp = True
-            ax.plot(m["metrics"]["iterations"][: len(sp)], [100 * s for s in sp], marker=".", label=rid)
-    if any_sp:
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("sparsity (%)")
-        ax.set_title("Sparsity progression")
-        ax.grid(alpha=0.3)
-        if len(metrics) <= 20:
-            ax.legend(fontsize=7)
-        out.append(("Sparsity progression", save(fig, d, "sparsity_progression.png")))
-    else:
-        plt.close(fig)
-    # training time and memory
-    for key, label, fname, scale in (("elapsed_time", "training time (s)", "training_time.png", 1.0),
-                                     (None, "optimizer state + masks (MiB)", "memory.png", 1 / 2**20)):
-        vals = []
-        for n in names:
-            if key:
-                vals.append(np.mean([e.get(key, 0) for e in g[n]]) * scale)
-            else:
-                vals.append(np.mean([e.get("optimizer_state_bytes", 0) + e.get("pruning_buffer_bytes", 0)
-                                     for e in g[n]]) * scale)
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 5))
-        ax.bar(range(len(names)), vals, color="#55a868")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel(label)
-        ax.set_title(label[0].upper() + label[1:])
-        out.append((label[0].upper() + label[1:], save(fig, d, fname)))
-    # memory vs quality
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for n in names:
-        xs = [(e.get("optimizer_state_bytes", 0) + e.get("pruning_buffer_bytes", 0)) / 2**20 for e in g[n]]
-        ax.scatter(xs, [e["final_val_perplexity"] for e in g[n]], label=n, s=18)
-    ax.set_xlabel("optimizer state + masks (MiB)")
-    ax.set_ylabel("final validation perplexity")
-    ax.set_title("Memory vs quality")
-    ax.grid(alpha=0.3)
-    if len(names) <= 20:
-        ax.legend(fontsize=7)
-    out.append(("Memory vs quality", save(fig, d, "memory_vs_quality.png")))
-    return out
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if sd:
+        lo = min(m - s for m, s in zip(vals, sd))
+        hi = max(m + s for m, s in zip(vals, sd))
+        ax.set_ylim(max(0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.1 * (hi - lo + 1e-9))
+    return fig
+
+
+def plots(d, results, metrics):
+    g = groups(results)
+    if not g:
+        return []
+    names = list(g)
+    ppl = {n: [e["final_val_perplexity"] for e in g[n]] for n in names}
+    figs = [
+        ("Validation loss evolution", "val_loss_evolution.png",
+         lines([(rid, m["metrics"]["iterations"], m["metrics"]["val_losses"]) for rid, m in metrics.items()],
+               "iteration", "validation loss", "Validation loss per run")),
+        ("Final quality", "final_quality.png",
+         bars(names, [np.mean(ppl[n]) for n in names], "final validation perplexity (mean +/- sd)", "Final quality",
+              sd=[np.std(ppl[n], ddof=1) if len(ppl[n]) > 1 else 0 for n in names], color="#4c72b0")),
+        ("Quality vs sparsity", "quality_vs_sparsity.png",
+         scatter(g, lambda e: 100 * e.get("final_sparsity", 0), "achieved sparsity (%)", "Quality vs sparsity")),
+        ("Sparsity progression", "sparsity_progression.png",
+         lines([(rid, m["metrics"]["iterations"][: len(m["metrics"]["sparsities"])],
+                 [100 * s for s in m["metrics"]["sparsities"]])
+                for rid, m in metrics.items() if m["metrics"].get("sparsities")],
+               "iteration", "sparsity (%)", "Sparsity progression")),
+        ("Training time (s)", "training_time.png",
+         bars(names, [np.mean([e.get("elapsed_time", 0) for e in g[n]]) for n in names], "training time (s)",
+              "Training time (s)")),
+        ("Optimizer state + masks (MiB)", "memory.png",
+         bars(names, [np.mean([mib(e) for e in g[n]]) for n in names], "optimizer state + masks (MiB)",
+              "Optimizer state + masks (MiB)")),
+        ("Memory vs quality", "memory_vs_quality.png",
+         scatter(g, mib, "optimizer state + masks (MiB)", "Memory vs quality")),
+    ]
+    return [(title, save(fig, d, fname)) for title, fname, fig in figs if fig is not None]
 
 
 def table(rows, head):
