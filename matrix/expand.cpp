@@ -31,6 +31,36 @@ std::string chosen_variant(const Config &cfg)
 	return lower(cfg.choice("ADAMWPRUNE_VARIANT_BITTER7").substr(std::string("ADAMWPRUNE_VARIANT_").size()));
 }
 
+// Attention variants of GPT2_ATTN_VARIANTS and the symbols each sets.
+const std::vector<std::pair<std::string, std::vector<std::string>>> k_attn = {
+	{"vanilla", {"GPT2_ATTN_VANILLA=y"}},
+	{"mla", {"GPT2_ATTN_MLA=y"}},
+	{"kvsplice", {"GPT2_ATTN_KVSPLICE=y"}},
+	{"hybrid", {"GPT2_ATTN_HYBRID=y"}},
+	{"hybrid-last", {"GPT2_ATTN_HYBRID=y", "GPT2_HYBRID_LAST=y"}},
+	{"hybrid-first", {"GPT2_ATTN_HYBRID=y", "GPT2_HYBRID_FIRST=y"}},
+	{"ra", {"GPT2_ATTN_RA=y"}},
+	{"gate", {"GPT2_ATTN_SDPA_GATE=y"}},
+	{"ra-gate", {"GPT2_ATTN_RA_GATE=y"}},
+};
+
+std::vector<std::string> attention_variants(const Config &cfg)
+{
+	std::vector<std::string> out;
+	std::istringstream in(cfg.get_string("GPT2_ATTN_VARIANTS"));
+	for (std::string v; in >> v;) {
+		v = lower(v);
+		bool known = std::any_of(k_attn.begin(), k_attn.end(), [&](const auto &a) { return a.first == v; });
+		if (!known)
+			fail("matrix: CONFIG_GPT2_ATTN_VARIANTS: unknown attention variant '{}' (vanilla mla kvsplice hybrid "
+			     "hybrid-last hybrid-first ra gate ra-gate)",
+			     v);
+		if (std::find(out.begin(), out.end(), v) == out.end())
+			out.push_back(v);
+	}
+	return out;
+}
+
 } // namespace
 
 std::string run_id(const std::string &model, const std::string &optimizer, const std::string &variant,
@@ -48,7 +78,7 @@ std::string run_id(const std::string &model, const std::string &optimizer, const
 bool is_matrix(const Config &cfg)
 {
 	return cfg.get_bool("OPTIMIZER_MODE_MULTIPLE") || cfg.get_bool("PRUNING_MODE_MULTIPLE") ||
-	       cfg.get_int("MATRIX_SEEDS") > 1;
+	       cfg.get_int("MATRIX_SEEDS") > 1 || !attention_variants(cfg).empty();
 }
 
 std::vector<MatrixRun> expand_matrix(const Config &cfg)
@@ -132,11 +162,15 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		     "CONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE");
 	}
 	const int64_t seeds = cfg.get_int("MATRIX_SEEDS"), seed0 = cfg.get_int("SEED");
+	std::vector<std::string> attn = attention_variants(cfg);
+	if (attn.empty())
+		attn.push_back("");
 	std::vector<MatrixRun> runs;
+	for (const auto &a : attn)
 	for (const auto &c : combos)
 		for (int64_t s = 0; s < seeds; s++) {
 			MatrixRun r;
-			r.model = "gpt2";
+			r.model = a.empty() ? "gpt2" : "gpt2-" + a;
 			r.optimizer = c.opt;
 			r.variant = c.variant;
 			r.pruning = c.prune;
@@ -151,6 +185,12 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 				r.sets.push_back(fmt::format("PRUNING_TARGET_SPARSITY={}", r.sparsity_pct / 100.0));
 			if (!c.variant.empty())
 				r.sets.push_back("ADAMWPRUNE_VARIANT_" + upper(c.variant) + "=y");
+			if (!a.empty()) {
+				for (const auto &[name, sets] : k_attn)
+					if (name == a)
+						r.sets.insert(r.sets.end(), sets.begin(), sets.end());
+				r.sets.push_back("GPT2_ATTN_VARIANTS=");
+			}
 			runs.push_back(std::move(r));
 		}
 	return runs;

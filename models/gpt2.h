@@ -2,11 +2,19 @@
 // Parameter names follow nanoGPT (transformer.h.N.attn.c_attn.weight, ...); the head reuses
 // transformer.wte.weight and is not a separate parameter.
 #pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
 #include <torch/torch.h>
 
 #include "core/config.h"
 
 namespace knlp {
+
+// Attention of one block: standard multi-head, MLA (cached latent) or KVSplice (cached
+// LayerNorm'd splice of the latent, one RoPE head). See models/attention.h.
+enum class AttnKind { Standard, MLA, KVSplice };
 
 struct GPT2Config {
 	int n_layer = 12, n_head = 12, n_embd = 768, block_size = 1024;
@@ -17,6 +25,24 @@ struct GPT2Config {
 	bool fused_attention = true;
 	bool fused_head_loss = true; // CPU: chunked linear + cross-entropy (models/linear_ce.h)
 
+	// Attention variant (docs/attention.md). Empty layer_kind: every layer standard.
+	std::string variant = "vanilla"; // vanilla mla kvsplice hybrid ra gate ra-gate
+	std::vector<AttnKind> layer_kind; // one per layer when set
+	int d_latent = 256;               // MLA latent width (the cached values per token)
+	int splice_dim = 128;             // KVSplice width (cached) = its single head's width
+	double rope_base = 10000.0;
+	std::vector<int> ra_layers;       // layers with reciprocal attention
+	int ra_heads = 1;                 // last n heads of an RA layer attend reciprocally
+	bool sdpa_gate = false;           // sigmoid(W_g x + b_g) gate on the attention output
+
+	AttnKind kind(int layer) const { return layer_kind.empty() ? AttnKind::Standard : layer_kind[size_t(layer)]; }
+	bool is_ra(int layer) const;
+	bool vanilla() const; // plain GPT-2 (exportable to Hugging Face)
+	// Cached values (not bytes) per token for one layer, and for all layers.
+	int64_t cache_values_per_token(int layer) const;
+	int64_t cache_values_per_token() const;
+	int64_t attention_params(int layer) const; // analytic parameters of one attention module
+
 	static GPT2Config from(const Config &cfg, int data_vocab);
 	void validate() const;
 	int64_t num_params() const; // analytic count, equals the module's
@@ -26,10 +52,26 @@ struct GPT2Config {
 
 int pad_vocab(int vocab, int multiple);
 
-// Per-layer key/value cache for incremental decoding.
+// Where the hybrid variant puts its KVSplice layers (MLA everywhere else).
+struct HybridPlacement {
+	std::string where = "last"; // last, first, list, fisher
+	int count = 0;              // layers for last/first/fisher; 0: n_layer / 3
+	std::string list;           // "8 9 10 11" or "8,9,10,11" for where == list
+	std::string fisher_file;    // JSON of `knlp fim attention --layers all`
+};
+
+// Set c's per-layer attention from a variant name (vanilla mla kvsplice hybrid ra gate
+// ra-gate). Errors name the offending symbol.
+void set_attention_variant(GPT2Config &c, const std::string &variant, const HybridPlacement &hp = {},
+			   int ra_layers = 3, int ra_heads = 1);
+
+// Per-layer cache for incremental decoding. What a layer keeps depends on its attention:
+// standard keys and values [B, H, S, D] (plus the reciprocal heads' queries in RA layers),
+// the MLA latent [B, S, d_latent], or the KVSplice splice [B, S, splice_dim].
 struct KVCache {
-	std::vector<torch::Tensor> k, v; // [B, H, S, D] per layer
-	int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+	std::vector<std::vector<torch::Tensor>> layers;
+	int64_t len = 0; // tokens cached
+	int64_t length() const { return len; }
 	int64_t bytes() const;
 };
 
@@ -44,20 +86,7 @@ private:
 };
 TORCH_MODULE(LayerNorm);
 
-class CausalSelfAttentionImpl : public torch::nn::Module {
-public:
-	explicit CausalSelfAttentionImpl(const GPT2Config &c);
-	// x [B, T, C]; with a cache, keys/values of earlier positions come from it and the new
-	// ones are appended.
-	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, torch::Tensor *k_cache,
-			      torch::Tensor *v_cache);
-	torch::nn::Linear c_attn{nullptr}, c_proj{nullptr};
-
-private:
-	GPT2Config c_;
-};
-TORCH_MODULE(CausalSelfAttention);
-
+class AttentionBase;
 class MLPImpl : public torch::nn::Module {
 public:
 	explicit MLPImpl(const GPT2Config &c);
@@ -71,11 +100,11 @@ TORCH_MODULE(MLP);
 
 class BlockImpl : public torch::nn::Module {
 public:
-	explicit BlockImpl(const GPT2Config &c);
-	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, torch::Tensor *kc,
-			      torch::Tensor *vc);
+	BlockImpl(const GPT2Config &c, int layer);
+	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
+			      std::vector<torch::Tensor> *cache, torch::Tensor *probs = nullptr);
 	LayerNorm ln_1{nullptr}, ln_2{nullptr};
-	CausalSelfAttention attn{nullptr};
+	std::shared_ptr<AttentionBase> attn;
 	MLP mlp{nullptr};
 };
 TORCH_MODULE(Block);
@@ -97,6 +126,10 @@ public:
 	// Incremental decoding: idx holds only the new tokens; returns their logits [B, T, V].
 	torch::Tensor forward_cached(const torch::Tensor &idx, KVCache &cache);
 
+	// Softmax attention probabilities [B, H, T, T] of the chosen layers (base heads, as the
+	// Fisher spectrum uses them), from one no-grad forward pass.
+	std::vector<torch::Tensor> attention_probs(const torch::Tensor &idx, const std::vector<int> &layers);
+
 	const GPT2Config &config() const { return c_; }
 	int64_t count_parameters();
 	void init_weights(); // spec init: N(0, 0.02), c_proj N(0, 0.02/sqrt(2L)), biases 0
@@ -106,7 +139,8 @@ public:
 	LayerNorm ln_f{nullptr};
 
 private:
-	torch::Tensor hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache);
+	torch::Tensor hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache,
+			     std::vector<torch::Tensor> *probs = nullptr, const std::vector<int> *prob_layers = nullptr);
 	torch::Tensor mask_bias(int64_t T, int64_t S, torch::Device dev);
 
 	GPT2Config c_;

@@ -13,6 +13,7 @@
 #include "train/export.h"
 #include "train/generate.h"
 #include "train/lm_trainer.h"
+#include "train/multiple_choice.h"
 
 namespace knlp {
 
@@ -105,22 +106,52 @@ void add_train_commands(CLI::App &app)
 			auto gen = generate(model, ids, so, rng, dev, &cache_bytes);
 			double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 			fmt::print("{}{}\n", prompt, tok->decode(gen));
-			fmt::print(stderr, "[{} tokens in {:.2f} s, {:.1f} tok/s, KV cache {:.1f} KiB]\n", gen.size(), dt,
-				   gen.size() / std::max(dt, 1e-9), cache_bytes / 1024.0);
+			// Peak cache: the prompt plus all but the last generated token (window permitting).
+			int64_t cached = std::min<int64_t>(int64_t(std::max<size_t>(ids.size(), 1) + gen.size()) - 1,
+							   model->config().block_size);
+			const auto &mc = model->config();
+			int64_t elem = model->parameters()[0].element_size();
+			int64_t analytic = cached * mc.cache_values_per_token() * elem;
+			fmt::print(stderr,
+				   "[{} tokens in {:.2f} s, {:.1f} tok/s, {} attention; KV cache measured {} bytes, analytic {} "
+				   "bytes = {} tokens x {} values x {} bytes{}]\n",
+				   gen.size(), dt, gen.size() / std::max(dt, 1e-9), mc.variant, cache_bytes, analytic, cached,
+				   mc.cache_values_per_token(), elem, cache_bytes == analytic ? "" : " MISMATCH");
 			if (i + 1 < samples)
 				fmt::print("---\n");
 		}
 	});
 
 	// ---- eval
-	auto *ev = app.add_subcommand("eval", "Loss and perplexity over a whole validation file");
+	auto *ev = app.add_subcommand("eval", "Perplexity over a validation file, or a multiple-choice task");
 	static CheckpointArgs ec;
 	ec.add_to(ev);
-	static std::string data_dir;
-	static int batch = 8;
-	ev->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR)");
+	static std::string data_dir, task = "perplexity";
+	static int batch = 8, limit = 0;
+	ev->add_option("--task", task, "perplexity (val.bin of a token folder) or hellaswag (a jsonl file)")
+		->check(CLI::IsMember({"perplexity", "hellaswag"}))
+		->capture_default_str();
+	ev->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR); the .jsonl file for hellaswag");
 	ev->add_option("--batch", batch, "Windows per batch")->capture_default_str();
+	ev->add_option("--limit", limit, "hellaswag: score only the first N examples (0: all)");
 	ev->callback([] {
+		if (task == "hellaswag") {
+			if (data_dir.empty())
+				fail("eval --task hellaswag needs --data FILE.jsonl");
+			auto items = read_mc_jsonl(data_dir); // bad input fails before the model loads
+			if (limit > 0 && size_t(limit) < items.size())
+				items.resize(size_t(limit));
+			auto [ckpt, cfg, model, dev] = load_for_inference(ec);
+			DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+			auto tok = make_tokenizer(meta.present ? meta.tokenizer : "byte", "");
+			auto t0 = std::chrono::steady_clock::now();
+			auto r = score_items(items, *tok, model_logprobs(model, dev), size_t(model->config().block_size), true);
+			double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+			fmt::print("{{\"checkpoint\": \"{}\", \"task\": \"hellaswag\", \"data\": \"{}\", \"examples\": {}, "
+				   "\"acc\": {:.4f}, \"acc_norm\": {:.4f}, \"chance\": {:.4f}, \"seconds\": {:.2f}}}\n",
+				   ckpt, data_dir, r.n, r.acc, r.acc_norm, 1.0 / double(items[0].endings.size()), dt);
+			return;
+		}
 		auto [ckpt, cfg, model, dev] = load_for_inference(ec);
 		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
 		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);

@@ -20,6 +20,7 @@ struct ConfigArgs {
 void add_data_commands(CLI::App &app);
 void add_train_commands(CLI::App &app);
 void add_matrix_commands(CLI::App &app);
+void add_attention_commands(CLI::App &app);
 extern std::string g_command_line;
 
 } // namespace knlp

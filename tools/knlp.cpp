@@ -40,6 +40,7 @@ int main(int argc, char **argv)
 	knlp::add_data_commands(app);
 	knlp::add_train_commands(app);
 	knlp::add_matrix_commands(app);
+	knlp::add_attention_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {

@@ -32,6 +32,9 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 void export_hf(GPT2 &model, const std::string &out_dir)
 {
 	const auto &c = model->config();
+	if (!c.vanilla())
+		fail("export: the Hugging Face GPT-2 layout holds only vanilla attention; this model uses '{}' attention",
+		     c.variant);
 	make_dirs(out_dir);
 	std::vector<NamedTensor> out;
 	auto cpu = [](const torch::Tensor &t) { return t.detach().to(torch::kCPU).contiguous(); };

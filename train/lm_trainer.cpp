@@ -252,6 +252,8 @@ void Trainer::checkpoint_now(bool best)
 void Trainer::write_metrics(const std::string &status) const
 {
 	json j = {{"model", "gpt2"},
+		  {"attention", model_->config().variant},
+		  {"kv_cache_values_per_token", model_->config().cache_values_per_token()},
 		  {"status", status},
 		  {"final_iteration", iter_},
 		  {"best_val_loss", std::isfinite(best_val_) ? json(best_val_) : json(nullptr)},
@@ -452,9 +454,9 @@ int Trainer::run()
 	peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(dev_, cfg_.get_bool("AMP_BF16"));
 	const auto &mc = model_->config();
 	double flops_tok = mc.flops_per_token(T_);
-	fmt::print("run {}: GPT-2 {}x{}x{} ctx {} vocab {}: {:.3f}M parameters on {} ({} threads), seed {}\n",
-		   run_dir_, mc.n_layer, mc.n_head, mc.n_embd, T_, mc.vocab_size, model_->count_parameters() / 1e6,
-		   dev_.str(), torch::get_num_threads(), seed_);
+	fmt::print("run {}: GPT-2 {}x{}x{} ctx {} vocab {}, {} attention: {:.3f}M parameters on {} ({} threads), seed {}\n",
+		   run_dir_, mc.n_layer, mc.n_head, mc.n_embd, T_, mc.vocab_size, mc.variant,
+		   model_->count_parameters() / 1e6, dev_.str(), torch::get_num_threads(), seed_);
 	if (pruner_->enabled()) {
 		const auto &po = pruner_->options();
 		fmt::print("optimizer {}; pruning {}{} to {:.1f}% of {} prunable weights (warmup {}, every {} steps, ramp end {})\n",
