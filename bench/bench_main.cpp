@@ -4,6 +4,10 @@
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
 //   knlp_bench optim STEPS                  AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
+//   knlp_bench attention VARIANT L H C B STEPS
+//                                           training tokens/s (T 128, byte vocabulary) and
+//                                           cached decoding tokens/s at batch 1 up to 512
+//                                           tokens of context, for one attention variant
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -69,6 +73,69 @@ static int bench_train(char **a)
 	nlohmann::json j = {{"impl", c.fused_head_loss ? "knlp" : "knlp-unfused-head"},	     {"tokens_per_sec", tok_s},     {"step_ms", dt * 1e3},
 			    {"mfu", mfu},	     {"peak_gflops", peak / 1e9},   {"peak_rss_mb", peak_rss_mb()},
 			    {"params", c.num_params()}, {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+static int bench_attention(char **a)
+{
+	GPT2Config c;
+	c.n_layer = std::atoi(a[1]), c.n_head = std::atoi(a[2]), c.n_embd = std::atoi(a[3]);
+	int B = std::atoi(a[4]), steps = std::atoi(a[5]), T = 128, ctx = 512;
+	c.block_size = ctx;
+	c.vocab_raw = c.vocab_size = 256;
+	c.dropout = 0.0;
+	c.d_latent = c.n_embd / 2;
+	c.splice_dim = c.n_embd / 4;
+	std::string v = a[0];
+	HybridPlacement hp;
+	if (v == "hybrid-first")
+		hp.where = "first";
+	set_attention_variant(c, v.rfind("hybrid", 0) == 0 ? "hybrid" : v, hp, 1, 1);
+	c.validate();
+	torch::manual_seed(0);
+	GPT2 m(c);
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	for (auto &p : m->named_parameters())
+		named.emplace_back(p.key(), p.value());
+	Optimizer opt(named, OptimizerOptions{});
+	auto x = torch::randint(0, 256, {B, T}, torch::kLong), y = torch::randint(0, 256, {B, T}, torch::kLong);
+	auto step = [&] {
+		auto loss = m->forward(x, y).loss;
+		loss.backward();
+		opt.step(1e-4, 1.0);
+		for (auto &s : opt.state())
+			s.param.mutable_grad().reset();
+	};
+	for (int i = 0; i < 3; i++)
+		step();
+	auto t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		step();
+	double train_dt = secs(t0) / steps;
+	// Cached decoding: one token at a time from an empty cache to `ctx` tokens.
+	m->eval();
+	torch::NoGradGuard ng;
+	auto decode = [&] {
+		KVCache cache;
+		auto tok = torch::zeros({1, 1}, torch::kLong);
+		for (int i = 0; i < ctx; i++) {
+			auto logits = m->forward_cached(tok, cache);
+			tok = logits.select(1, 0).argmax(-1).view({1, 1});
+		}
+		return cache.bytes();
+	};
+	decode();
+	t0 = clk::now();
+	int64_t bytes = decode();
+	double dec_dt = secs(t0);
+	nlohmann::json j = {{"variant", v},
+			    {"train_tokens_per_sec", double(B) * T / train_dt},
+			    {"train_step_ms", train_dt * 1e3},
+			    {"decode_tokens_per_sec", ctx / dec_dt},
+			    {"cache_bytes", bytes},
+			    {"cache_values_per_token", c.cache_values_per_token()},
+			    {"params", c.num_params()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -192,6 +259,8 @@ int main(int argc, char **argv)
 	torch::set_num_threads(threads ? std::atoi(threads) : 2);
 	if (!std::strcmp(argv[1], "train") && argc == 9)
 		return bench_train(argv + 2);
+	if (!std::strcmp(argv[1], "attention") && argc == 8)
+		return bench_attention(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && argc == 3)
 		return bench_optim(argv + 2);
 	if (!std::strcmp(argv[1], "select") && argc == 3)

@@ -18,7 +18,27 @@ printf '  "machine": "%s, %s cores",\n' "$cpu" "$(nproc)" >>"$res"
 jq_get() { $PY -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ratio() { $PY -c "print(f'{$1/$2:.2f}')"; }
 
-if [ "${BENCH_ONLY:-}" != tokenize ]; then
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "$BENCH_ONLY" = "$1" ]; }
+
+if want attention; then
+echo
+echo "== Attention variants (L4 H4 C128, byte vocabulary): training (B12 T128) and cached decoding (batch 1, to 512 tokens), relative to vanilla"
+base_t=; base_d=
+printf '  "attention": {' >>"$res"
+sep=
+for v in vanilla mla kvsplice hybrid-last hybrid-first ra gate ra-gate; do
+	a=$("$B" attention $v 4 4 128 12 8)
+	t=$(jq_get "$a" train_tokens_per_sec); d=$(jq_get "$a" decode_tokens_per_sec)
+	[ -z "$base_t" ] && base_t=$t && base_d=$d
+	printf "  %-13s train %6.0f tok/s (%sx)   decode %6.0f tok/s (%sx)   cache %s values/token\n" "$v" "$t" "$(ratio "$t" "$base_t")" \
+		"$d" "$(ratio "$d" "$base_d")" "$(jq_get "$a" cache_values_per_token)"
+	printf '%s"%s": %s' "$sep" "$v" "$a" >>"$res"
+	sep=", "
+done
+printf '},\n' >>"$res"
+fi
+
+if want train || want optim; then
 echo
 echo "== GPT-2 training step (2 threads): knlp vs plain eager PyTorch (Python), same libtorch"
 first=1
@@ -53,6 +73,7 @@ printf "  exact %.3f s, torch::kthvalue %.3f s (%sx), 2%% sampling %.3f s (relat
 printf '  "select_124m": %s,\n' "$s" >>"$res"
 fi
 
+if want tokenize; then
 echo
 echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"
 tmp=$(mktemp -d)
@@ -73,8 +94,10 @@ agree=$(paste -d'\t' "$tmp/js.out" "$tmp/cpp.out" | awk -F'\t' '$1 == $2' | wc -
 printf "  gpt2: knlp %.1f MB/s, JavaScript %.2f MB/s: %sx; byte: %.0f MB/s\n" "$(jq_get "$gb" mb_per_sec)" "$jsmb" \
 	"$(ratio "$(jq_get "$gb" mb_per_sec)" "$jsmb")" "$(jq_get "$bb" mb_per_sec)"
 echo "  agreement with the JavaScript encoder: $agree of $total files token-for-token identical"
-printf '  "tokenize": {"gpt2": %s, "byte": %s, "javascript_mb_per_sec": %s, "files_identical": %s, "files": %s}\n' \
+printf '  "tokenize": {"gpt2": %s, "byte": %s, "javascript_mb_per_sec": %s, "files_identical": %s, "files": %s},\n' \
 	"$gb" "$bb" "$jsmb" "$agree" "$total" >>"$res"
+fi
+echo '  "done": true' >>"$res"
 echo "}" >>"$res"
 echo
 echo "results: $res"

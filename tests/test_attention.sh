@@ -56,6 +56,15 @@ echo "$out" | grep -Eq '^vanilla .*<- this configuration' && ok || bad "kvcache 
 for v in VANILLA MLA KVSPLICE HYBRID RA SDPA_GATE RA_GATE; do
 	"$KNLP" train --config a.config --set GPT2_ATTN_$v=y --out run_$v >log_$v 2>&1 || { bad "train $v: $(tail -2 log_$v)"; continue; }
 	grep -q '"attention"' run_$v/training_metrics.json && ok || bad "$v: attention not recorded"
+	# The Fisher spectrum is logged at each evaluation: layers {0, 1, 2} of 3, traces in (0, 1).
+	$PYTHON - run_$v/metrics.jsonl <<'PY' && ok || bad "$v: attention_fisher not logged at eval"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
+assert len(ev) == 2, ev
+for e in ev:
+    assert [l["layer"] for l in e["attention_fisher"]] == [0, 1, 2]
+    assert all(0 < l["trace"] < 1 and l["energy8"] <= l["energy16"] for l in e["attention_fisher"])
+PY
 	s=$("$KNLP" sample --checkpoint run_$v --prompt "the driver" --tokens 12 2>&1 >/dev/null)
 	m=$(echo "$s" | sed -n 's/.*measured \([0-9]*\) bytes, analytic \([0-9]*\) bytes.*/\1 \2/p')
 	set -- $m

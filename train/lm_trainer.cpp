@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/evaluate.h"
+#include "fim/attention_fisher.h"
 #include "train/generate.h"
 #include "train/schedule.h"
 
@@ -341,6 +342,27 @@ void Trainer::evaluate_now()
 		   just_evaluated_best_ ? " [best]" : "");
 	json rec = {{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
 		    {"val_perplexity", perplexity_of(vl)}, {"elapsed", elapsed()}};
+	if (cfg_.get_bool("FIM_ATTENTION_AT_EVAL")) {
+		// One held-out window, fixed per (seed, iteration): evaluation never disturbs training.
+		torch::NoGradGuard ng;
+		model_->eval();
+		Rng rng(static_cast<uint64_t>(seed_) * 7919ULL + static_cast<uint64_t>(iter_) * 104729ULL + 5);
+		auto [xt, yt] = batch(*val_, rng);
+		auto layers = spectrum_layers(model_->config().n_layer, cfg_.get_bool("FIM_ATTENTION_ALL_LAYERS"));
+		auto probs = model_->attention_probs(xt.narrow(0, 0, 1), layers);
+		std::vector<HeadSpectrum> heads;
+		for (size_t i = 0; i < layers.size(); i++) {
+			auto h = attention_spectrum(probs[i], layers[i], static_cast<int>(cfg_.get_int("FIM_ATTENTION_ROWS")),
+						    static_cast<uint64_t>(seed_ + iter_ + layers[i]));
+			heads.insert(heads.end(), h.begin(), h.end());
+		}
+		json summary = json::array(), full = spectrum_json(heads);
+		for (const auto &l : full["layers"])
+			summary.push_back({{"layer", l["layer"]}, {"trace", l["trace"]}, {"eigmax", l["eigmax"]},
+					   {"energy8", l["energy8"]}, {"energy16", l["energy16"]}, {"cond", l["cond"]}});
+		rec["attention_fisher"] = summary;
+		model_->train();
+	}
 	if (pruner_->enabled()) {
 		PruneStats ps = pruner_->stats();
 		rec["sparsity"] = ps.sparsity;
