@@ -34,7 +34,9 @@ void print_kvcache_table(const Config &cfg, int64_t tokens, double mem_gib, cons
 		HybridPlacement hp;
 		hp.where = where;
 		try {
-			set_attention_variant(c, variant, hp, std::max<int>(1, std::min<int>(3, c.n_layer)), 1);
+			int ra = static_cast<int>(cfg.get_int("GPT2_RA_LAYERS"));
+			set_attention_variant(c, variant, hp, std::max(1, std::min(ra, c.n_layer)),
+					      static_cast<int>(cfg.get_int("GPT2_RA_HEADS")));
 			c.validate();
 		} catch (const Error &) {
 			return; // e.g. KVSplice width not dividing the latent at this shape
