@@ -1,0 +1,224 @@
+#include "models/vision.h"
+
+#include "core/error.h"
+
+namespace knlp {
+
+namespace nn = torch::nn;
+
+namespace {
+
+nn::Conv2d conv(int in, int out, int k, int stride, int pad, bool bias)
+{
+	return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(bias));
+}
+
+// LeNet-5 with batch norm: conv5 1->6, BN, ReLU, pool; conv5 6->16, BN, ReLU, pool -> 400;
+// 400->120->84->classes. 61,750 parameters for one channel and 10 classes.
+class LeNet5 : public VisionModel {
+public:
+	explicit LeNet5(const VisionConfig &c) : c_(c)
+	{
+		conv1 = register_module("conv1", conv(c.in_channels, 6, 5, 1, 0, true));
+		bn1 = register_module("bn1", nn::BatchNorm2d(6));
+		conv2 = register_module("conv2", conv(6, 16, 5, 1, 0, true));
+		bn2 = register_module("bn2", nn::BatchNorm2d(16));
+		fc1 = register_module("fc1", nn::Linear(400, 120));
+		fc2 = register_module("fc2", nn::Linear(120, 84));
+		fc3 = register_module("fc3", nn::Linear(84, c.num_classes));
+	}
+	torch::Tensor forward(const torch::Tensor &x) override
+	{
+		auto y = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2);
+		y = torch::max_pool2d(torch::relu(bn2(conv2(y))), 2).flatten(1);
+		return fc3(torch::relu(fc2(torch::relu(fc1(y)))));
+	}
+	const VisionConfig &config() const override { return c_; }
+
+private:
+	VisionConfig c_;
+	nn::Conv2d conv1{nullptr}, conv2{nullptr};
+	nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+	nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+class BasicBlock : public nn::Module {
+public:
+	BasicBlock(int in, int out, int stride)
+	{
+		conv1 = register_module("conv1", conv(in, out, 3, stride, 1, false));
+		bn1 = register_module("bn1", nn::BatchNorm2d(out));
+		conv2 = register_module("conv2", conv(out, out, 3, 1, 1, false));
+		bn2 = register_module("bn2", nn::BatchNorm2d(out));
+		if (stride != 1 || in != out) {
+			shortcut = register_module("shortcut", nn::Sequential(conv(in, out, 1, stride, 0, false), nn::BatchNorm2d(out)));
+		}
+	}
+	torch::Tensor forward(const torch::Tensor &x)
+	{
+		auto y = bn2(conv2(torch::relu(bn1(conv1(x)))));
+		return torch::relu(y + (shortcut ? shortcut->forward(x) : x));
+	}
+
+private:
+	nn::Conv2d conv1{nullptr}, conv2{nullptr};
+	nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+	nn::Sequential shortcut{nullptr};
+};
+
+class Bottleneck : public nn::Module {
+public:
+	static constexpr int expansion = 4;
+	Bottleneck(int in, int width, int stride)
+	{
+		int out = width * expansion;
+		conv1 = register_module("conv1", conv(in, width, 1, 1, 0, false));
+		bn1 = register_module("bn1", nn::BatchNorm2d(width));
+		conv2 = register_module("conv2", conv(width, width, 3, stride, 1, false)); // stride on the 3x3
+		bn2 = register_module("bn2", nn::BatchNorm2d(width));
+		conv3 = register_module("conv3", conv(width, out, 1, 1, 0, false));
+		bn3 = register_module("bn3", nn::BatchNorm2d(out));
+		if (stride != 1 || in != out)
+			downsample = register_module("downsample", nn::Sequential(conv(in, out, 1, stride, 0, false), nn::BatchNorm2d(out)));
+	}
+	torch::Tensor forward(const torch::Tensor &x)
+	{
+		auto y = torch::relu(bn1(conv1(x)));
+		y = torch::relu(bn2(conv2(y)));
+		y = bn3(conv3(y));
+		return torch::relu(y + (downsample ? downsample->forward(x) : x));
+	}
+
+private:
+	nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+	nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+	nn::Sequential downsample{nullptr};
+};
+
+void kaiming_init(nn::Module &m)
+{
+	torch::NoGradGuard ng;
+	for (auto &p : m.named_parameters()) {
+		const auto &n = p.key();
+		auto &t = p.value();
+		if (t.dim() == 4)
+			nn::init::kaiming_normal_(t, 0.0, torch::kFanOut, torch::kReLU);
+		else if (n.find("bn") != std::string::npos || n.find("shortcut.1") != std::string::npos ||
+			 n.find("downsample.1") != std::string::npos)
+			n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 ? t.fill_(1.0) : t.zero_();
+	}
+}
+
+class ResNet : public VisionModel {
+public:
+	explicit ResNet(const VisionConfig &c) : c_(c)
+	{
+		bool deep = c.arch == "resnet50";
+		if (deep) {
+			conv1 = register_module("conv1", conv(c.in_channels, 64, 7, 2, 3, false));
+		} else {
+			conv1 = register_module("conv1", conv(c.in_channels, 64, 3, 1, 1, false));
+		}
+		bn1 = register_module("bn1", nn::BatchNorm2d(64));
+		const int blocks18[4] = {2, 2, 2, 2}, blocks50[4] = {3, 4, 6, 3};
+		int in = 64;
+		for (int s = 0; s < 4; s++) {
+			int width = 64 << s, stride = s == 0 ? 1 : 2;
+			nn::Sequential layer;
+			for (int b = 0; b < (deep ? blocks50[s] : blocks18[s]); b++) {
+				if (deep) {
+					layer->push_back(std::make_shared<Bottleneck>(in, width, b == 0 ? stride : 1));
+					in = width * Bottleneck::expansion;
+				} else {
+					layer->push_back(std::make_shared<BasicBlock>(in, width, b == 0 ? stride : 1));
+					in = width;
+				}
+			}
+			layers_[s] = register_module("layer" + std::to_string(s + 1), layer);
+		}
+		fc = register_module("fc", nn::Linear(in, c.num_classes));
+		deep_ = deep;
+		kaiming_init(*this);
+	}
+	torch::Tensor forward(const torch::Tensor &x) override
+	{
+		auto y = torch::relu(bn1(conv1(x)));
+		if (deep_)
+			y = torch::max_pool2d(y, 3, 2, 1);
+		for (auto &l : layers_)
+			y = l->forward(y);
+		return fc(torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
+	}
+	const VisionConfig &config() const override { return c_; }
+
+private:
+	VisionConfig c_;
+	bool deep_ = false;
+	nn::Conv2d conv1{nullptr};
+	nn::BatchNorm2d bn1{nullptr};
+	nn::Sequential layers_[4] = {nullptr, nullptr, nullptr, nullptr};
+	nn::Linear fc{nullptr};
+};
+
+} // namespace
+
+int64_t count_parameters(torch::nn::Module &m)
+{
+	int64_t n = 0;
+	for (const auto &p : m.parameters())
+		n += p.numel();
+	return n;
+}
+
+int64_t VisionConfig::expected_params(const VisionConfig &c)
+{
+	const int64_t ch = c.in_channels, k = c.num_classes;
+	auto bn = [](int64_t n) { return 2 * n; };
+	if (c.arch == "lenet5")
+		return (ch * 25 * 6 + 6) + bn(6) + (6 * 25 * 16 + 16) + bn(16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * k + k);
+	int64_t n = 0;
+	if (c.arch == "resnet18") {
+		n += ch * 9 * 64 + bn(64);
+		int64_t in = 64;
+		for (int s = 0; s < 4; s++) {
+			int64_t w = 64 << s;
+			for (int b = 0; b < 2; b++) {
+				n += in * 9 * w + bn(w) + w * 9 * w + bn(w);
+				if (in != w)
+					n += in * w + bn(w);
+				in = w;
+			}
+		}
+		return n + 512 * k + k;
+	}
+	if (c.arch == "resnet50") {
+		n += ch * 49 * 64 + bn(64);
+		int64_t in = 64;
+		const int blocks[4] = {3, 4, 6, 3};
+		for (int s = 0; s < 4; s++) {
+			int64_t w = 64 << s, out = 4 * w;
+			for (int b = 0; b < blocks[s]; b++) {
+				n += in * w + bn(w) + w * 9 * w + bn(w) + w * out + bn(out);
+				if (b == 0)
+					n += in * out + bn(out);
+				in = out;
+			}
+		}
+		return n + 2048 * k + k;
+	}
+	fail("vision: unknown architecture '{}' (lenet5, resnet18, resnet50)", c.arch);
+}
+
+std::shared_ptr<VisionModel> make_vision_model(const VisionConfig &c)
+{
+	if (c.in_channels < 1 || c.num_classes < 2)
+		fail("vision: {} needs at least one input channel and two classes (got {} and {})", c.arch, c.in_channels,
+		     c.num_classes);
+	if (c.arch == "lenet5")
+		return std::make_shared<LeNet5>(c);
+	if (c.arch == "resnet18" || c.arch == "resnet50")
+		return std::make_shared<ResNet>(c);
+	fail("vision: unknown architecture '{}' (lenet5, resnet18, resnet50)", c.arch);
+}
+
+} // namespace knlp

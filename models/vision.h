@@ -1,0 +1,28 @@
+// Image models: LeNet-5, ResNet-18 (CIFAR variant), ResNet-50 (ImageNet stem). Parameter
+// names follow torchvision (conv1, bn1, layer1.0.conv1, ..., fc) so checkpoints read like
+// the original's; all take [B, C, 32, 32] (ResNet-50: any size >= 32) and return logits.
+#pragma once
+#include <string>
+
+#include <torch/torch.h>
+
+namespace knlp {
+
+struct VisionConfig {
+	std::string arch = "lenet5"; // lenet5, resnet18, resnet50
+	int in_channels = 1;
+	int num_classes = 10;
+	static int64_t expected_params(const VisionConfig &c); // analytic count
+};
+
+class VisionModel : public torch::nn::Module {
+public:
+	virtual torch::Tensor forward(const torch::Tensor &x) = 0;
+	virtual const VisionConfig &config() const = 0;
+};
+
+std::shared_ptr<VisionModel> make_vision_model(const VisionConfig &c);
+
+int64_t count_parameters(torch::nn::Module &m);
+
+} // namespace knlp

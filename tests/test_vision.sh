@@ -1,0 +1,111 @@
+#!/bin/bash
+# The image trainer end to end: LeNet-5 learns a synthetic IDX dataset; exact resume after
+# a kill and after a time budget stopped it mid-epoch; pruning reaches its target; the
+# original's CNN metrics schema; bad input (wrong magic, counts that disagree, missing
+# folder, truncated CIFAR, class mismatch) fails before anything is written as complete.
+. "$(dirname "$0")/lib.sh"
+cd "$T"
+
+# 10 classes: class k is a bright horizontal bar at row 2k+4 over noise. gzip'd IDX.
+$PYTHON - <<'PY'
+import gzip, random, struct
+r = random.Random(3)
+def make(n, prefix):
+    imgs, labels = bytearray(), bytearray()
+    for i in range(n):
+        k = r.randrange(10)
+        px = [r.randrange(60) for _ in range(28 * 28)]
+        for x in range(4, 24):
+            px[(2 * k + 4) * 28 + x] = 200 + r.randrange(55)
+        imgs += bytes(px); labels.append(k)
+    with gzip.open(f"idx/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, 28, 28) + imgs)
+    with gzip.open(f"idx/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels)
+import os; os.makedirs("idx", exist_ok=True)
+make(640, "train"); make(200, "t10k")
+PY
+cat >l.config <<EOC
+CONFIG_DEVICE_CPU=y
+CONFIG_MODEL_LENET5=y
+CONFIG_IMAGE_DATASET_MNIST=y
+CONFIG_IMAGE_DATA_DIR="$T/idx"
+CONFIG_EPOCHS=3
+CONFIG_BATCH_SIZE=64
+CONFIG_LEARNING_RATE="3e-3"
+CONFIG_LOG_INTERVAL=5
+CONFIG_SEED=4
+EOC
+"$KNLP" train --config l.config --out a >a.log 2>&1 || bad "train: $(tail -3 a.log)"
+$PYTHON - a/training_metrics.json <<'PY' && ok || bad "metrics schema / learning: $(cat a/training_metrics.json | head -40)"
+import json, sys
+j = json.load(open(sys.argv[1]))
+for k in ["epochs", "train_losses", "test_losses", "test_accuracies", "sparsities", "learning_rates", "epoch_times",
+          "best_accuracy", "final_accuracy", "final_sparsity", "total_training_time"]:
+    assert k in j, k
+assert j["epochs"] == [1, 2, 3] and j["status"] == "complete" and j["parameters"] == 61750
+assert j["final_accuracy"] >= 0.9, j["test_accuracies"]
+assert j["train_losses"][-1] < j["train_losses"][0]
+PY
+grep -q '"type":"eval"' a/metrics.jsonl && ok || bad "no eval records"
+
+same() { $PYTHON - "$1" "$2" <<'PY'
+import json, struct, sys
+def tensors(run):
+    ck = run + "/checkpoints/" + open(run + "/checkpoints/FINAL").read().strip()
+    out = {}
+    for f in ("model", "optimizer"):
+        raw = open(f"{ck}/{f}.safetensors", "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+        for k, v in h.items():
+            if k != "__metadata__" and not k.startswith("rng."):
+                b, e = v["data_offsets"]; out[k] = raw[8 + n + b:8 + n + e]
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a.keys() == b.keys(), set(a) ^ set(b)
+bad = [k for k in a if a[k] != b[k]]
+assert not bad, bad[:5]
+ja, jb = (json.load(open(r + "/training_metrics.json")) for r in sys.argv[1:3])
+assert ja["test_accuracies"] == jb["test_accuracies"] and ja["train_losses"] == jb["train_losses"]
+PY
+}
+# Killed in the middle of epoch 2: resume from the epoch-1 checkpoint, bit-identical result.
+( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --out k >k.log 2>&1 ) 2>/dev/null
+[ -f k/COMPLETE ] && bad "killed run marked complete"
+"$KNLP" train --resume k >>k.log 2>&1 || bad "resume after kill: $(tail -3 k.log)"
+same a k && ok || bad "resume after SIGKILL differs from the uninterrupted run"
+# A time budget stops mid-epoch (a mid-epoch checkpoint); resuming continues exactly.
+"$KNLP" train --config l.config --set MAX_TIME=1 --out t >t.log 2>&1 || bad "time budget run: $(tail -3 t.log)"
+grep -q '"status": "stopped_time_budget"' t/training_metrics.json && ok || bad "time budget status"
+"$KNLP" train --resume t --set MAX_TIME=0 >>t.log 2>&1 || bad "resume after time budget: $(tail -3 t.log)"
+same a t && ok || bad "resume after a mid-epoch stop differs"
+
+# Pruning: magnitude to 70%, ramp end at epoch 2 of 3.
+"$KNLP" train --config l.config --set PRUNING_MAGNITUDE=y --set PRUNING_TARGET_SPARSITY=0.7 --set PRUNING_WARMUP=5 \
+	--set PRUNING_FREQUENCY=5 --set PRUNING_RAMP_END_EPOCH=2 --out p >p.log 2>&1 || bad "pruned run: $(tail -3 p.log)"
+$PYTHON -c "
+import json; j = json.load(open('p/training_metrics.json'))
+assert abs(j['final_sparsity'] - 0.7) < 0.002, j['final_sparsity']
+assert j['pruning']['ramp_end'] == 20, j['pruning']
+assert j['final_accuracy'] > 0.5" && ok || bad "pruning: $(grep -A3 sparsities p/training_metrics.json)"
+"$KNLP" train --config l.config --set OPTIMIZER_ADAMWPRUNE=y --set PRUNING_TARGET_SPARSITY=0.5 --set EPOCHS=2 \
+	--out s >s.log 2>&1 && grep -q '"variant": "bitter7"' s/training_metrics.json && ok || bad "AdamWPrune: $(tail -3 s.log)"
+
+# Bad input.
+mkdir -p bad && cp idx/* bad/
+$PYTHON -c "
+import gzip; d = bytearray(gzip.open('bad/t10k-images-idx3-ubyte.gz').read()); d[3] = 0x99
+gzip.open('bad/t10k-images-idx3-ubyte.gz', 'wb').write(bytes(d))"
+expect_fail "t10k-images-idx3-ubyte.gz: wrong magic 2201 (IDX images have 2051)" \
+	"$KNLP" train --config l.config --set "IMAGE_DATA_DIR=\"$T/bad\"" --out b1
+test ! -e b1 && ok || bad "run folder left after a data error"
+cp idx/* bad/ && cp idx/train-labels-idx1-ubyte.gz bad/t10k-labels-idx1-ubyte.gz
+expect_fail "t10k-labels-idx1-ubyte.gz: 640 labels but" "$KNLP" train --config l.config --set "IMAGE_DATA_DIR=\"$T/bad\"" --out b2
+expect_fail "install the Debian package dataset-fashion-mnist" "$KNLP" train --config l.config \
+	--set IMAGE_DATASET_FASHION_MNIST=y --set "IMAGE_DATA_DIR=\"$T/nowhere\"" --out b3
+mkdir -p cif && head -c 5000 /dev/zero >cif/test_batch.bin && for i in 1 2 3 4 5; do head -c 3073 /dev/zero >cif/data_batch_$i.bin; done
+expect_fail "test_batch.bin: 5000 bytes is not a whole number of 3073-byte CIFAR-10 records" "$KNLP" train \
+	--config l.config --set MODEL_RESNET18=y --set IMAGE_DATASET_CIFAR10=y --set "IMAGE_DATA_DIR=\"$T/cif\"" --out b4
+expect_fail "the dataset has 10 classes but CONFIG_IMAGE_NUM_CLASSES=5" "$KNLP" train --config l.config \
+	--set IMAGE_NUM_CLASSES=5 --out b5
+finish

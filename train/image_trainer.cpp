@@ -1,0 +1,572 @@
+#include "train/image_trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <limits>
+#include <numeric>
+#include <sstream>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "core/run.h"
+#include "core/safetensors.h"
+#include "core/torch_compat.h"
+#include "models/vision.h"
+#include "optim/optimizer.h"
+#include "prune/pruner.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+
+namespace knlp {
+
+using json = nlohmann::json;
+
+bool is_image_config(const Config &cfg)
+{
+	std::string m = cfg.choice("MODEL_GPT2");
+	return m == "MODEL_LENET5" || m == "MODEL_RESNET18" || m == "MODEL_RESNET50";
+}
+
+void dataset_normalisation(const std::string &dataset, std::array<float, 3> &mean, std::array<float, 3> &std)
+{
+	if (dataset == "mnist")
+		mean = {0.1307f, 0.1307f, 0.1307f}, std = {0.3081f, 0.3081f, 0.3081f};
+	else if (dataset == "fashion-mnist")
+		mean = {0.2860f, 0.2860f, 0.2860f}, std = {0.3530f, 0.3530f, 0.3530f};
+	else if (dataset == "cifar100")
+		mean = {0.5071f, 0.4865f, 0.4409f}, std = {0.2673f, 0.2564f, 0.2762f};
+	else
+		mean = {0.4914f, 0.4822f, 0.4465f}, std = {0.2023f, 0.1994f, 0.2010f};
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch)
+{
+	std::vector<int64_t> o(static_cast<size_t>(n));
+	std::iota(o.begin(), o.end(), 0);
+	Rng rng(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(epoch) * 1000003ULL + 11);
+	for (int64_t i = n - 1; i > 0; i--) {
+		int64_t j = static_cast<int64_t>(rng.uniform() * double(i + 1));
+		std::swap(o[size_t(i)], o[size_t(std::min(j, i))]);
+	}
+	return o;
+}
+
+void make_image_batch(const ImageSet &set, const int64_t *idx, int64_t n, const ImageTransform &t, uint64_t aug_seed,
+		      float *out, int64_t *labels)
+{
+	const int H = set.height, W = set.width, S = t.size, C = t.out_channels, Cin = set.channels;
+	std::vector<float> plane(size_t(S) * S);
+	for (int64_t i = 0; i < n; i++) {
+		const int64_t k = idx[i];
+		labels[i] = set.labels[size_t(k)];
+		const uint8_t *img = set.image(k);
+		int dx = 0, dy = 0;
+		bool flip = false;
+		if (t.augment) {
+			Rng r(aug_seed ^ (uint64_t(k) * 0xbf58476d1ce4e5b9ULL + 0x94d049bb133111ebULL));
+			dx = static_cast<int>(r.uniform() * 9) - 4; // crop offset in [-4, 4] of a 4-padded image
+			dy = static_cast<int>(r.uniform() * 9) - 4;
+			flip = r.uniform() < 0.5;
+		}
+		for (int c = 0; c < C; c++) {
+			const int cs = Cin == 1 ? 0 : c;
+			const uint8_t *src = img + size_t(cs) * H * W;
+			// Base image of size S x S: bilinear resize or centred zero padding.
+			if (t.resize) {
+				const float sy = float(H) / S, sx = float(W) / S;
+				for (int y = 0; y < S; y++) {
+					float fy = std::max(0.0f, (y + 0.5f) * sy - 0.5f);
+					int y0 = std::min(int(fy), H - 1), y1 = std::min(y0 + 1, H - 1);
+					float wy = fy - float(y0);
+					for (int x = 0; x < S; x++) {
+						float fx = std::max(0.0f, (x + 0.5f) * sx - 0.5f);
+						int x0 = std::min(int(fx), W - 1), x1 = std::min(x0 + 1, W - 1);
+						float wx = fx - float(x0);
+						float v = (1 - wy) * ((1 - wx) * src[y0 * W + x0] + wx * src[y0 * W + x1]) +
+							  wy * ((1 - wx) * src[y1 * W + x0] + wx * src[y1 * W + x1]);
+						plane[size_t(y) * S + x] = v / 255.0f;
+					}
+				}
+			} else {
+				const int oy = (S - H) / 2, ox = (S - W) / 2;
+				for (int y = 0; y < S; y++)
+					for (int x = 0; x < S; x++) {
+						int sy = y - oy, sx = x - ox;
+						plane[size_t(y) * S + x] =
+							sy >= 0 && sy < H && sx >= 0 && sx < W ? src[sy * W + sx] / 255.0f : 0.0f;
+					}
+			}
+			// Normalise; crop (zero padding outside) and flip.
+			float *dst = out + ((i * C + c) * S) * S;
+			const float m = t.mean[size_t(cs)], sd = t.std[size_t(cs)];
+			for (int y = 0; y < S; y++)
+				for (int x = 0; x < S; x++) {
+					int sy = y + dy, sx = (flip ? S - 1 - x : x) + dx;
+					float v = sy >= 0 && sy < S && sx >= 0 && sx < S ? plane[size_t(sy) * S + sx] : 0.0f;
+					dst[y * S + x] = (v - m) / sd;
+				}
+		}
+	}
+}
+
+namespace {
+
+std::string pick_dir(const Config &cfg, const std::string &out, const std::string &arch)
+{
+	if (!out.empty())
+		return out;
+	std::string name = cfg.get_string("RUN_NAME");
+	if (name.empty())
+		name = arch + "_" + now_stamp();
+	return join_path(cfg.get_string("OUTPUT_DIR"), name);
+}
+
+struct Batch {
+	torch::Tensor x, y;
+};
+
+class ImageTrainer {
+public:
+	explicit ImageTrainer(TrainRequest req) : req_(std::move(req)), cfg_(req_.cfg) {}
+	int run();
+
+private:
+	void setup();
+	void resume_from(const std::string &ckpt);
+	Batch make_batch(int64_t epoch, int64_t b) const;
+	void evaluate(double *loss, double *acc);
+	void checkpoint_now(bool best);
+	json state_json() const;
+	void write_metrics(const std::string &status) const;
+	void log_jsonl(const json &j) const;
+	[[noreturn]] void nonfinite(const std::string &what, double v);
+	double lr_at(int64_t epoch) const;
+	double elapsed() const
+	{
+		return elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count();
+	}
+
+	TrainRequest req_;
+	Config cfg_;
+	torch::Device dev_ = torch::kCPU;
+	std::string run_dir_, dataset_, arch_, last_ckpt_;
+	ImageSet train_, test_;
+	ImageTransform tf_train_, tf_test_;
+	std::shared_ptr<VisionModel> model_;
+	std::unique_ptr<Optimizer> opt_;
+	std::unique_ptr<Pruner> pruner_;
+	int64_t seed_ = 0, epochs_ = 0, spe_ = 0, epoch_ = 0, batch_in_epoch_ = 0, step_ = 0;
+	int B_ = 0;
+	double lr_ = 0, min_lr_ = 0, best_acc_ = -1, last_img_s_ = 0, epoch_loss_sum_ = 0;
+	int64_t epoch_loss_n_ = 0, best_epoch_ = -1;
+	bool cosine_ = false;
+	double elapsed_before_ = 0, epoch_time_before_ = 0;
+	std::chrono::steady_clock::time_point t_start_, epoch_t0_;
+	json hist_ = {{"epochs", json::array()},	 {"train_losses", json::array()}, {"test_losses", json::array()},
+		      {"test_accuracies", json::array()}, {"sparsities", json::array()},   {"learning_rates", json::array()},
+		      {"epoch_times", json::array()}};
+};
+
+double ImageTrainer::lr_at(int64_t epoch) const
+{
+	if (!cosine_)
+		return lr_;
+	return min_lr_ + 0.5 * (lr_ - min_lr_) * (1.0 + std::cos(M_PI * double(epoch) / double(epochs_)));
+}
+
+void ImageTrainer::setup()
+{
+	setup_threads(cfg_);
+	dev_ = select_device(cfg_);
+	seed_ = cfg_.get_int("SEED");
+	std::string m = cfg_.choice("MODEL_GPT2");
+	arch_ = m == "MODEL_LENET5" ? "lenet5" : m == "MODEL_RESNET18" ? "resnet18" : "resnet50";
+	std::string ds = cfg_.choice("IMAGE_DATASET_FASHION_MNIST");
+	dataset_ = ds == "IMAGE_DATASET_MNIST" ? "mnist" : ds == "IMAGE_DATASET_CIFAR10" ? "cifar10"
+						  : ds == "IMAGE_DATASET_CIFAR100" ? "cifar100" : "fashion-mnist";
+	std::string dir = cfg_.get_string("IMAGE_DATA_DIR");
+	train_ = load_image_dataset(dataset_, dir, true);
+	test_ = load_image_dataset(dataset_, dir, false);
+	VisionConfig vc;
+	vc.arch = arch_;
+	vc.in_channels = arch_ == "lenet5" ? train_.channels : 3;
+	vc.num_classes = static_cast<int>(cfg_.get_int("IMAGE_NUM_CLASSES"));
+	if (vc.num_classes == 0)
+		vc.num_classes = train_.num_classes;
+	if (vc.num_classes != train_.num_classes)
+		fail("{}: the dataset has {} classes but CONFIG_IMAGE_NUM_CLASSES={}", train_.name, train_.num_classes,
+		     vc.num_classes);
+	if (arch_ == "lenet5" && train_.channels != 1)
+		fail("{}: LeNet-5 takes one channel; {} has {} (use a ResNet for colour images)", train_.name, dataset_,
+		     train_.channels);
+	tf_train_.out_channels = vc.in_channels;
+	tf_train_.size = 32;
+	tf_train_.resize = arch_ == "lenet5" && train_.height != 32;
+	tf_train_.augment = cfg_.get_bool("IMAGE_AUGMENT") && train_.channels == 3;
+	dataset_normalisation(dataset_, tf_train_.mean, tf_train_.std);
+	tf_test_ = tf_train_;
+	tf_test_.augment = false;
+
+	B_ = static_cast<int>(cfg_.get_int("BATCH_SIZE"));
+	epochs_ = cfg_.get_int("EPOCHS");
+	spe_ = (train_.n + B_ - 1) / B_;
+	lr_ = cfg_.get_float("LEARNING_RATE");
+	min_lr_ = cfg_.get_float("IMAGE_MIN_LR");
+	cosine_ = cfg_.get_bool("IMAGE_LR_COSINE");
+	if (lr_ <= 0)
+		fail("training: CONFIG_LEARNING_RATE must be > 0");
+	const int64_t total = epochs_ * spe_;
+	OptimizerOptions oo = optimizer_options_from(cfg_, lr_);
+	Config pcfg = cfg_;
+	int64_t ramp_epoch = cfg_.get_int("PRUNING_RAMP_END_EPOCH");
+	if (ramp_epoch > 0 && cfg_.get_int("PRUNING_RAMP_END") == 0)
+		pcfg.set(fmt::format("PRUNING_RAMP_END={}", ramp_epoch * spe_), "image trainer");
+	PruneOptions po = prune_options_from(pcfg, oo, total, static_cast<uint64_t>(seed_));
+
+	torch::manual_seed(static_cast<uint64_t>(seed_));
+	model_ = make_vision_model(vc);
+	model_->to(dev_);
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	for (auto &p : model_->named_parameters())
+		named.emplace_back(p.key(), p.value());
+	opt_ = std::make_unique<Optimizer>(named, oo);
+	pruner_ = std::make_unique<Pruner>(po, *opt_);
+}
+
+Batch ImageTrainer::make_batch(int64_t epoch, int64_t b) const
+{
+	auto order = epoch_order(train_.n, static_cast<uint64_t>(seed_), epoch);
+	int64_t start = b * B_, n = std::min<int64_t>(B_, train_.n - start);
+	auto x = torch::empty({n, tf_train_.out_channels, tf_train_.size, tf_train_.size});
+	auto y = torch::empty({n}, torch::kLong);
+	make_image_batch(train_, order.data() + start, n, tf_train_,
+			 static_cast<uint64_t>(seed_) * 6364136223846793005ULL + static_cast<uint64_t>(epoch), x.data_ptr<float>(),
+			 y.data_ptr<int64_t>());
+	return {x, y};
+}
+
+void ImageTrainer::evaluate(double *loss, double *acc)
+{
+	torch::NoGradGuard ng;
+	model_->eval();
+	double total = 0;
+	int64_t right = 0;
+	const int64_t eb = 1000;
+	std::vector<int64_t> idx(static_cast<size_t>(eb), 0);
+	for (int64_t s = 0; s < test_.n; s += eb) {
+		int64_t n = std::min(eb, test_.n - s);
+		std::iota(idx.begin(), idx.begin() + n, s);
+		auto x = torch::empty({n, tf_test_.out_channels, tf_test_.size, tf_test_.size});
+		auto y = torch::empty({n}, torch::kLong);
+		make_image_batch(test_, idx.data(), n, tf_test_, 0, x.data_ptr<float>(), y.data_ptr<int64_t>());
+		auto yd = y.to(dev_);
+		auto logits = model_->forward(x.to(dev_)).to(torch::kFloat);
+		total += torch::nn::functional::cross_entropy(
+				 logits, yd, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+				 .item<double>();
+		right += logits.argmax(1).eq(yd).sum().item<int64_t>();
+	}
+	model_->train();
+	*loss = total / double(test_.n);
+	*acc = double(right) / double(test_.n);
+}
+
+json ImageTrainer::state_json() const
+{
+	return {{"iteration", step_},
+		{"optimizer_step", opt_->step_count()},
+		{"epoch", epoch_},
+		{"batch_in_epoch", batch_in_epoch_},
+		{"epoch_loss_sum", epoch_loss_sum_},
+		{"epoch_loss_n", epoch_loss_n_},
+		{"epoch_time_before", epoch_time_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0_).count()},
+		{"best_accuracy", best_acc_},
+		{"best_epoch", best_epoch_},
+		{"elapsed_seconds", elapsed()},
+		{"seed", seed_},
+		{"code_version", code_version()},
+		{"config", cfg_.to_text()},
+		{"optimizer", opt_->extra_state()},
+		{"pruning", pruner_->extra_state()},
+		{"metrics", hist_}};
+}
+
+void ImageTrainer::checkpoint_now(bool best)
+{
+	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
+	auto extra = optimizer_tensors(*opt_);
+	for (auto &[name, t] : pruner_->state_tensors())
+		extra.push_back({name, t});
+	for (auto &b : model_->named_buffers()) // BatchNorm running statistics
+		extra.push_back({"buffer." + b.key(), b.value()});
+	extra.push_back({"rng.torch_cpu", compat::generator_state(torch::kCPU)});
+	last_ckpt_ = w.save(step_, *model_, extra, state_json(), best);
+	write_metrics("running");
+}
+
+void ImageTrainer::resume_from(const std::string &ckpt)
+{
+	json st = read_checkpoint_state(ckpt);
+	load_tensors(join_path(ckpt, "model.safetensors"), named_parameters_of(*model_));
+	load_optimizer_state(ckpt, *opt_);
+	SafetensorsFile of(join_path(ckpt, "optimizer.safetensors"));
+	{
+		torch::NoGradGuard ng;
+		for (auto &b : model_->named_buffers()) {
+			auto t = read_tensor(of, "buffer." + b.key());
+			if (!t.defined())
+				fail("{}: checkpoint lacks buffer {}", join_path(ckpt, "optimizer.safetensors"), b.key());
+			b.value().copy_(t);
+		}
+	}
+	try {
+		step_ = st.at("iteration").get<int64_t>();
+		opt_->set_step_count(st.at("optimizer_step").get<int64_t>());
+		epoch_ = st.at("epoch").get<int64_t>();
+		batch_in_epoch_ = st.at("batch_in_epoch").get<int64_t>();
+		epoch_loss_sum_ = st.at("epoch_loss_sum").get<double>();
+		epoch_loss_n_ = st.at("epoch_loss_n").get<int64_t>();
+		epoch_time_before_ = st.at("epoch_time_before").get<double>();
+		best_acc_ = st.at("best_accuracy").get<double>();
+		best_epoch_ = st.at("best_epoch").get<int64_t>();
+		elapsed_before_ = st.at("elapsed_seconds").get<double>();
+		hist_ = st.at("metrics");
+		if (st.contains("optimizer"))
+			opt_->load_extra_state(st.at("optimizer"));
+		pruner_->load(st.value("pruning", json::object()), [&](const std::string &n) { return read_tensor(of, n); });
+	} catch (const json::exception &e) {
+		fail("{}: checkpoint state is incomplete ({})", join_path(ckpt, "state.json"), e.what());
+	}
+	const TensorView &g = of.get("rng.torch_cpu");
+	auto state = torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte).clone();
+	compat::set_generator_state(torch::kCPU, state);
+	last_ckpt_ = ckpt;
+	fmt::print("resumed {} at epoch {}, batch {} (step {})\n", ckpt, epoch_, batch_in_epoch_, step_);
+}
+
+void ImageTrainer::write_metrics(const std::string &status) const
+{
+	const auto &acc = hist_["test_accuracies"];
+	const auto &sp = hist_["sparsities"];
+	json j = {{"model", arch_},
+		  {"dataset", dataset_},
+		  {"status", status},
+		  {"seed", seed_},
+		  {"parameters", count_parameters(*model_)},
+		  {"optimizer", opt_->options().name},
+		  {"optimizer_state_bytes", opt_->state_bytes()},
+		  {"batch_size", B_},
+		  {"epochs", hist_["epochs"]},
+		  {"train_losses", hist_["train_losses"]},
+		  {"test_losses", hist_["test_losses"]},
+		  {"test_accuracies", acc},
+		  {"sparsities", sp},
+		  {"learning_rates", hist_["learning_rates"]},
+		  {"epoch_times", hist_["epoch_times"]},
+		  {"best_accuracy", best_acc_ >= 0 ? json(best_acc_) : json(nullptr)},
+		  {"best_epoch", best_epoch_},
+		  {"final_accuracy", acc.empty() ? json(nullptr) : acc.back()},
+		  {"final_sparsity", sp.empty() ? 0.0 : sp.back().get<double>()},
+		  {"total_training_time", elapsed()},
+		  {"images_per_second", last_img_s_},
+		  {"final_iteration", step_},
+		  {"code_version", code_version()}};
+	if (pruner_->enabled()) {
+		const auto &po = pruner_->options();
+		PruneStats ps = pruner_->stats();
+		j["pruning"] = {{"method", method_name(po.method)},
+				{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
+				{"target_sparsity", po.target},
+				{"final_sparsity", ps.sparsity},
+				{"sparsity_per_tensor", ps.per_tensor},
+				{"warmup", po.warmup},
+				{"frequency", po.frequency},
+				{"ramp_end", po.ramp_end}};
+	} else {
+		j["pruning"] = {{"method", "none"}};
+	}
+	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
+}
+
+void ImageTrainer::log_jsonl(const json &j) const
+{
+	if (!cfg_.get_bool("TRACKER_JSONL"))
+		return;
+	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
+	f << j.dump() << "\n";
+}
+
+[[noreturn]] void ImageTrainer::nonfinite(const std::string &what, double v)
+{
+	write_metrics("failed");
+	std::string keep = last_ckpt_.empty() ? "no checkpoint was written yet" : "last good checkpoint: " + last_ckpt_;
+	fail("{}: non-finite {} ({}) at epoch {}, step {}; training stopped, {}", run_dir_, what, v, epoch_, step_, keep);
+}
+
+int ImageTrainer::run()
+{
+	std::string ckpt;
+	if (!req_.resume_dir.empty()) {
+		run_dir_ = req_.resume_dir;
+		ckpt = checkpoint_pointer(run_dir_, "LATEST");
+		if (ckpt.empty())
+			fail("{}: nothing to resume (no complete checkpoint under checkpoints/)", run_dir_);
+		Config saved = Config::parse(read_checkpoint_state(ckpt).at("config").get<std::string>(),
+					     join_path(ckpt, "state.json"));
+		auto d = saved.diff(cfg_, resume_tolerant_symbols());
+		if (!d.empty() && !req_.force)
+			fail("{}: configuration differs from the checkpoint's: {}; pass --force to resume anyway", run_dir_,
+			     fmt::join(d, ", "));
+	} else {
+		run_dir_ = pick_dir(cfg_, req_.out_dir, "image");
+		if (!checkpoint_pointer(run_dir_, "LATEST").empty())
+			fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out", run_dir_,
+			     run_dir_);
+	}
+	setup();
+	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
+		fmt::print("dry run: {} on {} ({} train / {} test images) -> {} parameters\n", arch_, dataset_, train_.n,
+			   test_.n, count_parameters(*model_));
+		return 0;
+	}
+	record_run(run_dir_, cfg_, req_.command,
+		   {{"torch_version", torch_version()}, {"device", dev_.str()},
+		    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt}});
+	t_start_ = std::chrono::steady_clock::now();
+	if (!ckpt.empty())
+		resume_from(ckpt);
+	fmt::print("run {}: {} on {} ({} train, {} test images, {}x{}x{} inputs): {} parameters on {} ({} threads), seed {}\n",
+		   run_dir_, arch_, dataset_, train_.n, test_.n, tf_train_.out_channels, tf_train_.size, tf_train_.size,
+		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
+	if (pruner_->enabled()) {
+		const auto &po = pruner_->options();
+		fmt::print("optimizer {}; pruning {}{} to {:.1f}% (warmup {}, every {} steps, ramp end {} = epoch {:.1f})\n",
+			   opt_->options().name, method_name(po.method),
+			   po.method == PruneMethod::State ? fmt::format(" (bitter{})", po.variant) : "", 100 * po.target,
+			   po.warmup, po.frequency, po.ramp_end, double(po.ramp_end) / double(spe_));
+	} else {
+		fmt::print("optimizer {}; no pruning\n", opt_->options().name);
+	}
+	const int64_t max_time = cfg_.get_int("MAX_TIME");
+	const double clip = cfg_.get_float("IMAGE_GRAD_CLIP");
+	const int64_t log_interval = cfg_.get_int("LOG_INTERVAL");
+	Progress prog("train", double(epochs_ * spe_ - step_), "steps");
+	const int64_t step0 = step_;
+	bool stop = false;
+	model_->train();
+	auto win_t0 = std::chrono::steady_clock::now();
+	int64_t win_images = 0;
+	epoch_t0_ = std::chrono::steady_clock::now();
+	while (epoch_ < epochs_ && !stop) {
+		const double lr = lr_at(epoch_);
+		// The next batch is prepared on another thread while this one trains.
+		auto next = std::async(std::launch::async, [this, e = epoch_, b = batch_in_epoch_] { return make_batch(e, b); });
+		while (batch_in_epoch_ < spe_) {
+			Batch bt = next.get();
+			if (batch_in_epoch_ + 1 < spe_)
+				next = std::async(std::launch::async,
+						  [this, e = epoch_, b = batch_in_epoch_ + 1] { return make_batch(e, b); });
+			auto logits = model_->forward(bt.x.to(dev_));
+			auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), bt.y.to(dev_));
+			double lv = loss.item<double>();
+			if (!std::isfinite(lv))
+				nonfinite("loss", lv);
+			loss.backward();
+			pruner_->mask_grads();
+			const double factor = opt_->before_clip();
+			double scale = 1.0;
+			if (clip > 0) {
+				double norm = opt_->grad_norm();
+				if (!std::isfinite(norm))
+					nonfinite("gradient norm", norm);
+				scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
+			}
+			opt_->step(lr * factor, scale);
+			pruner_->after_step(opt_->step_count());
+			for (auto &s : opt_->state())
+				s.param.mutable_grad().reset();
+			epoch_loss_sum_ += lv * double(bt.y.size(0));
+			epoch_loss_n_ += bt.y.size(0);
+			win_images += bt.y.size(0);
+			batch_in_epoch_++;
+			step_++;
+			fault_point("after_step");
+			if (max_time > 0 && elapsed() >= double(max_time))
+				stop = true;
+			if (step_ % log_interval == 0 || stop || batch_in_epoch_ == spe_) {
+				synchronize(dev_);
+				double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
+				last_img_s_ = dt > 0 ? double(win_images) / dt : 0;
+				win_t0 = std::chrono::steady_clock::now();
+				win_images = 0;
+				std::string sp = pruner_->enabled() ? fmt::format(" sparsity {:.1f}%", 100 * pruner_->stats().sparsity) : "";
+				log_jsonl({{"type", "train"}, {"iter", step_}, {"epoch", epoch_}, {"loss", lv}, {"lr", lr},
+					   {"images_per_sec", last_img_s_}, {"elapsed", elapsed()}});
+				prog.update(double(step_ - step0),
+					    fmt::format("epoch {}/{} loss {:.4f} lr {:.2e} {:.0f} img/s{}", epoch_ + 1, epochs_, lv, lr,
+							last_img_s_, sp),
+					    true);
+			}
+			if (stop)
+				break;
+		}
+		if (batch_in_epoch_ < spe_) { // time budget: a mid-epoch checkpoint, resumable exactly
+			if (next.valid())
+				next.wait();
+			checkpoint_now(false);
+			break;
+		}
+		double tl = 0, ta = 0;
+		evaluate(&tl, &ta);
+		double et = epoch_time_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0_).count();
+		double sparsity = pruner_->enabled() ? pruner_->stats().sparsity : 0.0;
+		double train_loss = epoch_loss_n_ ? epoch_loss_sum_ / double(epoch_loss_n_) : 0.0;
+		hist_["epochs"].push_back(epoch_ + 1);
+		hist_["train_losses"].push_back(train_loss);
+		hist_["test_losses"].push_back(tl);
+		hist_["test_accuracies"].push_back(ta);
+		hist_["sparsities"].push_back(sparsity);
+		hist_["learning_rates"].push_back(lr);
+		hist_["epoch_times"].push_back(et);
+		bool best = ta > best_acc_;
+		if (best)
+			best_acc_ = ta, best_epoch_ = epoch_ + 1;
+		log_jsonl({{"type", "eval"}, {"iter", step_}, {"epoch", epoch_ + 1}, {"train_loss", train_loss}, {"test_loss", tl},
+			   {"test_accuracy", ta}, {"sparsity", sparsity}, {"epoch_time", et}, {"elapsed", elapsed()}});
+		fmt::print("{}epoch {}/{}: train loss {:.4f}, test loss {:.4f}, accuracy {:.2f}%{}{} ({:.1f} s)\n",
+			   isatty(fileno(stdout)) ? "\r\033[K" : "", epoch_ + 1, epochs_, train_loss, tl, 100 * ta,
+			   pruner_->enabled() ? fmt::format(", sparsity {:.1f}%", 100 * sparsity) : "", best ? " [best]" : "", et);
+		epoch_++;
+		batch_in_epoch_ = 0;
+		epoch_loss_sum_ = 0;
+		epoch_loss_n_ = 0;
+		epoch_time_before_ = 0;
+		epoch_t0_ = std::chrono::steady_clock::now();
+		checkpoint_now(best);
+	}
+	prog.finish();
+	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
+			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
+	write_metrics(epoch_ < epochs_ ? "stopped_time_budget" : "complete");
+	fmt::print("done: {} epochs ({} steps), best accuracy {:.2f}% at epoch {}, {:.1f} s; run folder {}\n", epoch_, step_,
+		   100 * std::max(best_acc_, 0.0), best_epoch_, elapsed(), run_dir_);
+	return 0;
+}
+
+} // namespace
+
+int train_image(TrainRequest req)
+{
+	ImageTrainer t(std::move(req));
+	return t.run();
+}
+
+} // namespace knlp
