@@ -163,6 +163,11 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 	}
 	const int64_t seeds = cfg.get_int("MATRIX_SEEDS"), seed0 = cfg.get_int("SEED");
 	std::vector<std::string> attn = attention_variants(cfg);
+	const std::string mc = cfg.choice("MODEL_GPT2");
+	const std::string base_model = mc == "MODEL_LENET5" ? "lenet5" : mc == "MODEL_RESNET18" ? "resnet18"
+				     : mc == "MODEL_RESNET50" ? "resnet50" : "gpt2";
+	if (base_model != "gpt2" && !attn.empty())
+		fail("matrix: CONFIG_GPT2_ATTN_VARIANTS applies to GPT-2 only; the model is {}", base_model);
 	if (attn.empty())
 		attn.push_back("");
 	std::vector<MatrixRun> runs;
@@ -170,7 +175,7 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 	for (const auto &c : combos)
 		for (int64_t s = 0; s < seeds; s++) {
 			MatrixRun r;
-			r.model = a.empty() ? "gpt2" : "gpt2-" + a;
+			r.model = a.empty() ? base_model : "gpt2-" + a;
 			r.optimizer = c.opt;
 			r.variant = c.variant;
 			r.pruning = c.prune;

@@ -93,14 +93,25 @@ json result_entry(const std::string &dir, const json &plan_run)
 	std::string mp = join_path(rd, "training_metrics.json");
 	if (e["status"] == "complete" && file_exists(mp)) {
 		json m = read_json(mp);
-		const json &h = m.at("metrics");
 		e["iterations"] = m.value("final_iteration", 0);
-		e["elapsed_time"] = m.value("total_time", 0.0);
-		e["tokens_per_second"] = m.value("tokens_per_second", 0.0);
-		e["best_val_loss"] = m.value("best_val_loss", json(nullptr));
-		if (!h.at("val_losses").empty()) {
-			e["final_val_loss"] = h.at("val_losses").back();
-			e["final_val_perplexity"] = h.at("val_perplexities").back();
+		if (m.contains("test_accuracies")) {
+			// Image runs (the original's CNN schema): accuracy, higher is better.
+			e["elapsed_time"] = m.value("total_training_time", 0.0);
+			e["images_per_second"] = m.value("images_per_second", 0.0);
+			e["best_accuracy"] = m.value("best_accuracy", json(nullptr));
+			if (!m.at("test_accuracies").empty()) {
+				e["final_accuracy"] = m.at("test_accuracies").back();
+				e["final_test_loss"] = m.at("test_losses").back();
+			}
+		} else {
+			const json &h = m.at("metrics");
+			e["elapsed_time"] = m.value("total_time", 0.0);
+			e["tokens_per_second"] = m.value("tokens_per_second", 0.0);
+			e["best_val_loss"] = m.value("best_val_loss", json(nullptr));
+			if (!h.at("val_losses").empty()) {
+				e["final_val_loss"] = h.at("val_losses").back();
+				e["final_val_perplexity"] = h.at("val_perplexities").back();
+			}
 		}
 		e["optimizer_state_bytes"] = m.value("optimizer_state_bytes", int64_t(0));
 		const json p = m.value("pruning", json::object());
@@ -167,6 +178,7 @@ void write_summaries(const std::string &dir)
 	int n_complete = 0, n_failed = 0, n_incomplete = 0;
 	std::map<std::string, Group> groups;
 	std::vector<std::string> order;
+	bool higher_better = false; // image matrices rank by accuracy (%), LM ones by perplexity
 	auto add = [&](const json &e) {
 		std::string cid = e.value("config_id", "");
 		if (!groups.count(cid)) {
@@ -177,6 +189,10 @@ void write_summaries(const std::string &dir)
 		Group &g = groups[cid];
 		if (e.contains("final_val_perplexity"))
 			g.ppl.push_back(e["final_val_perplexity"].get<double>());
+		else if (e.contains("final_accuracy")) {
+			g.ppl.push_back(100.0 * e["final_accuracy"].get<double>());
+			higher_better = true;
+		}
 		g.time.push_back(e.value("elapsed_time", 0.0));
 		g.mem.push_back(double(e.value("optimizer_state_bytes", int64_t(0)) + e.value("pruning_buffer_bytes", int64_t(0))));
 		g.sparsity = e.value("final_sparsity", 0.0);
@@ -202,10 +218,14 @@ void write_summaries(const std::string &dir)
 	r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", "run", "status", "val loss", "val ppl",
 			 "sparsity", "time s", "state MiB");
 	for (const auto &e : all) {
-		bool ok = e["status"] == "complete" && e.contains("final_val_loss");
+		bool img = e.contains("final_accuracy");
+		bool ok = e["status"] == "complete" && (e.contains("final_val_loss") || img);
+		const char *lk = img ? "final_test_loss" : "final_val_loss";
 		r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", e["test_id"].get<std::string>(),
-				 e["status"].get<std::string>(), ok ? fmt::format("{:.4f}", e["final_val_loss"].get<double>()) : "-",
-				 ok ? fmt::format("{:.3f}", e["final_val_perplexity"].get<double>()) : "-",
+				 e["status"].get<std::string>(), ok ? fmt::format("{:.4f}", e[lk].get<double>()) : "-",
+				 ok ? (img ? fmt::format("{:.2f}%", 100 * e["final_accuracy"].get<double>())
+					   : fmt::format("{:.3f}", e["final_val_perplexity"].get<double>()))
+				    : "-",
 				 ok ? pct(e["final_sparsity"].get<double>()) : "-",
 				 ok ? fmt::format("{:.1f}", e["elapsed_time"].get<double>()) : "-",
 				 ok ? mib(double(e["optimizer_state_bytes"].get<int64_t>() + e["pruning_buffer_bytes"].get<int64_t>())) : "-");
@@ -213,7 +233,8 @@ void write_summaries(const std::string &dir)
 			r += fmt::format("    error: {}\n", e.value("error", ""));
 	}
 	double conf = cfg.get_float("MATRIX_CONFIDENCE");
-	r += fmt::format("\n== Configurations (final validation perplexity over seeds, mean +/- sd){}\n",
+	r += fmt::format("\n== Configurations (final {} over seeds, mean +/- sd){}\n",
+			 higher_better ? "test accuracy %" : "validation perplexity",
 			 baseline.empty() ? "" : fmt::format("; difference to {} with its {:.0f}% Welch interval", baseline, 100 * conf));
 	auto ppl_str = [](const Group &g) {
 		SampleStats s = sample_stats(g.ppl);
@@ -234,17 +255,21 @@ void write_summaries(const std::string &dir)
 				cmp = fmt::format("diff {:+.3f} (interval needs 2+ seeds on both sides)", d.diff);
 			else
 				cmp = fmt::format("diff {:+.3f} [{:+.3f}, {:+.3f}] {}", d.diff, d.lo, d.hi,
-						  d.hi < 0 ? "better" : d.lo > 0 ? "worse" : "inconclusive");
+						  (higher_better ? d.lo > 0 : d.hi < 0)	  ? "better"
+						  : (higher_better ? d.hi < 0 : d.lo > 0) ? "worse"
+											  : "inconclusive");
 		} else if (id == baseline) {
 			cmp = "baseline";
 		}
-		r += fmt::format("{:<40} n={:<3} ppl {:<20} time {:>8.1f} s  {}\n", id, g.ppl.size(), ppl_str(g),
+		r += fmt::format("{:<40} n={:<3} {} {:<20} time {:>8.1f} s  {}\n", id, g.ppl.size(), higher_better ? "acc" : "ppl",
+				 ppl_str(g),
 				 sample_stats(g.time).mean, cmp);
 	}
-	std::stable_sort(ranked.begin(), ranked.end(), [](const Group *a, const Group *b) {
-		return sample_stats(a->ppl).mean < sample_stats(b->ppl).mean;
+	std::stable_sort(ranked.begin(), ranked.end(), [&](const Group *a, const Group *b) {
+		double x = sample_stats(a->ppl).mean, y = sample_stats(b->ppl).mean;
+		return higher_better ? x > y : x < y;
 	});
-	r += "\n== Top configurations by validation perplexity\n";
+	r += higher_better ? "\n== Top configurations by test accuracy\n" : "\n== Top configurations by validation perplexity\n";
 	for (size_t i = 0; i < ranked.size() && i < 10; i++)
 		r += fmt::format("{:>2}. {:<40} {}\n", i + 1, ranked[i]->config_id, ppl_str(*ranked[i]));
 	r += "\n== Best per optimizer\n";

@@ -32,10 +32,26 @@ def load(d):
     return results, metrics
 
 
+def quality(e):
+    """Final validation perplexity (language models) or test accuracy in % (image models)."""
+    return e["final_val_perplexity"] if "final_val_perplexity" in e else 100 * e["final_accuracy"]
+
+
+def quality_name(results):
+    return "final test accuracy (%)" if any("final_accuracy" in e for e in results) else "final validation perplexity"
+
+
+def curve(m, key):
+    """(x, y) of a run's validation loss or sparsity history, LM or image schema."""
+    if "test_accuracies" in m:
+        return m["epochs"][: len(m[key[1]])], m[key[1]]
+    return m["metrics"]["iterations"][: len(m["metrics"].get(key[0], []))], m["metrics"].get(key[0], [])
+
+
 def groups(results):
     g = OrderedDict()
     for e in results:
-        if e.get("status") == "complete" and "final_val_perplexity" in e:
+        if e.get("status") == "complete" and ("final_val_perplexity" in e or "final_accuracy" in e):
             g.setdefault(e["config_id"], []).append(e)
     return g
 
@@ -76,8 +92,8 @@ def lines(series, xlabel, ylabel, title):
 def scatter(g, x_of, xlabel, title):
     fig, ax = plt.subplots(figsize=(7, 5))
     for n, es in g.items():
-        ax.scatter([x_of(e) for e in es], [e["final_val_perplexity"] for e in es], label=n, s=18)
-    decorate(ax, xlabel, "final validation perplexity", title, len(g))
+        ax.scatter([x_of(e) for e in es], [quality(e) for e in es], label=n, s=18)
+    decorate(ax, xlabel, quality_name([e for es in g.values() for e in es]), title, len(g))
     return fig
 
 
@@ -100,21 +116,22 @@ def plots(d, results, metrics):
     if not g:
         return []
     names = list(g)
-    ppl = {n: [e["final_val_perplexity"] for e in g[n]] for n in names}
+    ppl = {n: [quality(e) for e in g[n]] for n in names}
+    img = any("test_accuracies" in m for m in metrics.values())
+    xl = "epoch" if img else "iteration"
     figs = [
         ("Validation loss evolution", "val_loss_evolution.png",
-         lines([(rid, m["metrics"]["iterations"], m["metrics"]["val_losses"]) for rid, m in metrics.items()],
-               "iteration", "validation loss", "Validation loss per run")),
+         lines([(rid, *curve(m, ("val_losses", "test_losses"))) for rid, m in metrics.items()],
+               xl, "test loss" if img else "validation loss", "Validation loss per run")),
         ("Final quality", "final_quality.png",
-         bars(names, [np.mean(ppl[n]) for n in names], "final validation perplexity (mean +/- sd)", "Final quality",
+         bars(names, [np.mean(ppl[n]) for n in names], quality_name(results) + " (mean +/- sd)", "Final quality",
               sd=[np.std(ppl[n], ddof=1) if len(ppl[n]) > 1 else 0 for n in names], color="#4c72b0")),
         ("Quality vs sparsity", "quality_vs_sparsity.png",
          scatter(g, lambda e: 100 * e.get("final_sparsity", 0), "achieved sparsity (%)", "Quality vs sparsity")),
         ("Sparsity progression", "sparsity_progression.png",
-         lines([(rid, m["metrics"]["iterations"][: len(m["metrics"]["sparsities"])],
-                 [100 * s for s in m["metrics"]["sparsities"]])
-                for rid, m in metrics.items() if m["metrics"].get("sparsities")],
-               "iteration", "sparsity (%)", "Sparsity progression")),
+         lines([(rid, curve(m, ("sparsities", "sparsities"))[0], [100 * s for s in curve(m, ("sparsities", "sparsities"))[1]])
+                for rid, m in metrics.items() if curve(m, ("sparsities", "sparsities"))[1]],
+               xl, "sparsity (%)", "Sparsity progression")),
         ("Training time (s)", "training_time.png",
          bars(names, [np.mean([e.get("elapsed_time", 0) for e in g[n]]) for n in names], "training time (s)",
               "Training time (s)")),
@@ -136,15 +153,16 @@ def table(rows, head):
 def report(d, results, metrics, images):
     runs = []
     for e in results:
-        ok = e.get("status") == "complete" and "final_val_loss" in e
-        runs.append([e["test_id"], e.get("status"), f"{e['final_val_loss']:.4f}" if ok else "-",
-                     f"{e['final_val_perplexity']:.3f}" if ok else "-",
+        ok = e.get("status") == "complete" and ("final_val_loss" in e or "final_accuracy" in e)
+        loss = e.get("final_val_loss", e.get("final_test_loss"))
+        runs.append([e["test_id"], e.get("status"), f"{loss:.4f}" if ok else "-",
+                     f"{quality(e):.3f}" if ok else "-",
                      f"{100 * e.get('final_sparsity', 0):.1f}%" if ok else "-",
                      f"{e.get('elapsed_time', 0):.1f}" if ok else "-", e.get("error", "").strip()])
     g = groups(results)
     cfgs = []
     for n, es in g.items():
-        p = [e["final_val_perplexity"] for e in es]
+        p = [quality(e) for e in es]
         cfgs.append([n, len(p), f"{np.mean(p):.3f}", f"{np.std(p, ddof=1):.3f}" if len(p) > 1 else "-",
                      f"{np.mean([e.get('elapsed_time', 0) for e in es]):.1f}"])
     summary = ""
@@ -169,6 +187,7 @@ def report(d, results, metrics, images):
             with open(rc) as f:
                 text = "".join(l for l in f if l.startswith("CONFIG_"))
             per_run += f"<details><summary>{html.escape(e['test_id'])}</summary><pre>{html.escape(text)}</pre></details>"
+    qn = "test acc %" if any("final_accuracy" in e for e in results) else "val ppl"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>knlp test matrix report</title>
 <style>
@@ -182,9 +201,9 @@ pre {{ background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }}
 <h1>knlp test matrix report</h1>
 <p>{html.escape(os.path.abspath(d))}: {len(results)} runs, {sum(1 for e in results if e.get('status') == 'complete')} complete.</p>
 <h2>Configurations</h2>
-{table(cfgs, ["configuration", "seeds", "val ppl mean", "val ppl sd", "time s"])}
+{table(cfgs, ["configuration", "seeds", qn + " mean", qn + " sd", "time s"])}
 <h2>All runs</h2>
-{table(runs, ["run", "status", "val loss", "val ppl", "sparsity", "time s", "error"])}
+{table(runs, ["run", "status", "val/test loss", qn, "sparsity", "time s", "error"])}
 <h2>Plots</h2>
 {imgs}
 <h2>Summary report</h2><pre>{html.escape(summary)}</pre>
