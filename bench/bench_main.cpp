@@ -4,6 +4,9 @@
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
 //   knlp_bench optim STEPS                  AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
+//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last]
+//                                           image training step (images/s), the image
+//                                           trainer's step: forward, loss, backward, AdamW
 //   knlp_bench attention VARIANT L H C B STEPS
 //                                           training tokens/s (T 128, byte vocabulary) and
 //                                           cached decoding tokens/s at batch 1 up to 512
@@ -18,6 +21,7 @@
 #include "core/fsutil.h"
 #include "data/tokenizer.h"
 #include "models/gpt2.h"
+#include "models/vision.h"
 #include "optim/optimizer.h"
 #include "prune/select.h"
 #include "train/device.h"
@@ -136,6 +140,49 @@ static int bench_attention(char **a)
 			    {"cache_bytes", bytes},
 			    {"cache_values_per_token", c.cache_values_per_token()},
 			    {"params", c.num_params()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+static int bench_vision(int argc, char **a)
+{
+	VisionConfig vc;
+	vc.arch = a[0];
+	vc.in_channels = vc.arch == "lenet5" ? 1 : 3;
+	vc.num_classes = 10;
+	const int B = std::atoi(a[1]), steps = std::atoi(a[2]);
+	const bool cl = argc > 3 && std::string(a[3]) == "channels_last";
+	torch::manual_seed(0);
+	auto m = make_vision_model(vc);
+	auto x = torch::randn({B, vc.in_channels, 32, 32});
+	auto y = torch::randint(0, 10, {B}, torch::kLong);
+	if (cl) {
+		m->to(torch::kCPU, torch::kFloat); // parameters keep their layout; convert the 4-D weights
+		torch::NoGradGuard ng;
+		for (auto &p : m->parameters())
+			if (p.dim() == 4)
+				p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+		x = x.contiguous(at::MemoryFormat::ChannelsLast);
+	}
+	std::vector<std::pair<std::string, torch::Tensor>> named;
+	for (auto &p : m->named_parameters())
+		named.emplace_back(p.key(), p.value());
+	Optimizer opt(named, OptimizerOptions{});
+	auto step = [&] {
+		auto loss = torch::nn::functional::cross_entropy(m->forward(x), y);
+		loss.backward();
+		opt.step(1e-3, 1.0);
+		for (auto &s : opt.state())
+			s.param.mutable_grad().reset();
+	};
+	for (int i = 0; i < 2; i++)
+		step();
+	auto t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		step();
+	double dt = secs(t0) / steps;
+	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
+			    {"threads", torch::get_num_threads()}, {"peak_rss_mb", peak_rss_mb()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -259,6 +306,8 @@ int main(int argc, char **argv)
 	torch::set_num_threads(threads ? std::atoi(threads) : 2);
 	if (!std::strcmp(argv[1], "train") && argc == 9)
 		return bench_train(argv + 2);
+	if (!std::strcmp(argv[1], "vision") && argc >= 5)
+		return bench_vision(argc - 2, argv + 2);
 	if (!std::strcmp(argv[1], "attention") && argc == 8)
 		return bench_attention(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && argc == 3)

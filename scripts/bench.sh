@@ -38,6 +38,26 @@ done
 printf '},\n' >>"$res"
 fi
 
+if want vision; then
+echo
+echo "== Image training step (2 threads): knlp vs plain eager PyTorch (Python), same libtorch, channels-first and channels-last"
+printf '  "vision": {' >>"$res"
+sep=
+for shape in "lenet5 512 10" "resnet18 32 4"; do
+	set -- $shape
+	k=$("$B" vision "$@"); kc=$("$B" vision "$@" channels_last)
+	p=$($PY "$top/scripts/ref/vision_eager.py" "$@"); pc=$($PY "$top/scripts/ref/vision_eager.py" "$@" channels_last)
+	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
+	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
+	printf "  %-8s B%-4s knlp %6.0f img/s (channels-last %6.0f) | eager %6.0f img/s (channels-last %6.0f) | ratio %sx (best vs best %sx)\n" \
+		"$1" "$2" "$ki" "$kci" "$pi" "$pci" "$(ratio "$ki" "$pi")" \
+		"$($PY -c "print(f'{max($ki, $kci) / max($pi, $pci):.2f}')")"
+	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "eager": %s, "eager_channels_last": %s}' "$sep" "$1" "$k" "$kc" "$p" "$pc" >>"$res"
+	sep=", "
+done
+printf '},\n' >>"$res"
+fi
+
 if want train || want optim; then
 echo
 echo "== GPT-2 training step (2 threads): knlp vs plain eager PyTorch (Python), same libtorch"
