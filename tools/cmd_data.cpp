@@ -6,7 +6,9 @@
 
 #include "core/error.h"
 #include "core/run.h"
+#include "data/images.h"
 #include "data/prepare.h"
+#include "train/image_trainer.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "tools/commands.h"
@@ -32,6 +34,20 @@ void add_data_commands(CLI::App &app)
 		if (from_config) {
 			// Everything not given on the command line comes from the configuration.
 			Config c = pca.load();
+			if (is_image_config(c)) {
+				// Image datasets are read as they are; check that they are there and sound.
+				std::string ds = c.choice("IMAGE_DATASET_FASHION_MNIST");
+				std::string name = ds == "IMAGE_DATASET_MNIST"	   ? "mnist"
+						   : ds == "IMAGE_DATASET_CIFAR10"  ? "cifar10"
+						   : ds == "IMAGE_DATASET_CIFAR100" ? "cifar100"
+										    : "fashion-mnist";
+				std::string dir = c.get_string("IMAGE_DATA_DIR");
+				auto tr = load_image_dataset(name, dir, true);
+				auto te = load_image_dataset(name, dir, false);
+				fmt::print("prepare: {} needs no preparation ({} train + {} test images in {})\n", name, tr.n, te.n,
+					   dir.empty() ? default_image_dir(name) : dir);
+				return;
+			}
 			if (c.choice("DATASET_LINUX_DOC") == "DATASET_CUSTOM")
 				fail("{}: CONFIG_DATASET_CUSTOM=y: bring your own train.bin/val.bin in {} (nothing to prepare)",
 				     c.source(), c.get_string("DATA_DIR"));
