@@ -70,7 +70,7 @@ assert ja["test_accuracies"] == jb["test_accuracies"] and ja["train_losses"] == 
 PY
 }
 # Killed in the middle of epoch 2: resume from the epoch-1 checkpoint, bit-identical result.
-( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --out k >k.log 2>&1 ) 2>/dev/null
+( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --out k >k.log 2>&1; : ) 2>/dev/null
 [ -f k/COMPLETE ] && bad "killed run marked complete"
 "$KNLP" train --resume k >>k.log 2>&1 || bad "resume after kill: $(tail -3 k.log)"
 same a k && ok || bad "resume after SIGKILL differs from the uninterrupted run"
@@ -108,4 +108,14 @@ expect_fail "test_batch.bin: 5000 bytes is not a whole number of 3073-byte CIFAR
 	--config l.config --set MODEL_RESNET18=y --set IMAGE_DATASET_CIFAR10=y --set "IMAGE_DATA_DIR=\"$T/cif\"" --out b4
 expect_fail "the dataset has 10 classes but CONFIG_IMAGE_NUM_CLASSES=5" "$KNLP" train --config l.config \
 	--set IMAGE_NUM_CLASSES=5 --out b5
+expect_fail "a checkpoint of an image model" "$KNLP" sample --checkpoint a
+
+# An image matrix: ids carry the model, summaries rank by test accuracy, the HTML report draws.
+"$KNLP" matrix --config l.config --set EPOCHS=1 --set OPTIMIZER_MODE_MULTIPLE=y --set OPTIMIZER_ENABLE_SGD=y \
+	--set OPTIMIZER_ENABLE_ADAMW=y --set MATRIX_SEEDS=2 --set 'MATRIX_BASELINE="lenet5_sgd_none"' --out mx --yes >mx.log 2>&1 \
+	|| bad "image matrix: $(tail -3 mx.log)"
+grep -q "lenet5_adamw_none .* n=2 .*acc .*diff [-+][0-9.]* \[" mx/summary_report.txt && ok || bad "image summary: $(cat mx/summary_report.txt)"
+grep -q "Top configurations by test accuracy" mx/summary_report.txt && ok || bad "image ranking"
+$PYTHON "$TOP/scripts/matrix_report.py" mx >/dev/null 2>&1 && grep -q "test acc %" mx/report.html && ls mx/graphs/final_quality.png >/dev/null \
+	&& ok || bad "image matrix report"
 finish

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "train/image_trainer.h"
 #include "core/fsutil.h"
 #include "data/tokens.h"
 #include "train/checkpoint.h"
@@ -15,6 +16,10 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 	if (!st.contains("config") || !st["config"].is_string())
 		fail("{}: checkpoint state has no configuration", join_path(ckpt_dir, "state.json"));
 	Config cfg = Config::parse(st["config"].get<std::string>(), join_path(ckpt_dir, "state.json"));
+	if (is_image_config(cfg))
+		fail("{}: a checkpoint of an image model; this command works on GPT-2 runs (image runs report test "
+		     "accuracy in training_metrics.json)",
+		     ckpt_dir);
 	DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
 	int vocab = meta.present ? meta.vocab_size : 0;
 	if (st.contains("vocab_raw"))
