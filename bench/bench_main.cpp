@@ -177,6 +177,11 @@ static int bench_vision(int argc, char **a)
 	};
 	for (int i = 0; i < 2; i++)
 		step();
+	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps
+		torch::autograd::profiler::RecordProfile guard(prof);
+		for (int i = 0; i < 3; i++)
+			step();
+	}
 	auto t0 = clk::now();
 	for (int i = 0; i < steps; i++)
 		step();

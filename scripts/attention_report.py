@@ -146,6 +146,15 @@ def main():
                 mean = np.mean([[c[1] for c in r["curve"]] for r in rs], axis=0)
                 axes[row][0].plot(its, mean, marker="o", ms=3, label=f"{v} ({m:.3f}\u00b1{s:.3f})")
         summary["studies"][key] = {"title": st["title"], "baseline": st["baseline"], "rows": rows}
+        if key == "kvsplice":
+            # The control the original never ran: same cache size, KVSplice first vs last.
+            f = {r["seed"]: r["ppl"] for r in runs.get("hybrid-first", [])}
+            l = {r["seed"]: r["ppl"] for r in runs.get("hybrid-last", [])}
+            common = sorted(set(f) & set(l))
+            if common:
+                d, lo, hi = paired_ci([f[s] for s in common], [l[s] for s in common])
+                summary["studies"][key]["first_minus_last"] = {"seeds": common, "diff": d,
+                                                               "ci95": [lo, hi] if lo is not None else None}
         ax = axes[row][0]
         ax.set_title(st["title"] + ": validation loss (mean of seeds)")
         ax.set_xlabel("iteration")
@@ -225,6 +234,10 @@ def main():
                          f"<td>{r['cache_values_per_token']}</td><td>{r['params']}</td>"
                          f"<td>{fmt(r['cloze_acc_mean'])}</td></tr>")
         parts.append("</table>")
+        fl = s.get("first_minus_last")
+        if fl and fl["ci95"]:
+            parts.append(f"<p>hybrid-first &minus; hybrid-last, paired by seed: {fmt(fl['diff'], '+.3f')} "
+                         f"[{fmt(fl['ci95'][0], '+.3f')}, {fmt(fl['ci95'][1], '+.3f')}] (95% t interval)</p>")
     for png in (study_png, fisher_png):
         with open(png, "rb") as f:
             parts.append(f"<p><img style='max-width:100%' src='data:image/png;base64,{base64.b64encode(f.read()).decode()}'></p>")
@@ -242,6 +255,10 @@ def main():
                 line += f"  equal time ({et['iterations']} it): {fmt(et['ppl_mean'])} +/- {fmt(et['ppl_std'])}"
             line += f"  cache {r['cache_values_per_token']}  cloze {fmt(r['cloze_acc_mean'])}"
             print(line)
+        fl = s.get("first_minus_last")
+        if fl:
+            ci = f" [{fmt(fl['ci95'][0], '+.3f')}, {fmt(fl['ci95'][1], '+.3f')}]" if fl["ci95"] else ""
+            print(f"  hybrid-first - hybrid-last (paired by seed): {fmt(fl['diff'], '+.3f')}{ci}")
     print(f"wrote {OUT}/summary.json, {OUT}/report.html, {study_png}, {fisher_png}")
 
 

@@ -27,7 +27,7 @@ base_t=; base_d=
 printf '  "attention": {' >>"$res"
 sep=
 for v in vanilla mla kvsplice hybrid-last hybrid-first ra gate ra-gate; do
-	a=$("$B" attention $v 4 4 128 12 8)
+	a=$("$B" attention $v 4 4 128 12 24)
 	t=$(jq_get "$a" train_tokens_per_sec); d=$(jq_get "$a" decode_tokens_per_sec)
 	[ -z "$base_t" ] && base_t=$t && base_d=$d
 	printf "  %-13s train %6.0f tok/s (%sx)   decode %6.0f tok/s (%sx)   cache %s values/token\n" "$v" "$t" "$(ratio "$t" "$base_t")" \
@@ -40,13 +40,15 @@ fi
 
 if want vision; then
 echo
-echo "== Image training step (2 threads): knlp vs plain eager PyTorch (Python), same libtorch, channels-first and channels-last"
+echo "== Image training step (2 threads, best of 3): knlp vs plain eager PyTorch (Python), same libtorch, channels-first and channels-last"
 printf '  "vision": {' >>"$res"
 sep=
 for shape in "lenet5 512 10" "resnet18 32 4"; do
 	set -- $shape
-	k=$("$B" vision "$@"); kc=$("$B" vision "$@" channels_last)
-	p=$($PY "$top/scripts/ref/vision_eager.py" "$@"); pc=$($PY "$top/scripts/ref/vision_eager.py" "$@" channels_last)
+	# Short steps on a shared 2-core machine are noisy: best of three interleaved runs each.
+	best() { local b= r; for i in 1 2 3; do r=$("$@"); if [ -z "$b" ] || [ "$($PY -c "import json,sys; print(int(json.loads(sys.argv[1])['images_per_sec'] > json.loads(sys.argv[2])['images_per_sec']))" "$r" "$b")" = 1 ]; then b=$r; fi; done; echo "$b"; }
+	k=$(best "$B" vision "$@"); kc=$(best "$B" vision "$@" channels_last)
+	p=$(best $PY "$top/scripts/ref/vision_eager.py" "$@"); pc=$(best $PY "$top/scripts/ref/vision_eager.py" "$@" channels_last)
 	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
 	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
 	printf "  %-8s B%-4s knlp %6.0f img/s (channels-last %6.0f) | eager %6.0f img/s (channels-last %6.0f) | ratio %sx (best vs best %sx)\n" \
