@@ -101,6 +101,22 @@ grep -q "transformer.h.$low.attn.splice.weight" run_fisher/checkpoints/*/model.s
 r=$("$KNLP" eval --checkpoint run_long --task hellaswag --data cloze.jsonl 2>/dev/null)
 acc=$(echo "$r" | sed -n 's/.*"acc": \([0-9.]*\).*/\1/p')
 $PYTHON -c "import sys; sys.exit(0 if float('$acc') >= 0.9 else 1)" && ok || bad "cloze accuracy $acc (chance 0.25): $r"
+# A cloze set from (a slice of) the default corpus: HellaSwag fields, endings at word
+# boundaries, distinct, the label in range.
+D=/usr/share/doc/linux-doc-6.1/Documentation/admin-guide/sysctl
+if [ -d "$D" ]; then
+	"$KNLP" prepare --corpus "$D" --out doc >/dev/null 2>&1 || bad "prepare a slice of the default corpus"
+	"$KNLP" cloze --data doc --out doc.jsonl --count 50 --seed 2 >/dev/null && ok || bad "cloze from the default corpus"
+	$PYTHON - doc.jsonl <<'PY' && ok || bad "default-corpus cloze items malformed"
+import json, sys
+items = [json.loads(l) for l in open(sys.argv[1])]
+assert len(items) == 50
+for it in items:
+    e = it["endings"]
+    assert len(e) == 4 and len(set(e)) == 4 and 0 <= it["label"] < 4 and it["ctx"]
+    assert all(x[:1].isspace() for x in e), e
+PY
+fi
 printf '{"ctx": "a", "endings": ["b", "c"], "label": 0}\n{"ctx": "a", "endings": ["b", "c"], "label": 0\n' >bad.jsonl
 expect_fail "bad.jsonl:2: not a JSON object" "$KNLP" eval --checkpoint run_long --task hellaswag --data bad.jsonl
 expect_fail "needs --data" "$KNLP" eval --checkpoint run_long --task hellaswag

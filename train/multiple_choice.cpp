@@ -1,5 +1,6 @@
 #include "train/multiple_choice.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -204,7 +205,10 @@ std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int 
 				continue;
 			}
 			std::string e;
-			for (int tries = 0; tries < 100 && (e.empty() || e == right); tries++)
+			auto taken = [&](const std::string &x) {
+				return x.empty() || x == right || std::find(it.endings.begin(), it.endings.end(), x) != it.endings.end();
+			};
+			for (int tries = 0; tries < 100 && taken(e); tries++)
 				e = text(word_start(uint64_t(ending_tokens)), uint64_t(ending_tokens));
 			it.endings.push_back(e);
 		}
