@@ -215,8 +215,9 @@ void write_summaries(const std::string &dir)
 			 plan.at("runs").size(), n_complete, n_failed, n_incomplete,
 			 plan.at("runs").size() - n_complete - n_failed - n_incomplete);
 	r += "== All runs\n";
-	r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", "run", "status", "val loss", "val ppl",
-			 "sparsity", "time s", "state MiB");
+	r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", "run", "status",
+			 higher_better ? "test loss" : "val loss", higher_better ? "test acc" : "val ppl", "sparsity", "time s",
+			 "state MiB");
 	for (const auto &e : all) {
 		bool img = e.contains("final_accuracy");
 		bool ok = e["status"] == "complete" && (e.contains("final_val_loss") || img);
