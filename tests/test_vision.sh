@@ -74,6 +74,9 @@ PY
 [ -f k/COMPLETE ] && bad "killed run marked complete"
 "$KNLP" train --resume k >>k.log 2>&1 || bad "resume after kill: $(tail -3 k.log)"
 same a k && ok || bad "resume after SIGKILL differs from the uninterrupted run"
+# metrics.jsonl of the resumed run: no record past the checkpoint counted twice.
+[ "$(grep -c '"type":"eval"' k/metrics.jsonl)" = 3 ] && [ "$(grep -c '"type":"train"' k/metrics.jsonl)" = "$(grep -c '"type":"train"' a/metrics.jsonl)" ] \
+	&& ok || bad "metrics.jsonl after resume: $(grep -c . k/metrics.jsonl) vs $(grep -c . a/metrics.jsonl) lines"
 # A time budget stops mid-epoch (a mid-epoch checkpoint); resuming continues exactly.
 "$KNLP" train --config l.config --set MAX_TIME=1 --out t >t.log 2>&1 || bad "time budget run: $(tail -3 t.log)"
 grep -q '"status": "stopped_time_budget"' t/training_metrics.json && ok || bad "time budget status"

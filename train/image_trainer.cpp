@@ -119,16 +119,6 @@ void make_image_batch(const ImageSet &set, const int64_t *idx, int64_t n, const 
 
 namespace {
 
-std::string pick_dir(const Config &cfg, const std::string &out, const std::string &arch)
-{
-	if (!out.empty())
-		return out;
-	std::string name = cfg.get_string("RUN_NAME");
-	if (name.empty())
-		name = arch + "_" + now_stamp();
-	return join_path(cfg.get_string("OUTPUT_DIR"), name);
-}
-
 struct Batch {
 	torch::Tensor x, y;
 };
@@ -349,6 +339,7 @@ void ImageTrainer::resume_from(const std::string &ckpt)
 	auto state = torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte).clone();
 	compat::set_generator_state(torch::kCPU, state);
 	last_ckpt_ = ckpt;
+	truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), step_);
 	fmt::print("resumed {} at epoch {}, batch {} (step {})\n", ckpt, epoch_, batch_in_epoch_, step_);
 }
 
@@ -414,23 +405,7 @@ void ImageTrainer::log_jsonl(const json &j) const
 int ImageTrainer::run()
 {
 	std::string ckpt;
-	if (!req_.resume_dir.empty()) {
-		run_dir_ = req_.resume_dir;
-		ckpt = checkpoint_pointer(run_dir_, "LATEST");
-		if (ckpt.empty())
-			fail("{}: nothing to resume (no complete checkpoint under checkpoints/)", run_dir_);
-		Config saved = Config::parse(read_checkpoint_state(ckpt).at("config").get<std::string>(),
-					     join_path(ckpt, "state.json"));
-		auto d = saved.diff(cfg_, resume_tolerant_symbols());
-		if (!d.empty() && !req_.force)
-			fail("{}: configuration differs from the checkpoint's: {}; pass --force to resume anyway", run_dir_,
-			     fmt::join(d, ", "));
-	} else {
-		run_dir_ = pick_dir(cfg_, req_.out_dir, "image");
-		if (!checkpoint_pointer(run_dir_, "LATEST").empty())
-			fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out", run_dir_,
-			     run_dir_);
-	}
+	run_dir_ = open_run_dir(req_, cfg_, "image", &ckpt);
 	setup();
 	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
 		fmt::print("dry run: {} on {} ({} train / {} test images) -> {} parameters\n", arch_, dataset_, train_.n,

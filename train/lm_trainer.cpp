@@ -54,17 +54,36 @@ std::vector<std::string> split(const std::string &s, char sep)
 	return out;
 }
 
-std::string pick_run_dir(const Config &cfg, const std::string &out)
+} // namespace
+
+std::string open_run_dir(const TrainRequest &req, const Config &cfg, const std::string &prefix, std::string *ckpt)
 {
-	if (!out.empty())
-		return out;
-	std::string name = cfg.get_string("RUN_NAME");
-	if (name.empty())
-		name = "gpt2_" + now_stamp();
-	return join_path(cfg.get_string("OUTPUT_DIR"), name);
+	if (!req.resume_dir.empty()) {
+		const std::string &dir = req.resume_dir;
+		*ckpt = checkpoint_pointer(dir, "LATEST");
+		if (ckpt->empty())
+			fail("{}: nothing to resume (no complete checkpoint under checkpoints/)", dir);
+		Config saved = Config::parse(read_checkpoint_state(*ckpt).at("config").get<std::string>(),
+					     join_path(*ckpt, "state.json"));
+		auto d = saved.diff(cfg, resume_tolerant_symbols());
+		if (!d.empty() && !req.force)
+			fail("{}: configuration differs from the checkpoint's: {}; pass --force to resume anyway", dir,
+			     fmt::join(d, ", "));
+		return dir;
+	}
+	std::string dir = req.out_dir;
+	if (dir.empty()) {
+		std::string name = cfg.get_string("RUN_NAME");
+		if (name.empty())
+			name = prefix + "_" + now_stamp();
+		dir = join_path(cfg.get_string("OUTPUT_DIR"), name);
+	}
+	if (!checkpoint_pointer(dir, "LATEST").empty())
+		fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out", dir, dir);
+	ckpt->clear();
+	return dir;
 }
 
-// Keep the JSON-lines log consistent with a resumed checkpoint: drop records past it.
 void truncate_jsonl(const std::string &path, int64_t iter)
 {
 	if (!file_exists(path))
@@ -82,6 +101,8 @@ void truncate_jsonl(const std::string &path, int64_t iter)
 	}
 	write_file_atomic(path, kept);
 }
+
+namespace {
 
 class Trainer {
 public:
@@ -441,23 +462,7 @@ double Trainer::train_step(double lr)
 int Trainer::run()
 {
 	std::string ckpt;
-	if (!req_.resume_dir.empty()) {
-		run_dir_ = req_.resume_dir;
-		ckpt = checkpoint_pointer(run_dir_, "LATEST");
-		if (ckpt.empty())
-			fail("{}: nothing to resume (no complete checkpoint under checkpoints/)", run_dir_);
-		Config saved = Config::parse(read_checkpoint_state(ckpt).at("config").get<std::string>(),
-					     join_path(ckpt, "state.json"));
-		auto d = saved.diff(cfg_, resume_tolerant_symbols());
-		if (!d.empty() && !req_.force)
-			fail("{}: configuration differs from the checkpoint's: {}; pass --force to resume anyway", run_dir_,
-			     fmt::join(d, ", "));
-	} else {
-		run_dir_ = pick_run_dir(cfg_, req_.out_dir);
-		if (!checkpoint_pointer(run_dir_, "LATEST").empty())
-			fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out",
-			     run_dir_, run_dir_);
-	}
+	run_dir_ = open_run_dir(req_, cfg_, "gpt2", &ckpt);
 	setup();
 	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
 		fmt::print("dry run: GPT-2 {} layers, {} heads, width {}, context {}, vocab {} -> {} parameters\n",

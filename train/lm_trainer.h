@@ -20,4 +20,12 @@ int train_lm(TrainRequest req);
 // Symbols that may change between a run and its resume without --force.
 const std::vector<std::string> &resume_tolerant_symbols();
 
+// The run folder of a request, shared by every trainer. A resume returns the folder's latest
+// checkpoint in *ckpt after checking that the configuration matches it (or --force); a new
+// run gets --out, OUTPUT_DIR/RUN_NAME or OUTPUT_DIR/<prefix>_<stamp>, which must not hold
+// checkpoints yet.
+std::string open_run_dir(const TrainRequest &req, const Config &cfg, const std::string &prefix, std::string *ckpt);
+// Keep metrics.jsonl consistent with a resumed checkpoint: drop records past `iter`.
+void truncate_jsonl(const std::string &path, int64_t iter);
+
 } // namespace knlp
