@@ -370,20 +370,7 @@ void ImageTrainer::write_metrics(const std::string &status) const
 		  {"images_per_second", last_img_s_},
 		  {"final_iteration", step_},
 		  {"code_version", code_version()}};
-	if (pruner_->enabled()) {
-		const auto &po = pruner_->options();
-		PruneStats ps = pruner_->stats();
-		j["pruning"] = {{"method", method_name(po.method)},
-				{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
-				{"target_sparsity", po.target},
-				{"final_sparsity", ps.sparsity},
-				{"sparsity_per_tensor", ps.per_tensor},
-				{"warmup", po.warmup},
-				{"frequency", po.frequency},
-				{"ramp_end", po.ramp_end}};
-	} else {
-		j["pruning"] = {{"method", "none"}};
-	}
+	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 

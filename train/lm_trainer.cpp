@@ -84,6 +84,26 @@ std::string open_run_dir(const TrainRequest &req, const Config &cfg, const std::
 	return dir;
 }
 
+json pruning_summary(const Pruner &p)
+{
+	if (!p.enabled())
+		return {{"method", "none"}};
+	PruneStats ps = p.stats();
+	const auto &po = p.options();
+	return {{"method", method_name(po.method)},
+		{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
+		{"target_sparsity", po.target},
+		{"final_sparsity", ps.sparsity},
+		{"sparsity_per_tensor", ps.per_tensor},
+		{"prunable_parameters", ps.prunable},
+		{"mask_bytes", ps.mask_bytes},
+		{"w0_bytes", ps.w0_bytes},
+		{"score_bytes_peak", ps.score_bytes_peak},
+		{"warmup", po.warmup},
+		{"frequency", po.frequency},
+		{"ramp_end", po.ramp_end}};
+}
+
 void truncate_jsonl(const std::string &path, int64_t iter)
 {
 	if (!file_exists(path))
@@ -288,24 +308,7 @@ void Trainer::write_metrics(const std::string &status) const
 		  {"optimizer", opt_->options().name},
 		  {"optimizer_state_bytes", opt_->state_bytes()},
 		  {"metrics", hist_}};
-	if (pruner_->enabled()) {
-		PruneStats ps = pruner_->stats();
-		const auto &po = pruner_->options();
-		j["pruning"] = {{"method", method_name(po.method)},
-				{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
-				{"target_sparsity", po.target},
-				{"final_sparsity", ps.sparsity},
-				{"sparsity_per_tensor", ps.per_tensor},
-				{"prunable_parameters", ps.prunable},
-				{"mask_bytes", ps.mask_bytes},
-				{"w0_bytes", ps.w0_bytes},
-				{"score_bytes_peak", ps.score_bytes_peak},
-				{"warmup", po.warmup},
-				{"frequency", po.frequency},
-				{"ramp_end", po.ramp_end}};
-	} else {
-		j["pruning"] = {{"method", "none"}};
-	}
+	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 

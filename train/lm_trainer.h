@@ -2,6 +2,8 @@
 #pragma once
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 
 namespace knlp {
@@ -25,6 +27,10 @@ const std::vector<std::string> &resume_tolerant_symbols();
 // run gets --out, OUTPUT_DIR/RUN_NAME or OUTPUT_DIR/<prefix>_<stamp>, which must not hold
 // checkpoints yet.
 std::string open_run_dir(const TrainRequest &req, const Config &cfg, const std::string &prefix, std::string *ckpt);
+class Pruner;
+// The "pruning" record of training_metrics.json ({"method": "none"} when pruning is off).
+nlohmann::json pruning_summary(const Pruner &p);
+
 // Keep metrics.jsonl consistent with a resumed checkpoint: drop records past `iter`.
 void truncate_jsonl(const std::string &path, int64_t iter);
 
