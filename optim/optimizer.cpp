@@ -1,6 +1,7 @@
 #include "optim/optimizer.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "core/config.h"
@@ -124,13 +125,19 @@ struct Span {
 
 double Optimizer::grad_norm() const
 {
-	bool cpu = !state_.empty() && state_[0].param.device().is_cpu();
-	if (!cpu) {
-		torch::Tensor total = torch::zeros({}, state_[0].param.options().dtype(torch::kFloat));
+	// The fixed-chunk pass reads float32 CPU gradients; every other device and dtype sums
+	// through libtorch ops.
+	bool fast = !state_.empty() && state_[0].param.device().is_cpu() && state_[0].param.scalar_type() == torch::kFloat;
+	if (!fast) {
+		std::vector<torch::Tensor> grads;
 		for (const auto &s : state_)
 			if (s.param.grad().defined())
-				total += s.param.grad().to(torch::kFloat).pow(2).sum();
-		return std::sqrt(total.item<double>());
+				grads.push_back(s.param.grad());
+		if (grads.empty())
+			return 0.0;
+		auto acc = state_[0].param.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+		auto norms = torch::stack(at::_foreach_norm(grads, 2)).to(acc);
+		return norms.pow(2).sum().sqrt().item<double>();
 	}
 	// Fixed chunks (independent of the thread count) so the sum is bit-reproducible.
 	std::vector<std::pair<const float *, int64_t>> chunks;
@@ -294,36 +301,65 @@ void Optimizer::step_cpu(double lr, double grad_scale)
 
 void Optimizer::step_generic(double lr, double grad_scale)
 {
+	// The same formulas as the fused CPU pass, as multi-tensor (_foreach) libtorch ops: on a
+	// GPU a handful of kernels per step instead of several per parameter.
 	torch::NoGradGuard ng;
 	const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
 	const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
+	std::vector<torch::Tensor> P, G, M, V, VM;
+	std::map<double, std::vector<size_t>> by_wd; // weight decay -> positions in P
 	for (auto &s : state_) {
 		if (!s.param.grad().defined())
 			continue;
-		auto g = s.param.grad();
-		if (grad_scale != 1.0)
-			g = g * grad_scale;
-		if (opt_.kind == OptimKind::SGD) {
-			if (s.weight_decay != 0)
-				g = g + s.weight_decay * s.param;
-			s.exp_avg.mul_(opt_.momentum).add_(g);
-			s.param.add_(s.exp_avg, -lr);
-			continue;
-		}
-		if (opt_.kind == OptimKind::Adam && s.weight_decay != 0)
-			g = g + s.weight_decay * s.param;
-		else if (s.weight_decay != 0)
-			s.param.mul_(1.0 - lr * s.weight_decay);
-		s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
-		s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
-		const torch::Tensor *v = &s.exp_avg_sq;
-		if (opt_.amsgrad) {
-			torch::max_out(s.max_exp_avg_sq, s.max_exp_avg_sq, s.exp_avg_sq);
-			v = &s.max_exp_avg_sq;
-		}
-		auto denom = (v->sqrt() / std::sqrt(bc2)).add_(opt_.eps);
-		s.param.addcdiv_(s.exp_avg, denom, -lr / bc1);
+		if (s.weight_decay != 0)
+			by_wd[s.weight_decay].push_back(P.size());
+		P.push_back(s.param);
+		G.push_back(s.param.grad());
+		M.push_back(s.exp_avg);
+		if (s.exp_avg_sq.defined())
+			V.push_back(s.exp_avg_sq);
+		if (s.max_exp_avg_sq.defined())
+			VM.push_back(s.max_exp_avg_sq);
 	}
+	if (P.empty())
+		return;
+	auto pick = [](const std::vector<torch::Tensor> &from, const std::vector<size_t> &idx) {
+		std::vector<torch::Tensor> out;
+		out.reserve(idx.size());
+		for (size_t i : idx)
+			out.push_back(from[i]);
+		return out;
+	};
+	if (grad_scale != 1.0)
+		G = at::_foreach_mul(G, grad_scale);
+	const bool coupled = opt_.kind == OptimKind::SGD || opt_.kind == OptimKind::Adam;
+	for (auto &[wd, idx] : by_wd) {
+		if (coupled) { // g + wd p
+			auto gd = at::_foreach_add(pick(G, idx), pick(P, idx), wd);
+			for (size_t j = 0; j < idx.size(); j++)
+				G[idx[j]] = gd[j];
+		} else { // AdamW: p *= 1 - lr wd
+			auto pd = pick(P, idx);
+			at::_foreach_mul_(pd, 1.0 - lr * wd);
+		}
+	}
+	if (opt_.kind == OptimKind::SGD) {
+		at::_foreach_mul_(M, opt_.momentum);
+		at::_foreach_add_(M, G);
+		at::_foreach_add_(P, M, -lr);
+		return;
+	}
+	at::_foreach_mul_(M, opt_.beta1);
+	at::_foreach_add_(M, G, 1.0 - opt_.beta1);
+	at::_foreach_mul_(V, opt_.beta2);
+	at::_foreach_addcmul_(V, G, G, 1.0 - opt_.beta2);
+	if (opt_.amsgrad)
+		for (size_t i = 0; i < VM.size(); i++)
+			torch::max_out(VM[i], VM[i], V[i]);
+	auto denom = at::_foreach_sqrt(opt_.amsgrad ? VM : V);
+	at::_foreach_div_(denom, std::sqrt(bc2));
+	at::_foreach_add_(denom, opt_.eps);
+	at::_foreach_addcdiv_(P, M, denom, -lr / bc1);
 }
 
 torch::Tensor sinkgd_transform(const torch::Tensor &g_in, double tau, int iters)
