@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <ftw.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -110,8 +111,20 @@ void fsync_dir(const std::string &dir)
 
 void remove_tree(const std::string &path)
 {
-	std::error_code ec;
-	std::filesystem::remove_all(path, ec);
+	// Depth-first with nftw(3), not std::filesystem::remove_all: in knlp built with GCC 13
+	// against PyTorch 2.11's CUDA libtorch, remove_all died with SIGSEGV at the first
+	// checkpoint retention (the same call in a program without libtorch ran). Links are
+	// removed, not followed.
+	struct stat st;
+	if (::lstat(path.c_str(), &st) != 0)
+		return;
+	::nftw(
+		path.c_str(),
+		[](const char *p, const struct stat *, int, struct FTW *) {
+			::remove(p);
+			return 0;
+		},
+		32, FTW_DEPTH | FTW_PHYS);
 }
 
 std::string dirname_of(const std::string &path)
@@ -158,6 +171,22 @@ bool fault_enospc()
 	static const char *want = std::getenv("KNLP_FAULT_ENOSPC_AT");
 	static int hits = 0;
 	return want && ++hits == std::atoi(want);
+}
+
+bool fault_time_up(const char *label)
+{
+	static const char *want = std::getenv("KNLP_FAULT_TIME_UP_AT");
+	static int hits = 0;
+	if (!want)
+		return false;
+	std::string w(want);
+	int nth = 1;
+	size_t hash = w.find('#');
+	if (hash != std::string::npos) {
+		nth = std::atoi(w.c_str() + hash + 1);
+		w = w.substr(0, hash);
+	}
+	return w == label && ++hits >= nth;
 }
 
 } // namespace knlp

@@ -43,5 +43,9 @@ uint64_t file_size(const std::string &path);
 void fault_point(const char *label);
 // Disk-full hook: true on the N-th atomic commit when KNLP_FAULT_ENOSPC_AT=N (tests only).
 bool fault_enospc();
+// Time-budget hook: true from the N-th time `label` is reached when
+// KNLP_FAULT_TIME_UP_AT=label#N, as if CONFIG_MAX_TIME had run out there (tests of the
+// time-budget stop that do not depend on the machine's speed).
+bool fault_time_up(const char *label);
 
 } // namespace knlp

@@ -146,6 +146,32 @@ TEST_F(TrainFixture, ResumeIsBitExactAfterKills)
 	EXPECT_TRUE(final_weights(d / "e") == want);
 }
 
+TEST_F(TrainFixture, TimeBudgetStopsWithACheckpointAndResumesExactly)
+{
+	ASSERT_EQ(train("--out " + d / "a").status, 0);
+	// The budget runs out after step 7 (the hook stands in for a slow machine): a final
+	// checkpoint at 7, status stopped_time_budget, exit 0; resuming finishes the same run.
+	auto r = train("--out " + d / "t --set MAX_TIME=1000", "KNLP_FAULT_TIME_UP_AT=after_step#7");
+	ASSERT_EQ(r.status, 0) << r.output;
+	auto m = json::parse(test::slurp(d / "t/training_metrics.json"));
+	EXPECT_EQ(m["status"], "stopped_time_budget");
+	EXPECT_EQ(m["final_iteration"], 7);
+	EXPECT_EQ(test::slurp(d / "t/checkpoints/LATEST"), "iter_00000007\n");
+	r = train("--resume " + d / "t --set MAX_TIME=1000");
+	ASSERT_EQ(r.status, 0) << r.output;
+	EXPECT_EQ(json::parse(test::slurp(d / "t/training_metrics.json"))["status"], "complete");
+	EXPECT_TRUE(final_weights(d / "t") == final_weights(d / "a"));
+	// The same records, plus the evaluation the stop made at step 7.
+	auto got = steps(d / "t");
+	auto extra = std::find_if(got.begin(), got.end(), [](const std::string &l) {
+		auto j = json::parse(l);
+		return j["type"] == "eval" && j["iter"] == 7;
+	});
+	ASSERT_NE(extra, got.end());
+	got.erase(extra);
+	EXPECT_EQ(got, steps(d / "a"));
+}
+
 TEST_F(TrainFixture, ResumeRefusesADifferentConfiguration)
 {
 	ASSERT_EQ(train("--out " + d / "r --set MAX_ITERS=10").status, 0);

@@ -461,7 +461,7 @@ int ImageTrainer::run()
 			batch_in_epoch_++;
 			step_++;
 			fault_point("after_step");
-			if (max_time > 0 && elapsed() >= double(max_time))
+			if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 				stop = true;
 			if (step_ % log_interval == 0 || stop || batch_in_epoch_ == spe_) {
 				synchronize(dev_);

@@ -158,6 +158,15 @@ private:
 	int B_ = 0, T_ = 0, accum_ = 1;
 	double clip_ = 1.0, best_val_ = std::numeric_limits<double>::infinity(), peak_flops_ = 0;
 	int64_t best_iter_ = -1;
+	// KNLP_PHASE_TIMES=1: synchronised wall time per phase of the step (adds device syncs;
+	// for finding where a step's time goes, printed at the end of the run).
+	struct Phases {
+		bool on = false;
+		int64_t steps = 0;
+		double t[5] = {0, 0, 0, 0, 0}; // data, forward, backward, norm + clip, update + prune
+		std::chrono::steady_clock::time_point mark;
+	} ph_;
+	void phase(int i);
 	double elapsed_before_ = 0;
 	std::chrono::steady_clock::time_point t_start_;
 	json hist_ = {{"train_losses", json::array()},	   {"val_losses", json::array()},
@@ -177,6 +186,7 @@ private:
 void Trainer::setup()
 {
 	setup_threads(cfg_);
+	ph_.on = std::getenv("KNLP_PHASE_TIMES") != nullptr;
 	dev_ = select_device(cfg_);
 	seed_ = cfg_.get_int("SEED");
 	if (cfg_.get_bool("DEBUG_DETECT_ANOMALY"))
@@ -425,21 +435,44 @@ void Trainer::evaluate_now()
 	fail("{}: non-finite {} ({}) at iteration {}; training stopped, {}", run_dir_, what, value, iter_, keep);
 }
 
+void Trainer::phase(int i)
+{
+	if (!ph_.on)
+		return;
+	synchronize(dev_);
+	auto now = std::chrono::steady_clock::now();
+	if (i >= 0 && iter_ >= 10) // after warm-up
+		ph_.t[i] += std::chrono::duration<double>(now - ph_.mark).count();
+	ph_.mark = now;
+}
+
 double Trainer::train_step(double lr)
 {
-	double loss_sum = 0;
+	// The losses are read once, after every backward pass was queued: no device sync
+	// between the forward and the backward pass. A non-finite loss still stops the run
+	// before the update.
+	std::vector<torch::Tensor> losses;
+	phase(-1);
 	for (int micro = 0; micro < accum_; micro++) {
 		auto [xt, yt] = batch(*train_, data_rng_);
+		phase(0);
 		torch::Tensor loss;
 		{
 			compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
 			loss = model_->forward(xt, yt).loss;
 		}
-		double lv = loss.item<double>();
+		losses.push_back(loss.detach().to(torch::kFloat).reshape({1}));
+		phase(1);
+		(loss / accum_).backward();
+		phase(2);
+	}
+	auto lv_all = torch::cat(losses).to(torch::kCPU, torch::kDouble);
+	double loss_sum = 0;
+	for (int micro = 0; micro < accum_; micro++) {
+		double lv = lv_all[micro].item<double>();
 		if (!std::isfinite(lv))
 			nonfinite("loss", lv);
 		loss_sum += lv;
-		(loss / accum_).backward();
 	}
 	pruner_->mask_grads();
 	const double factor = opt_->before_clip();
@@ -454,8 +487,12 @@ double Trainer::train_step(double lr)
 		nonfinite("gradient (first in " + where + ")", norm);
 	}
 	double scale = clip_ > 0 && norm > clip_ ? clip_ / (norm + 1e-6) : 1.0;
+	phase(3);
 	opt_->step(lr * factor, scale);
 	pruner_->after_step(opt_->step_count());
+	phase(4);
+	if (ph_.on)
+		ph_.steps++;
 	for (auto &s : opt_->state())
 		s.param.mutable_grad().reset();
 	last_norm_ = norm;
@@ -521,7 +558,7 @@ int Trainer::run()
 		double loss = train_step(lr);
 		iter_++;
 		fault_point("after_step");
-		if (max_time > 0 && elapsed() >= double(max_time))
+		if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 			stop = true;
 		if (iter_ % log_interval == 0 || stop || iter_ == max_iters_) {
 			synchronize(dev_);
@@ -550,6 +587,11 @@ int Trainer::run()
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");
+	if (ph_.on && ph_.steps > 10) {
+		double n = double(ph_.steps - 10) / 1e3;
+		fmt::print("phase ms per step: data {:.2f} forward {:.2f} backward {:.2f} norm+clip {:.2f} update {:.2f}\n",
+			   ph_.t[0] / n, ph_.t[1] / n, ph_.t[2] / n, ph_.t[3] / n, ph_.t[4] / n);
+	}
 	fmt::print("done: {} iterations, best val loss {:.4f} (ppl {:.2f}) at iteration {}, {:.1f} s; run folder {}\n",
 		   iter_, best_val_, perplexity_of(best_val_), best_iter_, elapsed(), run_dir_);
 	return 0;
