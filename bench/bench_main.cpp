@@ -2,7 +2,7 @@
 // driver (scripts/bench.sh) runs the baselines in the same invocation and prints ratios.
 //
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
-//   knlp_bench optim STEPS                  AdamW step on the 124M parameter set vs libtorch
+//   knlp_bench optim STEPS [cuda]           AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
 //   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last]
 //                                           image training step (images/s), the image
@@ -195,10 +195,12 @@ static int bench_vision(int argc, char **a)
 static int bench_optim(char **a)
 {
 	int steps = std::atoi(a[0]);
+	torch::Device dev = a[1] && !std::strcmp(a[1], "cuda") ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 	GPT2Config c; // 124M shape
 	c.vocab_raw = 50257, c.vocab_size = 50304;
 	torch::manual_seed(0);
 	GPT2 m(c);
+	m->to(dev);
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	std::vector<torch::Tensor> plain;
 	for (auto &p : m->named_parameters()) {
@@ -210,17 +212,20 @@ static int bench_optim(char **a)
 	torch::optim::AdamW ref(plain, torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
 	mine.step(1e-4);
 	ref.step();
+	synchronize(dev);
 	auto t0 = clk::now();
 	for (int i = 0; i < steps; i++)
 		mine.step(1e-4);
+	synchronize(dev);
 	double ours = secs(t0) / steps;
 	t0 = clk::now();
 	for (int i = 0; i < steps; i++)
 		ref.step();
+	synchronize(dev);
 	double theirs = secs(t0) / steps;
 	nlohmann::json j = {{"params", c.num_params()},	   {"knlp_step_ms", ours * 1e3},
 			    {"libtorch_step_ms", theirs * 1e3}, {"speedup", theirs / ours},
-			    {"threads", torch::get_num_threads()}};
+			    {"threads", torch::get_num_threads()}, {"device", dev.str()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -315,7 +320,7 @@ int main(int argc, char **argv)
 		return bench_vision(argc - 2, argv + 2);
 	if (!std::strcmp(argv[1], "attention") && argc == 8)
 		return bench_attention(argv + 2);
-	if (!std::strcmp(argv[1], "optim") && argc == 3)
+	if (!std::strcmp(argv[1], "optim") && (argc == 3 || argc == 4))
 		return bench_optim(argv + 2);
 	if (!std::strcmp(argv[1], "select") && argc == 3)
 		return bench_select(argv + 2);

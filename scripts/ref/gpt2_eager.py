@@ -3,10 +3,14 @@
 Same model as knlp's (pre-LN, tied head, erf GELU, no dropout), same step (forward,
 cross-entropy, backward, global-norm clip 1.0, torch.optim.AdamW), same shapes and thread
 count, on Debian's python3-torch (the same libtorch 1.13). Prints one JSON line.
-usage: gpt2_eager.py L H C T B V STEPS
+On a GPU (DEVICE cuda) it is what a PyTorch user would write there: fused causal attention
+(F.scaled_dot_product_attention), bf16 autocast (DTYPE bf16), torch.optim.AdamW's default
+multi-tensor update, all threads.
+usage: gpt2_eager.py L H C T B V STEPS [DEVICE [DTYPE]]
 """
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -17,9 +21,9 @@ import torch.nn.functional as F
 
 
 class Attention(nn.Module):
-    def __init__(self, c, h, t):
+    def __init__(self, c, h, t, fused=False):
         super().__init__()
-        self.h = h
+        self.h, self.fused = h, fused
         self.qkv = nn.Linear(c, 3 * c)
         self.out = nn.Linear(c, c)
         self.register_buffer("causal", torch.tril(torch.ones(t, t, dtype=torch.bool)))
@@ -28,16 +32,19 @@ class Attention(nn.Module):
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.h, c // self.h).transpose(1, 2) for z in (q, k, v))
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.out(y.transpose(1, 2).reshape(b, t, c))
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
         att = att.masked_fill(~self.causal[:t, :t], float("-inf")).softmax(-1)
         return self.out((att @ v).transpose(1, 2).reshape(b, t, c))
 
 
 class Block(nn.Module):
-    def __init__(self, c, h, t):
+    def __init__(self, c, h, t, fused=False):
         super().__init__()
         self.n1, self.n2 = nn.LayerNorm(c), nn.LayerNorm(c)
-        self.attn = Attention(c, h, t)
+        self.attn = Attention(c, h, t, fused)
         self.up, self.down = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
 
     def forward(self, x):
@@ -46,46 +53,75 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, layers, heads, c, t, v):
+    def __init__(self, layers, heads, c, t, v, fused=False):
         super().__init__()
         self.tok, self.pos = nn.Embedding(v, c), nn.Embedding(t, c)
-        self.blocks = nn.ModuleList(Block(c, heads, t) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(c, heads, t, fused) for _ in range(layers))
         self.norm = nn.LayerNorm(c)
 
     def forward(self, idx, tgt):
-        x = self.tok(idx) + self.pos(torch.arange(idx.size(1)))
+        x = self.tok(idx) + self.pos(torch.arange(idx.size(1), device=idx.device))
         for b in self.blocks:
             x = b(x)
         logits = self.norm(x) @ self.tok.weight.t()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), tgt.view(-1))
 
 
 def main():
     layers, heads, c, t, b, v, steps = map(int, sys.argv[1:8])
-    torch.set_num_threads(2)
+    dev = sys.argv[8] if len(sys.argv) > 8 else "cpu"
+    bf16 = len(sys.argv) > 9 and sys.argv[9] == "bf16"
+    if dev == "cpu":
+        torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = GPT(layers, heads, c, t, v)
+    model = GPT(layers, heads, c, t, v, fused=dev != "cpu").to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-    x = torch.randint(0, v, (b, t))
-    y = torch.randint(0, v, (b, t))
+    x = torch.randint(0, v, (b, t), device=dev)
+    y = torch.randint(0, v, (b, t), device=dev)
+
+    phases = [0.0] * 4  # KNLP_PHASE_TIMES=1: synchronised forward, backward, clip, update
+    timed = os.environ.get("KNLP_PHASE_TIMES") and dev == "cuda"
+
+    def mark(i, t):
+        if not timed:
+            return t
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        if i >= 0:
+            phases[i] += now - t
+        return now
 
     def step():
-        loss = model(x, y)
+        t = mark(-1, 0)
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(x, y)
+        t = mark(0, t)
         loss.backward()
+        t = mark(1, t)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        t = mark(2, t)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        mark(3, t)
         return loss.item()
 
     for _ in range(3):
         step()
+    phases[:] = [0.0] * 4
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     dt = (time.perf_counter() - t0) / steps
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": "pytorch-eager", "tokens_per_sec": b * t / dt, "step_ms": dt * 1e3,
-                      "peak_rss_mb": rss, "torch": torch.__version__}))
+    out = {"impl": "pytorch-eager", "tokens_per_sec": b * t / dt, "step_ms": dt * 1e3,
+           "peak_rss_mb": rss, "torch": torch.__version__, "device": dev, "bf16": bf16,
+           "params": sum(p.numel() for p in model.parameters())}
+    if timed:
+        out["phase_ms"] = {k: 1e3 * v / steps for k, v in zip(("forward", "backward", "clip", "update"), phases)}
+    if dev == "cuda":
+        out["gpu"] = torch.cuda.get_device_name()
+        out["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""Validation loss of a `knlp export --format hf` folder, computed by Hugging Face
+transformers, over the windows `knlp eval` uses (0, T, 2T, ... plus one aligned to the end
+whose already-scored targets are ignored), so both numbers must agree. Prints one JSON line.
+usage: hf_eval.py EXPORT_DIR VAL_BIN [DEVICE]
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+from transformers import GPT2LMHeadModel
+
+
+def main():
+    export, val = sys.argv[1], sys.argv[2]
+    dev = sys.argv[3] if len(sys.argv) > 3 else "cpu"
+    model = GPT2LMHeadModel.from_pretrained(export).float().to(dev).eval()
+    T = model.config.n_positions
+    d = torch.from_numpy(np.fromfile(val, dtype=np.uint16).astype(np.int64))
+    N = d.numel()
+    T = min(T, N - 1)
+    starts = list(range(0, N - T, T))
+    covered = starts[-1] + T if starts else 0
+    tail = covered < N - 1
+    if tail:
+        starts.append(N - T - 1)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(starts), 8):
+            chunk = starts[i:i + 8]
+            x = torch.stack([d[s:s + T] for s in chunk]).to(dev)
+            y = torch.stack([d[s + 1:s + T + 1] for s in chunk]).clone()
+            if tail and i + len(chunk) == len(starts):
+                s = chunk[-1]
+                for t in range(T):
+                    if s + t + 1 <= covered:
+                        y[-1, t] = -1
+            y = y.to(dev)
+            logits = model(x).logits.float()
+            total += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
+                                                       ignore_index=-1, reduction="sum").item()
+            count += int((y >= 0).sum())
+    print(json.dumps({"impl": "transformers", "tokens": count, "val_loss": total / count,
+                      "params": sum(p.numel() for p in model.parameters())}))
+
+
+if __name__ == "__main__":
+    main()
