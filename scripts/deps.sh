@@ -35,4 +35,17 @@ if [ ! -s "$vocab/encoder.json" ] || [ ! -s "$vocab/vocab.bpe" ] || [ ! -s "$voc
 		cp "$src/$f" "$vocab/$f.tmp" && mv "$vocab/$f.tmp" "$vocab/$f"
 	done
 fi
+# ggml itself (libggml-base.so of the npm package @node-llama-cpp/linux-x64): the reference
+# the GGML quantizer and GGUF tests compare knlp with. x86-64 only.
+ggml="$top/datasets/ggml"
+if [ "$(uname -m)" = x86_64 ] && [ ! -s "$ggml/libggml-base.so" ]; then
+	echo "deps: fetching ggml's reference library (npm package @node-llama-cpp/linux-x64)"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent @node-llama-cpp/linux-x64@3.22.1 >/dev/null &&
+		tar xzf node-llama-cpp-linux-x64-3.22.1.tgz package/bins/linux-x64/libggml-base.so)
+	mkdir -p "$ggml"
+	cp "$tmp/package/bins/linux-x64/libggml-base.so" "$ggml/libggml-base.so.tmp" &&
+		mv "$ggml/libggml-base.so.tmp" "$ggml/libggml-base.so"
+	rm -rf "$tmp"
+fi
 echo "deps: all present"

@@ -166,13 +166,56 @@ void add_train_commands(CLI::App &app)
 	auto *ex = app.add_subcommand("export", "Export a trained model");
 	static CheckpointArgs xc;
 	xc.add_to(ex);
-	static std::string format = "hf", out;
-	ex->add_option("--format", format, "hf (Hugging Face GPT-2: safetensors + config.json)")
-		->check(CLI::IsMember({"hf"}))
+	static std::string format = "hf", out, qtype = "f16", upgrade = "q6_k", roles = "ffn_down", plan = "none";
+	static double pct = 0;
+	static uint64_t plan_seed = 0;
+	ex->add_option("--format", format, "hf (Hugging Face GPT-2: safetensors + config.json) or gguf (llama.cpp)")
+		->check(CLI::IsMember({"hf", "gguf"}))
 		->capture_default_str();
-	ex->add_option("--out", out, "Output folder")->required();
+	ex->add_option("--out", out, "Output folder (hf) or file (gguf)")->required();
+	ex->add_option("--type", qtype, "gguf: base type of the weights: f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k")
+		->capture_default_str();
+	ex->add_option("--upgrade", upgrade, "gguf: the higher-precision type of upgraded tensors")->capture_default_str();
+	ex->add_option("--roles", roles, "gguf: roles the plan may upgrade (comma-separated: attn_qkv attn_output "
+					 "ffn_up ffn_down token_embd position_embd)")
+		->capture_default_str();
+	ex->add_option("--pct", pct, "gguf: upgrade the top max(1, floor(L pct / 100)) layers per role (0: none)")
+		->capture_default_str();
+	ex->add_option("--plan", plan, "gguf: none, magnitude (mean |w|), squisher (Adam's mean v), random")
+		->capture_default_str();
+	ex->add_option("--seed", plan_seed, "gguf: seed of the random plan")->capture_default_str();
 	ex->callback([] {
 		std::string ckpt = resolve_checkpoint(xc.path, xc.which);
+		if (format == "gguf") {
+			PlanOptions po;
+			po.base = ggml_type_from_name(qtype);
+			po.upgrade = ggml_type_from_name(upgrade);
+			po.roles.clear();
+			for (size_t a = 0; a <= roles.size();) {
+				size_t b = roles.find(',', a);
+				if (b == std::string::npos)
+					b = roles.size();
+				if (b > a)
+					po.roles.push_back(roles.substr(a, b - a));
+				a = b + 1;
+			}
+			po.pct = pct;
+			po.plan = plan;
+			po.seed = plan_seed;
+			Config cfg;
+			GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
+			auto s = export_gguf(model, cfg, ckpt, out, po);
+			fmt::print("exported {} to {} (GGUF v3, llama.cpp gpt2): {} bytes, {:.3f} bits per weight, base {}, "
+				   "{} upgraded to {}{}; plan in {}.plan.json\n",
+				   ckpt, out, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), qtype,
+				   s["upgraded"].size(), upgrade,
+				   s["fallbacks"].empty() ? std::string()
+							  : fmt::format(", {} tensors fell back (rows not a multiple of "
+									"the block)",
+									s["fallbacks"].size()),
+				   out);
+			return;
+		}
 		GPT2 model = load_model(ckpt, torch::kCPU);
 		export_hf(model, out);
 		fmt::print("exported {} to {} (Hugging Face GPT-2 layout)\n", ckpt, out);

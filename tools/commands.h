@@ -21,6 +21,8 @@ void add_data_commands(CLI::App &app);
 void add_train_commands(CLI::App &app);
 void add_matrix_commands(CLI::App &app);
 void add_attention_commands(CLI::App &app);
+void add_quant_commands(CLI::App &app);
+void add_gguf_commands(CLI::App &app);
 extern std::string g_command_line;
 
 } // namespace knlp

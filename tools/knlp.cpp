@@ -41,6 +41,8 @@ int main(int argc, char **argv)
 	knlp::add_train_commands(app);
 	knlp::add_matrix_commands(app);
 	knlp::add_attention_commands(app);
+	knlp::add_quant_commands(app);
+	knlp::add_gguf_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {

@@ -7,6 +7,10 @@
 #include "core/fsutil.h"
 #include "data/tokens.h"
 #include "train/checkpoint.h"
+#include "core/safetensors.h"
+#include "data/tokenizer.h"
+#include "quant/gguf.h"
+#include "core/run.h"
 
 namespace knlp {
 
@@ -93,6 +97,156 @@ void export_hf(GPT2 &model, const std::string &out_dir)
 		{"torch_dtype", "float32"},
 	};
 	write_file_atomic(join_path(out_dir, "config.json"), cfg.dump(2) + "\n");
+}
+
+namespace {
+
+// GPT-2 BPE tokens by id and merges, from the vocabulary folder the tokenizer uses.
+void add_gpt2_tokenizer(GgufWriter &w, int vocab)
+{
+	std::string dir = default_vocab_dir();
+	auto enc = nlohmann::json::parse(read_file(join_path(dir, "encoder.json")));
+	std::vector<std::string> tokens(static_cast<size_t>(vocab));
+	std::vector<bool> seen(static_cast<size_t>(vocab), false);
+	for (auto it = enc.begin(); it != enc.end(); ++it) {
+		int id = it.value().get<int>();
+		if (id >= 0 && id < vocab) {
+			tokens[size_t(id)] = it.key();
+			seen[size_t(id)] = true;
+		}
+	}
+	for (int i = 0; i < vocab; i++)
+		if (!seen[size_t(i)])
+			fail("{}: no token for id {} (the model has {} ids)", join_path(dir, "encoder.json"), i, vocab);
+	std::vector<std::string> merges;
+	std::string bpe = read_file(join_path(dir, "vocab.bpe"));
+	size_t pos = 0;
+	while (pos < bpe.size()) {
+		size_t nl = bpe.find('\n', pos);
+		std::string line = bpe.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+		pos = nl == std::string::npos ? bpe.size() : nl + 1;
+		if (!line.empty() && line.back() == '\r')
+			line.pop_back();
+		if (line.empty() || line.rfind("#version", 0) == 0)
+			continue;
+		merges.push_back(line);
+	}
+	std::vector<int32_t> types(static_cast<size_t>(vocab), 1); // normal
+	if (vocab > 50256)
+		types[50256] = 3; // <|endoftext|>: control
+	w.add("tokenizer.ggml.model", GgufType::STRING, "gpt2");
+	w.add("tokenizer.ggml.pre", GgufType::STRING, "gpt-2");
+	w.add_array("tokenizer.ggml.tokens", GgufType::STRING, tokens);
+	w.add_array("tokenizer.ggml.token_type", GgufType::I32, types);
+	w.add_array("tokenizer.ggml.merges", GgufType::STRING, merges);
+	if (vocab > 50256) {
+		w.add("tokenizer.ggml.bos_token_id", GgufType::U32, 50256);
+		w.add("tokenizer.ggml.eos_token_id", GgufType::U32, 50256);
+	}
+}
+
+} // namespace
+
+nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
+			   const PlanOptions &plan)
+{
+	const auto &c = model->config();
+	if (!c.vanilla())
+		fail("export: llama.cpp's gpt2 architecture holds only vanilla attention; this model uses '{}' attention",
+		     c.variant);
+	if (plan.plan == "fim" || plan.plan == "imatrix")
+		fail("export: plan {} needs {} scores, which this build does not compute yet; use magnitude, squisher, "
+		     "random or none",
+		     plan.plan, plan.plan == "fim" ? "Fisher" : "activation");
+	// Weights on the CPU in float32, the token table cut to the ids the data can hold.
+	std::vector<std::pair<std::string, torch::Tensor>> params;
+	for (auto &p : model->named_parameters()) {
+		auto t = p.value().detach().to(torch::kCPU, torch::kFloat).contiguous();
+		if (p.key() == "transformer.wte.weight")
+			t = t.narrow(0, 0, c.vocab_raw).contiguous();
+		params.emplace_back(p.key(), t);
+	}
+	if (!c.bias) { // llama.cpp's gpt2 needs every bias: zeros are exactly equivalent
+		for (int i = 0; i < c.n_layer; i++) {
+			std::string h = "transformer.h." + std::to_string(i) + ".";
+			for (auto [n, d] : std::vector<std::pair<std::string, int>>{{"ln_1.bias", c.n_embd},
+										      {"ln_2.bias", c.n_embd},
+										      {"attn.c_attn.bias", 3 * c.n_embd},
+										      {"attn.c_proj.bias", c.n_embd},
+										      {"mlp.c_fc.bias", 4 * c.n_embd},
+										      {"mlp.c_proj.bias", c.n_embd}})
+				params.emplace_back(h + n, torch::zeros({d}));
+		}
+		params.emplace_back("transformer.ln_f.bias", torch::zeros({c.n_embd}));
+	}
+	std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+	std::map<std::string, double> scores;
+	std::unique_ptr<SafetensorsFile> opt;
+	if (plan.plan == "squisher") {
+		std::string f = join_path(ckpt_dir, "optimizer.safetensors");
+		if (!file_exists(f))
+			fail("{}: no optimizer state in this checkpoint; plan squisher reads Adam's exp_avg_sq (use "
+			     "--plan magnitude, or a checkpoint written by training)",
+			     ckpt_dir);
+		opt = std::make_unique<SafetensorsFile>(f);
+	}
+	for (auto &[name, t] : params) {
+		shapes.emplace_back(name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()));
+		if (plan.plan == "magnitude")
+			scores[name] = t.abs().mean().item<double>();
+		if (plan.plan == "squisher") {
+			int layer;
+			if (gpt2_role(name, &layer).empty())
+				continue;
+			const auto *v = opt->find("exp_avg_sq." + name);
+			if (!v)
+				fail("{}: no exp_avg_sq.{} (the optimizer keeps no second moment?); plan squisher needs Adam's "
+				     "state: use --plan magnitude",
+				     opt->path(), name);
+			if (v->dtype != "F32")
+				fail("{}: exp_avg_sq.{} is {}, expected F32", opt->path(), name, v->dtype);
+			const float *p = static_cast<const float *>(v->data);
+			int64_t n = int64_t(v->nbytes / 4);
+			double s = 0;
+			for (int64_t i = 0; i < n; i++)
+				s += p[i];
+			scores[name] = s / double(std::max<int64_t>(1, n));
+		}
+	}
+	auto planned = make_plan(shapes, scores, plan);
+	GgufWriter w;
+	w.add("general.architecture", GgufType::STRING, "gpt2");
+	w.add("general.name", GgufType::STRING, cfg.get_string("RUN_NAME").empty() ? "knlp-gpt2" : cfg.get_string("RUN_NAME"));
+	w.add("general.quantization_version", GgufType::U32, 2);
+	w.add("gpt2.context_length", GgufType::U32, c.block_size);
+	w.add("gpt2.embedding_length", GgufType::U32, c.n_embd);
+	w.add("gpt2.feed_forward_length", GgufType::U32, 4 * c.n_embd);
+	w.add("gpt2.block_count", GgufType::U32, c.n_layer);
+	w.add("gpt2.attention.head_count", GgufType::U32, c.n_head);
+	w.add("gpt2.attention.layer_norm_epsilon", GgufType::F32, 1e-5f);
+	DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+	if (meta.present && meta.tokenizer == "gpt2")
+		add_gpt2_tokenizer(w, c.vocab_raw);
+	else
+		w.add("tokenizer.ggml.model", GgufType::STRING, "none"); // byte-level: no GGML vocabulary
+	auto summary = plan_summary(planned, plan);
+	w.add("knlp.plan", GgufType::STRING, plan.plan);
+	w.add("knlp.code_version", GgufType::STRING, code_version());
+	for (size_t i = 0; i < params.size(); i++) {
+		const auto &pt = planned[i];
+		const auto &t = params[i].second;
+		std::string gname = gguf_name(pt.name);
+		if (gname.empty())
+			fail("export: no llama.cpp name for tensor {}", pt.name);
+		std::vector<int64_t> ne(t.sizes().rbegin(), t.sizes().rend()); // innermost first
+		std::string bytes(size_t(pt.bytes), '\0');
+		ggml_quantize(pt.type, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(bytes.data()));
+		w.add_tensor(gname, ne, pt.type, std::move(bytes));
+	}
+	uint64_t size = w.write(out);
+	summary["file_bytes"] = size;
+	write_file_atomic(out + ".plan.json", summary.dump(2) + "\n");
+	return summary;
 }
 
 } // namespace knlp

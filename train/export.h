@@ -2,7 +2,10 @@
 #pragma once
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "models/gpt2.h"
+#include "quant/plan.h"
 
 namespace knlp {
 
@@ -12,5 +15,13 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out 
 // HF GPT-2: names without the "transformer." prefix (as the official gpt2 files), Conv1D
 // weights transposed to [in, out], zero biases when the model has none, tied head omitted.
 void export_hf(GPT2 &model, const std::string &out_dir);
+
+// GGUF v3 with llama.cpp's "gpt2" architecture metadata and tensor names, the GPT-2
+// tokenizer (tokens, merges, types; "none" for byte-level models), every weight in the
+// type the plan gives it (quant/plan.h). Scores for the magnitude plan come from the
+// weights, for squisher from Adam's exp_avg_sq in the checkpoint. Writes OUT atomically and
+// OUT.plan.json next to it; returns the plan summary.
+nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
+			   const PlanOptions &plan);
 
 } // namespace knlp

@@ -1,0 +1,181 @@
+#include "quant/plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace knlp {
+
+std::string gpt2_role(const std::string &name, int *layer)
+{
+	static const std::regex blk(R"((?:transformer\.)?h\.(\d+)\.(.*))");
+	std::smatch m;
+	*layer = -1;
+	std::string rest = name;
+	if (std::regex_match(name, m, blk)) {
+		*layer = std::stoi(m[1].str());
+		rest = m[2].str();
+	}
+	if (rest == "attn.c_attn.weight")
+		return "attn_qkv";
+	if (rest == "attn.c_proj.weight")
+		return "attn_output";
+	if (rest == "mlp.c_fc.weight")
+		return "ffn_up";
+	if (rest == "mlp.c_proj.weight")
+		return "ffn_down";
+	if (name == "transformer.wte.weight" || name == "wte.weight")
+		return "token_embd";
+	if (name == "transformer.wpe.weight" || name == "wpe.weight")
+		return "position_embd";
+	return "";
+}
+
+std::string gguf_name(const std::string &name)
+{
+	static const std::regex blk(R"((?:transformer\.)?h\.(\d+)\.(.*))");
+	static const std::map<std::string, std::string> inner = {
+		{"ln_1.weight", "attn_norm.weight"},	     {"ln_1.bias", "attn_norm.bias"},
+		{"attn.c_attn.weight", "attn_qkv.weight"},   {"attn.c_attn.bias", "attn_qkv.bias"},
+		{"attn.c_proj.weight", "attn_output.weight"}, {"attn.c_proj.bias", "attn_output.bias"},
+		{"ln_2.weight", "ffn_norm.weight"},	     {"ln_2.bias", "ffn_norm.bias"},
+		{"mlp.c_fc.weight", "ffn_up.weight"},	     {"mlp.c_fc.bias", "ffn_up.bias"},
+		{"mlp.c_proj.weight", "ffn_down.weight"},    {"mlp.c_proj.bias", "ffn_down.bias"}};
+	std::smatch m;
+	if (std::regex_match(name, m, blk)) {
+		auto it = inner.find(m[2].str());
+		return it == inner.end() ? "" : "blk." + m[1].str() + "." + it->second;
+	}
+	static const std::map<std::string, std::string> top = {{"transformer.wte.weight", "token_embd.weight"},
+							       {"transformer.wpe.weight", "position_embd.weight"},
+							       {"transformer.ln_f.weight", "output_norm.weight"},
+							       {"transformer.ln_f.bias", "output_norm.bias"}};
+	auto it = top.find(name);
+	return it == top.end() ? "" : it->second;
+}
+
+namespace {
+
+GgmlType fit(GgmlType want, int64_t row, bool *fallback)
+{
+	*fallback = false;
+	if (row % ggml_type_info(want).block == 0)
+		return want;
+	*fallback = true;
+	return row % 32 == 0 ? GgmlType::Q8_0 : GgmlType::F16;
+}
+
+} // namespace
+
+std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
+				     const std::map<std::string, double> &scores, const PlanOptions &o)
+{
+	static const std::vector<std::string> plans = {"none", "magnitude", "random", "squisher", "fim", "imatrix"};
+	if (std::find(plans.begin(), plans.end(), o.plan) == plans.end())
+		fail("unknown plan '{}' (none magnitude random squisher fim imatrix)", o.plan);
+	if (o.pct < 0 || o.pct > 100)
+		fail("--pct {} is outside [0, 100]", o.pct);
+	static const std::vector<std::string> roles = {"attn_qkv", "attn_output", "ffn_up", "ffn_down", "token_embd",
+						       "position_embd"};
+	for (const auto &r : o.roles)
+		if (std::find(roles.begin(), roles.end(), r) == roles.end())
+			fail("unknown role '{}' (attn_qkv attn_output ffn_up ffn_down token_embd position_embd)", r);
+	std::vector<PlannedTensor> out;
+	for (const auto &[name, shape] : tensors) {
+		PlannedTensor t;
+		t.name = name;
+		t.role = gpt2_role(name, &t.layer);
+		t.elements = 1;
+		for (auto d : shape)
+			t.elements *= d;
+		const int64_t row = shape.back();
+		if (shape.size() < 2 || t.role.empty())
+			t.type = GgmlType::F32; // norms and biases stay exact
+		else
+			t.type = fit(o.base, row, &t.fallback);
+		out.push_back(t);
+	}
+	if (o.plan != "none" && o.pct > 0) {
+		Rng rng(o.seed * 7919 + 17);
+		for (const auto &role : o.roles) {
+			std::vector<PlannedTensor *> cand;
+			for (auto &t : out)
+				if (t.role == role)
+					cand.push_back(&t);
+			if (cand.empty())
+				continue;
+			for (auto *t : cand) {
+				if (o.plan == "random") {
+					t->score = rng.uniform();
+				} else {
+					auto it = scores.find(t->name);
+					if (it == scores.end())
+						fail("plan {}: no score for tensor {}", o.plan, t->name);
+					t->score = it->second;
+				}
+			}
+			// The layerwise rule: top max(1, floor(L * pct / 100)) of this role.
+			int64_t k = std::max<int64_t>(1, int64_t(std::floor(double(cand.size()) * o.pct / 100.0)));
+			std::stable_sort(cand.begin(), cand.end(),
+					 [](const PlannedTensor *a, const PlannedTensor *b) { return a->score > b->score; });
+			for (int64_t i = 0; i < k && i < int64_t(cand.size()); i++) {
+				auto *t = cand[size_t(i)];
+				bool fb;
+				int64_t row = 0;
+				for (const auto &[name, shape] : tensors)
+					if (name == t->name)
+						row = shape.back();
+				t->type = fit(o.upgrade, row, &fb);
+				t->fallback = t->fallback || fb;
+				t->upgraded = true;
+			}
+		}
+	}
+	for (auto &t : out) {
+		const auto &ti = ggml_type_info(t.type);
+		t.bytes = t.elements / ti.block * ti.block_bytes;
+	}
+	return out;
+}
+
+nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOptions &o)
+{
+	nlohmann::json tensors = nlohmann::json::array();
+	int64_t bytes = 0, f32_bytes = 0;
+	std::vector<std::string> upgraded, fallbacks;
+	for (const auto &t : plan) {
+		tensors.push_back({{"name", t.name},
+				   {"role", t.role},
+				   {"layer", t.layer},
+				   {"type", ggml_type_info(t.type).name},
+				   {"upgraded", t.upgraded},
+				   {"fallback", t.fallback},
+				   {"score", t.score},
+				   {"bytes", t.bytes}});
+		bytes += t.bytes;
+		f32_bytes += 4 * t.elements;
+		if (t.upgraded)
+			upgraded.push_back(t.name);
+		if (t.fallback)
+			fallbacks.push_back(t.name);
+	}
+	std::vector<std::string> role_list(o.roles.begin(), o.roles.end());
+	return {{"base", ggml_type_info(o.base).name},
+		{"upgrade", ggml_type_info(o.upgrade).name},
+		{"roles", role_list},
+		{"pct", o.pct},
+		{"plan", o.plan},
+		{"seed", o.seed},
+		{"bytes", bytes},
+		{"f32_bytes", f32_bytes},
+		{"bits_per_weight", 32.0 * double(bytes) / double(std::max<int64_t>(1, f32_bytes))},
+		{"upgraded", upgraded},
+		{"fallbacks", fallbacks},
+		{"fallback_rule", "rows not a multiple of the type's block: q8_0 when a multiple of 32, else f16"},
+		{"tensors", tensors}};
+}
+
+} // namespace knlp
