@@ -7,6 +7,8 @@
 //   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last]
 //                                           image training step (images/s), the image
 //                                           trainer's step: forward, loss, backward, AdamW
+//   knlp_bench quant                        GGML block quantize / dequantize throughput per
+//                                           type (one thread, MB/s of float32, best of 3)
 //   knlp_bench attention VARIANT L H C B STEPS
 //                                           training tokens/s (T 128, byte vocabulary) and
 //                                           cached decoding tokens/s at batch 1 up to 512
@@ -24,6 +26,7 @@
 #include "models/vision.h"
 #include "optim/optimizer.h"
 #include "prune/select.h"
+#include "quant/ggml_quants.h"
 #include "train/device.h"
 
 using namespace knlp;
@@ -264,6 +267,32 @@ static int bench_tokenize(int argc, char **a)
 	return 0;
 }
 
+static int bench_quant()
+{
+	const int64_t n = int64_t(1) << 22; // 16 MB of float32
+	std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+	torch::manual_seed(0);
+	auto r = torch::randn({n}) * 0.02;
+	std::memcpy(x.data(), r.data_ptr<float>(), size_t(n) * 4);
+	nlohmann::json out = nlohmann::json::object();
+	for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+		std::vector<uint8_t> b(static_cast<size_t>(ggml_row_bytes(t, n)));
+		double q = 1e30, d = 1e30;
+		for (int rep = 0; rep < 3; rep++) {
+			auto t0 = clk::now();
+			ggml_quantize(t, x.data(), n, b.data());
+			q = std::min(q, secs(t0));
+			t0 = clk::now();
+			ggml_dequantize(t, b.data(), n, y.data());
+			d = std::min(d, secs(t0));
+		}
+		out[ggml_type_info(t).name] = {{"quantize_mb_s", 4.0 * double(n) / q / 1e6},
+					       {"dequantize_mb_s", 4.0 * double(n) / d / 1e6}};
+	}
+	std::printf("%s\n", out.dump().c_str());
+	return 0;
+}
+
 static int bench_select(char **a)
 {
 	// Global threshold over the GPT-2 124M prunable weight shapes (random scores).
@@ -322,6 +351,8 @@ int main(int argc, char **argv)
 		return bench_attention(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && (argc == 3 || argc == 4))
 		return bench_optim(argv + 2);
+	if (!std::strcmp(argv[1], "quant") && argc == 2)
+		return bench_quant();
 	if (!std::strcmp(argv[1], "select") && argc == 3)
 		return bench_select(argv + 2);
 	if (!std::strcmp(argv[1], "tokenize") && argc >= 4)

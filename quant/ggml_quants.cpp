@@ -17,8 +17,15 @@ constexpr float GROUP_MAX_EPS = 1e-15f;
 const GgmlTypeInfo k_f32{"f32", 1, 4}, k_f16{"f16", 1, 2}, k_q4_0{"q4_0", QK, 18}, k_q8_0{"q8_0", QK, 34},
 	k_q3_k{"q3_k", QK_K, 110}, k_q4_k{"q4_k", QK_K, 144}, k_q5_k{"q5_k", QK_K, 176}, k_q6_k{"q6_k", QK_K, 210};
 
-// Round half to even, as ggml's nearest_int (valid for |x| < 2^22).
-inline int nearest_int(float x) { return static_cast<int>(std::nearbyint(x)); }
+// Round half to even for |x| < 2^22: adding 1.5 x 2^23 leaves the rounded integer in the
+// low mantissa bits (one float add instead of a libm call; the same result as rint).
+inline int nearest_int(float x)
+{
+	float v = x + 12582912.f;
+	int32_t i;
+	std::memcpy(&i, &v, 4);
+	return (i & 0x007fffff) - 0x00400000;
+}
 
 inline void put16(uint8_t *p, uint16_t v)
 {
@@ -470,15 +477,18 @@ void dq_q6_k(const uint8_t *b, float *y)
 
 void dq_q3_k(const uint8_t *b, float *y)
 {
-	const uint8_t *hm = b, *q = b + 32, *sc = b + 96;
+	const uint8_t *hm = b, *q = b + 32;
 	const float d = half_at(b + 108);
+	int sc[16];
+	for (int j = 0; j < 16; j++)
+		sc[j] = q3k_scale(b + 96, j);
 	int is = 0;
 	uint8_t m = 1;
 	for (int n = 0; n < QK_K; n += 128, q += 32) {
 		int shift = 0;
 		for (int j = 0; j < 4; j++, shift += 2, m = uint8_t(m << 1)) {
 			for (int half = 0; half < 2; half++) {
-				const float dl = d * q3k_scale(sc, is++);
+				const float dl = d * float(sc[is++]);
 				for (int l = 0; l < 16; l++) {
 					int k = half * 16 + l;
 					int v = int((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4);
@@ -567,23 +577,31 @@ float fp16_to_fp32(uint16_t h)
 	return f;
 }
 
+namespace {
+
+// One loop per type (the switch outside it), so each block coder is inlined.
+template <typename F> void each_block(int64_t n, int64_t block, int64_t bytes, F f)
+{
+	for (int64_t i = 0; i < n / block; i++)
+		f(i * block, i * bytes);
+}
+
+} // namespace
+
 void ggml_quantize(GgmlType t, const float *x, int64_t n, uint8_t *out)
 {
 	const auto &ti = ggml_type_info(t);
 	ggml_row_bytes(t, n); // validates n
-	for (int64_t i = 0; i < n / ti.block; i++) {
-		const float *xb = x + i * ti.block;
-		uint8_t *b = out + i * ti.block_bytes;
-		switch (t) {
-		case GgmlType::F32: std::memcpy(b, xb, 4); break;
-		case GgmlType::F16: put16(b, fp32_to_fp16(*xb)); break;
-		case GgmlType::Q8_0: q8_0_block(xb, b); break;
-		case GgmlType::Q4_0: q4_0_block(xb, b); break;
-		case GgmlType::Q4_K: qk_asym_block(xb, b, 4); break;
-		case GgmlType::Q5_K: qk_asym_block(xb, b, 5); break;
-		case GgmlType::Q6_K: q6_k_block(xb, b); break;
-		case GgmlType::Q3_K: q3_k_block(xb, b); break;
-		}
+	const int64_t B = ti.block, S = ti.block_bytes;
+	switch (t) {
+	case GgmlType::F32: std::memcpy(out, x, size_t(n) * 4); break;
+	case GgmlType::F16: each_block(n, B, S, [&](int64_t e, int64_t o) { put16(out + o, fp32_to_fp16(x[e])); }); break;
+	case GgmlType::Q8_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q8_0_block(x + e, out + o); }); break;
+	case GgmlType::Q4_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q4_0_block(x + e, out + o); }); break;
+	case GgmlType::Q4_K: each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 4); }); break;
+	case GgmlType::Q5_K: each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 5); }); break;
+	case GgmlType::Q6_K: each_block(n, B, S, [&](int64_t e, int64_t o) { q6_k_block(x + e, out + o); }); break;
+	case GgmlType::Q3_K: each_block(n, B, S, [&](int64_t e, int64_t o) { q3_k_block(x + e, out + o); }); break;
 	}
 }
 
@@ -591,19 +609,16 @@ void ggml_dequantize(GgmlType t, const uint8_t *in, int64_t n, float *y)
 {
 	const auto &ti = ggml_type_info(t);
 	ggml_row_bytes(t, n);
-	for (int64_t i = 0; i < n / ti.block; i++) {
-		const uint8_t *b = in + i * ti.block_bytes;
-		float *yb = y + i * ti.block;
-		switch (t) {
-		case GgmlType::F32: std::memcpy(yb, b, 4); break;
-		case GgmlType::F16: *yb = half_at(b); break;
-		case GgmlType::Q8_0: dq_q8_0(b, yb); break;
-		case GgmlType::Q4_0: dq_q4_0(b, yb); break;
-		case GgmlType::Q4_K: dq_qk_asym(b, yb, 4); break;
-		case GgmlType::Q5_K: dq_qk_asym(b, yb, 5); break;
-		case GgmlType::Q6_K: dq_q6_k(b, yb); break;
-		case GgmlType::Q3_K: dq_q3_k(b, yb); break;
-		}
+	const int64_t B = ti.block, S = ti.block_bytes;
+	switch (t) {
+	case GgmlType::F32: std::memcpy(y, in, size_t(n) * 4); break;
+	case GgmlType::F16: each_block(n, B, S, [&](int64_t e, int64_t o) { y[e] = half_at(in + o); }); break;
+	case GgmlType::Q8_0: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q8_0(in + o, y + e); }); break;
+	case GgmlType::Q4_0: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q4_0(in + o, y + e); }); break;
+	case GgmlType::Q4_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_qk_asym(in + o, y + e, 4); }); break;
+	case GgmlType::Q5_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_qk_asym(in + o, y + e, 5); }); break;
+	case GgmlType::Q6_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q6_k(in + o, y + e); }); break;
+	case GgmlType::Q3_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q3_k(in + o, y + e); }); break;
 	}
 }
 

@@ -95,6 +95,26 @@ printf "  exact %.3f s, torch::kthvalue %.3f s (%sx), 2%% sampling %.3f s (relat
 printf '  "select_124m": %s,\n' "$s" >>"$res"
 fi
 
+if want quant; then
+echo
+echo "== GGML block coding (one thread, MB/s of float32): knlp vs ggml's reference coders (libggml-base.so), same data"
+qk=$("$B" quant)
+lib="$(dirname "$0")/../datasets/ggml/libggml-base.so"
+if [ -s "$lib" ]; then qg=$(/usr/bin/python3 "$(dirname "$0")/ref/ggml_speed.py" "$lib"); else qg='{}'; fi
+/usr/bin/python3 - "$qk" "$qg" <<'PY'
+import json, sys
+k, g = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for t in k:
+    line = f"  {t:5} quantize {k[t]['quantize_mb_s']:8.0f}  dequantize {k[t]['dequantize_mb_s']:8.0f}"
+    if t in g:
+        line += (f"   ggml {g[t]['quantize_mb_s']:8.0f} / {g[t]['dequantize_mb_s']:8.0f}"
+                 f"   ratio {k[t]['quantize_mb_s'] / g[t]['quantize_mb_s']:.2f}x / "
+                 f"{k[t]['dequantize_mb_s'] / g[t]['dequantize_mb_s']:.2f}x")
+    print(line)
+PY
+printf '  "ggml_quant": {"knlp": %s, "ggml": %s},\n' "$qk" "$qg" >>"$res"
+fi
+
 if want tokenize; then
 echo
 echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"

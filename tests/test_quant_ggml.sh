@@ -97,6 +97,28 @@ $PYTHON "$TOP/scripts/ref/gguf_oracle.py" "$LIB" p.gguf rp/checkpoints/iter_0000
 	'tokenizer.ggml.token_type=array[50257]' 'tokenizer.ggml.merges=array[50000]' 'tokenizer.ggml.merges[0]=Ġ t' \
 	tokenizer.ggml.eos_token_id=50256 gpt2.block_count=1 >o.log 2>&1 && ok || bad "bpe gguf vs ggml: $(cat o.log)"
 
+# The model a GGUF file leaves: f32 evaluates like the checkpoint; quantize writes the plan's
+# file and the perplexities of the dequantized and the float model.
+"$KNLP" eval --checkpoint rb >e1.log 2>/dev/null && "$KNLP" eval --gguf b_f32.gguf >e2.log 2>/dev/null \
+	|| bad "eval: $(cat e1.log e2.log)"
+"$KNLP" quantize --checkpoint rb --base q3_k --upgrade q6_k --pct 50 --plan magnitude --out qz >q.log 2>&1 \
+	|| bad "quantize: $(cat q.log)"
+"$KNLP" eval --gguf qz/model.gguf >e3.log 2>/dev/null || bad "eval q3_k: $(cat e3.log)"
+$PYTHON - <<'PY' && ok || bad "gguf evaluation: $(cat e1.log e2.log e3.log qz/quantize.json)"
+import json, math
+e1, e2, e3 = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("e1.log", "e2.log", "e3.log"))
+q = json.load(open("qz/quantize.json"))
+assert e1["tokens"] == e2["tokens"] == q["val_tokens"] > 3000
+assert abs(e1["val_loss"] - e2["val_loss"]) < 1e-6, (e1, e2)
+assert abs(q["float_val_loss"] - e1["val_loss"]) < 1e-6
+assert abs(q["val_loss"] - e3["val_loss"]) < 1e-6 and q["val_loss"] != q["float_val_loss"]
+assert abs(q["val_perplexity"] - math.exp(q["val_loss"])) < 1e-6 * q["val_perplexity"]
+assert len(q["upgraded"]) == 1 and q["upgraded"][0].endswith("mlp.c_proj.weight")
+plan = json.load(open("qz/model.gguf.plan.json"))
+assert q["bits_per_weight"] == plan["bits_per_weight"] and 3.4 < q["bits_per_weight"] < 4.5
+PY
+expect_fail "eval needs --checkpoint RUN_DIR (or --gguf FILE)" "$KNLP" eval
+
 # Bad input: one line naming the problem, non-zero exit, nothing left as if complete.
 expect_fail "unknown block type 'q2_k'" "$KNLP" export --checkpoint rb --format gguf --type q2_k --out z.gguf
 expect_fail "unknown plan 'best'" "$KNLP" export --checkpoint rb --format gguf --plan best --pct 10 --out z.gguf

@@ -22,9 +22,11 @@ namespace {
 
 struct CheckpointArgs {
 	std::string path, which = "latest";
-	void add_to(CLI::App *cmd)
+	void add_to(CLI::App *cmd, bool required = true)
 	{
-		cmd->add_option("--checkpoint", path, "Run folder (or one checkpoint folder)")->required();
+		auto *o = cmd->add_option("--checkpoint", path, "Run folder (or one checkpoint folder)");
+		if (required)
+			o->required();
 		cmd->add_option("--which", which, "latest or best")
 			->check(CLI::IsMember({"latest", "best"}))
 			->capture_default_str();
@@ -126,8 +128,9 @@ void add_train_commands(CLI::App &app)
 	// ---- eval
 	auto *ev = app.add_subcommand("eval", "Perplexity over a validation file, or a multiple-choice task");
 	static CheckpointArgs ec;
-	ec.add_to(ev);
-	static std::string data_dir, task = "perplexity";
+	ec.add_to(ev, false);
+	static std::string data_dir, task = "perplexity", gguf;
+	ev->add_option("--gguf", gguf, "Evaluate the dequantized model of this GGUF file instead of a checkpoint");
 	static int batch = 8, limit = 0;
 	ev->add_option("--task", task, "perplexity (val.bin of a token folder) or hellaswag (a jsonl file)")
 		->check(CLI::IsMember({"perplexity", "hellaswag"}))
@@ -139,6 +142,8 @@ void add_train_commands(CLI::App &app)
 		if (task == "hellaswag") {
 			if (data_dir.empty())
 				fail("eval --task hellaswag needs --data FILE.jsonl");
+			if (ec.path.empty())
+				fail("eval --task hellaswag needs --checkpoint RUN_DIR");
 			auto items = read_mc_jsonl(data_dir); // bad input fails before the model loads
 			if (limit > 0 && size_t(limit) < items.size())
 				items.resize(size_t(limit));
@@ -153,6 +158,22 @@ void add_train_commands(CLI::App &app)
 				   ckpt, data_dir, r.n, r.acc, r.acc_norm, 1.0 / double(items[0].endings.size()), dt);
 			return;
 		}
+		if (!gguf.empty()) {
+			std::string stored;
+			setup_threads(Config());
+			GPT2 model = load_gguf_model(gguf, &stored);
+			std::string dir = data_dir.empty() ? stored : data_dir;
+			if (dir.empty())
+				fail("{}: no knlp.data_dir in the file; pass --data DIR", gguf);
+			TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
+			auto r = evaluate_file(model, val, batch, torch::kCPU);
+			fmt::print("{{\"gguf\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.9f}, "
+				   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
+				   gguf, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds);
+			return;
+		}
+		if (ec.path.empty())
+			fail("eval needs --checkpoint RUN_DIR (or --gguf FILE)");
 		auto [ckpt, cfg, model, dev] = load_for_inference(ec);
 		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
 		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
@@ -219,6 +240,75 @@ void add_train_commands(CLI::App &app)
 		GPT2 model = load_model(ckpt, torch::kCPU);
 		export_hf(model, out);
 		fmt::print("exported {} to {} (Hugging Face GPT-2 layout)\n", ckpt, out);
+	});
+
+	// ---- quantize: a plan's GGUF file and the perplexity of the model it leaves
+	auto *qz = app.add_subcommand("quantize", "Quantize a checkpoint by a mixed-precision plan and evaluate it");
+	static CheckpointArgs qc;
+	qc.add_to(qz);
+	static std::string q_base = "q3_k", q_up = "q6_k", q_roles = "ffn_down", q_plan = "none", q_out;
+	static double q_pct = 15;
+	static uint64_t q_seed = 0;
+	static int q_batch = 8;
+	qz->add_option("--base", q_base, "Base type of the weights")->capture_default_str();
+	qz->add_option("--upgrade", q_up, "Type of the upgraded tensors")->capture_default_str();
+	qz->add_option("--roles", q_roles, "Roles the plan may upgrade (comma-separated)")->capture_default_str();
+	qz->add_option("--pct", q_pct, "Upgrade the top max(1, floor(L pct / 100)) layers per role")->capture_default_str();
+	qz->add_option("--plan", q_plan, "none magnitude squisher random")->capture_default_str();
+	qz->add_option("--seed", q_seed, "Seed of the random plan")->capture_default_str();
+	qz->add_option("--batch", q_batch, "Evaluation windows per batch")->capture_default_str();
+	qz->add_option("--out", q_out, "Output folder (model.gguf, model.gguf.plan.json, quantize.json)")->required();
+	qz->callback([] {
+		std::string ckpt = resolve_checkpoint(qc.path, qc.which);
+		PlanOptions po;
+		po.base = ggml_type_from_name(q_base);
+		po.upgrade = ggml_type_from_name(q_up);
+		po.roles.clear();
+		for (size_t a = 0; a <= q_roles.size();) {
+			size_t b = q_roles.find(',', a);
+			if (b == std::string::npos)
+				b = q_roles.size();
+			if (b > a)
+				po.roles.push_back(q_roles.substr(a, b - a));
+			a = b + 1;
+		}
+		po.pct = q_pct;
+		po.plan = q_plan;
+		po.seed = q_seed;
+		Config cfg;
+		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
+		setup_threads(cfg);
+		make_dirs(q_out);
+		std::string file = join_path(q_out, "model.gguf");
+		auto plan = export_gguf(model, cfg, ckpt, file, po);
+		TokenFile val(join_path(cfg.get_string("DATA_DIR"), "val.bin"), model->config().vocab_raw);
+		auto ref = evaluate_file(model, val, q_batch, torch::kCPU, false);
+		GPT2 q = load_gguf_model(file);
+		auto got = evaluate_file(q, val, q_batch, torch::kCPU, false);
+		nlohmann::json j = {{"checkpoint", ckpt},
+				    {"plan", q_plan},
+				    {"base", q_base},
+				    {"upgrade", q_up},
+				    {"roles", q_roles},
+				    {"pct", q_pct},
+				    {"seed", q_seed},
+				    {"upgraded", plan["upgraded"]},
+				    {"fallbacks", plan["fallbacks"]},
+				    {"tensor_bytes", plan["bytes"]},
+				    {"file_bytes", plan["file_bytes"]},
+				    {"bits_per_weight", plan["bits_per_weight"]},
+				    {"val_tokens", got.tokens},
+				    {"val_loss", got.loss},
+				    {"val_perplexity", got.perplexity},
+				    {"float_val_loss", ref.loss},
+				    {"float_val_perplexity", ref.perplexity},
+				    {"perplexity_change_pct", 100.0 * (got.perplexity / ref.perplexity - 1.0)}};
+		write_file_atomic(join_path(q_out, "quantize.json"), j.dump(2) + "\n");
+		fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); "
+			   "{}\n",
+			   q_plan, q_base, q_up, q_roles, q_pct, plan["bytes"].get<int64_t>(),
+			   plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
+			   100.0 * (got.perplexity / ref.perplexity - 1.0), join_path(q_out, "quantize.json"));
 	});
 }
 

@@ -231,6 +231,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 		w.add("tokenizer.ggml.model", GgufType::STRING, "none"); // byte-level: no GGML vocabulary
 	auto summary = plan_summary(planned, plan);
 	w.add("knlp.plan", GgufType::STRING, plan.plan);
+	w.add("knlp.data_dir", GgufType::STRING, cfg.get_string("DATA_DIR"));
 	w.add("knlp.code_version", GgufType::STRING, code_version());
 	for (size_t i = 0; i < params.size(); i++) {
 		const auto &pt = planned[i];
@@ -240,13 +241,86 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 			fail("export: no llama.cpp name for tensor {}", pt.name);
 		std::vector<int64_t> ne(t.sizes().rbegin(), t.sizes().rend()); // innermost first
 		std::string bytes(size_t(pt.bytes), '\0');
-		ggml_quantize(pt.type, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(bytes.data()));
+		// Rows are independent: quantize them on every thread.
+		const int64_t row = ne[0], rows = t.numel() / row, row_bytes = ggml_row_bytes(pt.type, row);
+		const float *src = t.data_ptr<float>();
+		uint8_t *dst = reinterpret_cast<uint8_t *>(bytes.data());
+		at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
+			ggml_quantize(pt.type, src + b * row, (e - b) * row, dst + b * row_bytes);
+		});
 		w.add_tensor(gname, ne, pt.type, std::move(bytes));
 	}
 	uint64_t size = w.write(out);
 	summary["file_bytes"] = size;
 	write_file_atomic(out + ".plan.json", summary.dump(2) + "\n");
 	return summary;
+}
+
+static std::string shape_str(const std::vector<int64_t> &s)
+{
+	std::string o = "[";
+	for (size_t i = 0; i < s.size(); i++)
+		o += (i ? ", " : "") + std::to_string(s[i]);
+	return o + "]";
+}
+
+GPT2 load_gguf_model(const std::string &path, std::string *data_dir)
+{
+	GgufFile f(path);
+	if (f.get("general.architecture").value != "gpt2")
+		fail("{}: architecture {} (knlp reads gpt2)", path, f.get("general.architecture").value.dump());
+	auto u32 = [&](const char *key) {
+		const auto &k = f.get(key);
+		if (!k.value.is_number_integer())
+			fail("{}: {} is not an integer", path, key);
+		return k.value.get<int>();
+	};
+	GPT2Config c;
+	c.n_layer = u32("gpt2.block_count");
+	c.n_head = u32("gpt2.attention.head_count");
+	c.n_embd = u32("gpt2.embedding_length");
+	c.block_size = u32("gpt2.context_length");
+	if (u32("gpt2.feed_forward_length") != 4 * c.n_embd)
+		fail("{}: feed_forward_length {} is not 4 x {} (knlp's GPT-2 MLP)", path, u32("gpt2.feed_forward_length"),
+		     c.n_embd);
+	const auto &emb = f.tensor("token_embd.weight");
+	if (emb.ne.size() != 2 || emb.ne[0] != c.n_embd)
+		fail("{}: token_embd.weight has the wrong shape for width {}", path, c.n_embd);
+	c.vocab_raw = int(emb.ne[1]);
+	c.vocab_size = pad_vocab(c.vocab_raw, 64);
+	c.dropout = 0.0;
+	c.bias = true;
+	c.validate();
+	GPT2 model(c);
+	torch::NoGradGuard ng;
+	for (auto &p : model->named_parameters()) {
+		std::string g = gguf_name(p.key());
+		if (g.empty())
+			fail("{}: knlp has no GGUF name for {}", path, p.key());
+		const auto &t = f.tensor(g);
+		auto dst = p.value();
+		int64_t n = t.elements();
+		bool table = g == "token_embd.weight";
+		int64_t want = table ? int64_t(c.vocab_raw) * c.n_embd : dst.numel();
+		std::vector<int64_t> shape(t.ne.rbegin(), t.ne.rend());
+		if (n != want || (!table && shape != std::vector<int64_t>(dst.sizes().begin(), dst.sizes().end())))
+			fail("{}: tensor {} has shape {} but the model needs {}", path, g, shape_str(shape),
+			     shape_str(std::vector<int64_t>(dst.sizes().begin(), dst.sizes().end())));
+		auto vals = torch::empty({n}, torch::kFloat);
+		ggml_dequantize(t.type, t.data, n, vals.data_ptr<float>());
+		if (table) {
+			dst.zero_();
+			dst.narrow(0, 0, c.vocab_raw).copy_(vals.view({c.vocab_raw, c.n_embd}));
+		} else {
+			dst.copy_(vals.view(dst.sizes()));
+		}
+	}
+	if (data_dir) {
+		const auto *d = f.find("knlp.data_dir");
+		*data_dir = d && d->value.is_string() ? d->value.get<std::string>() : "";
+	}
+	model->eval();
+	return model;
 }
 
 } // namespace knlp

@@ -21,6 +21,11 @@ void export_hf(GPT2 &model, const std::string &out_dir);
 // type the plan gives it (quant/plan.h). Scores for the magnitude plan come from the
 // weights, for squisher from Adam's exp_avg_sq in the checkpoint. Writes OUT atomically and
 // OUT.plan.json next to it; returns the plan summary.
+// A GPT-2 rebuilt from a GGUF file of llama.cpp's gpt2 architecture (knlp's export or any
+// other), every tensor dequantized to float32: the model a quantization plan leaves.
+// *data_dir gets knlp.data_dir from the metadata ("" when absent).
+GPT2 load_gguf_model(const std::string &path, std::string *data_dir = nullptr);
+
 nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan);
 
