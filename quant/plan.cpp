@@ -4,6 +4,7 @@
 #include <cmath>
 #include <regex>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -139,6 +140,43 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 		t.bytes = t.elements / ti.block * ti.block_bytes;
 	}
 	return out;
+}
+
+PlanOptions plan_options_from(const Config &cfg)
+{
+	PlanOptions o;
+	std::string base = cfg.choice("QUANT_BASE_Q8_0"); // QUANT_BASE_Q4_K -> q4_k
+	o.base = ggml_type_from_name(base.substr(std::string("QUANT_BASE_").size()));
+	try {
+		o.upgrade = ggml_type_from_name(cfg.get_string("QUANT_UPGRADE"));
+	} catch (const Error &e) {
+		fail("CONFIG_QUANT_UPGRADE: {}", e.what());
+	}
+	o.roles.clear();
+	std::string roles = cfg.get_string("QUANT_ROLES");
+	for (size_t a = 0; a <= roles.size();) {
+		size_t b = roles.find(',', a);
+		if (b == std::string::npos)
+			b = roles.size();
+		std::string r = roles.substr(a, b - a);
+		r.erase(0, r.find_first_not_of(' '));
+		r.erase(r.find_last_not_of(' ') + 1);
+		if (!r.empty())
+			o.roles.push_back(r);
+		a = b + 1;
+	}
+	o.pct = double(cfg.get_int("QUANT_PCT"));
+	std::string plan = cfg.choice("QUANT_PLAN_NONE");
+	o.plan = plan.substr(std::string("QUANT_PLAN_").size());
+	for (auto &ch : o.plan)
+		ch = char(std::tolower(static_cast<unsigned char>(ch)));
+	o.seed = uint64_t(cfg.get_int("QUANT_SEED"));
+	try {
+		make_plan({}, {}, o); // validates plan, pct and roles
+	} catch (const Error &e) {
+		fail("CONFIG_QUANT_ROLES / CONFIG_QUANT_PLAN: {}", e.what());
+	}
+	return o;
 }
 
 nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOptions &o)

@@ -42,6 +42,11 @@ struct PlannedTensor {
 // them); the result lists every tensor with its type.
 std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
 				     const std::map<std::string, double> &scores, const PlanOptions &o);
+class Config;
+// CONFIG_QUANT_* as plan options, validated (unknown type or role: an error naming the
+// symbol).
+PlanOptions plan_options_from(const Config &cfg);
+
 nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOptions &o);
 
 } // namespace knlp

@@ -119,6 +119,22 @@ assert q["bits_per_weight"] == plan["bits_per_weight"] and 3.4 < q["bits_per_wei
 PY
 expect_fail "eval needs --checkpoint RUN_DIR (or --gguf FILE)" "$KNLP" eval
 
+# CONFIG_QUANT_GGUF: the run ends with RUN/model.gguf by its plan; bad settings fail first.
+KNLP_PEAK_FLOPS=1e9 "$KNLP" train --config g.config $common --set DATA_DIR="\"$T/byte\"" --set GPT2_VOCAB_SIZE=256 \
+	--set QUANT_GGUF=y --set QUANT_BASE_Q4_K=y --set QUANT_PCT=50 --set QUANT_PLAN_SQUISHER=y --out rq >rq.log 2>&1 \
+	|| bad "train with QUANT_GGUF: $(tail -3 rq.log)"
+grep -q "gguf: .*rq/model.gguf" rq.log && ok || bad "no gguf line: $(tail -3 rq.log)"
+$PYTHON "$TOP/scripts/ref/gguf_oracle.py" "$LIB" rq/model.gguf rq/checkpoints/iter_00000003 >o.log 2>&1 && ok \
+	|| bad "trainer's gguf vs ggml: $(cat o.log)"
+$PYTHON -c "
+import json; p = json.load(open('rq/model.gguf.plan.json'))
+assert p['plan'] == 'squisher' and p['base'] == 'q4_k' and len(p['upgraded']) == 1, p['upgraded']" && ok || bad "trainer's plan"
+expect_fail "CONFIG_QUANT_UPGRADE: unknown block type 'q9'" "$KNLP" train --config g.config $common \
+	--set DATA_DIR="\"$T/byte\"" --set QUANT_GGUF=y --set QUANT_UPGRADE=q9 --out rz
+expect_fail "unknown role 'ffn_sideways'" "$KNLP" train --config g.config $common --set DATA_DIR="\"$T/byte\"" \
+	--set QUANT_GGUF=y --set QUANT_ROLES=ffn_sideways --out rz
+[ ! -e rz/checkpoints ] && ok || bad "a refused run wrote checkpoints"
+
 # Bad input: one line naming the problem, non-zero exit, nothing left as if complete.
 expect_fail "unknown block type 'q2_k'" "$KNLP" export --checkpoint rb --format gguf --type q2_k --out z.gguf
 expect_fail "unknown plan 'best'" "$KNLP" export --checkpoint rb --format gguf --plan best --pct 10 --out z.gguf

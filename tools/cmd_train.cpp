@@ -246,7 +246,7 @@ void add_train_commands(CLI::App &app)
 	auto *qz = app.add_subcommand("quantize", "Quantize a checkpoint by a mixed-precision plan and evaluate it");
 	static CheckpointArgs qc;
 	qc.add_to(qz);
-	static std::string q_base = "q3_k", q_up = "q6_k", q_roles = "ffn_down", q_plan = "none", q_out;
+	static std::string q_base = "q3_k", q_up = "q6_k", q_roles = "ffn_down", q_plan = "none", q_out, q_data;
 	static double q_pct = 15;
 	static uint64_t q_seed = 0;
 	static int q_batch = 8;
@@ -257,6 +257,7 @@ void add_train_commands(CLI::App &app)
 	qz->add_option("--plan", q_plan, "none magnitude squisher random")->capture_default_str();
 	qz->add_option("--seed", q_seed, "Seed of the random plan")->capture_default_str();
 	qz->add_option("--batch", q_batch, "Evaluation windows per batch")->capture_default_str();
+	qz->add_option("--data", q_data, "Token folder whose val.bin is evaluated (default: the run's DATA_DIR)");
 	qz->add_option("--out", q_out, "Output folder (model.gguf, model.gguf.plan.json, quantize.json)")->required();
 	qz->callback([] {
 		std::string ckpt = resolve_checkpoint(qc.path, qc.which);
@@ -281,7 +282,8 @@ void add_train_commands(CLI::App &app)
 		make_dirs(q_out);
 		std::string file = join_path(q_out, "model.gguf");
 		auto plan = export_gguf(model, cfg, ckpt, file, po);
-		TokenFile val(join_path(cfg.get_string("DATA_DIR"), "val.bin"), model->config().vocab_raw);
+		TokenFile val(join_path(q_data.empty() ? cfg.get_string("DATA_DIR") : q_data, "val.bin"),
+			      model->config().vocab_raw);
 		auto ref = evaluate_file(model, val, q_batch, torch::kCPU, false);
 		GPT2 q = load_gguf_model(file);
 		auto got = evaluate_file(q, val, q_batch, torch::kCPU, false);

@@ -25,6 +25,8 @@
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/evaluate.h"
+#include "train/export.h"
+#include "quant/plan.h"
 #include "fim/attention_fisher.h"
 #include "train/generate.h"
 #include "train/schedule.h"
@@ -233,6 +235,15 @@ void Trainer::setup()
 		named.emplace_back(p.key(), p.value());
 	opt_ = std::make_unique<Optimizer>(named, oo);
 	pruner_ = std::make_unique<Pruner>(po, *opt_);
+	if (cfg_.get_bool("QUANT_GGUF")) { // refused now, not after training
+		auto qp = plan_options_from(cfg_);
+		if (!model_->config().vanilla())
+			fail("CONFIG_QUANT_GGUF=y: llama.cpp's gpt2 architecture holds only vanilla attention, not '{}'",
+			     model_->config().variant);
+		if (qp.plan == "squisher" && !opt_->has_second_moment())
+			fail("CONFIG_QUANT_PLAN_SQUISHER=y: the {} optimizer keeps no second moment (exp_avg_sq)",
+			     opt_->options().name);
+	}
 	data_rng_ = Rng(static_cast<uint64_t>(seed_) * 0x9e3779b97f4a7c15ULL + 1);
 }
 
@@ -587,6 +598,14 @@ int Trainer::run()
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");
+	if (cfg_.get_bool("QUANT_GGUF")) {
+		std::string file = join_path(run_dir_, "model.gguf");
+		auto s = export_gguf(model_, cfg_, last_ckpt_, file, plan_options_from(cfg_));
+		fmt::print("gguf: {} ({} bytes, {:.3f} bits per weight, {} upgraded, {} fallbacks; `knlp eval --gguf {}` "
+			   "for its perplexity)\n",
+			   file, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), s["upgraded"].size(),
+			   s["fallbacks"].size(), file);
+	}
 	if (ph_.on && ph_.steps > 10) {
 		double n = double(ph_.steps - 10) / 1e3;
 		fmt::print("phase ms per step: data {:.2f} forward {:.2f} backward {:.2f} norm+clip {:.2f} update {:.2f}\n",
