@@ -146,21 +146,30 @@ uint64_t file_size(const std::string &path)
 	return static_cast<uint64_t>(st.st_size);
 }
 
-void fault_point(const char *label)
+namespace {
+
+// "label" or "label#N" (the N-th time the label is reached; 1 when absent).
+bool fault_spec_matches(const char *spec, const char *label, int *nth)
 {
-	// KNLP_FAULT_KILL_AT=label or label#N (the N-th time the label is reached).
-	static const char *want = std::getenv("KNLP_FAULT_KILL_AT");
-	static int hits = 0;
-	if (!want)
-		return;
-	std::string w(want);
-	int nth = 1;
+	std::string w(spec);
+	*nth = 1;
 	size_t hash = w.find('#');
 	if (hash != std::string::npos) {
-		nth = std::atoi(w.c_str() + hash + 1);
+		*nth = std::atoi(w.c_str() + hash + 1);
 		w = w.substr(0, hash);
 	}
-	if (w == label && ++hits == nth)
+	return w == label;
+}
+
+} // namespace
+
+void fault_point(const char *label)
+{
+	// KNLP_FAULT_KILL_AT=label or label#N.
+	static const char *want = std::getenv("KNLP_FAULT_KILL_AT");
+	static int hits = 0;
+	int nth;
+	if (want && fault_spec_matches(want, label, &nth) && ++hits == nth)
 		::kill(::getpid(), SIGKILL);
 }
 
@@ -177,16 +186,8 @@ bool fault_time_up(const char *label)
 {
 	static const char *want = std::getenv("KNLP_FAULT_TIME_UP_AT");
 	static int hits = 0;
-	if (!want)
-		return false;
-	std::string w(want);
-	int nth = 1;
-	size_t hash = w.find('#');
-	if (hash != std::string::npos) {
-		nth = std::atoi(w.c_str() + hash + 1);
-		w = w.substr(0, hash);
-	}
-	return w == label && ++hits >= nth;
+	int nth;
+	return want && fault_spec_matches(want, label, &nth) && ++hits >= nth;
 }
 
 } // namespace knlp

@@ -142,18 +142,13 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 	return out;
 }
 
-PlanOptions plan_options_from(const Config &cfg)
+PlanOptions plan_options(const std::string &base, const std::string &upgrade, const std::string &roles, double pct,
+			 const std::string &plan, uint64_t seed)
 {
 	PlanOptions o;
-	std::string base = cfg.choice("QUANT_BASE_Q8_0"); // QUANT_BASE_Q4_K -> q4_k
-	o.base = ggml_type_from_name(base.substr(std::string("QUANT_BASE_").size()));
-	try {
-		o.upgrade = ggml_type_from_name(cfg.get_string("QUANT_UPGRADE"));
-	} catch (const Error &e) {
-		fail("CONFIG_QUANT_UPGRADE: {}", e.what());
-	}
+	o.base = ggml_type_from_name(base);
+	o.upgrade = ggml_type_from_name(upgrade);
 	o.roles.clear();
-	std::string roles = cfg.get_string("QUANT_ROLES");
 	for (size_t a = 0; a <= roles.size();) {
 		size_t b = roles.find(',', a);
 		if (b == std::string::npos)
@@ -165,18 +160,34 @@ PlanOptions plan_options_from(const Config &cfg)
 			o.roles.push_back(r);
 		a = b + 1;
 	}
-	o.pct = double(cfg.get_int("QUANT_PCT"));
-	std::string plan = cfg.choice("QUANT_PLAN_NONE");
-	o.plan = plan.substr(std::string("QUANT_PLAN_").size());
-	for (auto &ch : o.plan)
-		ch = char(std::tolower(static_cast<unsigned char>(ch)));
-	o.seed = uint64_t(cfg.get_int("QUANT_SEED"));
+	o.pct = pct;
+	o.plan = plan;
+	o.seed = seed;
+	make_plan({}, {}, o); // validates plan, pct and roles
+	return o;
+}
+
+PlanOptions plan_options_from(const Config &cfg)
+{
+	auto lower_after = [](const std::string &sym, const std::string &prefix) {
+		std::string v = sym.substr(prefix.size());
+		for (auto &ch : v)
+			ch = char(std::tolower(static_cast<unsigned char>(ch)));
+		return v;
+	};
+	std::string base = lower_after(cfg.choice("QUANT_BASE_Q8_0"), "QUANT_BASE_");
+	std::string plan = lower_after(cfg.choice("QUANT_PLAN_NONE"), "QUANT_PLAN_");
 	try {
-		make_plan({}, {}, o); // validates plan, pct and roles
+		ggml_type_from_name(cfg.get_string("QUANT_UPGRADE"));
+	} catch (const Error &e) {
+		fail("CONFIG_QUANT_UPGRADE: {}", e.what());
+	}
+	try {
+		return plan_options(base, cfg.get_string("QUANT_UPGRADE"), cfg.get_string("QUANT_ROLES"),
+				    double(cfg.get_int("QUANT_PCT")), plan, uint64_t(cfg.get_int("QUANT_SEED")));
 	} catch (const Error &e) {
 		fail("CONFIG_QUANT_ROLES / CONFIG_QUANT_PLAN: {}", e.what());
 	}
-	return o;
 }
 
 nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOptions &o)

@@ -42,6 +42,11 @@ struct PlannedTensor {
 // them); the result lists every tensor with its type.
 std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
 				     const std::map<std::string, double> &scores, const PlanOptions &o);
+// Plan options from their textual forms (type names, comma-separated roles), validated:
+// errors name the bad value. Used by the command line and by CONFIG_QUANT_*.
+PlanOptions plan_options(const std::string &base, const std::string &upgrade, const std::string &roles, double pct,
+			 const std::string &plan, uint64_t seed);
+
 class Config;
 // CONFIG_QUANT_* as plan options, validated (unknown type or role: an error naming the
 // symbol).

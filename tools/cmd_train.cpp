@@ -208,21 +208,7 @@ void add_train_commands(CLI::App &app)
 	ex->callback([] {
 		std::string ckpt = resolve_checkpoint(xc.path, xc.which);
 		if (format == "gguf") {
-			PlanOptions po;
-			po.base = ggml_type_from_name(qtype);
-			po.upgrade = ggml_type_from_name(upgrade);
-			po.roles.clear();
-			for (size_t a = 0; a <= roles.size();) {
-				size_t b = roles.find(',', a);
-				if (b == std::string::npos)
-					b = roles.size();
-				if (b > a)
-					po.roles.push_back(roles.substr(a, b - a));
-				a = b + 1;
-			}
-			po.pct = pct;
-			po.plan = plan;
-			po.seed = plan_seed;
+			PlanOptions po = plan_options(qtype, upgrade, roles, pct, plan, plan_seed);
 			Config cfg;
 			GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 			auto s = export_gguf(model, cfg, ckpt, out, po);
@@ -261,21 +247,7 @@ void add_train_commands(CLI::App &app)
 	qz->add_option("--out", q_out, "Output folder (model.gguf, model.gguf.plan.json, quantize.json)")->required();
 	qz->callback([] {
 		std::string ckpt = resolve_checkpoint(qc.path, qc.which);
-		PlanOptions po;
-		po.base = ggml_type_from_name(q_base);
-		po.upgrade = ggml_type_from_name(q_up);
-		po.roles.clear();
-		for (size_t a = 0; a <= q_roles.size();) {
-			size_t b = q_roles.find(',', a);
-			if (b == std::string::npos)
-				b = q_roles.size();
-			if (b > a)
-				po.roles.push_back(q_roles.substr(a, b - a));
-			a = b + 1;
-		}
-		po.pct = q_pct;
-		po.plan = q_plan;
-		po.seed = q_seed;
+		PlanOptions po = plan_options(q_base, q_up, q_roles, q_pct, q_plan, q_seed);
 		Config cfg;
 		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 		setup_threads(cfg);
