@@ -97,36 +97,49 @@ float search_scale_min(int n, int nmax, const float *x, const float *w, uint8_t 
 	return scale;
 }
 
+// Both symmetric searches start alike: codes round(-nmax x / max) in [-nmax, nmax-1] (max:
+// the value of largest |x|), stored + offset, and their x^2-weighted sums. False (codes 0)
+// when every |x| is below GROUP_MAX_EPS.
+bool sym_start(int n, int nmax, const float *x, int8_t *L, int offset, float *mx, float *sumlx, float *suml2)
+{
+	float amax = 0;
+	*mx = 0;
+	for (int i = 0; i < n; i++) {
+		float ax = std::fabs(x[i]);
+		if (ax > amax) {
+			amax = ax;
+			*mx = x[i];
+		}
+	}
+	if (amax < GROUP_MAX_EPS) {
+		std::fill(L, L + n, int8_t(0));
+		return false;
+	}
+	const float iscale = -nmax / *mx;
+	*sumlx = *suml2 = 0;
+	for (int i = 0; i < n; i++) {
+		int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+		L[i] = int8_t(l + offset);
+		float w = x[i] * x[i];
+		*sumlx += w * x[i] * l;
+		*suml2 += w * l * l;
+	}
+	return true;
+}
+
 // Symmetric codes in [-nmax, nmax-1] (stored + nmax), weights x^2, with a sweep of 18
 // inverse scales around nmax / max. Returns the scale (negative when the largest |x| is
 // positive, as in ggml).
 float search_scale_sym(int n, int nmax, const float *x, int8_t *L)
 {
-	float mx = 0, amax = 0;
-	for (int i = 0; i < n; i++) {
-		float ax = std::fabs(x[i]);
-		if (ax > amax) {
-			amax = ax;
-			mx = x[i];
-		}
-	}
-	if (amax < GROUP_MAX_EPS) {
-		std::fill(L, L + n, int8_t(0));
+	float mx, sumlx, suml2;
+	if (!sym_start(n, nmax, x, L, nmax, &mx, &sumlx, &suml2))
 		return 0.f;
-	}
-	float iscale = -nmax / mx, sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-		L[i] = int8_t(l + nmax);
-		float w = x[i] * x[i];
-		sumlx += w * x[i] * l;
-		suml2 += w * l * l;
-	}
 	float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
 	for (int is = -9; is <= 9; is++) {
 		if (is == 0)
 			continue;
-		iscale = -(nmax + 0.1f * is) / mx;
+		const float iscale = -(nmax + 0.1f * is) / mx;
 		sumlx = suml2 = 0;
 		for (int i = 0; i < n; i++) {
 			int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
@@ -148,26 +161,9 @@ float search_scale_sym(int n, int nmax, const float *x, int8_t *L)
 // maximise (sum w x l)^2 / sum w l^2 with w = x^2; codes returned + nmax.
 float search_scale_sym_refine(int n, int nmax, const float *x, int8_t *L)
 {
-	float mx = 0, amax = 0;
-	for (int i = 0; i < n; i++) {
-		float ax = std::fabs(x[i]);
-		if (ax > amax) {
-			amax = ax;
-			mx = x[i];
-		}
-	}
-	if (amax < GROUP_MAX_EPS) {
-		std::fill(L, L + n, int8_t(0));
+	float mx, sumlx, suml2;
+	if (!sym_start(n, nmax, x, L, 0, &mx, &sumlx, &suml2))
 		return 0.f;
-	}
-	float iscale = -nmax / mx, sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-		L[i] = int8_t(l);
-		float w = x[i] * x[i];
-		sumlx += w * x[i] * l;
-		suml2 += w * l * l;
-	}
 	for (int pass = 0; pass < 5; pass++) {
 		int changed = 0;
 		for (int i = 0; i < n; i++) {
