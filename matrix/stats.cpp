@@ -1,7 +1,10 @@
 #include "matrix/stats.h"
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <iterator>
+#include <numeric>
 
 namespace knlp {
 
@@ -116,6 +119,84 @@ DiffCI welch_interval(const std::vector<double> &a, const std::vector<double> &b
 	r.hi = r.diff + t * std::sqrt(se2);
 	r.valid = true;
 	return r;
+}
+
+namespace {
+
+template <typename A, typename B> double pearson_of(const A *a, const B *b, size_t n)
+{
+	if (n < 2)
+		return std::numeric_limits<double>::quiet_NaN();
+	double ma = 0, mb = 0;
+	for (size_t i = 0; i < n; i++) {
+		ma += double(a[i]);
+		mb += double(b[i]);
+	}
+	ma /= double(n);
+	mb /= double(n);
+	double sab = 0, saa = 0, sbb = 0;
+	for (size_t i = 0; i < n; i++) {
+		double x = double(a[i]) - ma, y = double(b[i]) - mb;
+		sab += x * y;
+		saa += x * x;
+		sbb += y * y;
+	}
+	if (saa <= 0 || sbb <= 0)
+		return std::numeric_limits<double>::quiet_NaN();
+	return sab / std::sqrt(saa * sbb);
+}
+
+std::vector<size_t> top_indices(const float *x, size_t n, size_t k)
+{
+	std::vector<size_t> idx(n);
+	std::iota(idx.begin(), idx.end(), size_t(0));
+	auto before = [x](size_t i, size_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); };
+	std::nth_element(idx.begin(), idx.begin() + std::ptrdiff_t(k - 1), idx.end(), before);
+	idx.resize(k);
+	std::sort(idx.begin(), idx.end());
+	return idx;
+}
+
+} // namespace
+
+double pearson(const float *a, const float *b, size_t n)
+{
+	return pearson_of(a, b, n);
+}
+
+std::vector<double> fractional_ranks(const float *x, size_t n)
+{
+	std::vector<size_t> idx(n);
+	std::iota(idx.begin(), idx.end(), size_t(0));
+	std::stable_sort(idx.begin(), idx.end(), [x](size_t i, size_t j) { return x[i] < x[j]; });
+	std::vector<double> r(n);
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && x[idx[j]] == x[idx[i]])
+			j++;
+		double avg = 0.5 * double(i + 1 + j); // ranks i+1 .. j
+		for (size_t t = i; t < j; t++)
+			r[idx[t]] = avg;
+		i = j;
+	}
+	return r;
+}
+
+double spearman(const float *a, const float *b, size_t n)
+{
+	auto ra = fractional_ranks(a, n), rb = fractional_ranks(b, n);
+	return pearson_of(ra.data(), rb.data(), n);
+}
+
+double topk_overlap(const float *a, const float *b, size_t n, double frac)
+{
+	if (n == 0)
+		return std::numeric_limits<double>::quiet_NaN();
+	size_t k = std::max<size_t>(1, std::min(n, size_t(std::llround(frac * double(n)))));
+	auto ta = top_indices(a, n, k), tb = top_indices(b, n, k);
+	std::vector<size_t> both;
+	std::set_intersection(ta.begin(), ta.end(), tb.begin(), tb.end(), std::back_inserter(both));
+	return double(both.size()) / double(k);
 }
 
 } // namespace knlp

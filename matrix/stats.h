@@ -1,6 +1,7 @@
 // Statistics for multi-seed summaries: mean and sample standard deviation, Student's t
 // quantiles and Welch's confidence interval for a difference of means.
 #pragma once
+#include <cstddef>
 #include <vector>
 
 namespace knlp {
@@ -24,5 +25,17 @@ struct DiffCI {
 };
 // Welch's interval for mean(a) - mean(b) at the given confidence (e.g. 0.95).
 DiffCI welch_interval(const std::vector<double> &a, const std::vector<double> &b, double confidence);
+
+// Agreement of two equally long series (the Fisher tools compare Adam's v with a Fisher
+// diagonal element by element). Sums run in double. NaN when either side is constant or
+// n < 2.
+double pearson(const float *a, const float *b, size_t n);
+// Ranks 1..n with ties given their average rank (the fractional ranking Spearman uses).
+std::vector<double> fractional_ranks(const float *x, size_t n);
+// Pearson correlation of the fractional ranks.
+double spearman(const float *a, const float *b, size_t n);
+// |top-k of a  intersect  top-k of b| / k for k = max(1, round(frac n)); ties at the cut are
+// broken by position (earlier first). A random pairing expects frac.
+double topk_overlap(const float *a, const float *b, size_t n, double frac);
 
 } // namespace knlp

@@ -1,4 +1,5 @@
 #include "models/attention.h"
+#include "models/observer.h"
 
 #include <cmath>
 
@@ -76,7 +77,8 @@ std::shared_ptr<AttentionBase> make_attention(const GPT2Config &c, int layer)
 
 // ---------------------------------------------------------------- standard (+ gate, RA)
 
-StandardAttentionImpl::StandardAttentionImpl(const GPT2Config &c, int layer) : c_(c), ra_(c.is_ra(layer))
+StandardAttentionImpl::StandardAttentionImpl(const GPT2Config &c, int layer)
+	: c_(c), ra_(c.is_ra(layer)), layer_(layer)
 {
 	c_attn = linear(*this, "c_attn", c.n_embd, 3 * c.n_embd, c.bias);
 	c_proj = linear(*this, "c_proj", c.n_embd, c.n_embd, c.bias);
@@ -95,6 +97,9 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 {
 	auto B = x.size(0), T = x.size(1), C = x.size(2);
 	int64_t H = c_.n_head, D = C / H, n = c_.ra_heads;
+	auto *obs = forward_observer();
+	if (obs)
+		obs->linear_input(layer_, "attn.c_attn", x);
 	auto qkv = c_attn(x).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4}); // [3, B, H, T, D]
 	auto q = qkv[0], k = append(cache, 0, qkv[1], 2), v = append(cache, 1, qkv[2], 2);
 	double p = is_training() ? c_.dropout : 0.0;
@@ -109,6 +114,8 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 		auto yr = merge_heads(attend(k_new, q_all, v_r, mask_bias, p, c_.fused_attention, nullptr));
 		y = y + torch::tanh(ra_rho) * ln_ra(ra_proj(yr));
 	}
+	if (obs)
+		obs->linear_input(layer_, "attn.c_proj", y);
 	y = c_proj(y);
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }

@@ -47,6 +47,7 @@ public:
 private:
 	GPT2Config c_;
 	bool ra_ = false;
+	int layer_ = 0;
 };
 
 class MLAAttentionImpl : public AttentionBase {

@@ -1,4 +1,5 @@
 #include "models/gpt2.h"
+#include "models/observer.h"
 
 #include <cmath>
 
@@ -284,7 +285,7 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor &x)
 	return torch::layer_norm(x, {dim_}, weight, bias, 1e-5);
 }
 
-MLPImpl::MLPImpl(const GPT2Config &c) : dropout_(c.dropout)
+MLPImpl::MLPImpl(const GPT2Config &c, int layer) : dropout_(c.dropout), layer_(layer)
 {
 	c_fc = register_module("c_fc", torch::nn::Linear(torch::nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
 	c_proj = register_module("c_proj", torch::nn::Linear(torch::nn::LinearOptions(4 * c.n_embd, c.n_embd).bias(c.bias)));
@@ -292,7 +293,13 @@ MLPImpl::MLPImpl(const GPT2Config &c) : dropout_(c.dropout)
 
 torch::Tensor MLPImpl::forward(const torch::Tensor &x)
 {
-	auto y = c_proj(torch::gelu(c_fc(x)));
+	auto *o = forward_observer();
+	if (o)
+		o->linear_input(layer_, "mlp.c_fc", x);
+	auto a = torch::gelu(c_fc(x));
+	if (o)
+		o->linear_input(layer_, "mlp.c_proj", a);
+	auto y = c_proj(a);
 	return is_training() && dropout_ > 0 ? torch::dropout(y, dropout_, true) : y;
 }
 
@@ -301,7 +308,7 @@ BlockImpl::BlockImpl(const GPT2Config &c, int layer)
 	ln_1 = register_module("ln_1", LayerNorm(c.n_embd, c.bias));
 	attn = register_module("attn", make_attention(c, layer));
 	ln_2 = register_module("ln_2", LayerNorm(c.n_embd, c.bias));
-	mlp = register_module("mlp", MLP(c));
+	mlp = register_module("mlp", MLP(c, layer));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
@@ -383,7 +390,12 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 		torch::Tensor p, *pp = nullptr;
 		if (probs && std::find(prob_layers->begin(), prob_layers->end(), i) != prob_layers->end())
 			pp = &p;
+		auto *obs = forward_observer();
+		if (obs)
+			obs->before_block(i);
 		x = blk->forward(x, bias, pos0, cache ? &cache->layers[size_t(i)] : nullptr, pp);
+		if (obs)
+			obs->after_block(i);
 		if (pp)
 			probs->push_back(p);
 	}
@@ -433,6 +445,29 @@ std::vector<torch::Tensor> GPT2Impl::attention_probs(const torch::Tensor &idx, c
 torch::Tensor GPT2Impl::forward_cached(const torch::Tensor &idx, KVCache &cache)
 {
 	return torch::matmul(hidden(idx, cache.length(), &cache), wte->weight.t());
+}
+
+} // namespace knlp
+
+namespace knlp {
+
+namespace {
+thread_local ForwardObserver *g_observer = nullptr;
+}
+
+ForwardObserver *forward_observer()
+{
+	return g_observer;
+}
+
+ObserverScope::ObserverScope(ForwardObserver *o) : prev_(g_observer)
+{
+	g_observer = o;
+}
+
+ObserverScope::~ObserverScope()
+{
+	g_observer = prev_;
 }
 
 } // namespace knlp

@@ -89,12 +89,13 @@ TORCH_MODULE(LayerNorm);
 class AttentionBase;
 class MLPImpl : public torch::nn::Module {
 public:
-	explicit MLPImpl(const GPT2Config &c);
+	explicit MLPImpl(const GPT2Config &c, int layer = 0);
 	torch::Tensor forward(const torch::Tensor &x);
 	torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
 
 private:
 	double dropout_;
+	int layer_;
 };
 TORCH_MODULE(MLP);
 

@@ -58,9 +58,7 @@ std::string gguf_name(const std::string &name)
 	return it == top.end() ? "" : it->second;
 }
 
-namespace {
-
-GgmlType fit(GgmlType want, int64_t row, bool *fallback)
+GgmlType plan_fit(GgmlType want, int64_t row, bool *fallback)
 {
 	*fallback = false;
 	if (row % ggml_type_info(want).block == 0)
@@ -69,14 +67,13 @@ GgmlType fit(GgmlType want, int64_t row, bool *fallback)
 	return row % 32 == 0 ? GgmlType::Q8_0 : GgmlType::F16;
 }
 
-} // namespace
-
 std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
 				     const std::map<std::string, double> &scores, const PlanOptions &o)
 {
-	static const std::vector<std::string> plans = {"none", "magnitude", "random", "squisher", "fim", "imatrix"};
+	static const std::vector<std::string> plans = {"none",	   "magnitude", "random", "squisher",
+						       "fim", "fim-error", "imatrix"};
 	if (std::find(plans.begin(), plans.end(), o.plan) == plans.end())
-		fail("unknown plan '{}' (none magnitude random squisher fim imatrix)", o.plan);
+		fail("unknown plan '{}' (none magnitude random squisher fim fim-error imatrix)", o.plan);
 	if (o.pct < 0 || o.pct > 100)
 		fail("--pct {} is outside [0, 100]", o.pct);
 	static const std::vector<std::string> roles = {"attn_qkv", "attn_output", "ffn_up", "ffn_down", "token_embd",
@@ -96,7 +93,7 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 		if (shape.size() < 2 || t.role.empty())
 			t.type = GgmlType::F32; // norms and biases stay exact
 		else
-			t.type = fit(o.base, row, &t.fallback);
+			t.type = plan_fit(o.base, row, &t.fallback);
 		out.push_back(t);
 	}
 	if (o.plan != "none" && o.pct > 0) {
@@ -129,7 +126,7 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 				for (const auto &[name, shape] : tensors)
 					if (name == t->name)
 						row = shape.back();
-				t->type = fit(o.upgrade, row, &fb);
+				t->type = plan_fit(o.upgrade, row, &fb);
 				t->fallback = t->fallback || fb;
 				t->upgraded = true;
 			}
@@ -177,6 +174,7 @@ PlanOptions plan_options_from(const Config &cfg)
 	};
 	std::string base = lower_after(cfg.choice("QUANT_BASE_Q8_0"), "QUANT_BASE_");
 	std::string plan = lower_after(cfg.choice("QUANT_PLAN_NONE"), "QUANT_PLAN_");
+	std::replace(plan.begin(), plan.end(), '_', '-'); // QUANT_PLAN_FIM_ERROR: fim-error
 	try {
 		ggml_type_from_name(cfg.get_string("QUANT_UPGRADE"));
 	} catch (const Error &e) {

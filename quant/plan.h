@@ -25,7 +25,9 @@ struct PlanOptions {
 	GgmlType upgrade = GgmlType::Q6_K;
 	std::vector<std::string> roles = {"ffn_down"};
 	double pct = 0;        // 0: no upgrades
-	std::string plan = "none"; // none magnitude random squisher (fim, imatrix: need scores from outside)
+	// none magnitude random squisher fim fim-error imatrix (the last three need scores
+	// computed from data outside this module: train/export.h)
+	std::string plan = "none";
 	uint64_t seed = 0;
 };
 
@@ -37,6 +39,10 @@ struct PlannedTensor {
 	double score = 0;
 	int64_t elements = 0, bytes = 0;
 };
+
+// The type a row of `row` values gets when `want` is asked: want when its block divides
+// the row, else Q8_0 (rows of 32k) or F16; *fallback says which happened.
+GgmlType plan_fit(GgmlType want, int64_t row, bool *fallback);
 
 // tensors: (knlp name, shape [rows, cols] or 1-D); scores: per tensor name (plans that need
 // them); the result lists every tensor with its type.

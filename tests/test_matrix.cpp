@@ -181,3 +181,36 @@ TEST(Matrix, Sweeps)
 		  std::string::npos);
 	EXPECT_EQ(test::error_of([] { parse_sweep("# nothing\n", "r.config"); }), "r.config: the sweep sets no symbol");
 }
+
+TEST(Stats, CorrelationsByHand)
+{
+	// Pearson of (1,2,3) and (2,4,7): deviations (-1,0,1) and (-7/3,-1/3,8/3):
+	// sab = 5, saa = 2, sbb = 114/9 -> 5 / sqrt(2 * 114 / 9) = 0.993399.
+	const float a[] = {1, 2, 3}, b[] = {2, 4, 7};
+	EXPECT_NEAR(pearson(a, b, 3), 5.0 / std::sqrt(2.0 * 114.0 / 9.0), 1e-12);
+	// Ties share their average rank: (1, 2.5, 2.5, 4) against (1, 3, 2, 4):
+	// sab = 4.5, saa = 4.5, sbb = 5 -> 4.5 / sqrt(22.5).
+	const float c[] = {1, 2, 2, 3}, d[] = {1, 3, 2, 4};
+	auto r = fractional_ranks(c, 4);
+	EXPECT_EQ(r, (std::vector<double>{1, 2.5, 2.5, 4}));
+	EXPECT_NEAR(spearman(c, d, 4), 4.5 / std::sqrt(22.5), 1e-12);
+	// Spearman ignores monotone transforms; Pearson does not.
+	const float e[] = {1, 10, 100, 1000};
+	const float f[] = {1, 2, 3, 4};
+	// Ranks (1, 3, 2, 4) against (1, 2, 3, 4): sab = 4, saa = sbb = 5 -> 0.8, for e as for f.
+	EXPECT_NEAR(spearman(d, e, 4), 0.8, 1e-12);
+	EXPECT_NEAR(spearman(d, f, 4), 0.8, 1e-12);
+	EXPECT_NEAR(spearman(f, e, 4), 1.0, 1e-12);
+	EXPECT_LT(pearson(f, e, 4), 0.95);
+	// A constant side has no correlation.
+	const float g[] = {5, 5, 5};
+	EXPECT_TRUE(std::isnan(pearson(a, g, 3)));
+	EXPECT_TRUE(std::isnan(spearman(a, g, 3)));
+	// Top-40% of 5 = 2: {0, 1} and {2, 1} share one.
+	const float h[] = {5, 4, 3, 2, 1}, k[] = {1, 4, 5, 3, 2};
+	EXPECT_DOUBLE_EQ(topk_overlap(h, k, 5, 0.4), 0.5);
+	EXPECT_DOUBLE_EQ(topk_overlap(h, h, 5, 0.4), 1.0);
+	// Ties at the cut go to the earlier position: top-1 of (1, 1) is element 0 on both sides.
+	const float t[] = {1, 1};
+	EXPECT_DOUBLE_EQ(topk_overlap(t, t, 2, 0.5), 1.0);
+}

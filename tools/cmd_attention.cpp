@@ -167,6 +167,8 @@ void add_attention_commands(CLI::App &app)
 		}
 	});
 
+	add_fim_commands(fim);
+
 	// ---- cloze
 	auto *cz = app.add_subcommand("cloze", "Write a multiple-choice cloze set (HellaSwag jsonl) from a token file");
 	static std::string cz_data, cz_out, cz_split = "val";

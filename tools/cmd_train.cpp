@@ -52,6 +52,25 @@ Loaded load_for_inference(const CheckpointArgs &args)
 	return l;
 }
 
+void add_score_options(CLI::App *c, ScoreSource &s, bool with_data)
+{
+	c->add_option("--fisher", s.fisher_file, "fim, fim-error: fisher.safetensors of `knlp fim score` (default: "
+						  "compute the empirical Fisher now)");
+	if (with_data)
+		c->add_option("--calib-data", s.data_dir, "fim, fim-error, imatrix: token folder of the calibration "
+							  "windows (default: the run's DATA_DIR)");
+	c->add_option("--calib-split", s.split, "fim, fim-error, imatrix: calibration split")
+		->check(CLI::IsMember({"train", "val"}))
+		->capture_default_str();
+	c->add_option("--calib-windows", s.chunks, "fim, fim-error, imatrix: calibration windows")->capture_default_str();
+	c->add_option("--calib-seq", s.seq, "fim, fim-error, imatrix: tokens per window (0: min(512, context))")
+		->capture_default_str();
+}
+
+const char *kPlanHelp = "none, magnitude (mean |w|), squisher (Adam's mean v), fim (mean Fisher diagonal), "
+			"fim-error (Fisher-weighted base-type error), imatrix (activation-weighted base-type error), "
+			"random";
+
 } // namespace
 
 void add_train_commands(CLI::App &app)
@@ -202,16 +221,17 @@ void add_train_commands(CLI::App &app)
 		->capture_default_str();
 	ex->add_option("--pct", pct, "gguf: upgrade the top max(1, floor(L pct / 100)) layers per role (0: none)")
 		->capture_default_str();
-	ex->add_option("--plan", plan, "gguf: none, magnitude (mean |w|), squisher (Adam's mean v), random")
-		->capture_default_str();
+	ex->add_option("--plan", plan, std::string("gguf: ") + kPlanHelp)->capture_default_str();
 	ex->add_option("--seed", plan_seed, "gguf: seed of the random plan")->capture_default_str();
+	static ScoreSource x_src;
+	add_score_options(ex, x_src, true);
 	ex->callback([] {
 		std::string ckpt = resolve_checkpoint(xc.path, xc.which);
 		if (format == "gguf") {
 			PlanOptions po = plan_options(qtype, upgrade, roles, pct, plan, plan_seed);
 			Config cfg;
 			GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
-			auto s = export_gguf(model, cfg, ckpt, out, po);
+			auto s = export_gguf(model, cfg, ckpt, out, po, x_src);
 			fmt::print("exported {} to {} (GGUF v3, llama.cpp gpt2): {} bytes, {:.3f} bits per weight, base {}, "
 				   "{} upgraded to {}{}; plan in {}.plan.json\n",
 				   ckpt, out, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), qtype,
@@ -240,7 +260,9 @@ void add_train_commands(CLI::App &app)
 	qz->add_option("--upgrade", q_up, "Type of the upgraded tensors")->capture_default_str();
 	qz->add_option("--roles", q_roles, "Roles the plan may upgrade (comma-separated)")->capture_default_str();
 	qz->add_option("--pct", q_pct, "Upgrade the top max(1, floor(L pct / 100)) layers per role")->capture_default_str();
-	qz->add_option("--plan", q_plan, "none magnitude squisher random")->capture_default_str();
+	qz->add_option("--plan", q_plan, kPlanHelp)->capture_default_str();
+	static ScoreSource q_src;
+	add_score_options(qz, q_src, true);
 	qz->add_option("--seed", q_seed, "Seed of the random plan")->capture_default_str();
 	qz->add_option("--batch", q_batch, "Evaluation windows per batch")->capture_default_str();
 	qz->add_option("--data", q_data, "Token folder whose val.bin is evaluated (default: the run's DATA_DIR)");
@@ -253,7 +275,7 @@ void add_train_commands(CLI::App &app)
 		setup_threads(cfg);
 		make_dirs(q_out);
 		std::string file = join_path(q_out, "model.gguf");
-		auto plan = export_gguf(model, cfg, ckpt, file, po);
+		auto plan = export_gguf(model, cfg, ckpt, file, po, q_src);
 		TokenFile val(join_path(q_data.empty() ? cfg.get_string("DATA_DIR") : q_data, "val.bin"),
 			      model->config().vocab_raw);
 		auto ref = evaluate_file(model, val, q_batch, torch::kCPU, false);
@@ -267,6 +289,7 @@ void add_train_commands(CLI::App &app)
 				    {"pct", q_pct},
 				    {"seed", q_seed},
 				    {"upgraded", plan["upgraded"]},
+				    {"score_source", plan["score_source"]},
 				    {"fallbacks", plan["fallbacks"]},
 				    {"tensor_bytes", plan["bytes"]},
 				    {"file_bytes", plan["file_bytes"]},

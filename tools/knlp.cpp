@@ -43,6 +43,7 @@ int main(int argc, char **argv)
 	knlp::add_attention_commands(app);
 	knlp::add_quant_commands(app);
 	knlp::add_gguf_commands(app);
+	knlp::add_tier_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {

@@ -11,6 +11,8 @@
 #include "data/tokenizer.h"
 #include "quant/gguf.h"
 #include "core/run.h"
+#include "fim/fisher.h"
+#include "models/observer.h"
 
 namespace knlp {
 
@@ -147,17 +149,61 @@ void add_gpt2_tokenizer(GgufWriter &w, int vocab)
 
 } // namespace
 
+namespace {
+
+struct ImatrixObserver : ForwardObserver {
+	std::map<std::string, torch::Tensor> sum; // float64 sums of x^2 per input channel
+	std::map<std::string, int64_t> rows;
+	void linear_input(int layer, const char *which, const torch::Tensor &x) override
+	{
+		std::string name = fmt::format("transformer.h.{}.{}.weight", layer, which);
+		auto x2 = x.detach().reshape({-1, x.size(-1)}).to(torch::kDouble).pow(2).sum(0).cpu();
+		auto it = sum.find(name);
+		if (it == sum.end())
+			sum.emplace(name, x2);
+		else
+			it->second.add_(x2);
+		rows[name] += x.numel() / x.size(-1);
+	}
+};
+
+} // namespace
+
+std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::string &val_file, int chunks, int seq)
+{
+	const auto &c = model->config();
+	if (!c.vanilla())
+		fail("imatrix: activations are collected for vanilla attention only (this model: {})", c.variant);
+	if (seq < 1 || seq > c.block_size)
+		fail("imatrix: window of {} tokens outside [1, {}] (the model's context)", seq, c.block_size);
+	TokenFile data(val_file, c.vocab_raw);
+	auto starts = fisher_windows(data.size(), chunks, seq, val_file);
+	model->eval();
+	torch::NoGradGuard ng;
+	ImatrixObserver obs;
+	ObserverScope scope(&obs);
+	const auto dev = model->parameters()[0].device();
+	const int per = 8; // windows per forward pass
+	auto x = torch::empty({per, seq}, torch::kLong), y = torch::empty({per, seq}, torch::kLong);
+	for (size_t w = 0; w < starts.size(); w += per) {
+		int n = int(std::min<size_t>(per, starts.size() - w));
+		for (int i = 0; i < n; i++)
+			data.window(uint64_t(starts[w + size_t(i)]), seq, x[i].data_ptr<int64_t>(), y[i].data_ptr<int64_t>());
+		model->forward_all(x.narrow(0, 0, n).to(dev));
+	}
+	std::map<std::string, torch::Tensor> out;
+	for (auto &[name, s] : obs.sum)
+		out[name] = (s / double(obs.rows[name])).to(torch::kFloat);
+	return out;
+}
+
 nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
-			   const PlanOptions &plan)
+			   const PlanOptions &plan, const ScoreSource &src)
 {
 	const auto &c = model->config();
 	if (!c.vanilla())
 		fail("export: llama.cpp's gpt2 architecture holds only vanilla attention; this model uses '{}' attention",
 		     c.variant);
-	if (plan.plan == "fim" || plan.plan == "imatrix")
-		fail("export: plan {} needs {} scores, which this build does not compute yet; use magnitude, squisher, "
-		     "random or none",
-		     plan.plan, plan.plan == "fim" ? "Fisher" : "activation");
 	// Weights on the CPU in float32, the token table cut to the ids the data can hold.
 	std::vector<std::pair<std::string, torch::Tensor>> params;
 	for (auto &p : model->named_parameters()) {
@@ -190,8 +236,65 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 			     ckpt_dir);
 		opt = std::make_unique<SafetensorsFile>(f);
 	}
+	nlohmann::json source = nullptr;
+	const bool data_plan = plan.plan == "fim" || plan.plan == "fim-error" || plan.plan == "imatrix";
+	std::map<std::string, torch::Tensor> fisher, imatrix;
+	if (data_plan && plan.pct > 0) {
+		std::string dir = src.data_dir.empty() ? cfg.get_string("DATA_DIR") : src.data_dir;
+		std::string val = join_path(dir, src.split + ".bin");
+		int seq = src.seq > 0 ? src.seq : std::min(512, c.block_size);
+		if (plan.plan == "imatrix") {
+			imatrix = collect_imatrix(model, val, src.chunks, seq);
+			source = {{"activations", val}, {"windows", src.chunks}, {"seq", seq}};
+		} else if (!src.fisher_file.empty()) {
+			fisher = load_fisher(src.fisher_file).kind("empirical");
+			source = {{"fisher", src.fisher_file}};
+		} else {
+			TokenFile data(val, c.vocab_raw);
+			FisherOptions fo;
+			fo.chunks = src.chunks;
+			fo.seq = seq;
+			fo.true_fisher = false;
+			fisher = compute_fisher(model, data, fo).empirical;
+			source = {{"fisher", "computed"}, {"data", val}, {"windows", src.chunks}, {"seq", seq}};
+		}
+	}
+	// Squared error of the base type's round trip, per element (what the plan would leave).
+	auto base_error = [&](const std::string &name, const torch::Tensor &t) {
+		bool fb;
+		GgmlType ty = plan_fit(plan.base, t.size(-1), &fb);
+		auto q = std::string(size_t(ggml_row_bytes(ty, t.size(-1)) * (t.numel() / t.size(-1))), '\0');
+		auto back = torch::empty_like(t);
+		ggml_quantize(ty, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(q.data()));
+		ggml_dequantize(ty, reinterpret_cast<const uint8_t *>(q.data()), t.numel(), back.data_ptr<float>());
+		(void)name;
+		return (t - back).pow(2);
+	};
 	for (auto &[name, t] : params) {
 		shapes.emplace_back(name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()));
+		int role_layer;
+		const bool scored = !gpt2_role(name, &role_layer).empty() && t.dim() == 2;
+		if (data_plan && plan.pct > 0 && scored) {
+			auto need = [&](const std::map<std::string, torch::Tensor> &m, const char *what) -> torch::Tensor {
+				auto it = m.find(name);
+				if (it == m.end())
+					fail("export: plan {} has no {} for {}", plan.plan, what, name);
+				auto v = it->second;
+				if (name == "transformer.wte.weight" && v.size(0) != t.size(0))
+					v = v.narrow(0, 0, t.size(0));
+				return v.to(torch::kFloat).contiguous();
+			};
+			if (plan.plan == "fim") {
+				scores[name] = need(fisher, "Fisher diagonal").mean(torch::kDouble).item<double>();
+			} else if (plan.plan == "fim-error") {
+				scores[name] = 0.5 * (need(fisher, "Fisher diagonal") * base_error(name, t)).sum(torch::kDouble).item<double>();
+			} else {
+				auto it = imatrix.find(name);
+				// Embedding tables have no input activations: weight their rows equally.
+				auto a = it == imatrix.end() ? torch::ones({t.size(1)}) : it->second;
+				scores[name] = (base_error(name, t).sum(0) * a).sum(torch::kDouble).item<double>();
+			}
+		}
 		if (plan.plan == "magnitude")
 			scores[name] = t.abs().mean().item<double>();
 		if (plan.plan == "squisher") {
@@ -230,6 +333,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	else
 		w.add("tokenizer.ggml.model", GgufType::STRING, "none"); // byte-level: no GGML vocabulary
 	auto summary = plan_summary(planned, plan);
+	summary["score_source"] = source;
 	w.add("knlp.plan", GgufType::STRING, plan.plan);
 	w.add("knlp.data_dir", GgufType::STRING, cfg.get_string("DATA_DIR"));
 	w.add("knlp.code_version", GgufType::STRING, code_version());

@@ -26,7 +26,27 @@ void export_hf(GPT2 &model, const std::string &out_dir);
 // *data_dir gets knlp.data_dir from the metadata ("" when absent).
 GPT2 load_gguf_model(const std::string &path, std::string *data_dir = nullptr);
 
+// Where the data-driven plans get their scores:
+//   fim        mean empirical Fisher diagonal of the tensor (the original's rule);
+//   fim-error  1/2 sum F_ij (w_ij - Q(w)_ij)^2: the loss increase a second-order expansion
+//              predicts for quantizing the tensor in the base type;
+//   imatrix    sum_j E[x_j^2] sum_i (w_ij - Q(w)_ij)^2: the expected squared output error
+//              of the base type, weighted by the mean squared input activation of each
+//              input channel (llama.cpp's importance matrix).
+// The Fisher comes from `fisher_file` (knlp fim score) or is computed; activations are
+// collected on the same windows: `chunks` windows of `seq` tokens of DATA/<split>.bin. The
+// default split is train, so that a plan is not fitted to the validation text it is then
+// evaluated on.
+struct ScoreSource {
+	std::string fisher_file, data_dir, split = "train";
+	int chunks = 64, seq = 0; // seq 0: min(512, context)
+};
+
+// Mean squared input activation per input channel of every linear of a vanilla GPT-2
+// (keyed by the weight's name), over the windows a ScoreSource describes.
+std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::string &val_file, int chunks, int seq);
+
 nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
-			   const PlanOptions &plan);
+			   const PlanOptions &plan, const ScoreSource &src = {});
 
 } // namespace knlp

@@ -26,6 +26,8 @@
 #include "train/device.h"
 #include "train/evaluate.h"
 #include "train/export.h"
+#include "fim/fisher.h"
+#include "tier/tier.h"
 #include "quant/plan.h"
 #include "fim/attention_fisher.h"
 #include "train/generate.h"
@@ -134,6 +136,7 @@ public:
 private:
 	void setup();
 	void resume_from(const std::string &ckpt);
+	void after_training(); // CONFIG_FIM_SCORE, CONFIG_TIER_BENCH
 	void evaluate_now();
 	void checkpoint_now(bool best);
 	double train_step(double lr);
@@ -243,6 +246,23 @@ void Trainer::setup()
 		if (qp.plan == "squisher" && !opt_->has_second_moment())
 			fail("CONFIG_QUANT_PLAN_SQUISHER=y: the {} optimizer keeps no second moment (exp_avg_sq)",
 			     opt_->options().name);
+	}
+	const int64_t fim_seq = cfg_.get_int("FIM_SEQ");
+	if ((cfg_.get_bool("FIM_SCORE") || cfg_.get_bool("QUANT_GGUF") || cfg_.get_bool("TIER_BENCH")) &&
+	    fim_seq > model_->config().block_size)
+		fail("CONFIG_FIM_SEQ={} exceeds the model's context of {} tokens", fim_seq, model_->config().block_size);
+	if (cfg_.get_bool("FIM_COMPARE") && !opt_->has_second_moment())
+		fail("CONFIG_FIM_COMPARE=y: the {} optimizer keeps no second moment (exp_avg_sq) to compare",
+		     opt_->options().name);
+	if (cfg_.get_bool("TIER_BENCH")) {
+		auto to = tier_options_from(cfg_);
+		if (to.source == "adam" && !opt_->has_second_moment())
+			fail("CONFIG_TIER_SOURCE_ADAM=y: the {} optimizer keeps no second moment; choose "
+			     "CONFIG_TIER_SOURCE_FIM=y",
+			     opt_->options().name);
+		if (cfg_.get_int("TIER_CONTEXT") > model_->config().block_size)
+			fail("CONFIG_TIER_CONTEXT={} exceeds the model's context of {} tokens", cfg_.get_int("TIER_CONTEXT"),
+			     model_->config().block_size);
 	}
 	data_rng_ = Rng(static_cast<uint64_t>(seed_) * 0x9e3779b97f4a7c15ULL + 1);
 }
@@ -446,6 +466,88 @@ void Trainer::evaluate_now()
 	fail("{}: non-finite {} ({}) at iteration {}; training stopped, {}", run_dir_, what, value, iter_, keep);
 }
 
+void Trainer::after_training()
+{
+	const bool score = cfg_.get_bool("FIM_SCORE"), tier = cfg_.get_bool("TIER_BENCH");
+	if (!score && !tier)
+		return;
+	std::string val_file = join_path(cfg_.get_string("DATA_DIR"), "val.bin");
+	FisherOptions fo;
+	fo.chunks = static_cast<int>(cfg_.get_int("FIM_CHUNKS"));
+	fo.seq = static_cast<int>(cfg_.get_int("FIM_SEQ"));
+	if (fo.seq == 0)
+		fo.seq = std::min(512, model_->config().block_size);
+	fo.seed = static_cast<uint64_t>(cfg_.get_int("FIM_SEED"));
+	fo.empirical = !cfg_.get_bool("FIM_KIND_TRUE");
+	fo.true_fisher = !cfg_.get_bool("FIM_KIND_EMPIRICAL");
+	FisherResult fisher;
+	if (score) {
+		TokenFile data(val_file, model_->config().vocab_raw);
+		fisher = compute_fisher(model_, data, fo);
+		auto j = fisher_json(fisher);
+		j["checkpoint"] = last_ckpt_;
+		j["data"] = val_file;
+		std::string dir = join_path(run_dir_, "fim");
+		make_dirs(dir);
+		save_fisher(join_path(dir, "fisher.safetensors"), fisher);
+		write_file_atomic(join_path(dir, "fim.json"), j.dump(2) + "\n");
+		fmt::print("fim: {} windows x {} tokens; {}\n", fo.chunks, fo.seq, join_path(dir, "fim.json"));
+		if (cfg_.get_bool("FIM_COMPARE")) {
+			auto c = compare_fisher(read_adam_moments(last_ckpt_), fisher, CompareOptions{});
+			c["checkpoint"] = last_ckpt_;
+			write_file_atomic(join_path(dir, "compare.json"), c.dump(2) + "\n");
+			for (const auto &[k, r] : c["fisher"].items()) {
+				const auto &g = r["global"]["raw"];
+				fmt::print("fim: Adam's v vs the {} Fisher: Spearman {:.3f}, Pearson {:.3f}, top-10% overlap {:.3f} "
+					   "over {} elements\n",
+					   k, g["spearman"].is_null() ? NAN : g["spearman"].get<double>(),
+					   g["pearson"].is_null() ? NAN : g["pearson"].get<double>(),
+					   g["top10%"].is_null() ? NAN : g["top10%"].get<double>(), g["elements"].get<int64_t>());
+			}
+		}
+	}
+	if (tier) {
+		TierOptions to = tier_options_from(cfg_);
+		std::map<std::string, double> scores;
+		if (to.source == "adam") {
+			scores = adam_tier_scores(last_ckpt_);
+		} else {
+			if (fisher.empirical.empty()) {
+				TokenFile data(val_file, model_->config().vocab_raw);
+				FisherOptions e = fo;
+				e.empirical = true;
+				e.true_fisher = false;
+				fisher = compute_fisher(model_, data, e);
+			}
+			scores = fisher_tensor_means(fisher, "empirical");
+		}
+		auto mods = tier_modules(model_);
+		assign_tiers(mods, scores, to);
+		TierBenchOptions bo;
+		bo.context = static_cast<int>(cfg_.get_int("TIER_CONTEXT"));
+		bo.warmup = static_cast<int>(cfg_.get_int("TIER_WARMUP"));
+		bo.iters = static_cast<int>(cfg_.get_int("TIER_ITERS"));
+		bo.modes = {"untiered"};
+		if (!cfg_.get_bool("TIER_MODE_OFFLOAD"))
+			bo.modes.push_back("emulated");
+		if (!cfg_.get_bool("TIER_MODE_EMULATED"))
+			bo.modes.push_back("offload");
+		bo.store_dir = join_path(run_dir_, "tier");
+		TokenFile val(val_file, model_->config().vocab_raw);
+		val.require_window(bo.context);
+		auto x = torch::empty({1, bo.context}, torch::kLong), y = torch::empty({1, bo.context}, torch::kLong);
+		val.window(0, bo.context, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
+		auto plan = tier_plan_json(mods, to);
+		auto j = tier_bench(model_, mods, to, bo, x);
+		print_tier_bench(j);
+		j["plan"] = plan;
+		j["checkpoint"] = last_ckpt_;
+		write_file_atomic(join_path(run_dir_, "tier.json"), j.dump(2) + "\n");
+		fmt::print("tier: {}; plan {} ({}), {}\n", join_path(run_dir_, "tier.json"), to.source,
+			   plan["semantics"].get<std::string>(), "`knlp tier plan` prints it");
+	}
+}
+
 void Trainer::phase(int i)
 {
 	if (!ph_.on)
@@ -598,9 +700,13 @@ int Trainer::run()
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");
+	after_training();
 	if (cfg_.get_bool("QUANT_GGUF")) {
 		std::string file = join_path(run_dir_, "model.gguf");
-		auto s = export_gguf(model_, cfg_, last_ckpt_, file, plan_options_from(cfg_));
+		ScoreSource src;
+		src.chunks = static_cast<int>(cfg_.get_int("FIM_CHUNKS"));
+		src.seq = static_cast<int>(cfg_.get_int("FIM_SEQ"));
+		auto s = export_gguf(model_, cfg_, last_ckpt_, file, plan_options_from(cfg_), src);
 		fmt::print("gguf: {} ({} bytes, {:.3f} bits per weight, {} upgraded, {} fallbacks; `knlp eval --gguf {}` "
 			   "for its perplexity)\n",
 			   file, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), s["upgraded"].size(),
