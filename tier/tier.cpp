@@ -137,8 +137,13 @@ void assign_tiers(std::vector<TierModule> &mods, const std::map<std::string, dou
 	for (size_t r = 0; r < idx.size(); r++) {
 		auto &m = mods[idx[r]];
 		// Position of the module's start in the ranking, as a fraction of modules or bytes.
-		double at = o.by_bytes ? double(before) / double(std::max<int64_t>(1, total)) : double(r) / n;
-		m.tier = at < o.cut_fast - 1e-12 ? 0 : at < o.cut_middle - 1e-12 ? 1 : 2;
+		if (o.by_bytes) {
+			double at = double(before) / double(std::max<int64_t>(1, total));
+			m.tier = at < o.cut_fast - 1e-12 ? 0 : at < o.cut_middle - 1e-12 ? 1 : 2;
+		} else { // the first floor(a n) modules, then up to floor(b n)
+			const double rr = double(r);
+			m.tier = rr < std::floor(o.cut_fast * n + 1e-9) ? 0 : rr < std::floor(o.cut_middle * n + 1e-9) ? 1 : 2;
+		}
 		before += m.bytes;
 	}
 }
@@ -166,9 +171,10 @@ nlohmann::json tier_plan_json(const std::vector<TierModule> &mods, const TierOpt
 	return {{"source", o.source},
 		{"cuts", {o.cut_fast, o.cut_middle}},
 		{"by", o.by_bytes ? "bytes" : "modules"},
-		{"semantics", fmt::format("modules ranked by score, highest first; fast = the first {:g}% of the {}, "
+		{"semantics", fmt::format("modules ranked by score, highest first; fast = the first {:g}% of the {}{}, "
 					  "middle = up to {:g}%, slow = the rest ({:g}/{:g}/{:g})",
-					  100 * o.cut_fast, o.by_bytes ? "bytes" : "modules", 100 * o.cut_middle,
+					  100 * o.cut_fast, o.by_bytes ? "bytes" : "modules",
+					  o.by_bytes ? " (by where each module starts)" : " (rounded down)", 100 * o.cut_middle,
 					  100 * o.cut_fast, 100 * (o.cut_middle - o.cut_fast), 100 * (1 - o.cut_middle))},
 		{"score_rule", o.source == "adam" ? "mean |m| + mean sqrt(v) per tensor, mean over the module's tensors"
 						  : "mean empirical Fisher diagonal per tensor, mean over the module's "

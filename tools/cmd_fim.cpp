@@ -241,7 +241,10 @@ void add_tier_commands(CLI::App &app)
 	static TierBenchOptions bo;
 	static std::string modes = "untiered,emulated,offload";
 	ba.add_to(bn);
-	bn->add_option("--context", bo.context, "Tokens per forward pass (batch 1)")->capture_default_str();
+	bo.context = 0;
+	bn->add_option("--context", bo.context, "Tokens per forward pass, batch 1 (0: 128 or the model's context when "
+						"shorter)")
+		->capture_default_str();
 	bn->add_option("--warmup", bo.warmup, "Untimed passes first")->capture_default_str();
 	bn->add_option("--iters", bo.iters, "Timed passes")->capture_default_str();
 	bn->add_option("--modes", modes, "Comma-separated: untiered emulated offload")->capture_default_str();
@@ -261,6 +264,8 @@ void add_tier_commands(CLI::App &app)
 		model->to(dev);
 		if (bo.store_dir.empty())
 			bo.store_dir = join_path(ba.fa.ckpt_path, "tier");
+		if (bo.context == 0)
+			bo.context = std::min(128, model->config().block_size);
 		if (bo.context < 1 || bo.context > model->config().block_size)
 			fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context,
 			     model->config().block_size);
