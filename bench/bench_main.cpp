@@ -9,6 +9,8 @@
 //                                           trainer's step: forward, loss, backward, AdamW
 //   knlp_bench quant                        GGML block quantize / dequantize throughput per
 //                                           type (one thread, MB/s of float32, best of 3)
+//   knlp_bench fim L H C T V WINDOWS        Fisher scoring tokens/s (batch-1 windows): the
+//                                           empirical Fisher alone and with the true one
 //   knlp_bench attention VARIANT L H C B STEPS
 //                                           training tokens/s (T 128, byte vocabulary) and
 //                                           cached decoding tokens/s at batch 1 up to 512
@@ -17,11 +19,14 @@
 #include <cstdio>
 #include <cstring>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "core/fsutil.h"
 #include "data/tokenizer.h"
+#include "data/tokens.h"
+#include "fim/fisher.h"
 #include "models/gpt2.h"
 #include "models/vision.h"
 #include "optim/optimizer.h"
@@ -335,6 +340,46 @@ static int bench_select(char **a)
 	return 0;
 }
 
+static int bench_fim(char **a)
+{
+	GPT2Config c;
+	c.n_layer = std::atoi(a[0]), c.n_head = std::atoi(a[1]), c.n_embd = std::atoi(a[2]);
+	c.block_size = std::atoi(a[3]);
+	c.vocab_raw = c.vocab_size = std::atoi(a[4]);
+	const int windows = std::atoi(a[5]);
+	c.dropout = 0.0;
+	torch::manual_seed(0);
+	GPT2 m(c);
+	m->init_weights();
+	// Random ids in a token file, as `knlp fim score` reads them.
+	char tmpl[] = "/tmp/knlp-bench-fim-XXXXXX";
+	int fd = mkstemp(tmpl);
+	if (fd < 0)
+		return 1;
+	close(fd);
+	const int64_t n = int64_t(windows + 2) * c.block_size + 1;
+	auto ids = torch::randint(0, c.vocab_raw, {n}, torch::kInt).to(torch::kShort);
+	write_file_atomic(tmpl, std::string(static_cast<const char *>(ids.data_ptr()), size_t(n) * 2));
+	TokenFile f(tmpl, c.vocab_raw);
+	FisherOptions o;
+	o.seq = c.block_size;
+	o.progress = false;
+	o.chunks = 2; // warm-up
+	compute_fisher(m, f, o);
+	o.chunks = windows;
+	o.true_fisher = false;
+	auto e = compute_fisher(m, f, o);
+	o.true_fisher = true;
+	auto b = compute_fisher(m, f, o);
+	std::remove(tmpl);
+	nlohmann::json j = {{"impl", "knlp"},
+			    {"empirical_tokens_per_sec", double(e.tokens) / e.seconds},
+			    {"both_tokens_per_sec", double(b.tokens) / b.seconds},
+			    {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -353,6 +398,8 @@ int main(int argc, char **argv)
 		return bench_optim(argv + 2);
 	if (!std::strcmp(argv[1], "quant") && argc == 2)
 		return bench_quant();
+	if (!std::strcmp(argv[1], "fim") && argc == 8)
+		return bench_fim(argv + 2);
 	if (!std::strcmp(argv[1], "select") && argc == 3)
 		return bench_select(argv + 2);
 	if (!std::strcmp(argv[1], "tokenize") && argc >= 4)

@@ -115,6 +115,20 @@ PY
 printf '  "ggml_quant": {"knlp": %s, "ggml": %s},\n' "$qk" "$qg" >>"$res"
 fi
 
+if want fim; then
+echo
+echo "== Fisher scoring (batch-1 windows, per-window squared gradients): knlp vs eager PyTorch, same model and shapes"
+for shape in "4 4 128 128 256 64" "6 8 512 256 50304 16"; do
+	fk=$("$B" fim $shape)
+	fp=$(/usr/bin/python3 "$(dirname "$0")/ref/fisher_eager.py" $shape)
+	printf "  L H C T V windows = %s: knlp empirical %.0f tok/s (with the true Fisher too: %.0f), PyTorch eager %.0f tok/s, ratio %.2fx\n" \
+		"$shape" "$(jq_get "$fk" empirical_tokens_per_sec)" "$(jq_get "$fk" both_tokens_per_sec)" \
+		"$(jq_get "$fp" tokens_per_sec)" \
+		"$(/usr/bin/python3 -c "print($(jq_get "$fk" empirical_tokens_per_sec) / $(jq_get "$fp" tokens_per_sec))")"
+	printf '  "fim_%s": {"knlp": %s, "pytorch": %s},\n' "$(echo $shape | tr ' ' _)" "$fk" "$fp" >>"$res"
+done
+fi
+
 if want tokenize; then
 echo
 echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"

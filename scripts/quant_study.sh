@@ -28,11 +28,21 @@ q q8_0 --base q8_0 --pct 0
 q q6_k --base q6_k --pct 0
 q q4_k --base q4_k --pct 0
 q q3_k --base q3_k --pct 0
-for p in magnitude squisher; do
-	q "$p" --base q3_k --upgrade q6_k --roles ffn_down --pct 15 --plan $p
+# The issue's budget: 15% of ffn_down. fim, fim-error and imatrix calibrate on 64 windows of
+# the training split (not the validation text they are judged on).
+for p in magnitude squisher fim fim-error imatrix; do
+	[ -s "$out/q_$p/quantize.json" ] || q "$p" --base q3_k --upgrade q6_k --roles ffn_down --pct 15 --plan $p
 done
 for s in 1 2 3 4 5; do
-	q "random$s" --base q3_k --upgrade q6_k --roles ffn_down --pct 15 --plan random --seed $s
+	[ -s "$out/q_random$s/quantize.json" ] || q "random$s" --base q3_k --upgrade q6_k --roles ffn_down --pct 15 --plan random --seed $s
+done
+# More room to choose: one layer of four in each of the four weight roles.
+all=attn_qkv,attn_output,ffn_up,ffn_down
+for p in magnitude squisher fim fim-error imatrix; do
+	[ -s "$out/q_all-$p/quantize.json" ] || q "all-$p" --base q3_k --upgrade q6_k --roles $all --pct 25 --plan $p
+done
+for s in 1 2 3 4 5; do
+	[ -s "$out/q_all-random$s/quantize.json" ] || q "all-random$s" --base q3_k --upgrade q6_k --roles $all --pct 25 --plan random --seed $s
 done
 /usr/bin/python3 - "$out" <<'PY'
 import glob, json, os, statistics, sys
@@ -40,14 +50,23 @@ out = sys.argv[1]
 rows = {os.path.basename(os.path.dirname(f))[2:]: json.load(open(f)) for f in glob.glob(out + "/q_*/quantize.json")}
 print("| plan | bytes | bits/weight | val ppl | vs float | upgraded |")
 print("|---|---:|---:|---:|---:|---|")
-for name in ["q8_0", "q6_k", "q4_k", "q3_k", "magnitude", "squisher"] + [f"random{s}" for s in range(1, 6)]:
-    r = rows.get(name)
-    if r:
-        up = ", ".join(u.replace("transformer.h.", "h").replace(".mlp.c_proj.weight", "") for u in r["upgraded"])
-        print(f"| {name} | {r['tensor_bytes']:,} | {r['bits_per_weight']:.3f} | {r['val_perplexity']:.4f} | "
-              f"{r['perplexity_change_pct']:+.2f}% | {up} |")
-rand = [rows[f"random{s}"]["val_perplexity"] for s in range(1, 6) if f"random{s}" in rows]
-if len(rand) > 1:
-    print(f"\nrandom: {statistics.mean(rand):.4f} +/- {statistics.stdev(rand):.4f} (5 seeds); float "
-          f"{rows['q8_0']['float_val_perplexity']:.4f}")
+def short(u):
+    for a, b in [("transformer.h.", "h"), (".mlp.c_proj.weight", ".ffn_down"), (".mlp.c_fc.weight", ".ffn_up"),
+                 (".attn.c_attn.weight", ".attn_qkv"), (".attn.c_proj.weight", ".attn_output")]:
+        u = u.replace(a, b)
+    return u
+plans = ["magnitude", "squisher", "fim", "fim-error", "imatrix"]
+for prefix in ["", "all-"]:
+    names = (["q8_0", "q6_k", "q4_k", "q3_k"] if not prefix else []) + [prefix + p for p in plans] + \
+        [f"{prefix}random{s}" for s in range(1, 6)]
+    for name in names:
+        r = rows.get(name)
+        if r:
+            up = ", ".join(short(u) for u in r["upgraded"])
+            print(f"| {name} | {r['tensor_bytes']:,} | {r['bits_per_weight']:.3f} | {r['val_perplexity']:.4f} | "
+                  f"{r['perplexity_change_pct']:+.2f}% | {up} |")
+    rand = [rows[f"{prefix}random{s}"]["val_perplexity"] for s in range(1, 6) if f"{prefix}random{s}" in rows]
+    if len(rand) > 1:
+        print(f"\n{prefix}random: {statistics.mean(rand):.4f} +/- {statistics.stdev(rand):.4f} (5 seeds); float "
+              f"{rows['q3_k']['float_val_perplexity']:.4f}\n")
 PY
