@@ -24,10 +24,10 @@ q() { # name args...
 	shift
 	"$K" quantize --checkpoint "$out/run" --data "$out/val" --out "$out/q_$name" "$@"
 }
-q q8_0 --base q8_0 --pct 0
-q q6_k --base q6_k --pct 0
-q q4_k --base q4_k --pct 0
-q q3_k --base q3_k --pct 0
+[ -s "$out/q_q8_0/quantize.json" ] || q q8_0 --base q8_0 --pct 0
+[ -s "$out/q_q6_k/quantize.json" ] || q q6_k --base q6_k --pct 0
+[ -s "$out/q_q4_k/quantize.json" ] || q q4_k --base q4_k --pct 0
+[ -s "$out/q_q3_k/quantize.json" ] || q q3_k --base q3_k --pct 0
 # The budget: 15% of ffn_down. fim, fim-error and imatrix calibrate on 64 windows of
 # the training split (not the validation text they are judged on).
 for p in magnitude squisher fim fim-error imatrix; do

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/torch_compat.h"
 #include "models/gpt2.h"
 #include "optim/optimizer.h"
 #include "prune/pruner.h"
+#include "tier/tier.h"
 
 using namespace knlp;
 
@@ -280,4 +282,44 @@ TEST(Cuda, GeneratorStateRoundTrips)
 	EXPECT_TRUE(a.equal(b));
 	auto d = torch::randn({1000}, torch::TensorOptions().device(kGpu));
 	EXPECT_FALSE(a.equal(d));
+}
+
+TEST(Cuda, TierOffloadMovesTheMiddleAndSlowTiersExactly)
+{
+	REQUIRE_CUDA();
+	GPT2Config c;
+	c.n_layer = 2, c.n_head = 2, c.n_embd = 64, c.block_size = 32, c.vocab_raw = 100;
+	c.vocab_size = pad_vocab(100, 64);
+	c.dropout = 0.0;
+	torch::manual_seed(1);
+	GPT2 m(c);
+	m->init_weights();
+	m->to(torch::kCUDA);
+	auto mods = tier_modules(m);
+	std::map<std::string, double> scores;
+	double s = 0;
+	for (auto &p : m->named_parameters())
+		scores[p.key()] = s++;
+	TierOptions o;
+	parse_tier_cuts("0.3,0.6", &o);
+	assign_tiers(mods, scores, o);
+	int64_t moved = 0;
+	for (const auto &md : mods)
+		if (md.tier > 0)
+			moved += md.bytes;
+	char tmpl[] = "/tmp/knlp-cuda-tier-XXXXXX";
+	TierBenchOptions b;
+	b.context = 32;
+	b.warmup = 1;
+	b.iters = 5;
+	b.modes = {"untiered", "offload"};
+	b.store_dir = mkdtemp(tmpl);
+	b.progress = false;
+	auto x = torch::arange(32, torch::kLong).remainder(100).view({1, 32});
+	auto j = tier_bench(m, mods, o, b, x);
+	const auto &off = j["modes"][1];
+	EXPECT_EQ(off["max_abs_logit_diff"].get<double>(), 0.0);
+	EXPECT_EQ(off["bytes_read_per_forward"].get<int64_t>(), moved); // middle (host) + slow (file)
+	EXPECT_EQ(j["device"].get<std::string>().rfind("cuda", 0), 0u);
+	std::filesystem::remove_all(b.store_dir);
 }
