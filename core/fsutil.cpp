@@ -190,4 +190,12 @@ bool fault_time_up(const char *label)
 	return want && fault_spec_matches(want, label, &nth) && ++hits >= nth;
 }
 
+bool fault_nan(const char *label)
+{
+	static const char *want = std::getenv("KNLP_FAULT_NAN_AT");
+	static int hits = 0;
+	int nth;
+	return want && fault_spec_matches(want, label, &nth) && ++hits == nth;
+}
+
 } // namespace knlp

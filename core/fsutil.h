@@ -47,5 +47,8 @@ bool fault_enospc();
 // KNLP_FAULT_TIME_UP_AT=label#N, as if CONFIG_MAX_TIME had run out there (tests of the
 // time-budget stop that do not depend on the machine's speed).
 bool fault_time_up(const char *label);
+// Numerics-test hook: KNLP_FAULT_NAN_AT=label#N makes the N-th call with this label return
+// true (once): the trainer then poisons that micro-batch's loss with NaN.
+bool fault_nan(const char *label);
 
 } // namespace knlp

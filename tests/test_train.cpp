@@ -202,6 +202,36 @@ TEST_F(TrainFixture, NonFiniteLossStopsAndKeepsTheLastCheckpoint)
 	EXPECT_EQ(m["status"], "failed");
 }
 
+TEST_F(TrainFixture, NonFiniteStepsAreSkippedCountedAndResumeExactly)
+{
+	// Two micro-batches per step: the 3rd loss is the first of iteration 1.
+	auto r = train("--out " + d / "stop", "KNLP_FAULT_NAN_AT=loss#3");
+	EXPECT_EQ(r.status, 1) << r.output;
+	EXPECT_NE(r.output.find("non-finite loss (nan) at iteration 1"), std::string::npos) << r.output;
+	r = train("--out " + d / "s --set NONFINITE_SKIP=y", "KNLP_FAULT_NAN_AT=loss#3");
+	ASSERT_EQ(r.status, 0) << r.output;
+	auto m = json::parse(test::slurp(d / "s/training_metrics.json"));
+	EXPECT_EQ(m["status"], "complete");
+	EXPECT_EQ(m["skipped_steps"], 1);
+	EXPECT_NE(test::slurp(d / "s/metrics.jsonl").find(R"({"iter":1,"skipped_steps":1,"type":"skipped_step","what":"loss"})"),
+		  std::string::npos);
+	ASSERT_EQ(train("--out " + d / "a").status, 0);
+	EXPECT_FALSE(final_weights(d / "s") == final_weights(d / "a")); // the step was really dropped
+	// Killed after step 7 (checkpoint at 5), resumed: the same weights and count.
+	r = train("--out " + d / "k --set NONFINITE_SKIP=y", "KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT=after_step#7");
+	EXPECT_NE(r.status, 0);
+	r = test::run("KNLP_PEAK_FLOPS=1e9 " + test::knlp_bin() + " train --resume " + d / "k");
+	ASSERT_EQ(r.status, 0) << r.output;
+	EXPECT_TRUE(final_weights(d / "k") == final_weights(d / "s"));
+	EXPECT_EQ(json::parse(test::slurp(d / "k/training_metrics.json"))["skipped_steps"], 1);
+	// A diverged run skips NONFINITE_MAX_SKIPS steps in a row, then stops.
+	r = train("--out " + d / "div --set NONFINITE_SKIP=y --set NONFINITE_MAX_SKIPS=3 --set LEARNING_RATE=1e30 "
+		  "--set GRAD_CLIP=0 --set WARMUP_ITERS=0");
+	EXPECT_EQ(r.status, 1) << r.output;
+	EXPECT_NE(r.output.find("for the 3th step in a row (CONFIG_NONFINITE_MAX_SKIPS)"), std::string::npos) << r.output;
+	EXPECT_EQ(json::parse(test::slurp(d / "div/training_metrics.json"))["status"], "failed");
+}
+
 TEST_F(TrainFixture, EvalSampleExport)
 {
 	ASSERT_EQ(train("--out " + d / "m --set MAX_ITERS=10").status, 0);

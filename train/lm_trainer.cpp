@@ -147,6 +147,9 @@ private:
 	// B random windows of f as (inputs, targets) on the training device.
 	std::pair<torch::Tensor, torch::Tensor> batch(const TokenFile &f, Rng &rng) const;
 	[[noreturn]] void nonfinite(const std::string &what, double value);
+	// CONFIG_NONFINITE_SKIP: drop this step (true) or stop (never returns).
+	bool skip_nonfinite(const std::string &what, double value);
+	int64_t skipped_ = 0, skipped_in_row_ = 0;
 
 	TrainRequest req_;
 	Config cfg_;
@@ -279,6 +282,8 @@ void Trainer::resume_from(const std::string &ckpt)
 		best_val_ = st.at("best_val_loss").is_null() ? std::numeric_limits<double>::infinity()
 							      : st.at("best_val_loss").get<double>();
 		best_iter_ = st.value("best_iteration", int64_t(-1));
+		skipped_ = st.value("skipped_steps", int64_t(0));
+		skipped_in_row_ = st.value("skipped_in_row", int64_t(0));
 		last_eval_ = st.value("last_eval_iteration", int64_t(-1));
 		elapsed_before_ = st.value("elapsed_seconds", 0.0);
 		hist_ = st.at("metrics");
@@ -317,6 +322,8 @@ json Trainer::state_json() const
 		{"vocab_raw", model_->config().vocab_raw},
 		{"optimizer", opt_->extra_state()},
 		{"pruning", pruner_->extra_state()},
+		{"skipped_steps", skipped_},
+		{"skipped_in_row", skipped_in_row_},
 		{"metrics", hist_}};
 }
 
@@ -348,6 +355,7 @@ void Trainer::write_metrics(const std::string &status) const
 		  {"code_version", code_version()},
 		  {"optimizer", opt_->options().name},
 		  {"optimizer_state_bytes", opt_->state_bytes()},
+		  {"skipped_steps", skipped_},
 		  {"metrics", hist_}};
 	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
@@ -466,6 +474,21 @@ void Trainer::evaluate_now()
 	fail("{}: non-finite {} ({}) at iteration {}; training stopped, {}", run_dir_, what, value, iter_, keep);
 }
 
+bool Trainer::skip_nonfinite(const std::string &what, double value)
+{
+	if (!cfg_.get_bool("NONFINITE_SKIP"))
+		nonfinite(what, value);
+	skipped_++;
+	skipped_in_row_++;
+	if (skipped_in_row_ >= cfg_.get_int("NONFINITE_MAX_SKIPS"))
+		nonfinite(fmt::format("{} for the {}th step in a row (CONFIG_NONFINITE_MAX_SKIPS)", what, skipped_in_row_),
+			  value);
+	log_jsonl({{"type", "skipped_step"}, {"iter", iter_}, {"what", what}, {"skipped_steps", skipped_}});
+	fmt::print(stderr, "knlp: warning: iteration {}: non-finite {} ({}); step skipped ({} so far)\n", iter_, what,
+		   value, skipped_);
+	return true;
+}
+
 void Trainer::after_training()
 {
 	const bool score = cfg_.get_bool("FIM_SCORE"), tier = cfg_.get_bool("TIER_BENCH");
@@ -574,6 +597,8 @@ double Trainer::train_step(double lr)
 			compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
 			loss = model_->forward(xt, yt).loss;
 		}
+		if (fault_nan("loss"))
+			loss = loss * std::numeric_limits<float>::quiet_NaN();
 		losses.push_back(loss.detach().to(torch::kFloat).reshape({1}));
 		phase(1);
 		(loss / accum_).backward();
@@ -581,10 +606,15 @@ double Trainer::train_step(double lr)
 	}
 	auto lv_all = torch::cat(losses).to(torch::kCPU, torch::kDouble);
 	double loss_sum = 0;
+	auto drop = [&] {
+		for (auto &s : opt_->state())
+			s.param.mutable_grad().reset();
+		return std::numeric_limits<double>::quiet_NaN();
+	};
 	for (int micro = 0; micro < accum_; micro++) {
 		double lv = lv_all[micro].item<double>();
-		if (!std::isfinite(lv))
-			nonfinite("loss", lv);
+		if (!std::isfinite(lv) && skip_nonfinite("loss", lv))
+			return drop();
 		loss_sum += lv;
 	}
 	pruner_->mask_grads();
@@ -597,8 +627,10 @@ double Trainer::train_step(double lr)
 				where = s.name;
 				break;
 			}
-		nonfinite("gradient (first in " + where + ")", norm);
+		if (skip_nonfinite("gradient (first in " + where + ")", norm))
+			return drop();
 	}
+	skipped_in_row_ = 0;
 	double scale = clip_ > 0 && norm > clip_ ? clip_ / (norm + 1e-6) : 1.0;
 	phase(3);
 	opt_->step(lr * factor, scale);
