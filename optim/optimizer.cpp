@@ -164,6 +164,14 @@ double Optimizer::grad_norm() const
 	return std::sqrt(total);
 }
 
+std::string Optimizer::first_nonfinite_grad() const
+{
+	for (const auto &s : state_)
+		if (s.param.grad().defined() && !torch::isfinite(s.param.grad()).all().item<bool>())
+			return s.name;
+	return "?";
+}
+
 double Optimizer::before_clip()
 {
 	if (!opt_.spam)

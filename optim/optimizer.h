@@ -62,6 +62,9 @@ public:
 	double before_clip();
 	// Global L2 norm of all gradients (deterministic: fixed-size chunks summed in order).
 	double grad_norm() const;
+	// Name of the first parameter (in order) whose gradient holds a NaN or an infinity; "?"
+	// when none does.
+	std::string first_nonfinite_grad() const;
 	// One step at learning rate lr; gradients are first scaled by grad_scale (the clip).
 	void step(double lr, double grad_scale = 1.0);
 	void zero_grad();

@@ -85,6 +85,15 @@ grep -q '"status": "stopped_time_budget"' t/training_metrics.json && ok || bad "
 "$KNLP" train --resume t --set MAX_TIME=0 >>t.log 2>&1 || bad "resume after time budget: $(tail -3 t.log)"
 same a t && ok || bad "resume after a mid-epoch stop differs"
 
+# A non-finite loss at step 3: stops by default, naming it; with NONFINITE_SKIP the step is
+# dropped and counted, and a kill + resume reproduces the uninterrupted skipping run.
+expect_fail "non-finite loss (nan) at epoch 0, step 2" env KNLP_FAULT_NAN_AT=loss#3 "$KNLP" train --config l.config --out nan0
+KNLP_FAULT_NAN_AT=loss#3 "$KNLP" train --config l.config --set NONFINITE_SKIP=y --out ns >ns.log 2>&1 || bad "skip run: $(tail -3 ns.log)"
+grep -q '"skipped_steps": 1' ns/training_metrics.json && grep -q '"type":"skipped_step"' ns/metrics.jsonl && ok || bad "skip counted"
+( KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set NONFINITE_SKIP=y --out nk >nk.log 2>&1; : ) 2>/dev/null
+"$KNLP" train --resume nk >>nk.log 2>&1 || bad "resume skip run: $(tail -3 nk.log)"
+same ns nk && grep -q '"skipped_steps": 1' nk/training_metrics.json && ok || bad "skip run resumed differs"
+
 # Pruning: magnitude to 70%, ramp end at epoch 2 of 3.
 "$KNLP" train --config l.config --set PRUNING_MAGNITUDE=y --set PRUNING_TARGET_SPARSITY=0.7 --set PRUNING_WARMUP=5 \
 	--set PRUNING_FREQUENCY=5 --set PRUNING_RAMP_END_EPOCH=2 --out p >p.log 2>&1 || bad "pruned run: $(tail -3 p.log)"

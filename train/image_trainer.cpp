@@ -138,6 +138,8 @@ private:
 	void write_metrics(const std::string &status) const;
 	void log_jsonl(const json &j) const;
 	[[noreturn]] void nonfinite(const std::string &what, double v);
+	bool skip_nonfinite(const std::string &what, double v); // CONFIG_NONFINITE_SKIP
+	int64_t skipped_ = 0, skipped_in_row_ = 0;
 	double lr_at(int64_t epoch) const;
 	double elapsed() const
 	{
@@ -286,6 +288,8 @@ json ImageTrainer::state_json() const
 		{"config", cfg_.to_text()},
 		{"optimizer", opt_->extra_state()},
 		{"pruning", pruner_->extra_state()},
+		{"skipped_steps", skipped_},
+		{"skipped_in_row", skipped_in_row_},
 		{"metrics", hist_}};
 }
 
@@ -324,6 +328,8 @@ void ImageTrainer::resume_from(const std::string &ckpt)
 		batch_in_epoch_ = st.at("batch_in_epoch").get<int64_t>();
 		epoch_loss_sum_ = st.at("epoch_loss_sum").get<double>();
 		epoch_loss_n_ = st.at("epoch_loss_n").get<int64_t>();
+		skipped_ = st.value("skipped_steps", int64_t(0));
+		skipped_in_row_ = st.value("skipped_in_row", int64_t(0));
 		epoch_time_before_ = st.at("epoch_time_before").get<double>();
 		best_acc_ = st.at("best_accuracy").get<double>();
 		best_epoch_ = st.at("best_epoch").get<int64_t>();
@@ -369,6 +375,7 @@ void ImageTrainer::write_metrics(const std::string &status) const
 		  {"total_training_time", elapsed()},
 		  {"images_per_second", last_img_s_},
 		  {"final_iteration", step_},
+		  {"skipped_steps", skipped_},
 		  {"code_version", code_version()}};
 	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
@@ -380,6 +387,20 @@ void ImageTrainer::log_jsonl(const json &j) const
 		return;
 	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
 	f << j.dump() << "\n";
+}
+
+bool ImageTrainer::skip_nonfinite(const std::string &what, double v)
+{
+	if (!cfg_.get_bool("NONFINITE_SKIP"))
+		nonfinite(what, v);
+	skipped_++;
+	skipped_in_row_++;
+	if (skipped_in_row_ >= cfg_.get_int("NONFINITE_MAX_SKIPS"))
+		nonfinite(fmt::format("{} for the {}th step in a row (CONFIG_NONFINITE_MAX_SKIPS)", what, skipped_in_row_), v);
+	log_jsonl({{"type", "skipped_step"}, {"epoch", epoch_}, {"iter", step_}, {"what", what}, {"skipped_steps", skipped_}});
+	fmt::print(stderr, "knlp: warning: step {}: non-finite {} ({}); step skipped ({} so far)\n", step_, what, v,
+		   skipped_);
+	return true;
 }
 
 [[noreturn]] void ImageTrainer::nonfinite(const std::string &what, double v)
@@ -439,24 +460,27 @@ int ImageTrainer::run()
 			auto logits = model_->forward(bt.x.to(dev_));
 			auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), bt.y.to(dev_));
 			double lv = loss.item<double>();
-			if (!std::isfinite(lv))
-				nonfinite("loss", lv);
-			loss.backward();
-			pruner_->mask_grads();
-			const double factor = opt_->before_clip();
-			double scale = 1.0;
-			if (clip > 0) {
-				double norm = opt_->grad_norm();
+			if (fault_nan("loss"))
+				lv = std::numeric_limits<double>::quiet_NaN();
+			bool skipped = !std::isfinite(lv) && skip_nonfinite("loss", lv);
+			if (!skipped) {
+				loss.backward();
+				pruner_->mask_grads();
+				const double factor = opt_->before_clip();
+				const double norm = opt_->grad_norm();
 				if (!std::isfinite(norm))
-					nonfinite("gradient norm", norm);
-				scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
+					skipped = skip_nonfinite("gradient (first in " + opt_->first_nonfinite_grad() + ")", norm);
+				if (!skipped) {
+					double scale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1.0;
+					opt_->step(lr * factor, scale);
+					pruner_->after_step(opt_->step_count());
+					epoch_loss_sum_ += lv * double(bt.y.size(0));
+					epoch_loss_n_ += bt.y.size(0);
+					skipped_in_row_ = 0;
+				}
 			}
-			opt_->step(lr * factor, scale);
-			pruner_->after_step(opt_->step_count());
 			for (auto &s : opt_->state())
 				s.param.mutable_grad().reset();
-			epoch_loss_sum_ += lv * double(bt.y.size(0));
-			epoch_loss_n_ += bt.y.size(0);
 			win_images += bt.y.size(0);
 			batch_in_epoch_++;
 			step_++;

@@ -621,13 +621,7 @@ double Trainer::train_step(double lr)
 	const double factor = opt_->before_clip();
 	double norm = opt_->grad_norm();
 	if (!std::isfinite(norm)) {
-		std::string where = "?";
-		for (auto &s : opt_->state())
-			if (s.param.grad().defined() && !torch::isfinite(s.param.grad()).all().item<bool>()) {
-				where = s.name;
-				break;
-			}
-		if (skip_nonfinite("gradient (first in " + where + ")", norm))
+		if (skip_nonfinite("gradient (first in " + opt_->first_nonfinite_grad() + ")", norm))
 			return drop();
 	}
 	skipped_in_row_ = 0;
