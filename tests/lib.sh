@@ -18,6 +18,16 @@ expect_fail() {
 	if ! printf '%s\n' "$out" | grep -qF -- "$want"; then bad "missing '$want' from: $*: $out"; return; fi
 	ok
 }
+# cycle_data DIR: a byte-level token folder of a fixed cycle of four sentences (every
+# continuation is predictable from 32 bytes of context), prepared by knlp in the cwd.
+cycle_data() {
+	$PYTHON - <<'PY'
+s = " ".join(["the driver maps the page.", "a module frees a buffer.", "this patch locks memory.",
+              "the scheduler wakes a task."] * 1000)
+open("corpus.txt", "w").write(s)
+PY
+	"$KNLP" prepare --corpus corpus.txt --out "$1" >/dev/null 2>&1
+}
 finish() {
 	echo "$pass passed, $fail failed"
 	[ $fail -eq 0 ]

@@ -5,13 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 
-$PYTHON - <<'PY'
-# A fixed cycle of sentences: every continuation is predictable from 32 bytes of context.
-s = " ".join(["the driver maps the page.", "a module frees a buffer.", "this patch locks memory.",
-              "the scheduler wakes a task."] * 1000)
-open("corpus.txt", "w").write(s)
-PY
-"$KNLP" prepare --corpus corpus.txt --out data >/dev/null 2>&1 || { bad "prepare"; finish; exit 1; }
+cycle_data data || { bad "prepare"; finish; exit 1; }
 cat >a.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/data"

@@ -23,6 +23,7 @@
 #include "optim/optimizer.h"
 #include "prune/pruner.h"
 #include "train/checkpoint.h"
+#include "train/numerics.h"
 #include "train/device.h"
 
 namespace knlp {
@@ -138,8 +139,8 @@ private:
 	void write_metrics(const std::string &status) const;
 	void log_jsonl(const json &j) const;
 	[[noreturn]] void nonfinite(const std::string &what, double v);
-	bool skip_nonfinite(const std::string &what, double v); // CONFIG_NONFINITE_SKIP
-	int64_t skipped_ = 0, skipped_in_row_ = 0;
+	bool skip_nonfinite(const std::string &what, double value); // CONFIG_NONFINITE_SKIP
+	NonfiniteGuard guard_;
 	double lr_at(int64_t epoch) const;
 	double elapsed() const
 	{
@@ -177,6 +178,7 @@ double ImageTrainer::lr_at(int64_t epoch) const
 void ImageTrainer::setup()
 {
 	setup_threads(cfg_);
+	guard_ = NonfiniteGuard::from(cfg_);
 	dev_ = select_device(cfg_);
 	seed_ = cfg_.get_int("SEED");
 	std::string m = cfg_.choice("MODEL_GPT2");
@@ -273,7 +275,7 @@ void ImageTrainer::evaluate(double *loss, double *acc)
 
 json ImageTrainer::state_json() const
 {
-	return {{"iteration", step_},
+	json st = {{"iteration", step_},
 		{"optimizer_step", opt_->step_count()},
 		{"epoch", epoch_},
 		{"batch_in_epoch", batch_in_epoch_},
@@ -288,9 +290,9 @@ json ImageTrainer::state_json() const
 		{"config", cfg_.to_text()},
 		{"optimizer", opt_->extra_state()},
 		{"pruning", pruner_->extra_state()},
-		{"skipped_steps", skipped_},
-		{"skipped_in_row", skipped_in_row_},
 		{"metrics", hist_}};
+	guard_.save(st);
+	return st;
 }
 
 void ImageTrainer::checkpoint_now(bool best)
@@ -328,8 +330,7 @@ void ImageTrainer::resume_from(const std::string &ckpt)
 		batch_in_epoch_ = st.at("batch_in_epoch").get<int64_t>();
 		epoch_loss_sum_ = st.at("epoch_loss_sum").get<double>();
 		epoch_loss_n_ = st.at("epoch_loss_n").get<int64_t>();
-		skipped_ = st.value("skipped_steps", int64_t(0));
-		skipped_in_row_ = st.value("skipped_in_row", int64_t(0));
+		guard_.load(st);
 		epoch_time_before_ = st.at("epoch_time_before").get<double>();
 		best_acc_ = st.at("best_accuracy").get<double>();
 		best_epoch_ = st.at("best_epoch").get<int64_t>();
@@ -375,7 +376,7 @@ void ImageTrainer::write_metrics(const std::string &status) const
 		  {"total_training_time", elapsed()},
 		  {"images_per_second", last_img_s_},
 		  {"final_iteration", step_},
-		  {"skipped_steps", skipped_},
+		  {"skipped_steps", guard_.skipped},
 		  {"code_version", code_version()}};
 	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
@@ -389,18 +390,14 @@ void ImageTrainer::log_jsonl(const json &j) const
 	f << j.dump() << "\n";
 }
 
-bool ImageTrainer::skip_nonfinite(const std::string &what, double v)
+bool ImageTrainer::skip_nonfinite(const std::string &what, double value)
 {
-	if (!cfg_.get_bool("NONFINITE_SKIP"))
-		nonfinite(what, v);
-	skipped_++;
-	skipped_in_row_++;
-	if (skipped_in_row_ >= cfg_.get_int("NONFINITE_MAX_SKIPS"))
-		nonfinite(fmt::format("{} for the {}th step in a row (CONFIG_NONFINITE_MAX_SKIPS)", what, skipped_in_row_), v);
-	log_jsonl({{"type", "skipped_step"}, {"epoch", epoch_}, {"iter", step_}, {"what", what}, {"skipped_steps", skipped_}});
-	fmt::print(stderr, "knlp: warning: step {}: non-finite {} ({}); step skipped ({} so far)\n", step_, what, v,
-		   skipped_);
-	return true;
+	return guard_.skip_step(
+		what, value, [&](const std::string &w) { nonfinite(w, value); },
+		[&](nlohmann::json rec) {
+			rec.update({{"epoch", epoch_}, {"iter", step_}});
+			log_jsonl(rec);
+		});
 }
 
 [[noreturn]] void ImageTrainer::nonfinite(const std::string &what, double v)
@@ -476,7 +473,7 @@ int ImageTrainer::run()
 					pruner_->after_step(opt_->step_count());
 					epoch_loss_sum_ += lv * double(bt.y.size(0));
 					epoch_loss_n_ += bt.y.size(0);
-					skipped_in_row_ = 0;
+					guard_.step_ok();
 				}
 			}
 			for (auto &s : opt_->state())

@@ -23,6 +23,7 @@
 #include "optim/optimizer.h"
 #include "prune/pruner.h"
 #include "train/checkpoint.h"
+#include "train/numerics.h"
 #include "train/device.h"
 #include "train/evaluate.h"
 #include "train/export.h"
@@ -148,8 +149,8 @@ private:
 	std::pair<torch::Tensor, torch::Tensor> batch(const TokenFile &f, Rng &rng) const;
 	[[noreturn]] void nonfinite(const std::string &what, double value);
 	// CONFIG_NONFINITE_SKIP: drop this step (true) or stop (never returns).
-	bool skip_nonfinite(const std::string &what, double value);
-	int64_t skipped_ = 0, skipped_in_row_ = 0;
+	bool skip_nonfinite(const std::string &what, double value); // CONFIG_NONFINITE_SKIP
+	NonfiniteGuard guard_;
 
 	TrainRequest req_;
 	Config cfg_;
@@ -194,6 +195,7 @@ private:
 void Trainer::setup()
 {
 	setup_threads(cfg_);
+	guard_ = NonfiniteGuard::from(cfg_);
 	ph_.on = std::getenv("KNLP_PHASE_TIMES") != nullptr;
 	dev_ = select_device(cfg_);
 	seed_ = cfg_.get_int("SEED");
@@ -282,8 +284,7 @@ void Trainer::resume_from(const std::string &ckpt)
 		best_val_ = st.at("best_val_loss").is_null() ? std::numeric_limits<double>::infinity()
 							      : st.at("best_val_loss").get<double>();
 		best_iter_ = st.value("best_iteration", int64_t(-1));
-		skipped_ = st.value("skipped_steps", int64_t(0));
-		skipped_in_row_ = st.value("skipped_in_row", int64_t(0));
+		guard_.load(st);
 		last_eval_ = st.value("last_eval_iteration", int64_t(-1));
 		elapsed_before_ = st.value("elapsed_seconds", 0.0);
 		hist_ = st.at("metrics");
@@ -308,7 +309,7 @@ void Trainer::resume_from(const std::string &ckpt)
 
 json Trainer::state_json() const
 {
-	return {{"iteration", iter_},
+	json st = {{"iteration", iter_},
 		{"optimizer_step", opt_->step_count()},
 		{"data_rng", std::to_string(data_rng_.state())},
 		{"best_val_loss", std::isfinite(best_val_) ? json(best_val_) : json(nullptr)},
@@ -322,9 +323,9 @@ json Trainer::state_json() const
 		{"vocab_raw", model_->config().vocab_raw},
 		{"optimizer", opt_->extra_state()},
 		{"pruning", pruner_->extra_state()},
-		{"skipped_steps", skipped_},
-		{"skipped_in_row", skipped_in_row_},
 		{"metrics", hist_}};
+	guard_.save(st);
+	return st;
 }
 
 void Trainer::checkpoint_now(bool best)
@@ -355,7 +356,7 @@ void Trainer::write_metrics(const std::string &status) const
 		  {"code_version", code_version()},
 		  {"optimizer", opt_->options().name},
 		  {"optimizer_state_bytes", opt_->state_bytes()},
-		  {"skipped_steps", skipped_},
+		  {"skipped_steps", guard_.skipped},
 		  {"metrics", hist_}};
 	j["pruning"] = pruning_summary(*pruner_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
@@ -476,17 +477,12 @@ void Trainer::evaluate_now()
 
 bool Trainer::skip_nonfinite(const std::string &what, double value)
 {
-	if (!cfg_.get_bool("NONFINITE_SKIP"))
-		nonfinite(what, value);
-	skipped_++;
-	skipped_in_row_++;
-	if (skipped_in_row_ >= cfg_.get_int("NONFINITE_MAX_SKIPS"))
-		nonfinite(fmt::format("{} for the {}th step in a row (CONFIG_NONFINITE_MAX_SKIPS)", what, skipped_in_row_),
-			  value);
-	log_jsonl({{"type", "skipped_step"}, {"iter", iter_}, {"what", what}, {"skipped_steps", skipped_}});
-	fmt::print(stderr, "knlp: warning: iteration {}: non-finite {} ({}); step skipped ({} so far)\n", iter_, what,
-		   value, skipped_);
-	return true;
+	return guard_.skip_step(
+		what, value, [&](const std::string &w) { nonfinite(w, value); },
+		[&](nlohmann::json rec) {
+			rec.update({{"iter", iter_}});
+			log_jsonl(rec);
+		});
 }
 
 void Trainer::after_training()
@@ -624,7 +620,7 @@ double Trainer::train_step(double lr)
 		if (skip_nonfinite("gradient (first in " + opt_->first_nonfinite_grad() + ")", norm))
 			return drop();
 	}
-	skipped_in_row_ = 0;
+	guard_.step_ok();
 	double scale = clip_ > 0 && norm > clip_ ? clip_ / (norm + 1e-6) : 1.0;
 	phase(3);
 	opt_->step(lr * factor, scale);
