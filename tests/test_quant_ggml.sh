@@ -138,7 +138,8 @@ expect_fail "unknown role 'ffn_sideways'" "$KNLP" train --config g.config $commo
 # Bad input: one line naming the problem, non-zero exit, nothing left as if complete.
 expect_fail "unknown block type 'q2_k'" "$KNLP" export --checkpoint rb --format gguf --type q2_k --out z.gguf
 expect_fail "unknown plan 'best'" "$KNLP" export --checkpoint rb --format gguf --plan best --pct 10 --out z.gguf
-expect_fail "needs Fisher scores" "$KNLP" export --checkpoint rb --format gguf --plan fim --pct 10 --out z.gguf
+expect_fail "train.bin: " "$KNLP" export --checkpoint rb --format gguf --plan fim --pct 10 --calib-windows 1000000 --out z.gguf
+expect_fail "nope.safetensors" "$KNLP" export --checkpoint rb --format gguf --plan fim-error --pct 10 --fisher nope.safetensors --out z.gguf
 [ ! -e z.gguf ] && ok || bad "a failed export left z.gguf"
 cp -r rb rb2 && rm rb2/checkpoints/iter_00000003/optimizer.safetensors
 expect_fail "no optimizer state in this checkpoint" "$KNLP" export --checkpoint rb2 --format gguf --plan squisher --pct 10 --out z.gguf
