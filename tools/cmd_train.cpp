@@ -13,6 +13,7 @@
 #include "train/export.h"
 #include "train/generate.h"
 #include "train/lm_trainer.h"
+#include "gnn/gnn_trainer.h"
 #include "train/image_trainer.h"
 #include "train/multiple_choice.h"
 
@@ -97,7 +98,7 @@ void add_train_commands(CLI::App &app)
 			tr.cfg = ca.load();
 		}
 		tr.command = g_command_line;
-		int rc = is_image_config(tr.cfg) ? train_image(tr) : train_lm(tr);
+		int rc = is_image_config(tr.cfg) ? train_image(tr) : is_gnn_config(tr.cfg) ? train_gnn(tr) : train_lm(tr);
 		if (rc)
 			std::exit(rc);
 	});

@@ -24,6 +24,7 @@ void add_attention_commands(CLI::App &app);
 void add_quant_commands(CLI::App &app);
 void add_gguf_commands(CLI::App &app);
 void add_fim_commands(CLI::App *fim);
+void add_gnn_commands(CLI::App &app);
 void add_tier_commands(CLI::App &app); // under `knlp fim`, next to `fim attention`
 extern std::string g_command_line;
 

@@ -44,6 +44,7 @@ int main(int argc, char **argv)
 	knlp::add_quant_commands(app);
 	knlp::add_gguf_commands(app);
 	knlp::add_tier_commands(app);
+	knlp::add_gnn_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {
