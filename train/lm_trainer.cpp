@@ -41,7 +41,8 @@ using json = nlohmann::json;
 const std::vector<std::string> &resume_tolerant_symbols()
 {
 	static const std::vector<std::string> s = {"MAX_ITERS", "MAX_TIME", "LOG_INTERVAL", "OUTPUT_DIR",
-						   "RUN_NAME", "DEBUG_VERBOSE", "SAMPLE_AT_EVAL", "KEEP_CHECKPOINTS"};
+						   "RUN_NAME", "DEBUG_VERBOSE", "SAMPLE_AT_EVAL", "KEEP_CHECKPOINTS",
+						   "GNN_EPOCHS"};
 	return s;
 }
 
