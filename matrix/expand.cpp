@@ -61,6 +61,40 @@ std::vector<std::string> attention_variants(const Config &cfg)
 	return out;
 }
 
+// The GNN axes: (layout, sampler) pairs of CONFIG_GNN_MATRIX_LAYOUTS x _SAMPLERS.
+std::vector<std::pair<std::string, std::string>> gnn_axes(const Config &cfg)
+{
+	std::vector<std::pair<std::string, std::string>> out;
+	if (cfg.choice("MODEL_GPT2") != "MODEL_GRAPHSAGE")
+		return out;
+	std::vector<std::string> ls, ss;
+	std::istringstream li(cfg.get_string("GNN_MATRIX_LAYOUTS")), si(cfg.get_string("GNN_MATRIX_SAMPLERS"));
+	for (std::string v; li >> v;) {
+		v = lower(v);
+		if (v != "identity" && v != "random" && v != "bfs" && v != "metis" && v != "rcm")
+			fail("matrix: CONFIG_GNN_MATRIX_LAYOUTS: unknown layout '{}' (identity random bfs metis rcm)", v);
+		if (std::find(ls.begin(), ls.end(), v) == ls.end())
+			ls.push_back(v);
+	}
+	for (std::string v; si >> v;) {
+		v = lower(v);
+		if (v != "neighbor" && v != "page" && v != "fim")
+			fail("matrix: CONFIG_GNN_MATRIX_SAMPLERS: unknown sampler '{}' (neighbor page fim)", v);
+		if (std::find(ss.begin(), ss.end(), v) == ss.end())
+			ss.push_back(v);
+	}
+	if (ls.empty() && ss.empty())
+		return out;
+	if (ls.empty())
+		ls.push_back(lower(cfg.choice("GNN_LAYOUT_METIS").substr(std::string("GNN_LAYOUT_").size())));
+	if (ss.empty())
+		ss.push_back(lower(cfg.choice("GNN_SAMPLER_PAGE").substr(std::string("GNN_SAMPLER_").size())));
+	for (const auto &l : ls)
+		for (const auto &smp : ss)
+			out.emplace_back(l, smp);
+	return out;
+}
+
 } // namespace
 
 std::string run_id(const std::string &model, const std::string &optimizer, const std::string &variant,
@@ -78,7 +112,7 @@ std::string run_id(const std::string &model, const std::string &optimizer, const
 bool is_matrix(const Config &cfg)
 {
 	return cfg.get_bool("OPTIMIZER_MODE_MULTIPLE") || cfg.get_bool("PRUNING_MODE_MULTIPLE") ||
-	       cfg.get_int("MATRIX_SEEDS") > 1 || !attention_variants(cfg).empty();
+	       cfg.get_int("MATRIX_SEEDS") > 1 || !attention_variants(cfg).empty() || !gnn_axes(cfg).empty();
 }
 
 std::vector<MatrixRun> expand_matrix(const Config &cfg)
@@ -165,17 +199,31 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 	std::vector<std::string> attn = attention_variants(cfg);
 	const std::string mc = cfg.choice("MODEL_GPT2");
 	const std::string base_model = mc == "MODEL_LENET5" ? "lenet5" : mc == "MODEL_RESNET18" ? "resnet18"
-				     : mc == "MODEL_RESNET50" ? "resnet50" : "gpt2";
+				     : mc == "MODEL_RESNET50" ? "resnet50" : mc == "MODEL_GRAPHSAGE" ? "graphsage" : "gpt2";
+	// Model axis: attention variants (GPT-2) or layout x sampler pairs (GNN), each with its sets.
+	std::vector<std::pair<std::string, std::vector<std::string>>> models;
+	for (const auto &[l, smp] : gnn_axes(cfg))
+		models.push_back({"gnn-" + l + "-" + smp,
+				  {"GNN_LAYOUT_" + upper(l) + "=y", "GNN_SAMPLER_" + upper(smp) + "=y", "GNN_MATRIX_LAYOUTS=",
+				   "GNN_MATRIX_SAMPLERS="}});
 	if (base_model != "gpt2" && !attn.empty())
 		fail("matrix: CONFIG_GPT2_ATTN_VARIANTS applies to GPT-2 only; the model is {}", base_model);
-	if (attn.empty())
-		attn.push_back("");
+	for (const auto &a : attn) {
+		std::vector<std::string> sets;
+		for (const auto &[name, s] : k_attn)
+			if (name == a)
+				sets = s;
+		sets.push_back("GPT2_ATTN_VARIANTS=");
+		models.push_back({"gpt2-" + a, sets});
+	}
+	if (models.empty())
+		models.push_back({base_model, {}});
 	std::vector<MatrixRun> runs;
-	for (const auto &a : attn)
+	for (const auto &[model, model_sets] : models)
 	for (const auto &c : combos)
 		for (int64_t s = 0; s < seeds; s++) {
 			MatrixRun r;
-			r.model = a.empty() ? base_model : "gpt2-" + a;
+			r.model = model;
 			r.optimizer = c.opt;
 			r.variant = c.variant;
 			r.pruning = c.prune;
@@ -190,12 +238,7 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 				r.sets.push_back(fmt::format("PRUNING_TARGET_SPARSITY={}", r.sparsity_pct / 100.0));
 			if (!c.variant.empty())
 				r.sets.push_back("ADAMWPRUNE_VARIANT_" + upper(c.variant) + "=y");
-			if (!a.empty()) {
-				for (const auto &[name, sets] : k_attn)
-					if (name == a)
-						r.sets.insert(r.sets.end(), sets.begin(), sets.end());
-				r.sets.push_back("GPT2_ATTN_VARIANTS=");
-			}
+			r.sets.insert(r.sets.end(), model_sets.begin(), model_sets.end());
 			runs.push_back(std::move(r));
 		}
 	return runs;

@@ -70,7 +70,9 @@ bool metrics_complete(const std::string &run_dir)
 	if (!file_exists(m) || !file_exists(join_path(run_dir, "checkpoints/FINAL")))
 		return false;
 	try {
-		return json::parse(read_file(m)).value("status", "") == "complete";
+		// A run that stopped on its time budget (CONFIG_MAX_TIME) finished as configured.
+		std::string st = json::parse(read_file(m)).value("status", "");
+		return st == "complete" || st == "stopped_time_budget";
 	} catch (...) {
 		return false;
 	}
@@ -94,7 +96,21 @@ json result_entry(const std::string &dir, const json &plan_run)
 	if (e["status"] == "complete" && file_exists(mp)) {
 		json m = read_json(mp);
 		e["iterations"] = m.value("final_iteration", 0);
-		if (m.contains("test_accuracies")) {
+		if (m.contains("gnn")) {
+			// GNN runs: fraud-detection quality at the validation threshold, read amplification.
+			const json &t = m.value("test", json::object());
+			const json &g = m.at("gnn");
+			e["elapsed_time"] = m.value("total_training_time", 0.0);
+			e["gnn_layout"] = g.value("layout", "");
+			e["gnn_sampler"] = g.value("sampler", "");
+			e["test_f1"] = t.value("f1", 0.0);
+			e["test_pr_auc"] = t.value("pr_auc", 0.0);
+			e["test_roc_auc"] = t.value("roc_auc", 0.0);
+			e["ra_fetch"] = g.at("read_amplification").value("ra_fetch", 0.0);
+			e["ra_signal"] = g.at("read_amplification").value("ra_signal", 0.0);
+			e["bytes_per_batch"] = g.at("io").value("bytes_per_batch", 0.0);
+			e["fetch_ms_per_batch"] = g.at("io").value("fetch_ms_per_batch", 0.0);
+		} else if (m.contains("test_accuracies")) {
 			// Image runs (the original's CNN schema): accuracy, higher is better.
 			e["elapsed_time"] = m.value("total_training_time", 0.0);
 			e["images_per_second"] = m.value("images_per_second", 0.0);
@@ -129,6 +145,7 @@ std::string mib(double b) { return fmt::format("{:.2f}", b / (1024.0 * 1024.0));
 struct Group {
 	std::string config_id, optimizer;
 	std::vector<double> ppl, time, mem;
+	std::vector<double> f1, ra_fetch, ra_signal, kib, fetch_ms; // GNN runs
 	double sparsity = 0;
 };
 
@@ -179,6 +196,7 @@ void write_summaries(const std::string &dir)
 	std::map<std::string, Group> groups;
 	std::vector<std::string> order;
 	bool higher_better = false; // image matrices rank by accuracy (%), LM ones by perplexity
+	bool gnn = false;	    // GNN matrices rank by test PR-AUC
 	auto add = [&](const json &e) {
 		std::string cid = e.value("config_id", "");
 		if (!groups.count(cid)) {
@@ -192,6 +210,14 @@ void write_summaries(const std::string &dir)
 		else if (e.contains("final_accuracy")) {
 			g.ppl.push_back(100.0 * e["final_accuracy"].get<double>());
 			higher_better = true;
+		} else if (e.contains("test_pr_auc")) {
+			g.ppl.push_back(e["test_pr_auc"].get<double>());
+			g.f1.push_back(e["test_f1"].get<double>());
+			g.ra_fetch.push_back(e["ra_fetch"].get<double>());
+			g.ra_signal.push_back(e["ra_signal"].get<double>());
+			g.kib.push_back(e["bytes_per_batch"].get<double>() / 1024);
+			g.fetch_ms.push_back(e["fetch_ms_per_batch"].get<double>());
+			higher_better = gnn = true;
 		}
 		g.time.push_back(e.value("elapsed_time", 0.0));
 		g.mem.push_back(double(e.value("optimizer_state_bytes", int64_t(0)) + e.value("pruning_buffer_bytes", int64_t(0))));
@@ -216,15 +242,17 @@ void write_summaries(const std::string &dir)
 			 plan.at("runs").size() - n_complete - n_failed - n_incomplete);
 	r += "== All runs\n";
 	r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", "run", "status",
-			 higher_better ? "test loss" : "val loss", higher_better ? "test acc" : "val ppl", "sparsity", "time s",
+			 gnn ? "test F1" : higher_better ? "test loss" : "val loss", gnn ? "PR-AUC" : higher_better ? "test acc" : "val ppl",
+			 "sparsity", "time s",
 			 "state MiB");
 	for (const auto &e : all) {
-		bool img = e.contains("final_accuracy");
-		bool ok = e["status"] == "complete" && (e.contains("final_val_loss") || img);
-		const char *lk = img ? "final_test_loss" : "final_val_loss";
+		bool img = e.contains("final_accuracy"), graph = e.contains("test_pr_auc");
+		bool ok = e["status"] == "complete" && (e.contains("final_val_loss") || img || graph);
+		const char *lk = graph ? "test_f1" : img ? "final_test_loss" : "final_val_loss";
 		r += fmt::format("{:<44} {:<10} {:>10} {:>10} {:>9} {:>9} {:>10}\n", e["test_id"].get<std::string>(),
 				 e["status"].get<std::string>(), ok ? fmt::format("{:.4f}", e[lk].get<double>()) : "-",
-				 ok ? (img ? fmt::format("{:.2f}%", 100 * e["final_accuracy"].get<double>())
+				 ok ? (graph ? fmt::format("{:.4f}", e["test_pr_auc"].get<double>())
+				       : img ? fmt::format("{:.2f}%", 100 * e["final_accuracy"].get<double>())
 					   : fmt::format("{:.3f}", e["final_val_perplexity"].get<double>()))
 				    : "-",
 				 ok ? pct(e["final_sparsity"].get<double>()) : "-",
@@ -235,7 +263,7 @@ void write_summaries(const std::string &dir)
 	}
 	double conf = cfg.get_float("MATRIX_CONFIDENCE");
 	r += fmt::format("\n== Configurations (final {} over seeds, mean +/- sd){}\n",
-			 higher_better ? "test accuracy %" : "validation perplexity",
+			 gnn ? "test PR-AUC" : higher_better ? "test accuracy %" : "validation perplexity",
 			 baseline.empty() ? "" : fmt::format("; difference to {} with its {:.0f}% Welch interval", baseline, 100 * conf));
 	auto ppl_str = [](const Group &g) {
 		SampleStats s = sample_stats(g.ppl);
@@ -262,7 +290,8 @@ void write_summaries(const std::string &dir)
 		} else if (id == baseline) {
 			cmp = "baseline";
 		}
-		r += fmt::format("{:<40} n={:<3} {} {:<20} time {:>8.1f} s  {}\n", id, g.ppl.size(), higher_better ? "acc" : "ppl",
+		r += fmt::format("{:<40} n={:<3} {} {:<20} time {:>8.1f} s  {}\n", id, g.ppl.size(),
+				 gnn ? "PR-AUC" : higher_better ? "acc" : "ppl",
 				 ppl_str(g),
 				 sample_stats(g.time).mean, cmp);
 	}
@@ -270,7 +299,8 @@ void write_summaries(const std::string &dir)
 		double x = sample_stats(a->ppl).mean, y = sample_stats(b->ppl).mean;
 		return higher_better ? x > y : x < y;
 	});
-	r += higher_better ? "\n== Top configurations by test accuracy\n" : "\n== Top configurations by validation perplexity\n";
+	r += gnn ? "\n== Top configurations by test PR-AUC\n"
+	     : higher_better ? "\n== Top configurations by test accuracy\n" : "\n== Top configurations by validation perplexity\n";
 	for (size_t i = 0; i < ranked.size() && i < 10; i++)
 		r += fmt::format("{:>2}. {:<40} {}\n", i + 1, ranked[i]->config_id, ppl_str(*ranked[i]));
 	r += "\n== Best per optimizer\n";
@@ -284,6 +314,25 @@ void write_summaries(const std::string &dir)
 		const Group &g = groups[id];
 		r += fmt::format("{:<40} {:>22} {:>10} {:>10.1f}\n", id, mib(sample_stats(g.mem).mean), pct(g.sparsity),
 				 sample_stats(g.time).mean);
+	}
+	if (gnn) {
+		auto ms = [](const std::vector<double> &v, const char *f) {
+			SampleStats s = sample_stats(v);
+			return s.n == 0 ? std::string("-")
+			       : s.n > 1 ? fmt::format(fmt::runtime(std::string(f) + " +/- " + f), s.mean, s.sd)
+					 : fmt::format(fmt::runtime(f), s.mean);
+		};
+		r += "\n== Read amplification and quality (mean +/- sd over seeds)\n";
+		r += fmt::format("{:<40} {:>18} {:>18} {:>18} {:>18} {:>14} {:>12}\n", "configuration", "RA_fetch", "RA_signal",
+				 "test F1", "test PR-AUC", "KiB/batch", "fetch ms/b");
+		for (const auto &id : order) {
+			const Group &g = groups[id];
+			if (g.ra_fetch.empty())
+				continue;
+			r += fmt::format("{:<40} {:>18} {:>18} {:>18} {:>18} {:>14} {:>12}\n", id, ms(g.ra_fetch, "{:.2f}"),
+					 ms(g.ra_signal, "{:.2f}"), ms(g.f1, "{:.4f}"), ms(g.ppl, "{:.4f}"),
+					 fmt::format("{:.0f}", sample_stats(g.kib).mean), fmt::format("{:.2f}", sample_stats(g.fetch_ms).mean));
+		}
 	}
 	write_file_atomic(join_path(dir, "summary_report.txt"), r);
 }

@@ -106,4 +106,10 @@ d = {(x["layout"], x["sampler"]): x for x in r}
 assert d[("bfs", "page")]["ra_fetch"] < d[("random", "page")]["ra_fetch"], d
 assert all(x["bytes_per_batch"] > 0 for x in r)
 PY
+# The layouts x samplers matrix: 5 x 3 x 3 seeds planned; a small one runs and summarises.
+"$KNLP" matrix --config "$TOP/defconfigs/gnn-layouts-samplers" --dry-run >plan.log 2>&1 || bad "matrix dry run: $(tail -2 plan.log)"
+[ "$(grep -c 'gnn-.*-.*_adam_none_s' plan.log)" -eq 45 ] && grep -q gnn-rcm-fim_adam_none_s1339 plan.log && ok || bad "matrix plan: $(head -5 plan.log)"
+expect_fail "CONFIG_GNN_MATRIX_LAYOUTS: unknown layout 'hilbert'" "$KNLP" matrix --config g.config --set GNN_MATRIX_LAYOUTS="bfs hilbert" --dry-run
+mkdir mx && (cd mx && "$KNLP" matrix --config ../g.config --set GNN_EPOCHS=1 --set GNN_MATRIX_LAYOUTS="random bfs" --yes >../mx.log 2>&1) || bad "gnn matrix: $(tail -3 mx.log)"
+grep -q "4 of 4\|2 of 2" mx.log && grep -q "Read amplification and quality" mx/test_matrix_results_*/summary_report.txt && ok || bad "gnn matrix summary: $(tail -3 mx.log)"
 finish
