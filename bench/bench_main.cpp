@@ -28,6 +28,11 @@
 #include "data/tokens.h"
 #include "fim/fisher.h"
 #include "models/gpt2.h"
+#include "gnn/graph.h"
+#include "gnn/layout.h"
+#include "gnn/measure.h"
+#include "gnn/sage.h"
+#include "gnn/sampler.h"
 #include "models/vision.h"
 #include "optim/optimizer.h"
 #include "prune/select.h"
@@ -380,6 +385,79 @@ static int bench_fim(char **a)
 	return 0;
 }
 
+// GNN: layout build time per method, sampler batches/s per sampler (1 and 2 threads), and
+// GraphSAGE training steps/s on page batches of the synthetic graph.
+static int bench_gnn(char **a)
+{
+	const int64_t nodes = std::atoll(a[0]);
+	auto t0 = std::chrono::steady_clock::now();
+	Graph g = synth_graph(nodes, 1);
+	zscore_columns(g);
+	Csr sym = build_csr(g, true);
+	nlohmann::json j = {{"nodes", g.n}, {"edges", g.edges()}, {"synth_and_csr_s", secs(t0)}};
+	PageGeometry geo;
+	Layout metis;
+	for (const auto &m : layout_methods()) {
+		if (m == "metis" && !have_metis())
+			continue;
+		Layout l = build_layout(m, g, sym, geo, 1);
+		j["layout_s"][m] = l.build_seconds;
+		if (m == "metis" || (!have_metis() && m == "bfs"))
+			metis = l;
+	}
+	for (const char *kind : {"neighbor", "page", "fim"}) {
+		SamplerOptions o;
+		o.kind = kind;
+		for (int th : {1, 2}) {
+			if (th == 2 && kind == std::string("fim"))
+				break; // built in order: one thread
+			EpochIo r = sample_epoch(g, sym, metis, geo, o, "", th, 0, 0);
+			j["sampler"][kind][fmt::format("threads_{}", th)] = double(r.batches) / r.wall_seconds;
+		}
+	}
+	// Training steps on page batches: forward, NLL on the supervised nodes, backward, Adam.
+	SamplerOptions o;
+	o.kind = "page";
+	Sampler smp(g, sym, metis, geo, o);
+	smp.prepare_epoch(0);
+	torch::manual_seed(0);
+	GraphSage model(17, 128, 2);
+	torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(3e-3).weight_decay(5e-7));
+	std::vector<GnnBatch> batches;
+	int64_t nb = std::min<int64_t>(smp.batches(), 40), nn = 0, ne = 0;
+	for (int64_t b = 0; b < nb; b++) {
+		batches.push_back(smp.make(b));
+		nn += int64_t(batches.back().nodes.size()), ne += int64_t(batches.back().esrc.size());
+	}
+	auto step = [&](GnnBatch &bt) {
+		std::vector<float> x(bt.nodes.size() * 17);
+		for (size_t i = 0; i < bt.nodes.size(); i++)
+			std::copy_n(&g.x[size_t(bt.nodes[i] * 17)], 17, &x[i * 17]);
+		auto xt = torch::from_blob(x.data(), {int64_t(bt.nodes.size()), 17});
+		auto src = torch::from_blob(bt.esrc.data(), {int64_t(bt.esrc.size())}, torch::kLong);
+		auto dst = torch::from_blob(bt.edst.data(), {int64_t(bt.edst.size())}, torch::kLong);
+		auto sup = torch::from_blob(bt.supervised.data(), {int64_t(bt.supervised.size())}, torch::kLong);
+		std::vector<int64_t> ys;
+		for (int64_t i : bt.supervised)
+			ys.push_back(g.y[size_t(bt.nodes[size_t(i)])]);
+		adam.zero_grad();
+		auto loss = torch::nll_loss(model->forward(xt, src, dst).index_select(0, sup), torch::tensor(ys));
+		loss.backward();
+		adam.step();
+	};
+	for (int w = 0; w < 3; w++)
+		step(batches[size_t(w)]);
+	t0 = std::chrono::steady_clock::now();
+	for (auto &bt : batches)
+		step(bt);
+	j["train_steps_per_sec"] = double(nb) / secs(t0);
+	j["batch_nodes"] = double(nn) / double(nb);
+	j["batch_edges"] = double(ne) / double(nb);
+	j["batch_supervised"] = [&] { double s = 0; for (auto &b : batches) s += double(b.supervised.size()); return s / double(nb); }();
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -400,6 +478,8 @@ int main(int argc, char **argv)
 		return bench_quant();
 	if (!std::strcmp(argv[1], "fim") && argc == 8)
 		return bench_fim(argv + 2);
+	if (!std::strcmp(argv[1], "gnn") && argc == 3)
+		return bench_gnn(argv + 2);
 	if (!std::strcmp(argv[1], "select") && argc == 3)
 		return bench_select(argv + 2);
 	if (!std::strcmp(argv[1], "tokenize") && argc >= 4)

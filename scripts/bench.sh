@@ -129,6 +129,26 @@ for shape in "4 4 128 128 256 64" "6 8 512 256 50304 16"; do
 done
 fi
 
+if want gnn; then
+echo
+echo "== GNN (synthetic 10% DGraphFin graph): layout build, sampler batches/s, GraphSAGE steps/s vs eager PyTorch"
+gk=$("$B" gnn 370000)
+gp=$(/usr/bin/python3 "$(dirname "$0")/ref/sage_eager.py" "$(jq_get "$gk" batch_nodes)" "$(jq_get "$gk" batch_edges)" \
+	"$(jq_get "$gk" batch_supervised)")
+/usr/bin/python3 - "$gk" "$gp" <<'PY'
+import json, sys
+k, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("  layout build (s): " + ", ".join(f"{m} {t:.2f}" for m, t in k["layout_s"].items()))
+for s, r in k["sampler"].items():
+    two = f", {r['threads_2']:.0f} on 2 ({r['threads_2'] / r['threads_1']:.2f}x)" if "threads_2" in r else " (built in order)"
+    print(f"  sampler {s:<8}: {r['threads_1']:.0f} batches/s on 1 thread{two}")
+print(f"  training: {k['train_steps_per_sec']:.1f} steps/s on page batches of {k['batch_nodes']:.0f} nodes, "
+      f"{k['batch_edges']:.0f} edges; eager PyTorch {p['train_steps_per_sec']:.1f}: "
+      f"{k['train_steps_per_sec'] / p['train_steps_per_sec']:.2f}x")
+PY
+printf '  "gnn": {"knlp": %s, "pytorch": %s},\n' "$gk" "$gp" >>"$res"
+fi
+
 if want tokenize; then
 echo
 echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"
