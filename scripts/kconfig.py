@@ -178,10 +178,8 @@ def random_int(rng, sym):
     return rng.randint(lo, max(lo, span_hi))
 
 
-def cmd_randconfig(args):
-    seed = int(args[0]) if args else int(os.environ.get("KCONFIG_SEED", "0") or 0)
+def randomize(kconf, seed):
     rng = random.Random(seed)
-    kconf = load_tree()
     for node in kconf.node_iter():
         item = node.item
         if isinstance(item, kconfiglib.Choice):
@@ -193,8 +191,39 @@ def cmd_randconfig(args):
                 item.set_value(rng.choice([0, 2]))
             elif item.orig_type == kconfiglib.INT:
                 item.set_value(str(random_int(rng, item)))
+
+
+def cmd_randconfig(args):
+    seed = int(args[0]) if args else int(os.environ.get("KCONFIG_SEED", "0") or 0)
+    kconf = load_tree()
+    randomize(kconf, seed)
     write_config_atomic(kconf, CONFIG)
     print(f"kconfig: random configuration written to {CONFIG} (KCONFIG_SEED={seed})")
+
+
+def cmd_randconfigs(args):
+    """randconfigs OUTDIR FIRST LAST: OUTDIR/rand-<seed> for every seed, one process (tests)."""
+    out, first, last = args[0], int(args[1]), int(args[2])
+    kconf = load_tree()
+    for seed in range(first, last + 1):
+        kconf.unset_values()
+        randomize(kconf, seed)
+        write_config_atomic(kconf, os.path.join(out, f"rand-{seed}"))
+
+
+def cmd_roundtrip(args):
+    """roundtrip OUTDIR: for every preset, what defconfig -> olddefconfig -> savedefconfig
+    gives, as OUTDIR/<preset>.config (full) and OUTDIR/<preset>.min, in one process (tests)."""
+    out = args[0]
+    kconf = load_tree()
+    for name in preset_names():
+        path = preset_path(name)
+        check_known(kconf, path)
+        kconf.load_config(path)
+        full = os.path.join(out, name + ".config")
+        write_config_atomic(kconf, full)
+        kconf.load_config(full)
+        kconf.write_min_config(os.path.join(out, name + ".min"), header="")
 
 
 def cmd_list(args):
@@ -282,7 +311,7 @@ COMMANDS = {
     "defconfig": cmd_defconfig, "olddefconfig": cmd_olddefconfig,
     "savedefconfig": cmd_savedefconfig, "listnewconfig": cmd_listnewconfig,
     "randconfig": cmd_randconfig, "list-defconfigs": cmd_list, "gensyms": cmd_gensyms,
-    "helpcheck": cmd_helpcheck,
+    "helpcheck": cmd_helpcheck, "roundtrip": cmd_roundtrip, "randconfigs": cmd_randconfigs,
 }
 
 if __name__ == "__main__":

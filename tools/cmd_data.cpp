@@ -84,6 +84,24 @@ void add_data_commands(CLI::App &app)
 		fmt::print("# resolved from {}\n{}", c.source(), c.to_text(origins));
 	});
 
+	auto *check = cfg->add_subcommand("check", "Validate .config files: one line per file, 'FILE: ok' or its error");
+	static std::vector<std::string> check_files;
+	check->add_option("files", check_files, "Configuration files")->required();
+	check->callback([] {
+		int bad = 0;
+		for (const auto &f : check_files) {
+			try {
+				Config::load(f);
+				fmt::print("{}: ok\n", f);
+			} catch (const Error &e) {
+				fmt::print("{}\n", e.what());
+				bad++;
+			}
+		}
+		if (bad)
+			std::exit(1);
+	});
+
 	auto *ver = app.add_subcommand("version", "Print version information");
 	ver->callback([] { fmt::print("knlp {}\n", code_version()); });
 
