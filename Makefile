@@ -62,7 +62,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp
 
 all: run
 
@@ -134,6 +134,12 @@ prepare: build $(CONFIG)-exists
 train: build $(CONFIG)-exists
 	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
 
+# Data-parallel training on this machine: NPROC processes (default CONFIG_DDP_PROCS).
+NPROC ?= $(shell sed -n 's/^CONFIG_DDP_PROCS=//p' $(CONFIG) 2>/dev/null)
+ddp: build $(CONFIG)-exists
+	$(MAKE) --no-print-directory prepare
+	$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) --set DDP=y $(OVERRIDES)
+
 # The whole main job on a fresh machine: dependencies, build, default corpus, default preset.
 quickstart: deps
 	@$(MAKE) --no-print-directory build
@@ -200,6 +206,8 @@ help:
 	@echo "  quickstart          deps + build + default corpus + train the gpt2-tiny-cpu preset"
 	@echo "  prepare / train     one step of the above"
 	@echo "  overrides           TIME=<s> MAX_ITERS=<n> SEED=<n> (run time, .config untouched)"
+	@echo "  ddp                 NPROC=<n> data-parallel processes on this machine (docs/distributed.md;"
+	@echo "                      torchrun --no-python --nproc_per_node=N build/knlp train ... and srun work too)"
 	@echo "Test matrices (a .config with a MULTIPLE mode or SEEDS>1; docs/matrix.md):"
 	@echo "  all                 run the matrix (YES=1 skips the question, DRY_RUN=1 prints the plan)"
 	@echo "  continue            resume the newest results folder (TARGET=<folder> picks one)"

@@ -165,8 +165,12 @@ bool fault_spec_matches(const char *spec, const char *label, int *nth)
 
 void fault_point(const char *label)
 {
-	// KNLP_FAULT_KILL_AT=label or label#N.
-	static const char *want = std::getenv("KNLP_FAULT_KILL_AT");
+	// KNLP_FAULT_KILL_AT=label or label#N; with KNLP_FAULT_RANK=r only in the process whose
+	// RANK is r (data-parallel crash tests).
+	static const char *want = [] {
+		const char *w = std::getenv("KNLP_FAULT_KILL_AT"), *r = std::getenv("KNLP_FAULT_RANK"), *me = std::getenv("RANK");
+		return r && std::string(r) != std::string(me ? me : "0") ? nullptr : w;
+	}();
 	static int hits = 0;
 	int nth;
 	if (want && fault_spec_matches(want, label, &nth) && ++hits == nth)

@@ -8,6 +8,16 @@
 
 namespace knlp {
 
+namespace {
+bool &quiet()
+{
+	static bool q = false;
+	return q;
+}
+} // namespace
+
+void Progress::set_quiet(bool q) { quiet() = q; }
+
 Progress::Progress(std::string what, double total, std::string unit)
     : what_(std::move(what)), unit_(std::move(unit)), total_(total),
       start_(std::chrono::steady_clock::now()), last_(start_ - std::chrono::hours(1)),
@@ -33,6 +43,8 @@ std::string Progress::format_eta(double s)
 void Progress::update(double done, const std::string &extra, bool force)
 {
 	done_ = done;
+	if (quiet())
+		return;
 	auto now = std::chrono::steady_clock::now();
 	double since = std::chrono::duration<double>(now - last_).count();
 	if (!force && since < (tty_ ? 0.2 : 5.0))
@@ -61,6 +73,8 @@ void Progress::update(double done, const std::string &extra, bool force)
 
 void Progress::finish(const std::string &extra)
 {
+	if (quiet())
+		return;
 	update(done_, extra, true);
 	if (tty_)
 		std::fprintf(stderr, "\n");

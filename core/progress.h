@@ -15,6 +15,8 @@ public:
 	double elapsed() const;
 
 	static std::string format_eta(double seconds);
+	// Silence every progress line of this process (data-parallel ranks other than 0).
+	static void set_quiet(bool q);
 
 private:
 	std::string what_, unit_;

@@ -29,7 +29,8 @@ for pct in ("1", "10"):
     if not res:
         continue
     cells = {}
-    for e in json.load(open(res[-1])):
+    entries = [e for r in res for e in json.load(open(r))]  # every results folder of the scale
+    for e in entries:
         if e.get("status") != "complete":
             continue
         c = cells.setdefault((e["gnn_layout"], e["gnn_sampler"]), {k: [] for k in

@@ -14,6 +14,7 @@
 #include "train/generate.h"
 #include "train/lm_trainer.h"
 #include "gnn/gnn_trainer.h"
+#include "train/ddp.h"
 #include "train/image_trainer.h"
 #include "train/multiple_choice.h"
 
@@ -99,6 +100,21 @@ void add_train_commands(CLI::App &app)
 		}
 		tr.command = g_command_line;
 		int rc = is_image_config(tr.cfg) ? train_image(tr) : is_gnn_config(tr.cfg) ? train_gnn(tr) : train_lm(tr);
+		if (rc)
+			std::exit(rc);
+	});
+
+	// ---- launch
+	auto *launch = app.add_subcommand("launch", "Start N local processes of a knlp command with torchrun's "
+						    "environment (data-parallel training: `knlp launch --nproc 2 -- train ...`)");
+	static int nproc = 2, port = 0, grace = 30;
+	static std::vector<std::string> largs;
+	launch->add_option("--nproc", nproc, "Processes")->capture_default_str();
+	launch->add_option("--port", port, "MASTER_PORT (0: a free one)")->capture_default_str();
+	launch->add_option("--grace", grace, "Seconds the others get to stop after one fails")->capture_default_str();
+	launch->add_option("command", largs, "The knlp command and its arguments (after --)")->required();
+	launch->callback([] {
+		int rc = launch_local(nproc, largs, port, grace);
 		if (rc)
 			std::exit(rc);
 	});

@@ -24,6 +24,8 @@
 #include "prune/pruner.h"
 #include "train/checkpoint.h"
 #include "train/numerics.h"
+#include "train/ddp.h"
+#include "core/hwmon.h"
 #include "train/device.h"
 #include "train/evaluate.h"
 #include "train/export.h"
@@ -185,6 +187,15 @@ private:
 		      {"iterations", json::array()}};
 	bool just_evaluated_best_ = false;
 	double last_tok_s_ = 0, last_norm_ = 0;
+	// Data parallel (CONFIG_DDP under a launcher): rank 0 writes every file.
+	std::unique_ptr<Ddp> ddp_;
+	int rank_ = 0, world_ = 1, device_index_ = -1;
+	bool main_rank() const { return rank_ == 0; }
+	std::vector<int64_t> scratch_;
+	void skip_batch(const TokenFile &f, Rng &rng); // draw another rank's batch: same RNG calls
+	double replica_spread_ = 0;
+	std::unique_ptr<HwMonitor> hw_;
+	json hw_summary_;
 
 	double elapsed() const
 	{
@@ -199,6 +210,8 @@ void Trainer::setup()
 	guard_ = NonfiniteGuard::from(cfg_);
 	ph_.on = std::getenv("KNLP_PHASE_TIMES") != nullptr;
 	dev_ = select_device(cfg_);
+	if (dev_.is_cuda() && device_index_ >= 0)
+		dev_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_index_));
 	seed_ = cfg_.get_int("SEED");
 	if (cfg_.get_bool("DEBUG_DETECT_ANOMALY"))
 		torch::autograd::AnomalyMode::set_enabled(true);
@@ -304,8 +317,10 @@ void Trainer::resume_from(const std::string &ckpt)
 	compat::set_generator_state(torch::kCPU, state);
 	last_ckpt_iter_ = iter_;
 	last_ckpt_ = ckpt;
-	truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), iter_);
-	fmt::print("resumed {} at iteration {}\n", ckpt, iter_);
+	if (main_rank()) {
+		truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), iter_);
+		fmt::print("resumed {} at iteration {}\n", ckpt, iter_);
+	}
 }
 
 json Trainer::state_json() const
@@ -331,6 +346,10 @@ json Trainer::state_json() const
 
 void Trainer::checkpoint_now(bool best)
 {
+	if (!main_rank()) { // rank 0 writes; the others keep the same bookkeeping
+		last_ckpt_iter_ = iter_;
+		return;
+	}
 	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
 	auto extra = optimizer_tensors(*opt_);
 	for (auto &[name, t] : pruner_->state_tensors())
@@ -343,6 +362,8 @@ void Trainer::checkpoint_now(bool best)
 
 void Trainer::write_metrics(const std::string &status) const
 {
+	if (!main_rank())
+		return;
 	json j = {{"model", "gpt2"},
 		  {"attention", model_->config().variant},
 		  {"kv_cache_values_per_token", model_->config().cache_values_per_token()},
@@ -360,12 +381,27 @@ void Trainer::write_metrics(const std::string &status) const
 		  {"skipped_steps", guard_.skipped},
 		  {"metrics", hist_}};
 	j["pruning"] = pruning_summary(*pruner_);
+	if (hw_)
+		j["hardware"] = hw_summary_.is_null() ? hw_->summary() : hw_summary_;
+	if (ddp_) {
+		const auto &st = ddp_->stats();
+		j["ddp"] = {{"world_size", world_},
+			    {"backend", ddp_->backend()},
+			    {"overlap", cfg_.get_bool("DDP_OVERLAP")},
+			    {"bucket_mb", cfg_.get_int("DDP_BUCKET_MB")},
+			    {"global_batch", int64_t(B_) * accum_ * world_},
+			    {"syncs", st.syncs},
+			    {"allreduce_bytes", st.bytes},
+			    {"backward_seconds", st.backward_seconds},
+			    {"comm_wait_seconds", st.comm_wait_seconds},
+			    {"replica_weight_checksum_spread", replica_spread_}};
+	}
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 
 void Trainer::log_jsonl(const json &j)
 {
-	if (!cfg_.get_bool("TRACKER_JSONL"))
+	if (!main_rank() || !cfg_.get_bool("TRACKER_JSONL"))
 		return;
 	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
 	f << j.dump() << "\n";
@@ -378,6 +414,12 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::batch(const TokenFile &f, Rng &
 	return {x.to(dev_), y.to(dev_)};
 }
 
+void Trainer::skip_batch(const TokenFile &f, Rng &rng)
+{
+	scratch_.resize(size_t(2) * size_t(B_) * size_t(T_));
+	f.random_batch(rng, B_, T_, scratch_.data(), scratch_.data() + size_t(B_) * size_t(T_));
+}
+
 double Trainer::estimate(const TokenFile &f, int split)
 {
 	torch::NoGradGuard ng;
@@ -387,11 +429,17 @@ double Trainer::estimate(const TokenFile &f, int split)
 	int n = static_cast<int>(cfg_.get_int("EVAL_SAMPLES"));
 	double total = 0;
 	for (int i = 0; i < n; i++) {
+		if (i % world_ != rank_) { // data parallel: every rank scores its share of the batches
+			skip_batch(f, rng);
+			continue;
+		}
 		auto [xt, yt] = batch(f, rng);
 		compat::AutocastGuard ag(dev_, cfg_.get_bool("AMP_BF16"), torch::kBFloat16);
 		total += model_->forward(xt, yt).loss.item<double>();
 	}
 	model_->train();
+	if (ddp_)
+		total = ddp_->sum({total})[0];
 	return total / n;
 }
 
@@ -413,6 +461,8 @@ void Trainer::evaluate_now()
 		best_iter_ = iter_;
 	}
 	last_eval_ = iter_;
+	if (!main_rank())
+		return; // spectra, sparsity records and samples come from rank 0
 	fmt::print("{}step {}: train loss {:.4f}, val loss {:.4f} (ppl {:.2f}){}\n", isatty(fileno(stdout)) ? "\r\033[K" : "", iter_, tl, vl, perplexity_of(vl),
 		   just_evaluated_best_ ? " [best]" : "");
 	json rec = {{"type", "eval"}, {"iter", iter_}, {"train_loss", tl}, {"val_loss", vl},
@@ -586,7 +636,20 @@ double Trainer::train_step(double lr)
 	// before the update.
 	std::vector<torch::Tensor> losses;
 	phase(-1);
-	for (int micro = 0; micro < accum_; micro++) {
+	// The step's global batch is world x accum micro-batches drawn in order from one stream;
+	// rank r takes micro-batches [r accum, (r + 1) accum), so any split of the same global
+	// batch over processes sees the same data (and sums the same gradients).
+	const int global = accum_ * world_;
+	if (ddp_) // dropout differs per rank but never depends on a resume
+		torch::manual_seed(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(iter_) * 7919ULL +
+				   static_cast<uint64_t>(rank_));
+	for (int gm = 0; gm < global; gm++) {
+		if (gm / accum_ != rank_) {
+			skip_batch(*train_, data_rng_);
+			continue;
+		}
+		const int micro = gm - rank_ * accum_;
+		const bool sync = ddp_ && micro == accum_ - 1;
 		auto [xt, yt] = batch(*train_, data_rng_);
 		phase(0);
 		torch::Tensor loss;
@@ -598,7 +661,11 @@ double Trainer::train_step(double lr)
 			loss = loss * std::numeric_limits<float>::quiet_NaN();
 		losses.push_back(loss.detach().to(torch::kFloat).reshape({1}));
 		phase(1);
-		(loss / accum_).backward();
+		if (sync)
+			ddp_->begin_sync();
+		(loss / global).backward();
+		if (sync)
+			ddp_->end_sync(); // gradients summed over ranks (sent during the backward pass)
 		phase(2);
 	}
 	auto lv_all = torch::cat(losses).to(torch::kCPU, torch::kDouble);
@@ -608,12 +675,12 @@ double Trainer::train_step(double lr)
 			s.param.mutable_grad().reset();
 		return std::numeric_limits<double>::quiet_NaN();
 	};
-	for (int micro = 0; micro < accum_; micro++) {
-		double lv = lv_all[micro].item<double>();
-		if (!std::isfinite(lv) && skip_nonfinite("loss", lv))
-			return drop();
-		loss_sum += lv;
-	}
+	for (int micro = 0; micro < accum_; micro++)
+		loss_sum += lv_all[micro].item<double>();
+	if (ddp_)
+		loss_sum = ddp_->sum({loss_sum})[0]; // a non-finite loss on any rank is seen by all
+	if (!std::isfinite(loss_sum) && skip_nonfinite("loss", loss_sum))
+		return drop();
 	pruner_->mask_grads();
 	const double factor = opt_->before_clip();
 	double norm = opt_->grad_norm();
@@ -632,26 +699,72 @@ double Trainer::train_step(double lr)
 	for (auto &s : opt_->state())
 		s.param.mutable_grad().reset();
 	last_norm_ = norm;
-	return loss_sum / accum_;
+	return loss_sum / global;
 }
 
 int Trainer::run()
 {
 	std::string ckpt;
-	run_dir_ = open_run_dir(req_, cfg_, "gpt2", &ckpt);
+	DdpEnv env = ddp_env();
+	if (env.world > 1 && !cfg_.get_bool("DDP"))
+		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
+		     env.source);
+	if (env.world > 1) {
+		std::string sel = cfg_.choice("DDP_BACKEND_AUTO");
+		bool cuda = select_device(cfg_).is_cuda();
+		std::string backend = sel == "DDP_BACKEND_NCCL" ? "nccl" : sel == "DDP_BACKEND_GLOO" ? "gloo" : cuda ? "nccl" : "gloo";
+		if (backend == "nccl" && !cuda)
+			fail("ddp: CONFIG_DDP_BACKEND_NCCL needs CUDA devices, but this run is on the CPU (choose "
+			     "CONFIG_DDP_BACKEND_GLOO or _AUTO)");
+		ddp_ = std::make_unique<Ddp>(env, backend, std::chrono::seconds(cfg_.get_int("DDP_TIMEOUT")), config_digest(cfg_));
+		rank_ = env.rank, world_ = env.world, device_index_ = env.local_rank;
+		// Rank 0 opens (or resumes) the run folder; every rank uses its choice.
+		std::string dir;
+		if (main_rank()) {
+			try {
+				dir = open_run_dir(req_, cfg_, "gpt2", &ckpt);
+			} catch (const Error &e) {
+				ddp_->share("run_dir", std::string("\x01") + e.what());
+				throw;
+			}
+		}
+		dir = ddp_->share("run_dir", dir);
+		if (!dir.empty() && dir[0] == '\x01')
+			fail("ddp: rank 0 could not open the run folder: {}", dir.substr(1));
+		run_dir_ = dir;
+		ckpt = ddp_->share("resume_checkpoint", ckpt);
+	} else {
+		run_dir_ = open_run_dir(req_, cfg_, "gpt2", &ckpt);
+	}
 	setup();
+	if (ddp_) {
+		std::vector<torch::Tensor> ps;
+		for (auto &p : model_->parameters())
+			ps.push_back(p);
+		ddp_->broadcast(ps); // identical initial weights (they are seeded alike; this makes sure)
+		ddp_->attach(ps, cfg_.get_int("DDP_BUCKET_MB") << 20, cfg_.get_bool("DDP_OVERLAP"));
+	}
 	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
 		fmt::print("dry run: GPT-2 {} layers, {} heads, width {}, context {}, vocab {} -> {} parameters\n",
 			   model_->config().n_layer, model_->config().n_head, model_->config().n_embd, T_,
 			   model_->config().vocab_size, model_->count_parameters());
 		return 0;
 	}
-	record_run(run_dir_, cfg_, req_.command,
-		   {{"torch_version", torch_version()}, {"device", dev_.str()},
-		    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt}});
+	if (main_rank())
+		record_run(run_dir_, cfg_, req_.command,
+			   {{"torch_version", torch_version()}, {"device", dev_.str()},
+			    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt},
+			    {"world_size", std::to_string(world_)}});
 	t_start_ = std::chrono::steady_clock::now();
 	if (!ckpt.empty())
 		resume_from(ckpt);
+	if (main_rank() && cfg_.get_bool("HW_MONITOR"))
+		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), dev_.is_cuda() ? int(dev_.index()) : -1);
+	if (!main_rank()) { // one progress line and one set of messages: rank 0's
+		if (!std::freopen("/dev/null", "w", stdout))
+			fmt::print(stderr, "knlp: warning: rank {} could not silence its standard output\n", rank_);
+		Progress::set_quiet(true);
+	}
 
 	const char *pf = std::getenv("KNLP_PEAK_FLOPS");
 	peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(dev_, cfg_.get_bool("AMP_BF16"));
@@ -672,7 +785,11 @@ int Trainer::run()
 
 	const int64_t eval_interval = cfg_.get_int("EVAL_INTERVAL"), log_interval = cfg_.get_int("LOG_INTERVAL"),
 		      ckpt_interval = cfg_.get_int("CHECKPOINT_INTERVAL"), max_time = cfg_.get_int("MAX_TIME");
-	const double tokens_per_step = double(B_) * T_ * accum_;
+	const double tokens_per_step = double(B_) * T_ * accum_ * world_;
+	if (ddp_)
+		fmt::print("data parallel: {} processes ({}), global batch {} x {} x {} = {} sequences, buckets of {} MiB{}\n",
+			   world_, ddp_->backend(), B_, accum_, world_, int64_t(B_) * accum_ * world_,
+			   cfg_.get_int("DDP_BUCKET_MB"), cfg_.get_bool("DDP_OVERLAP") ? ", sent during the backward pass" : "");
 	Progress prog("train", static_cast<double>(max_iters_ - iter_), "it");
 	int64_t start_iter = iter_;
 	auto window_t0 = std::chrono::steady_clock::now();
@@ -696,12 +813,16 @@ int Trainer::run()
 		fault_point("after_step");
 		if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 			stop = true;
+		if (ddp_) { // the stop decision is agreed by every rank
+			ddp_->heartbeat(iter_);
+			stop = ddp_->max({stop ? 1.0 : 0.0})[0] > 0;
+		}
 		if (iter_ % log_interval == 0 || stop || iter_ == max_iters_) {
 			synchronize(dev_);
 			double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_t0).count();
 			double tok_s = dt > 0 ? tokens_per_step * double(iter_ - window_it0) / dt : 0;
 			last_tok_s_ = tok_s;
-			double mfu = peak_flops_ > 0 ? flops_tok * tok_s / peak_flops_ : 0;
+			double mfu = peak_flops_ > 0 ? flops_tok * tok_s / (peak_flops_ * world_) : 0;
 			window_t0 = std::chrono::steady_clock::now();
 			window_it0 = iter_;
 			json rec = {{"type", "train"}, {"iter", iter_}, {"loss", loss}, {"lr", lr}, {"grad_norm", last_norm_},
@@ -720,6 +841,19 @@ int Trainer::run()
 		}
 	}
 	prog.finish();
+	if (ddp_) { // replicas must hold the same weights: compare a checksum across ranks
+		double cs = 0;
+		for (auto &p : model_->parameters())
+			cs += p.detach().to(torch::kDouble).sum().item<double>();
+		auto hi = ddp_->max({cs, -cs});
+		replica_spread_ = hi[0] + hi[1];
+	}
+	if (hw_) {
+		hw_->stop();
+		hw_summary_ = hw_->summary();
+	}
+	if (!main_rank())
+		return 0; // files, exports and end-of-run tools belong to rank 0
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(stop && iter_ < max_iters_ ? "stopped_time_budget" : "complete");

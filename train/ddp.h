@@ -1,0 +1,87 @@
+// Data-parallel training on libtorch's c10d: the process layout from the standard
+// environment (torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, Slurm's
+// SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, or `knlp launch`), rendezvous through a
+// TCPStore, a Gloo (CPU) or NCCL (GPU) process group, and the gradient synchronisation of a
+// data-parallel step: gradients summed across ranks in fixed-order buckets that are sent as
+// soon as the backward pass has produced them (overlapping the rest of the backward pass),
+// and only on the last micro-step of an accumulation.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "core/config.h"
+
+namespace knlp {
+
+struct DdpEnv {
+	int rank = 0, world = 1, local_rank = 0;
+	std::string addr;
+	int port = 0;
+	std::string source; // "torchrun", "slurm", "none"
+};
+
+// The process layout of this process. Errors: WORLD_SIZE without MASTER_ADDR or
+// MASTER_PORT, RANK outside [0, WORLD_SIZE), malformed numbers.
+DdpEnv ddp_env();
+
+struct DdpStats {
+	int64_t syncs = 0, buckets = 0, bytes = 0;
+	double comm_wait_seconds = 0;   // time the step waited for all-reduces after the backward pass
+	double backward_seconds = 0;    // time of the synchronised backward passes
+};
+
+class Ddp {
+public:
+	// Rendezvous and process group. `backend` is gloo or nccl; `digest` (of the configuration)
+	// must agree on every rank or every rank fails before training.
+	Ddp(const DdpEnv &env, const std::string &backend, std::chrono::milliseconds timeout, const std::string &digest);
+	~Ddp();
+	int rank() const { return env_.rank; }
+	int world() const { return env_.world; }
+	const std::string &backend() const { return backend_; }
+
+	// Rank 0's string to everyone (the run folder, the checkpoint to resume).
+	std::string share(const std::string &key, const std::string &value_on_rank0);
+	// Rank 0's values of `ts` to every rank, in place.
+	void broadcast(std::vector<torch::Tensor> ts);
+	// Element-wise sums / maxima of a small vector across ranks.
+	std::vector<double> sum(const std::vector<double> &v);
+	std::vector<double> max(const std::vector<double> &v);
+	void barrier();
+	// This rank has finished `step` (for naming a lost rank).
+	void heartbeat(int64_t step);
+
+	// Gradient synchronisation of `params` (bucket_bytes per bucket, in reverse parameter
+	// order; overlap: send each bucket from the backward pass's hooks).
+	void attach(const std::vector<torch::Tensor> &params, int64_t bucket_bytes, bool overlap);
+	// The next backward pass is the last micro-step: its gradients are synchronised.
+	void begin_sync();
+	// After that backward pass: every gradient holds the sum over ranks.
+	void end_sync();
+	const DdpStats &stats() const { return stats_; }
+
+	// Wraps a c10d failure into a clear error naming the lost rank where it can be found.
+	[[noreturn]] void lost(const std::string &what, const std::exception &e);
+
+private:
+	struct Impl;
+	std::unique_ptr<Impl> impl_;
+	DdpEnv env_;
+	std::string backend_;
+	DdpStats stats_;
+};
+
+// sha256 of the configuration text without the symbols a rank may differ in.
+std::string config_digest(const Config &cfg);
+
+// `knlp launch --nproc N -- ARGS`: N local processes of this binary with the environment of a
+// torchrun launch; when one fails the others are stopped after `grace` seconds. Returns the
+// exit code (the first failure's).
+int launch_local(int nproc, const std::vector<std::string> &args, int port, int grace_seconds);
+
+} // namespace knlp
