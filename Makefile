@@ -56,6 +56,8 @@ CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 ifneq ($(TORCH_DIR),)
 CMAKE_FLAGS += -DCMAKE_PREFIX_PATH=$(TORCH_DIR)
 endif
+# Extra CMake options, e.g. CMAKE_EXTRA=-DKNLP_CXX_STANDARD=20 for libtorch 2.x (docs/gpu.md).
+CMAKE_FLAGS += $(CMAKE_EXTRA)
 ifneq ($(SANITIZE),)
 CMAKE_FLAGS += -DKNLP_SANITIZE=$(SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 endif
@@ -72,6 +74,9 @@ run: build $(CONFIG)-exists
 	@if $(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --is-matrix; then \
 		echo "$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS)"; \
 		$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS); \
+	elif grep -q '^CONFIG_DDP=y' $(CONFIG); then \
+		echo "$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) $(OVERRIDES)"; \
+		$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) $(OVERRIDES); \
 	else \
 		echo "$(KNLP) train --config $(CONFIG) $(OVERRIDES)"; \
 		$(KNLP) train --config $(CONFIG) $(OVERRIDES); \

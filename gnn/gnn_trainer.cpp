@@ -15,6 +15,8 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/hwmon.h"
+#include "train/ddp.h"
 #include "core/progress.h"
 #include "core/run.h"
 #include "core/safetensors.h"
@@ -139,6 +141,7 @@ private:
 	GraphSage model_{nullptr};
 	std::unique_ptr<Optimizer> opt_;
 	NonfiniteGuard guard_;
+	std::unique_ptr<HwMonitor> hw_;
 	torch::Tensor X_, src_, dst_, weight_;
 	std::vector<int64_t> yv_, yt_;
 	int64_t n_params_ = 0;
@@ -434,6 +437,8 @@ void GnnTrainer::write_metrics(const std::string &status, const json &final_qual
 							 ? double(tot_["batches"].get<int64_t>()) / tot_["sample_seconds"].get<double>()
 							 : 0.0},
 		  {"code_version", code_version()}};
+	if (hw_)
+		j["hardware"] = hw_->summary();
 	if (!final_quality.is_null()) {
 		j["test"] = final_quality.at("test");
 		j["val"] = final_quality.at("val");
@@ -475,6 +480,8 @@ int GnnTrainer::run()
 		resume_from(ckpt);
 	else
 		save_layout(join_path(run_dir_, "layout.npz"), layout_);
+	if (cfg_.get_bool("HW_MONITOR"))
+		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), -1);
 	if (cfg_.get_bool("GNN_FEATURE_STORE"))
 		store_ = std::make_unique<PageStore>(join_path(run_dir_, "features.bin"), g_, layout_, geo_);
 	int64_t labelled = int64_t(g_.train.size() + g_.valid.size() + g_.test.size());
@@ -632,6 +639,8 @@ int GnnTrainer::run()
 		checkpoint_now(best);
 	}
 	prog.finish();
+	if (hw_)
+		hw_->stop();
 	// Test: the best epoch's weights (or the last), threshold at the validation argmax-F1.
 	std::string weights = "last";
 	if (cfg_.get_bool("GNN_BEST_SNAPSHOT") && !best_.empty()) {
@@ -673,6 +682,9 @@ int GnnTrainer::run()
 
 int train_gnn(TrainRequest req)
 {
+	if (ddp_env().world > 1)
+		fail("ddp: data-parallel training covers GPT-2 runs; the GNN trainer runs as one process (start it without a "
+		     "launcher)");
 	GnnTrainer t(std::move(req));
 	return t.run();
 }

@@ -149,6 +149,67 @@ PY
 printf '  "gnn": {"knlp": %s, "pytorch": %s},\n' "$gk" "$gp" >>"$res"
 fi
 
+if want ddp; then
+echo
+echo "== Data parallel on the CPU (Gloo): 1 process vs 2 processes of one thread each, same global batch"
+K="$BUILD/knlp"
+dd=$(mktemp -d)
+$PY - "$dd/corpus.txt" <<'PY'
+import random, sys
+r = random.Random(0)
+w = ["page", "kernel", "module", "driver", "buffer", "lock", "task", "memory", "the", "a", "maps", "frees"]
+open(sys.argv[1], "w").write(" ".join(r.choice(w) for _ in range(400000)))
+PY
+"$K" prepare --corpus "$dd/corpus.txt" --out "$dd/data" >/dev/null 2>&1
+cat >"$dd/b.config" <<EOC
+CONFIG_DEVICE_CPU=y
+CONFIG_NUM_THREADS=1
+CONFIG_DATA_DIR="$dd/data"
+CONFIG_GPT2_N_LAYER=4
+CONFIG_GPT2_N_HEAD=4
+CONFIG_GPT2_N_EMBD=256
+CONFIG_GPT2_BLOCK_SIZE=64
+CONFIG_GPT2_DROPOUT="0.0"
+CONFIG_BATCH_SIZE=4
+CONFIG_MAX_ITERS=40
+CONFIG_EVAL_INTERVAL=1000
+CONFIG_EVAL_SAMPLES=1
+CONFIG_LOG_INTERVAL=10
+CONFIG_DDP_TIMEOUT=60
+# CONFIG_SAMPLE_AT_EVAL is not set
+# CONFIG_HW_MONITOR is not set
+EOC
+export KNLP_PEAK_FLOPS=1e12
+"$K" train --config "$dd/b.config" --set GRAD_ACCUM=4 --out "$dd/one" >/dev/null 2>&1
+"$K" launch --nproc 2 -- train --config "$dd/b.config" --set DDP=y --set GRAD_ACCUM=2 --out "$dd/two" >/dev/null 2>&1
+"$K" launch --nproc 2 -- train --config "$dd/b.config" --set DDP=y --set GRAD_ACCUM=2 --set DDP_OVERLAP=n --out "$dd/two-noov" >/dev/null 2>&1
+ddp=$($PY - "$dd" <<'PY'
+import json, sys
+d = sys.argv[1]
+m = {k: json.load(open(f"{d}/{k}/training_metrics.json")) for k in ("one", "two", "two-noov")}
+r = {"params": m["one"]["parameters"], "tokens_per_sec_1": m["one"]["tokens_per_second"],
+     "tokens_per_sec_2": m["two"]["tokens_per_second"], "tokens_per_sec_2_no_overlap": m["two-noov"]["tokens_per_second"]}
+for k in ("two", "two-noov"):
+    x = m[k]["ddp"]
+    r[k + "_comm_wait_share"] = x["comm_wait_seconds"] / m[k]["total_time"]
+    r[k + "_allreduce_mb_per_step"] = x["allreduce_bytes"] / x["syncs"] / 1e6
+print(json.dumps(r))
+PY
+)
+rm -rf "$dd"
+$PY - "$ddp" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"  {r['params'] / 1e6:.2f}M parameters, {r['two_allreduce_mb_per_step']:.1f} MB all-reduced per step")
+print(f"  1 process: {r['tokens_per_sec_1']:.0f} tok/s; 2 processes: {r['tokens_per_sec_2']:.0f} tok/s "
+      f"(scaling efficiency {r['tokens_per_sec_2'] / (2 * r['tokens_per_sec_1']):.2f}); without overlap "
+      f"{r['tokens_per_sec_2_no_overlap']:.0f} tok/s")
+print(f"  waiting for the all-reduce after the backward pass: {100 * r['two_comm_wait_share']:.1f}% of the run with overlap, "
+      f"{100 * r['two-noov_comm_wait_share']:.1f}% without")
+PY
+printf '  "ddp": %s,\n' "$ddp" >>"$res"
+fi
+
 if want tokenize; then
 echo
 echo "== Tokenizers on the default corpus (one thread) vs the JavaScript GPT-2 encoder"

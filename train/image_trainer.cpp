@@ -1,5 +1,8 @@
 #include "train/image_trainer.h"
 
+#include "core/hwmon.h"
+#include "train/ddp.h"
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -141,6 +144,7 @@ private:
 	[[noreturn]] void nonfinite(const std::string &what, double v);
 	bool skip_nonfinite(const std::string &what, double value); // CONFIG_NONFINITE_SKIP
 	NonfiniteGuard guard_;
+	std::unique_ptr<HwMonitor> hw_;
 	double lr_at(int64_t epoch) const;
 	double elapsed() const
 	{
@@ -379,6 +383,8 @@ void ImageTrainer::write_metrics(const std::string &status) const
 		  {"skipped_steps", guard_.skipped},
 		  {"code_version", code_version()}};
 	j["pruning"] = pruning_summary(*pruner_);
+	if (hw_)
+		j["hardware"] = hw_->summary();
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 
@@ -423,6 +429,8 @@ int ImageTrainer::run()
 	t_start_ = std::chrono::steady_clock::now();
 	if (!ckpt.empty())
 		resume_from(ckpt);
+	if (cfg_.get_bool("HW_MONITOR"))
+		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), dev_.is_cuda() ? int(dev_.index()) : -1);
 	fmt::print("run {}: {} on {} ({} train, {} test images, {}x{}x{} inputs): {} parameters on {} ({} threads), seed {}\n",
 		   run_dir_, arch_, dataset_, train_.n, test_.n, tf_train_.out_channels, tf_train_.size, tf_train_.size,
 		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
@@ -536,6 +544,8 @@ int ImageTrainer::run()
 		checkpoint_now(best);
 	}
 	prog.finish();
+	if (hw_)
+		hw_->stop();
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(epoch_ < epochs_ ? "stopped_time_budget" : "complete");
@@ -548,6 +558,9 @@ int ImageTrainer::run()
 
 int train_image(TrainRequest req)
 {
+	if (ddp_env().world > 1)
+		fail("ddp: data-parallel training covers GPT-2 runs; the image trainer runs as one process (start it without "
+		     "a launcher)");
 	ImageTrainer t(std::move(req));
 	return t.run();
 }

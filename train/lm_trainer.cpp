@@ -409,9 +409,13 @@ void Trainer::log_jsonl(const json &j)
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::batch(const TokenFile &f, Rng &rng) const
 {
-	auto x = torch::empty({B_, T_}, torch::kLong), y = torch::empty({B_, T_}, torch::kLong);
+	// On GPUs the batch is staged in pinned host memory and copied without blocking.
+	auto opt = torch::TensorOptions().dtype(torch::kLong).pinned_memory(dev_.is_cuda());
+	auto x = torch::empty({B_, T_}, opt), y = torch::empty({B_, T_}, opt);
 	f.random_batch(rng, B_, T_, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
-	return {x.to(dev_), y.to(dev_)};
+	if (!dev_.is_cuda())
+		return {x, y};
+	return {x.to(dev_, /*non_blocking=*/true), y.to(dev_, /*non_blocking=*/true)};
 }
 
 void Trainer::skip_batch(const TokenFile &f, Rng &rng)
