@@ -64,7 +64,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz
 
 all: run
 
@@ -135,6 +135,11 @@ build: $(BUILD)/build.ninja
 
 prepare: build $(CONFIG)-exists
 	$(KNLP) prepare --config $(CONFIG)
+
+# libFuzzer targets for every parser of outside input (docs/robustness.md).
+FUZZ_SECONDS ?= 60
+fuzz:
+	sh scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 train: build $(CONFIG)-exists
 	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
@@ -228,4 +233,5 @@ help:
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
 	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
 	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
+	@echo "  fuzz                libFuzzer on every parser (FUZZ_SECONDS=60 each, FUZZ_TARGETS=\"npz gguf\" for some)"
 	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"

@@ -187,6 +187,12 @@ NpyArray parse_npy(const uint8_t *p, size_t n, const std::string &origin)
 		pos = e + 1;
 	}
 	const size_t body = n - hoff - hlen;
+	uint64_t prod = 1; // the shape's product, without overflow
+	for (auto d : a.shape) {
+		if (d != 0 && prod > body / uint64_t(d))
+			fail("{}: truncated data ({} bytes, shape needs more)", origin, body);
+		prod *= uint64_t(d);
+	}
 	const int64_t elems = a.size();
 	if (elems < 0 || (a.itemsize && uint64_t(elems) > body / size_t(a.itemsize)))
 		fail("{}: truncated data ({} bytes, shape needs {} x {} bytes)", origin, body, elems, a.itemsize);
@@ -302,6 +308,8 @@ std::map<std::string, NpyArray> read_npz(const std::string &path)
 				fail("{}: stored member with different sizes", member);
 			raw.assign(b + data, b + data + csize);
 		} else if (method == 8) {
+			if (usize > 1032 * csize + 1024) // deflate cannot expand more than ~1032:1
+				fail("{}: corrupt archive ({} bytes cannot inflate to {})", member, csize, usize);
 			raw.resize(usize);
 			z_stream zs{};
 			if (inflateInit2(&zs, -15) != Z_OK)

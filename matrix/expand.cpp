@@ -282,9 +282,14 @@ std::vector<SweepAxis> parse_sweep(const std::string &text, const std::string &o
 			std::replace(s2.begin(), s2.end(), ':', ' ');
 			if (std::sscanf(s2.c_str(), "%lf %lf %lf %c", &lo, &step, &hi, &extra) != 3 || !(step > 0) || hi < lo)
 				fail("{}: range '{}' must be start:step:end with step > 0 and end >= start", where, spec);
-			int64_t n = static_cast<int64_t>(std::floor((hi - lo) / step + 1e-9)) + 1;
+			const double count = std::floor((hi - lo) / step + 1e-9) + 1;
+			if (!(count <= 10000)) // also catches infinities and NaN before the conversion
+				fail("{}: range '{}' has {} values (at most 10000)", where, spec, count);
+			int64_t n = static_cast<int64_t>(count);
 			if (n > 10000)
 				fail("{}: range '{}' has {} values (at most 10000)", where, spec, n);
+			if (sym->type == SymbolType::Int && (std::abs(lo) > 9e18 || std::abs(hi) > 9e18))
+				fail("{}: range '{}' is outside the integers CONFIG_{} can hold", where, spec, name);
 			for (int64_t i = 0; i < n; i++) {
 				double v = lo + double(i) * step;
 				ax.values.push_back(sym->type == SymbolType::Int ? std::to_string(std::llround(v))

@@ -93,7 +93,7 @@ json result_entry(const std::string &dir, const json &plan_run)
 	if (e["status"] == "failed")
 		e["error"] = read_file(join_path(rd, "error.txt"));
 	std::string mp = join_path(rd, "training_metrics.json");
-	if (e["status"] == "complete" && file_exists(mp)) {
+	if (e["status"] == "complete" && file_exists(mp)) try {
 		json m = read_json(mp);
 		e["iterations"] = m.value("final_iteration", 0);
 		if (m.contains("gnn")) {
@@ -134,6 +134,23 @@ json result_entry(const std::string &dir, const json &plan_run)
 		e["final_sparsity"] = p.value("final_sparsity", 0.0);
 		e["pruning_buffer_bytes"] = p.value("mask_bytes", int64_t(0)) + p.value("w0_bytes", int64_t(0));
 		e["parameters"] = m.value("parameters", int64_t(0));
+		// Every figure the summaries read must be a number: check them all here.
+		for (const char *k : {"final_val_loss", "final_val_perplexity", "final_accuracy", "final_test_loss", "best_accuracy",
+				      "best_val_loss", "elapsed_time", "final_sparsity", "test_f1", "test_pr_auc", "test_roc_auc",
+				      "ra_fetch", "ra_signal", "bytes_per_batch", "fetch_ms_per_batch", "tokens_per_second",
+				      "images_per_second"})
+			if (e.contains(k) && !e[k].is_null())
+				e[k] = e[k].get<double>();
+		e["optimizer_state_bytes"] = e["optimizer_state_bytes"].get<int64_t>();
+		e["pruning_buffer_bytes"] = e["pruning_buffer_bytes"].get<int64_t>();
+	} catch (const std::exception &x) { // json type or key errors, and knlp::Error from read_json
+		e["status"] = "failed";
+		e["success"] = false;
+		std::string what = x.what();
+		e["error"] = fmt::format("{}: unreadable metrics ({})", mp, what.substr(0, what.find('\n')));
+		for (const char *k : {"final_val_loss", "final_val_perplexity", "final_accuracy", "final_test_loss", "test_f1",
+				      "test_pr_auc", "best_val_loss", "best_accuracy"})
+			e.erase(k);
 	}
 	return e;
 }
@@ -190,7 +207,7 @@ void write_summaries(const std::string &dir)
 			}
 		baseline = bid;
 	}
-	write_file_atomic(join_path(dir, "all_results.json"), all.dump(2) + "\n");
+	write_file_atomic(join_path(dir, "all_results.json"), all.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
 	int n_complete = 0, n_failed = 0, n_incomplete = 0;
 	std::map<std::string, Group> groups;

@@ -269,6 +269,10 @@ GgufFile::GgufFile(const std::string &path) : path_(path)
 				fail("{}: tensor {} has dimension {} of size {}", path, t.name, d, v);
 			t.ne.push_back(int64_t(v));
 		}
+		uint64_t elems = 1; // no tensor holds 2^48 elements; the product must not overflow
+		for (auto d : t.ne)
+			if (elems > (1ull << 48) / uint64_t(d) || (elems *= uint64_t(d)) > (1ull << 48))
+				fail("{}: tensor {} has dimensions whose product exceeds 2^48 elements", path, t.name);
 		uint32_t ty = c.get<uint32_t>("a tensor type");
 		if (!ggml_type_known(ty))
 			fail("{}: tensor {} has ggml type {}, which knlp does not read", path, t.name, ty);
@@ -287,7 +291,8 @@ GgufFile::GgufFile(const std::string &path) : path_(path)
 	}
 	data_offset_ = align_up(c.pos(), alignment_);
 	for (auto &t : tensors_) {
-		if (data_offset_ + t.offset + t.nbytes > bytes_.size())
+		if (data_offset_ > bytes_.size() || t.offset > bytes_.size() - data_offset_ ||
+		    t.nbytes > bytes_.size() - data_offset_ - t.offset)
 			fail("{}: truncated GGUF file (tensor {} needs bytes {}..{}, the file has {})", path, t.name,
 			     data_offset_ + t.offset, data_offset_ + t.offset + t.nbytes, bytes_.size());
 		t.data = reinterpret_cast<const uint8_t *>(bytes_.data()) + data_offset_ + t.offset;
