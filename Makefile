@@ -64,7 +64,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep
 
 all: run
 
@@ -135,6 +135,11 @@ build: $(BUILD)/build.ninja
 
 prepare: build $(CONFIG)-exists
 	$(KNLP) prepare --config $(CONFIG)
+
+# N random configurations, each trained a few steps or rejected cleanly (docs/robustness.md).
+N ?= 50
+randconfig-sweep: build
+	bash scripts/randconfig_sweep.sh $(KNLP) $(N) $(or $(FIRST),1)
 
 # libFuzzer targets for every parser of outside input (docs/robustness.md).
 FUZZ_SECONDS ?= 60
@@ -233,5 +238,6 @@ help:
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
 	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
 	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
+	@echo "  randconfig-sweep    N=50 random configurations: each trains a few steps or is rejected cleanly"
 	@echo "  fuzz                libFuzzer on every parser (FUZZ_SECONDS=60 each, FUZZ_TARGETS=\"npz gguf\" for some)"
 	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"
