@@ -7,7 +7,7 @@
 #   make help                 everything else
 
 PYTHON    ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
-BUILD     ?= build
+BUILD     ?= $(if $(SANITIZE),build-san,build)
 TORCH_DIR ?=
 SANITIZE  ?=
 CONFIG    ?= .config
@@ -64,7 +64,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base
 
 all: run
 
@@ -136,6 +136,13 @@ build: $(BUILD)/build.ninja
 prepare: build $(CONFIG)-exists
 	$(KNLP) prepare --config $(CONFIG)
 
+# The libtorch-free tests under ASan + UBSan (docs/robustness.md).
+check-san-base:
+	cmake -S . -B build-san $(filter-out -DKNLP_SANITIZE=% -DCMAKE_BUILD_TYPE=%,$(CMAKE_FLAGS)) \
+		-DKNLP_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-san --target test_base
+	cd build-san && $(SAN_ENV) ./test_base
+
 # N random configurations, each trained a few steps or rejected cleanly (docs/robustness.md).
 N ?= 50
 randconfig-sweep: build
@@ -161,9 +168,14 @@ quickstart: deps
 	@test -f $(CONFIG) || $(KCONFIG) defconfig gpt2-tiny-cpu
 	@$(MAKE) --no-print-directory run
 
+# Sanitizer runs (SANITIZE=address,undefined) build into build-san and use the suppressions
+# of tests/sanitizers/ (only what lies inside libtorch itself; each one explained there).
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/ubsan.supp
 check: deps
 	@$(MAKE) --no-print-directory build
-	cd $(BUILD) && ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),)
+	cd $(BUILD) && $(if $(SANITIZE),$(SAN_ENV)) ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),)
 
 bench: deps
 	@$(MAKE) --no-print-directory build
@@ -238,6 +250,7 @@ help:
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
 	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
 	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
+	@echo "  check-san-base      the libtorch-free tests under ASan + UBSan (SANITIZE=... check: all of them)"
 	@echo "  randconfig-sweep    N=50 random configurations: each trains a few steps or is rejected cleanly"
 	@echo "  fuzz                libFuzzer on every parser (FUZZ_SECONDS=60 each, FUZZ_TARGETS=\"npz gguf\" for some)"
 	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"

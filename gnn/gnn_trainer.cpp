@@ -232,6 +232,11 @@ void GnnTrainer::setup()
 	geo_.record_bytes = int64_t(g_.features) * 4;
 	geo_.page_bytes = cfg_.get_int("GNN_PAGE_BYTES");
 	if (layout_name_ == "file") {
+		const std::string lp = cfg_.get_string("GNN_LAYOUT_PATH");
+		if (lp.empty())
+			fail("CONFIG_GNN_LAYOUT_FILE=y but CONFIG_GNN_LAYOUT_PATH is empty (write a layout with `knlp gnn layout`)");
+		if (!file_exists(lp))
+			fail("{}: layout file not found (CONFIG_GNN_LAYOUT_PATH)", lp);
 		auto t0 = std::chrono::steady_clock::now();
 		layout_ = load_layout(cfg_.get_string("GNN_LAYOUT_PATH"), g_.n);
 		layout_.build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

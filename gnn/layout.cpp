@@ -114,7 +114,7 @@ Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, c
 		bfs_pages(sym, by_in_degree(g, all), geo, nullptr, 0, placed, order);
 	} else if (method == "metis") {
 #ifdef KNLP_HAVE_METIS
-		int64_t parts = metis_parts > 0 ? metis_parts : std::clamp<int64_t>(n / 3700, 2, 1000);
+		int64_t parts = metis_parts > 0 ? std::min(metis_parts, n) : std::clamp<int64_t>(n / 3700, 2, 1000);
 		l.parts = parts;
 		std::vector<idx_t> xadj(static_cast<size_t>(n + 1)), adj(sym.col.size()), part(static_cast<size_t>(n));
 		if (sym.col.size() > size_t(std::numeric_limits<idx_t>::max()))
@@ -127,8 +127,10 @@ Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, c
 		idx_t options[METIS_NOPTIONS];
 		METIS_SetDefaultOptions(options);
 		options[METIS_OPTION_SEED] = idx_t(seed & 0x7fffffff);
-		int rc = METIS_PartGraphKway(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, nullptr, &np, nullptr,
-					     nullptr, options, &objval, part.data());
+		// METIS divides by zero for a single part (SIGFPE): one part is the whole graph.
+		int rc = parts == 1 ? METIS_OK
+				    : METIS_PartGraphKway(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, nullptr, &np,
+							  nullptr, nullptr, options, &objval, part.data());
 		if (rc != METIS_OK)
 			fail("gnn layout metis: METIS_PartGraphKway failed (code {}) on {} nodes, {} parts", rc, n, parts);
 		std::vector<int64_t> p64(part.begin(), part.end());

@@ -2,7 +2,7 @@
 # make randconfig-sweep N=50: N random valid configurations (KCONFIG_SEED = FIRST .. FIRST+N-1,
 # fixed), each trained for a few steps on tiny shapes (sizes overridden so a run takes
 # seconds: GPT-2 1 x 32 on a 16-token context, 3 iterations; image models and the GNN
-# stopped by a 5 s budget on a 2,000-node graph). Every configuration must either train
+# stopped by a 5 s budget on a 2,000-node graph; the CPU and Fashion-MNIST pinned). Every configuration must either train
 # with finite losses or be rejected up front with one clear "knlp: error:" line; nothing
 # may crash, hang (60 s) or leave a failed run marked complete. Prints one line per
 # configuration and a summary; exit status 1 when any configuration failed.
@@ -25,7 +25,11 @@ tiny=(--set DATA_DIR="$out/data" --set DATASET_CUSTOM=y --set DATA_TOKENIZER_BYT
 	--set BATCH_SIZE=2 --set GRAD_ACCUM=1 --set MAX_ITERS=3 --set WARMUP_ITERS=1 --set EVAL_INTERVAL=2 --set EVAL_SAMPLES=1
 	--set SAMPLE_TOKENS=4 --set MAX_TIME=5 --set EPOCHS=1 --set GNN_SYNTH_NODES=2000 --set GNN_EPOCHS=1
 	--set FIM_CHUNKS=2 --set FIM_SEQ=8 --set TIER_ITERS=2 --set TIER_WARMUP=1 --set TIER_CONTEXT=8 --set NUM_THREADS=2
-	--set OUTPUT_DIR="$out/runs" --set MATRIX_RESULTS_DIR="$out/matrix")
+	--set OUTPUT_DIR="$out/runs" --set MATRIX_RESULTS_DIR="$out/matrix"
+	--set DEVICE_CPU=y --set IMAGE_DATASET_FASHION_MNIST=y --set IMAGE_DATA_DIR= --set IMAGE_NUM_CLASSES=0
+	--set DEBUG_DRY_RUN=n)
+# What the machine decides, not the configuration, is pinned: the CPU (no GPU here), the
+# image dataset Debian ships (CIFAR and MNIST are bring-your-own), no dry runs.
 trained=0 rejected=0 failed=0
 for ((s = first; s < first + N; s++)); do
 	cfg="$out/configs/rand-$s"

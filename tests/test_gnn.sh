@@ -96,6 +96,7 @@ cmp fcut/checkpoints/$(cat fcut/checkpoints/FINAL)/model.safetensors fwhole/chec
 "$KNLP" gnn layout --config g.config --method bfs --out l.npz >lay.log 2>&1 && grep -q "bfs layout" lay.log || bad "gnn layout: $(cat lay.log)"
 "$KNLP" train --config g.config --out fromfile --set GNN_LAYOUT_FILE=y --set GNN_LAYOUT_PATH="$T/l.npz" --set GNN_EPOCHS=1 >ff.log 2>&1 || bad "layout from file: $(tail -2 ff.log)"
 expect_fail "l.npz: key 'pos' must have shape (7000,) for this graph" "$KNLP" train --config g.config --out e6 --set GNN_SYNTH_NODES=7000 --set GNN_LAYOUT_FILE=y --set GNN_LAYOUT_PATH="$T/l.npz"
+expect_fail "CONFIG_GNN_LAYOUT_PATH is empty" "$KNLP" train --config g.config --out e7 --set GNN_LAYOUT_FILE=y
 "$KNLP" gnn ra --config g.config --layouts "random bfs" --samplers "neighbor page" --store-dir "$T" --json ra.json >ra.log 2>&1 || bad "gnn ra: $(tail -2 ra.log)"
 $PYTHON - <<'PY' && ok || bad "gnn ra table"
 import json
