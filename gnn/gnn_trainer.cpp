@@ -245,17 +245,7 @@ void GnnTrainer::setup()
 	}
 	layout_seconds_ = layout_.build_seconds;
 	spread_ = neighbour_page_spread(sym_, layout_, geo_);
-	SamplerOptions so;
-	so.kind = sampler_name_;
-	so.fanout = parse_fanout(cfg_.get_string("GNN_FANOUT"));
-	so.batch_seeds = cfg_.get_int("GNN_BATCH_SEEDS");
-	so.pages_per_batch = cfg_.get_int("GNN_PAGES_PER_BATCH");
-	so.hops = cfg_.get_int("GNN_HOPS");
-	so.budget = cfg_.get_float("GNN_BOUNDARY_BUDGET");
-	so.fim_ema = cfg_.get_float("GNN_FIM_EMA");
-	if (!(so.fim_ema >= 0 && so.fim_ema < 1))
-		fail("CONFIG_GNN_FIM_EMA={} must be in [0, 1)", so.fim_ema);
-	so.seed = uint64_t(seed_);
+	SamplerOptions so = gnn_sampler_options(cfg_);
 	sampler_ = make_sampler(g_, adj_, layout_, geo_, so);
 
 	torch::manual_seed(uint64_t(seed_));
@@ -684,6 +674,22 @@ int GnnTrainer::run()
 }
 
 } // namespace
+
+SamplerOptions gnn_sampler_options(const Config &cfg)
+{
+	SamplerOptions so;
+	so.kind = gnn_sampler_name(cfg);
+	so.fanout = parse_fanout(cfg.get_string("GNN_FANOUT"));
+	so.batch_seeds = cfg.get_int("GNN_BATCH_SEEDS");
+	so.pages_per_batch = cfg.get_int("GNN_PAGES_PER_BATCH");
+	so.hops = cfg.get_int("GNN_HOPS");
+	so.budget = cfg.get_float("GNN_BOUNDARY_BUDGET");
+	so.fim_ema = cfg.get_float("GNN_FIM_EMA");
+	if (!(so.fim_ema >= 0 && so.fim_ema < 1))
+		fail("CONFIG_GNN_FIM_EMA={} must be in [0, 1)", so.fim_ema);
+	so.seed = uint64_t(cfg.get_int("SEED"));
+	return so;
+}
 
 int train_gnn(TrainRequest req)
 {

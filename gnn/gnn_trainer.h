@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "gnn/graph.h"
+#include "gnn/sampler.h"
 #include "train/lm_trainer.h"
 
 namespace knlp {
@@ -19,5 +20,7 @@ int train_gnn(TrainRequest req);
 Graph load_gnn_graph(const Config &cfg);
 std::string gnn_layout_name(const Config &cfg);  // identity, random, bfs, metis, rcm, file
 std::string gnn_sampler_name(const Config &cfg); // neighbor, page, fim
+// The sampler settings of a configuration (CONFIG_GNN_FANOUT parsed and checked).
+SamplerOptions gnn_sampler_options(const Config &cfg);
 
 } // namespace knlp

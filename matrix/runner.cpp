@@ -134,8 +134,15 @@ json result_entry(const std::string &dir, const json &plan_run)
 		e["final_sparsity"] = p.value("final_sparsity", 0.0);
 		e["pruning_buffer_bytes"] = p.value("mask_bytes", int64_t(0)) + p.value("w0_bytes", int64_t(0));
 		e["parameters"] = m.value("parameters", int64_t(0));
+		if (m.contains("hardware")) { // CONFIG_HW_MONITOR: mean and peak memory of the run
+			const json &hw = m.at("hardware");
+			for (const char *k : {"rss_mean_mb", "rss_peak_mb", "gpu_memory_mean_mb", "gpu_memory_peak_mb"})
+				if (hw.contains(k))
+					e[k] = hw.at(k).get<double>();
+		}
 		// Every figure the summaries read must be a number: check them all here.
 		for (const char *k : {"final_val_loss", "final_val_perplexity", "final_accuracy", "final_test_loss", "best_accuracy",
+				      "rss_mean_mb", "rss_peak_mb", "gpu_memory_mean_mb", "gpu_memory_peak_mb",
 				      "best_val_loss", "elapsed_time", "final_sparsity", "test_f1", "test_pr_auc", "test_roc_auc",
 				      "ra_fetch", "ra_signal", "bytes_per_batch", "fetch_ms_per_batch", "tokens_per_second",
 				      "images_per_second"})
@@ -163,6 +170,7 @@ struct Group {
 	std::string config_id, optimizer;
 	std::vector<double> ppl, time, mem;
 	std::vector<double> f1, ra_fetch, ra_signal, kib, fetch_ms; // GNN runs
+	std::vector<double> rss_peak, gpu_peak;                      // CONFIG_HW_MONITOR
 	double sparsity = 0;
 };
 
@@ -237,6 +245,10 @@ void write_summaries(const std::string &dir)
 			higher_better = gnn = true;
 		}
 		g.time.push_back(e.value("elapsed_time", 0.0));
+		if (e.contains("rss_peak_mb"))
+			g.rss_peak.push_back(e["rss_peak_mb"].get<double>());
+		if (e.contains("gpu_memory_peak_mb"))
+			g.gpu_peak.push_back(e["gpu_memory_peak_mb"].get<double>());
 		g.mem.push_back(double(e.value("optimizer_state_bytes", int64_t(0)) + e.value("pruning_buffer_bytes", int64_t(0))));
 		g.sparsity = e.value("final_sparsity", 0.0);
 	};
@@ -326,11 +338,15 @@ void write_summaries(const std::string &dir)
 		if (seen.insert(g->optimizer).second)
 			r += fmt::format("{:<12} {:<40} {}\n", g->optimizer, g->config_id, ppl_str(*g));
 	r += "\n== Memory and time\n";
-	r += fmt::format("{:<40} {:>22} {:>10} {:>10}\n", "configuration", "state+masks MiB", "sparsity", "time s");
+	r += fmt::format("{:<40} {:>22} {:>10} {:>10} {:>14} {:>14}\n", "configuration", "state+masks MiB", "sparsity", "time s",
+			 "peak RSS MiB", "peak GPU MiB");
 	for (const auto &id : order) {
 		const Group &g = groups[id];
-		r += fmt::format("{:<40} {:>22} {:>10} {:>10.1f}\n", id, mib(sample_stats(g.mem).mean), pct(g.sparsity),
-				 sample_stats(g.time).mean);
+		auto peak = [](const std::vector<double> &v) {
+			return v.empty() ? std::string("-") : fmt::format("{:.0f}", *std::max_element(v.begin(), v.end()));
+		};
+		r += fmt::format("{:<40} {:>22} {:>10} {:>10.1f} {:>14} {:>14}\n", id, mib(sample_stats(g.mem).mean),
+				 pct(g.sparsity), sample_stats(g.time).mean, peak(g.rss_peak), peak(g.gpu_peak));
 	}
 	if (gnn) {
 		auto ms = [](const std::vector<double> &v, const char *f) {

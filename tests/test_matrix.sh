@@ -55,10 +55,10 @@ d = sys.argv[1]
 res = json.load(open(os.path.join(d, "all_results.json")))
 out = []
 for e in res:
-    for k in ("elapsed_time", "tokens_per_second"):
+    for k in ("elapsed_time", "tokens_per_second", "rss_mean_mb", "rss_peak_mb", "gpu_memory_mean_mb", "gpu_memory_peak_mb"):
         e.pop(k, None)
     m = json.load(open(os.path.join(d, e["test_id"], "training_metrics.json")))
-    for k in ("total_time", "tokens_per_second"):
+    for k in ("total_time", "tokens_per_second", "hardware"):
         m.pop(k, None)
     m["metrics"].pop("timestamps", None)
     out.append([e, m])

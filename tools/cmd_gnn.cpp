@@ -113,15 +113,7 @@ void add_gnn_commands(CLI::App &app)
 		Csr sym = build_csr(g, true);
 		Csr adj = cfg.get_bool("GNN_SYMMETRIC") ? sym : build_csr(g, false);
 		PageGeometry geo{int64_t(g.features) * 4, cfg.get_int("GNN_PAGE_BYTES")};
-		SamplerOptions so;
-		so.batch_seeds = cfg.get_int("GNN_BATCH_SEEDS");
-		so.pages_per_batch = cfg.get_int("GNN_PAGES_PER_BATCH");
-		so.hops = cfg.get_int("GNN_HOPS");
-		so.budget = cfg.get_float("GNN_BOUNDARY_BUDGET");
-		so.seed = uint64_t(cfg.get_int("SEED"));
-		so.fanout.clear();
-		for (const auto &w : words(cfg.get_string("GNN_FANOUT")))
-			so.fanout.push_back(std::stoll(w));
+		SamplerOptions so = gnn_sampler_options(cfg);
 		nlohmann::json rows = nlohmann::json::array();
 		fmt::print("{}: {} nodes, {} edges\n", g.origin, g.n, g.edges());
 		fmt::print("{:<9} {:<9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}\n", "layout", "sampler", "build s",
