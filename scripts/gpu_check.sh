@@ -7,6 +7,10 @@
 #
 #   bash scripts/gpu_check.sh [OUTDIR]
 #
+# GPU_CHECK_STAGES (comma-separated, default all) picks what runs after the build:
+# tests, ddp, speed, profile, tier, optim, prune, export. Each stage has its own time limit.
+# GPU_CHECK_SKIP_BUILD=1 reuses the build in GPU_CHECK_BUILD (default build-cuda) as it is.
+#
 # It builds knlp against the machine's libtorch (C++20, CUDA), runs the CUDA tests, the
 # 124M bf16 speed run (context 1024, 30 iterations) next to plain eager PyTorch on the same
 # GPU, the optimizer step on the GPU, a pruned run killed and resumed on the GPU, sampling,
@@ -30,19 +34,30 @@ g++ --version | head -1
 cmake --version | head -1
 nproc
 
+STAGES=,${GPU_CHECK_STAGES:-tests,ddp,speed,profile,tier,optim,prune,export},
+want() { case $STAGES in *,$1,*) return 0 ;; esac; return 1; }
 R=$top/.gpu/root/usr
 [ -d "$R" ] || { echo "gpu_check: $R missing: run scripts/gpu_prepare.sh first"; exit 1; }
 export PYTHONPATH=$R/lib/python3/dist-packages${PYTHONPATH:+:$PYTHONPATH}
 export LD_LIBRARY_PATH=$R/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 TP=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-B=$top/build-cuda
+B=${GPU_CHECK_BUILD:-$top/build-cuda}
 
+# nccl.h: a pip torch keeps it in site-packages/nvidia/.../include.
+NCCL_H=$( (find "$(python3 -c 'import site; print(site.getsitepackages()[0])')/nvidia" /usr/local/cuda/include \
+	/usr/include -maxdepth 4 -name nccl.h 2>/dev/null) | head -n 1)
+NCCL_INC=${NCCL_H:+$(dirname "$NCCL_H")}
+echo "nccl.h in: ${NCCL_INC:-not found}"
+ls "$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')/include" | tr '\n' ' '
+echo
+if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then # GPU_CHECK_SKIP_BUILD=1: use the build in $B as it is
 ts "configure"
 conf() {
 	cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKNLP_CXX_STANDARD=20 \
 		-DCMAKE_PREFIX_PATH="$TP;$R" -DDEBIAN_PYTHON="$(command -v python3)" \
 		-DZLIB_INCLUDE_DIR="$R/include" -DZLIB_LIBRARY="$R/lib/x86_64-linux-gnu/libz.a" \
+		${NCCL_INC:+-DKNLP_NCCL_INCLUDE_DIR="$NCCL_INC"} \
 		-DCMAKE_EXE_LINKER_FLAGS=-Wl,--no-as-needed "$@" >>"$OUT/cmake.txt" 2>&1
 }
 conf
@@ -55,65 +70,127 @@ if [ $rc -ne 0 ]; then
 	rc=$?
 	say "TorchConfig.cmake failed; configured with KNLP_TORCH_ROOT (rc $rc)"
 fi
-tail -n 8 "$OUT/cmake.txt"
+grep -E "c10d|Gloo|NCCL|nccl" "$OUT/cmake.txt" | tail -n 6
+tail -n 4 "$OUT/cmake.txt"
 if [ $rc -ne 0 ]; then
 	say "configure FAILED"
 	exit 1
 fi
+say "$(grep -o 'c10d process groups: .*' "$OUT/cmake.txt" | tail -n 1)"
 ts "build"
 ninja -C "$B" -k 0 knlp test_cuda knlp_bench >"$OUT/build.txt" 2>&1
 rc=$?
 grep -E "error|FAILED" "$OUT/build.txt" | head -n 40
 tail -n 3 "$OUT/build.txt"
 if [ $rc -ne 0 ]; then
-	say "build FAILED"
-	exit 1
+	# The optional parts (c10d process groups, the profiler) off, and try again.
+	say "build FAILED; rebuilding without c10d and the profiler"
+	conf -DKNLP_C10D=OFF -DKNLP_PROFILER=OFF
+	ninja -C "$B" -k 0 knlp test_cuda knlp_bench >"$OUT/build2.txt" 2>&1 || {
+		grep -E "error|FAILED" "$OUT/build2.txt" | head -n 40
+		say "build FAILED again"
+		exit 1
+	}
+fi
 fi
 K=$B/knlp
 ts "built"
 
-ts "CUDA tests"
-timeout 240 "$B/test_cuda" --gtest_output=json:"$OUT/test_cuda.json" 2>&1 | grep -vE "^\[ +(RUN|OK) " | tail -n 40
-say "test_cuda: $(python3 -c "import json; j=json.load(open('$OUT/test_cuda.json')); print(j['tests'], 'tests,', j['failures'], 'failures')" 2>&1)"
+if want tests; then
+	ts "CUDA tests"
+	timeout 240 "$B/test_cuda" --gtest_output=json:"$OUT/test_cuda.json" 2>&1 | grep -vE "^\[ +(RUN|OK) " | tail -n 40
+	say "test_cuda: $(python3 -c "import json; j=json.load(open('$OUT/test_cuda.json')); print(j['tests'], 'tests,', j['failures'], 'failures,', sum(t.get('result') == 'SKIPPED' or t.get('status') == 'NOTRUN' for s in j['testsuites'] for t in s['testsuite']), 'skipped')" 2>&1 | tail -n 1)"
+fi
 
-ts "124M, context 1024, batch 12, bf16: plain eager PyTorch"
-eager=$(timeout 180 python3 scripts/ref/gpt2_eager.py 12 12 768 1024 12 50304 30 cuda bf16 | tail -n 1)
-echo "$eager"
-
-ts "124M, context 1024, batch 12, bf16: knlp train (30 iterations)"
-rm -rf /tmp/r124
-KNLP_PEAK_FLOPS=989e12 timeout 300 "$K" train --config .gpu/c124.config --out /tmp/r124 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 25
-cp /tmp/r124/metrics.jsonl "$OUT/metrics_124m.jsonl" 2>/dev/null
-python3 - "$eager" <<'EOF'
-import json, sys
-rows = [json.loads(l) for l in open("/tmp/r124/metrics.jsonl") if '"tokens_per_sec"' in l]
-eager = json.loads(sys.argv[1]) if sys.argv[1].strip() else {}
-steady = [r for r in rows if r.get("iter", r.get("iteration", 0)) > 10]
-tok = max(r["tokens_per_sec"] for r in steady) if steady else 0
-med = sorted(r["tokens_per_sec"] for r in steady)[len(steady) // 2] if steady else 0
-fpt = 6 * 124475904 + 12 * 12 * 768 * 1024
-line = (f"124M bf16 T1024 B12: knlp {med:.0f} tok/s (best window {tok:.0f}), MFU {100 * med * fpt / 989e12:.1f}% of 989 TFLOP/s; "
-        f"eager PyTorch {eager.get('tokens_per_sec', 0):.0f} tok/s, MFU {100 * eager.get('tokens_per_sec', 0) * fpt / 989e12:.1f}%; "
-        f"ratio {med / eager['tokens_per_sec'] if eager.get('tokens_per_sec') else float('nan'):.2f}x")
-print("SUMMARY:", line)
-open("/tmp/summary_124m", "w").write(line)
-EOF
-say "$(cat /tmp/summary_124m 2>/dev/null || echo '124M run FAILED')"
-
-ts "optimizer step on the GPU, 124M parameter set"
-ob=$(timeout 120 "$B/knlp_bench" optim 20 cuda | tail -n 1)
-echo "$ob"
-say "optim on cuda: $ob"
-
-ts "pruned tiny run on the GPU (AdamWPrune bitter7, 50%), killed at step 130 and resumed"
-for d in /tmp/ta /tmp/tb; do rm -rf $d; done
+FPT=$((6 * 124475904 + 12 * 12 * 768 * 1024))
 export KNLP_PEAK_FLOPS=989e12
-timeout 120 "$K" train --config .gpu/tiny-prune.config --out /tmp/ta --set MAX_ITERS=200 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 8
-KNLP_FAULT_KILL_AT=after_step#130 timeout 120 "$K" train --config .gpu/tiny-prune.config --out /tmp/tb --set MAX_ITERS=200 >/dev/null 2>&1
-echo "killed run exit $?"
-timeout 120 "$K" train --config .gpu/tiny-prune.config --set MAX_ITERS=200 --resume /tmp/tb 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 3
-cp /tmp/ta/training_metrics.json "$OUT/tiny_training_metrics.json" 2>/dev/null
-python3 - <<'EOF'
+# "median best windows" tokens/s of the steady log windows (after iteration 10) of a knlp run.
+steady() {
+	python3 - "$1" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"tokens_per_sec"' in l]
+s = sorted(r["tokens_per_sec"] for r in rows if r.get("iter", r.get("iteration", 0)) > 10)
+print(json.dumps({"median": s[len(s) // 2] if s else 0, "best": s[-1] if s else 0, "windows": len(s)}))
+EOF
+}
+
+if want ddp; then
+	ts "NCCL: the data-parallel path launched with one process on the GPU (124M, 30 iterations)"
+	rm -rf /tmp/rn
+	timeout 200 "$K" launch --nproc 1 -- train --config .gpu/c124-nccl.config --out /tmp/rn 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 8
+	python3 - /tmp/rn "$FPT" <<'EOF' | tee /tmp/summary_ddp
+import json, sys
+d, fpt = sys.argv[1], int(sys.argv[2])
+m = json.load(open(d + "/training_metrics.json"))
+rows = [json.loads(l) for l in open(d + "/metrics.jsonl") if '"tokens_per_sec"' in l]
+s = sorted(r["tokens_per_sec"] for r in rows if r.get("iter", r.get("iteration", 0)) > 10)
+tok = s[len(s) // 2] if s else 0
+dd = m.get("ddp", {})
+hw = {k: v for k, v in m.items() if "mem" in k or "gpu" in k or "hardware" in k}
+print(f"NCCL world 1: status {m.get('status')}, {m.get('final_iteration')} iterations, {tok:.0f} tok/s "
+      f"(MFU {100 * tok * fpt / 989e12:.1f}%); ddp {json.dumps(dd)[:240]}; hardware {json.dumps(hw)[:300]}")
+EOF
+	python3 -c "import json; j=json.load(open('/tmp/rn/hw_stats.json')); print('hw_stats.json:', json.dumps(j)[:700])" 2>&1 | tail -n 1
+	cp /tmp/rn/hw_stats.json "$OUT/hw_stats_nccl.json" 2>/dev/null
+	say "$(cat /tmp/summary_ddp 2>/dev/null || echo 'NCCL run FAILED')"
+fi
+
+if want speed; then
+	ts "124M, context 1024, batch 12, bf16, no dropout: eager PyTorch and knlp, twice each"
+	for i in 1 2; do
+		e=$(timeout 120 python3 scripts/ref/gpt2_eager.py 12 12 768 1024 12 50304 30 cuda bf16 | tail -n 1)
+		rm -rf /tmp/r124
+		timeout 200 "$K" train --config .gpu/c124-nd.config --out /tmp/r124 >/tmp/k124.txt 2>&1
+		k=$(steady /tmp/r124)
+		python3 - "$e" "$k" "$FPT" <<'EOF' | tee -a /tmp/summary_speed
+import json, sys
+e, k, fpt = json.loads(sys.argv[1] or "{}"), json.loads(sys.argv[2] or "{}"), int(sys.argv[3])
+et, kt = e.get("tokens_per_sec", 0), k.get("median", 0)
+print(f"124M bf16 T1024 B12 (dropout 0): knlp {kt:.0f} tok/s (MFU {100 * kt * fpt / 989e12:.1f}%), eager {et:.0f} "
+      f"(MFU {100 * et * fpt / 989e12:.1f}%), ratio {kt / et if et else float('nan'):.3f}x")
+EOF
+	done
+	tr '\r' '\n' </tmp/k124.txt | grep -av "^$" | tail -n 3
+	cp /tmp/r124/metrics.jsonl "$OUT/metrics_124m.jsonl" 2>/dev/null
+	say "$(tr '\n' ';' </tmp/summary_speed 2>/dev/null || echo '124M run FAILED')"
+fi
+
+if want profile; then
+	ts "kernel profile of 3 steps: knlp vs eager PyTorch (124M bf16, no dropout)"
+	KNLP_PROFILE=/tmp/eager_trace.json timeout 120 python3 scripts/ref/gpt2_eager.py 12 12 768 1024 12 50304 5 cuda bf16 | tail -n 1
+	rm -rf /tmp/rp
+	KNLP_PROFILE=/tmp/knlp_trace.json KNLP_PROFILE_STEPS=6:8 timeout 200 "$K" train --config .gpu/c124-nd.config \
+		--out /tmp/rp --set MAX_ITERS=10 2>&1 | tr '\r' '\n' | grep -a "profile:\|error"
+	python3 scripts/ref/profile_summary.py knlp=/tmp/knlp_trace.json eager=/tmp/eager_trace.json --top 25 2>&1 |
+		tee "$OUT/profile_summary.txt"
+	gzip -c /tmp/knlp_trace.json >"$OUT/knlp_trace.json.gz" 2>/dev/null
+	gzip -c /tmp/eager_trace.json >"$OUT/eager_trace.json.gz" 2>/dev/null
+	say "profile: $(grep -E '^(busy|span)' "$OUT/profile_summary.txt" | tr -s ' ' | tr '\n' ';')"
+fi
+
+if want tier; then
+	ts "tiered inference on the GPU: 124M, middle tier in host memory, slow tier read from a file"
+	[ -d /tmp/r124 ] || timeout 200 "$K" train --config .gpu/c124-nd.config --out /tmp/r124 >/dev/null 2>&1
+	timeout 150 "$K" tier bench --checkpoint /tmp/r124 --source adam --cuts 0.3,0.5 --warmup 3 --iters 20 \
+		--out /tmp/tier124 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 14 | tee /tmp/tier.txt
+	say "tier bench 124M: $(grep -iE "untiered|emulated|offload" /tmp/tier.txt | tr -s ' ' | tr '\n' ';' | cut -c1-400)"
+fi
+
+if want optim; then
+	ts "optimizer step on the GPU, 124M parameter set"
+	ob=$(timeout 120 "$B/knlp_bench" optim 20 cuda | tail -n 1)
+	echo "$ob"
+	say "optim on cuda: $ob"
+fi
+
+if want prune; then
+	ts "pruned tiny run on the GPU (AdamWPrune bitter7, 50%), killed at step 130 and resumed"
+	for d in /tmp/ta /tmp/tb; do rm -rf $d; done
+	timeout 120 "$K" train --config .gpu/tiny-prune.config --out /tmp/ta --set MAX_ITERS=200 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 4
+	KNLP_FAULT_KILL_AT=after_step#130 timeout 120 "$K" train --config .gpu/tiny-prune.config --out /tmp/tb --set MAX_ITERS=200 >/dev/null 2>&1
+	echo "killed run exit $?"
+	timeout 120 "$K" train --config .gpu/tiny-prune.config --set MAX_ITERS=200 --resume /tmp/tb 2>&1 | tr '\r' '\n' | grep -av "^$" | tail -n 2
+	python3 - <<'EOF' | tee /tmp/summary_prune
 import hashlib, json
 def h(p):
     try:
@@ -128,23 +205,24 @@ la, lb = losses("/tmp/ta"), losses("/tmp/tb")
 same_w = h("/tmp/ta/checkpoints/iter_00000200/model.safetensors") == h("/tmp/tb/checkpoints/iter_00000200/model.safetensors")
 same_o = h("/tmp/ta/checkpoints/iter_00000200/optimizer.safetensors") == h("/tmp/tb/checkpoints/iter_00000200/optimizer.safetensors")
 maxd = max((abs(x - y) for x, y in zip(la, lb) if x is not None and y is not None), default=float("nan"))
-print("SUMMARY: tiny bitter7 on cuda: final sparsity %.4f (target %s), best val loss %.4f; resumed vs uninterrupted: weights %s, optimizer %s, logged losses max diff %.3g over %d/%d"
+print("tiny bitter7 on cuda: final sparsity %.4f (target %s), best val loss %.4f; resumed vs uninterrupted: weights %s, optimizer %s, logged losses max diff %.3g over %d/%d"
       % (p.get("final_sparsity", -1), p.get("target_sparsity"), a.get("best_val_loss", -1), "identical" if same_w else "DIFFER",
          "identical" if same_o else "DIFFER", maxd, len(la), len(lb)))
 EOF
+	say "$(cat /tmp/summary_prune 2>/dev/null || echo 'pruned run FAILED')"
+	"$K" sample --checkpoint /tmp/ta --prompt "The kernel" --tokens 60 --seed 1 2>&1 | tail -n 4
+	"$K" eval --checkpoint /tmp/ta 2>&1 | tail -n 1
+fi
 
-ts "sample and eval on the GPU"
-"$K" sample --checkpoint /tmp/ta --prompt "The kernel" --tokens 80 --seed 1 2>&1 | tail -n 6
-"$K" eval --checkpoint /tmp/ta 2>&1 | tail -n 1
-
-ts "export the 124M run to Hugging Face and evaluate with transformers"
-rm -rf /tmp/hf124
-"$K" export --checkpoint /tmp/r124 --format hf --out /tmp/hf124 2>&1 | tail -n 2
-ke=$("$K" eval --checkpoint /tmp/r124 --data .gpu/data/gpt2 --batch 16 2>/dev/null | tail -n 1)
-he=$(timeout 120 python3 scripts/ref/hf_eval.py /tmp/hf124 .gpu/data/gpt2/val.bin cuda 2>/dev/null | tail -n 1)
-echo "knlp: $ke"
-echo "transformers: $he"
-say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"val loss knlp {a['val_loss']:.6f} vs transformers {b['val_loss']:.6f} over {a['tokens']} tokens (diff {abs(a['val_loss']-b['val_loss']):.2e})\")" "$ke" "$he" 2>&1 | tail -n 1)"
+if want export; then
+	ts "export a 124M run to Hugging Face and evaluate with transformers"
+	rm -rf /tmp/hf124
+	[ -d /tmp/r124 ] || timeout 200 "$K" train --config .gpu/c124-nd.config --out /tmp/r124 >/dev/null 2>&1
+	"$K" export --checkpoint /tmp/r124 --format hf --out /tmp/hf124 2>&1 | tail -n 2
+	ke=$("$K" eval --checkpoint /tmp/r124 --data .gpu/data/gpt2 --batch 16 2>/dev/null | tail -n 1)
+	he=$(timeout 120 python3 scripts/ref/hf_eval.py /tmp/hf124 .gpu/data/gpt2/val.bin cuda 2>/dev/null | tail -n 1)
+	say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"val loss knlp {a['val_loss']:.6f} vs transformers {b['val_loss']:.6f} over {a['tokens']} tokens (diff {abs(a['val_loss']-b['val_loss']):.2e})\")" "$ke" "$he" 2>&1 | tail -n 1)"
+fi
 
 ts "done"
 echo

@@ -12,7 +12,7 @@ PY=/usr/bin/python3
 G=.gpu
 mkdir -p $G/debs $G/data/byte $G/data/gpt2
 (cd $G/debs && apt-get download libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev \
-	python3-kconfiglib >/dev/null)
+	libmetis-dev libmetis5 python3-kconfiglib >/dev/null)
 rm -rf $G/root
 for f in $G/debs/*.deb; do dpkg -x "$f" $G/root; done
 rm -rf $G/root/usr/share/doc $G/root/usr/share/man
@@ -45,6 +45,16 @@ mk() { # preset name extra-lines...
 mk gpt2-vanilla-baseline c124 CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
 	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
 	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y
+# 124M like for like with eager PyTorch (no dropout, no samples), and the same through the
+# data-parallel path with NCCL (launched with one process: the backend on one GPU).
+mk gpt2-vanilla-baseline c124-nd CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
+	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
+	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y 'CONFIG_GPT2_DROPOUT="0.0"' \
+	'# CONFIG_SAMPLE_AT_EVAL is not set'
+mk gpt2-vanilla-baseline c124-nccl CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
+	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
+	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y 'CONFIG_GPT2_DROPOUT="0.0"' \
+	'# CONFIG_SAMPLE_AT_EVAL is not set' CONFIG_DDP=y CONFIG_DDP_BACKEND_NCCL=y
 mk gpt2-cpu-prune-bitter7 tiny-prune CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/byte"' CONFIG_MAX_ITERS=400 \
 	CONFIG_EVAL_INTERVAL=100 CONFIG_CHECKPOINT_INTERVAL=20 CONFIG_LOG_INTERVAL=20
 grep -q '^/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude

@@ -2,7 +2,7 @@
 # Data-parallel training on Gloo: 2 processes x accumulation 2 equal 1 process x accumulation 4
 # (losses and weights to 1e-6), exact resume of a 2-process run, a killed rank stops the
 # other with an error naming it and leaves a checkpoint that resumes on 1 process, bad
-# launches, hardware statistics.
+# launches, hardware statistics; one launched process equals the plain run bit for bit.
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 
@@ -65,6 +65,12 @@ assert d <= tol, d
 print("max weight difference", d)
 PY
 $PYTHON cmp.py one two 1e-6 >cmp.log 2>&1 && ok || bad "2 x accum 2 differs from 1 x accum 4: $(tail -3 cmp.log)"
+# One launched process takes the whole data-parallel path (process group, buckets) and
+# must equal the plain run exactly: weights bit for bit.
+RANK=0 WORLD_SIZE=1 "$KNLP" train --config a.config --set DDP=y --out w1 >w1.log 2>&1 || bad "world 1: $(tail -3 w1.log)"
+grep -q "data parallel: 1 processes (gloo)" w1.log && $PYTHON cmp.py one w1 0 >cmp1.log 2>&1 &&
+	cmp one/checkpoints/iter_00000008/model.safetensors w1/checkpoints/iter_00000008/model.safetensors && ok ||
+	bad "world 1 through the process group differs from the plain run: $(tail -3 cmp1.log) $(head -3 w1.log)"
 $PYTHON - <<'PY' && ok || bad "ddp metrics, hardware statistics"
 import json
 m = json.load(open("two/training_metrics.json"))

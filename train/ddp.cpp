@@ -13,9 +13,20 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include "knlp_features.h"
+// KNLP_HAVE_GLOO / KNLP_HAVE_NCCL: set by CMake where libtorch's headers for them compile.
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#ifdef KNLP_HAVE_GLOO
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef KNLP_HAVE_NCCL
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL
+#endif
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -44,6 +55,24 @@ std::string env_str(const char *name)
 {
 	const char *v = std::getenv(name);
 	return v ? v : "";
+}
+
+// A free port on the loopback interface, chosen by the kernel.
+int free_tcp_port(const char *who)
+{
+	int s = ::socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in a{};
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof a;
+	if (s < 0 || ::bind(s, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
+	    ::getsockname(s, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
+		if (s >= 0)
+			::close(s);
+		fail("{}: cannot find a free TCP port", who);
+	}
+	::close(s);
+	return ntohs(a.sin_port);
 }
 
 } // namespace
@@ -80,17 +109,22 @@ DdpEnv ddp_env()
 		     e.world, e.source == "slurm" ? "srun" : "a manual launch");
 	if (e.world > 1 && e.source != "slurm" && !has_port)
 		fail("ddp: WORLD_SIZE={} but MASTER_PORT is not set", e.world);
-	if (e.port < 1 || e.port > 65535)
+	if (e.world == 1 && !has_port)
+		e.port = 0; // one process: its own store on a free port
+	else if (e.port < 1 || e.port > 65535)
 		fail("ddp: MASTER_PORT={} is not a TCP port", e.port);
 	return e;
 }
 
 struct Ddp::Impl {
 	c10::intrusive_ptr<c10d::Store> store;
+#ifdef KNLP_HAVE_GLOO
 	c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
-#ifdef USE_C10D_NCCL
+#endif
+#ifdef KNLP_HAVE_NCCL
 	c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
 #endif
+	torch::Device dev{torch::kCPU}; // where the small collectives' tensors live (NCCL: this rank's GPU)
 	std::chrono::milliseconds timeout{60000};
 	// Gradient buckets.
 	std::vector<torch::Tensor> params, bufs;
@@ -107,20 +141,28 @@ struct Ddp::Impl {
 	{
 		c10d::AllreduceOptions o;
 		o.reduceOp = op;
-#ifdef USE_C10D_NCCL
+#ifdef KNLP_HAVE_NCCL
 		if (nccl)
 			return nccl->allreduce(t, o);
 #endif
-		return gloo->allreduce(t, o);
+#ifdef KNLP_HAVE_GLOO
+		if (gloo)
+			return gloo->allreduce(t, o);
+#endif
+		throw std::runtime_error("no process group");
 	}
 	c10::intrusive_ptr<c10d::Work> bcast(std::vector<torch::Tensor> &t)
 	{
 		c10d::BroadcastOptions o;
-#ifdef USE_C10D_NCCL
+#ifdef KNLP_HAVE_NCCL
 		if (nccl)
 			return nccl->broadcast(t, o);
 #endif
-		return gloo->broadcast(t, o);
+#ifdef KNLP_HAVE_GLOO
+		if (gloo)
+			return gloo->broadcast(t, o);
+#endif
+		throw std::runtime_error("no process group");
 	}
 };
 
@@ -131,7 +173,7 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 	const double secs = double(timeout.count()) / 1000;
 	std::string addr = env.addr.empty() ? "127.0.0.1" : env.addr;
 	c10d::TCPStoreOptions so;
-	so.port = static_cast<std::uint16_t>(env.port);
+	so.port = static_cast<std::uint16_t>(env.port > 0 ? env.port : free_tcp_port("ddp"));
 	so.isServer = env.rank == 0;
 	so.numWorkers = static_cast<size_t>(env.world);
 	so.waitWorkers = false;
@@ -180,15 +222,28 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 		     secs, env.world, m.substr(0, m.find('\n')));
 	}
 	if (backend == "nccl") {
-#ifdef USE_C10D_NCCL
+#ifdef KNLP_HAVE_NCCL
+		impl_->dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
 		auto o = c10d::ProcessGroupNCCL::Options::create();
 		o->timeout = timeout;
-		impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world, o);
+		try {
+			impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world, o);
+			// NCCL creates its communicator lazily: one all-reduce now, so that a broken setup
+			// fails here, before training, with the rank that saw it.
+			std::vector<double> one = sum({1.0});
+			if (one[0] != double(env.world))
+				fail("ddp: the NCCL all-reduce check summed to {} instead of {}", one[0], env.world);
+		} catch (const Error &) {
+			throw;
+		} catch (const std::exception &e) {
+			lost("NCCL process group setup", e);
+		}
 #else
-		fail("ddp: CONFIG_DDP_BACKEND_NCCL needs a CUDA build of libtorch with NCCL; this one has none (use "
-		     "CONFIG_DDP_BACKEND_GLOO)");
+		fail("ddp: CONFIG_DDP_BACKEND_NCCL needs knlp built against a CUDA libtorch with NCCL (nccl.h found at "
+		     "configure time); this build has none (use CONFIG_DDP_BACKEND_GLOO)");
 #endif
 	} else {
+#ifdef KNLP_HAVE_GLOO
 		auto o = c10d::ProcessGroupGloo::Options::create(timeout);
 		std::string ifname = env_str("GLOO_SOCKET_IFNAME");
 		if (!ifname.empty())
@@ -203,6 +258,10 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 		} catch (const std::exception &e) {
 			lost("Gloo process group setup", e);
 		}
+#else
+		fail("ddp: the Gloo backend needs libtorch's Gloo headers at configure time (Debian: apt-get install "
+		     "libgloo-dev, then rebuild); this build has none");
+#endif
 	}
 }
 
@@ -233,29 +292,22 @@ void Ddp::broadcast(std::vector<torch::Tensor> ts)
 	}
 }
 
-std::vector<double> Ddp::sum(const std::vector<double> &v)
+std::vector<double> Ddp::reduce(const std::vector<double> &v, bool max)
 {
-	auto t = torch::tensor(v, torch::kDouble);
+	auto t = torch::tensor(v, torch::kDouble).to(impl_->dev);
 	std::vector<torch::Tensor> ts{t};
 	try {
-		impl_->allreduce(ts)->wait();
+		impl_->allreduce(ts, max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM)->wait();
 	} catch (const std::exception &e) {
 		lost("all-reduce", e);
 	}
+	t = t.cpu();
 	return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-std::vector<double> Ddp::max(const std::vector<double> &v)
-{
-	auto t = torch::tensor(v, torch::kDouble);
-	std::vector<torch::Tensor> ts{t};
-	try {
-		impl_->allreduce(ts, c10d::ReduceOp::MAX)->wait();
-	} catch (const std::exception &e) {
-		lost("all-reduce", e);
-	}
-	return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-}
+std::vector<double> Ddp::sum(const std::vector<double> &v) { return reduce(v, false); }
+
+std::vector<double> Ddp::max(const std::vector<double> &v) { return reduce(v, true); }
 
 void Ddp::barrier()
 {
@@ -439,18 +491,8 @@ int launch_local(int nproc, const std::vector<std::string> &args, int port, int 
 {
 	if (nproc < 1)
 		fail("launch: --nproc must be at least 1");
-	if (port == 0) { // a free port, chosen by the kernel
-		int s = ::socket(AF_INET, SOCK_STREAM, 0);
-		sockaddr_in a{};
-		a.sin_family = AF_INET;
-		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		socklen_t len = sizeof a;
-		if (s < 0 || ::bind(s, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
-		    ::getsockname(s, reinterpret_cast<sockaddr *>(&a), &len) != 0)
-			fail("launch: cannot find a free TCP port");
-		port = ntohs(a.sin_port);
-		::close(s);
-	}
+	if (port == 0)
+		port = free_tcp_port("launch");
 	std::vector<pid_t> pids;
 	for (int r = 0; r < nproc; r++) {
 		pid_t pid = ::fork();

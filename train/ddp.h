@@ -69,6 +69,7 @@ public:
 	[[noreturn]] void lost(const std::string &what, const std::exception &e);
 
 private:
+	std::vector<double> reduce(const std::vector<double> &v, bool max);
 	struct Impl;
 	std::unique_ptr<Impl> impl_;
 	DdpEnv env_;

@@ -24,6 +24,7 @@
 #include "prune/pruner.h"
 #include "train/checkpoint.h"
 #include "train/numerics.h"
+#include "train/profile.h"
 #include "train/ddp.h"
 #include "core/hwmon.h"
 #include "train/device.h"
@@ -196,6 +197,7 @@ private:
 	double replica_spread_ = 0;
 	std::unique_ptr<HwMonitor> hw_;
 	json hw_summary_;
+	StepProfiler prof_; // KNLP_PROFILE=FILE: a Chrome trace of a few steps
 
 	double elapsed() const
 	{
@@ -713,7 +715,9 @@ int Trainer::run()
 	if (env.world > 1 && !cfg_.get_bool("DDP"))
 		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
 		     env.source);
-	if (env.world > 1) {
+	// A launched CONFIG_DDP run uses the process group even with one process (torchrun
+	// --nproc_per_node=1): the whole data-parallel path, on one GPU or core.
+	if (env.world > 1 || (env.source != "none" && cfg_.get_bool("DDP"))) {
 		std::string sel = cfg_.choice("DDP_BACKEND_AUTO");
 		bool cuda = select_device(cfg_).is_cuda();
 		std::string backend = sel == "DDP_BACKEND_NCCL" ? "nccl" : sel == "DDP_BACKEND_GLOO" ? "gloo" : cuda ? "nccl" : "gloo";
@@ -812,8 +816,10 @@ int Trainer::run()
 		if (final_point)
 			break;
 		double lr = sched_.at(iter_);
+		prof_.before_step(iter_ + 1, dev_);
 		double loss = train_step(lr);
 		iter_++;
+		prof_.after_step(iter_, dev_);
 		fault_point("after_step");
 		if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 			stop = true;

@@ -7,6 +7,7 @@ On a GPU (DEVICE cuda) it is what a PyTorch user would write there: fused causal
 (F.scaled_dot_product_attention), bf16 autocast (DTYPE bf16), torch.optim.AdamW's default
 multi-tensor update, all threads.
 usage: gpt2_eager.py L H C T B V STEPS [DEVICE [DTYPE]]
+KNLP_PROFILE=FILE: also write a Chrome trace of 3 steps (after the warm-up) to FILE.
 """
 import json
 import math
@@ -107,6 +108,17 @@ def main():
 
     for _ in range(3):
         step()
+    prof_path = os.environ.get("KNLP_PROFILE")  # a Chrome trace of 3 steps, like knlp's
+    if prof_path:
+        acts = [torch.profiler.ProfilerActivity.CPU]
+        if dev == "cuda":
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+            for _ in range(3):
+                step()
+            if dev == "cuda":
+                torch.cuda.synchronize()
+        prof.export_chrome_trace(prof_path)
     phases[:] = [0.0] * 4
     t0 = time.perf_counter()
     for _ in range(steps):
