@@ -100,23 +100,26 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 	auto *obs = forward_observer();
 	if (obs)
 		obs->linear_input(layer_, "attn.c_attn", x);
-	auto qkv = c_attn(x).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4}); // [3, B, H, T, D]
-	auto q = qkv[0], k = append(cache, 0, qkv[1], 2), v = append(cache, 1, qkv[2], 2);
+	// Three [B, T, C] slices viewed as [B, H, T, D] heads: their backward is one concatenation.
+	auto qkv = apply_linear(c_attn, x).split(C, 2);
+	auto heads = [&](const torch::Tensor &t) { return t.view({B, T, H, D}).transpose(1, 2); };
+	auto q = heads(qkv[0]), k_new = heads(qkv[1]);
+	auto k = append(cache, 0, k_new, 2), v = append(cache, 1, heads(qkv[2]), 2);
 	double p = is_training() ? c_.dropout : 0.0;
 	auto y = merge_heads(attend(q, k, v, mask_bias, p, c_.fused_attention, probs));
 	if (gate)
-		y = y * torch::sigmoid(gate(x));
+		y = y * torch::sigmoid(apply_linear(gate, x));
 	if (ra_) {
 		// Reciprocal heads: row i scores k_i . q_j for j <= i (queries and keys swapped).
 		auto q_all = append(cache, 2, q.narrow(1, H - n, n), 2); // [B, n, S, D]
-		auto k_new = qkv[1].narrow(1, H - n, n);                  // [B, n, T, D]
+		auto k_r = k_new.narrow(1, H - n, n);                      // [B, n, T, D]
 		auto v_r = v.narrow(1, H - n, n);
-		auto yr = merge_heads(attend(k_new, q_all, v_r, mask_bias, p, c_.fused_attention, nullptr));
-		y = y + torch::tanh(ra_rho) * ln_ra(ra_proj(yr));
+		auto yr = merge_heads(attend(k_r, q_all, v_r, mask_bias, p, c_.fused_attention, nullptr));
+		y = y + torch::tanh(ra_rho) * ln_ra(apply_linear(ra_proj, yr));
 	}
 	if (obs)
 		obs->linear_input(layer_, "attn.c_proj", y);
-	y = c_proj(y);
+	y = apply_linear(c_proj, y);
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }
 
@@ -135,13 +138,14 @@ torch::Tensor MLAAttentionImpl::forward(const torch::Tensor &x, const torch::Ten
 {
 	auto B = x.size(0), T = x.size(1), C = x.size(2);
 	int64_t H = c_.n_head, D = C / H;
-	auto q = apply_rope(q_proj(x).view({B, T, H, D}).transpose(1, 2), pos0, c_.rope_base);
-	auto lat = append(cache, 0, kv_down(x), 1); // [B, S, d_latent]: the only cached tensor
+	auto q = apply_rope(apply_linear(q_proj, x).view({B, T, H, D}).transpose(1, 2), pos0, c_.rope_base);
+	auto lat = append(cache, 0, apply_linear(kv_down, x), 1); // [B, S, d_latent]: the only cached tensor
 	auto S = lat.size(1);
-	auto kv = kv_up(lat).view({B, S, 2, H, D}).permute({2, 0, 3, 1, 4});
-	auto k = apply_rope(kv[0], 0, c_.rope_base), v = kv[1];
+	auto kv = apply_linear(kv_up, lat).split(C, 2);
+	auto heads = [&](const torch::Tensor &t) { return t.view({B, S, H, D}).transpose(1, 2); };
+	auto k = apply_rope(heads(kv[0]), 0, c_.rope_base), v = heads(kv[1]);
 	double p = is_training() ? c_.dropout : 0.0;
-	auto y = c_proj(merge_heads(attend(q, k, v, mask_bias, p, c_.fused_attention, probs)));
+	auto y = apply_linear(c_proj, merge_heads(attend(q, k, v, mask_bias, p, c_.fused_attention, probs)));
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }
 
@@ -164,17 +168,17 @@ torch::Tensor KVSpliceAttentionImpl::forward(const torch::Tensor &x, const torch
 {
 	auto B = x.size(0), T = x.size(1);
 	const int64_t W = c_.splice_dim;
-	auto s_new = ln_splice(splice(kv_down(x)));   // [B, T, W]
-	auto s = append(cache, 0, s_new, 1);         // cached splice [B, S, W]
+	auto s_new = ln_splice(apply_linear(splice, apply_linear(kv_down, x))); // [B, T, W]
+	auto s = append(cache, 0, s_new, 1);                                    // cached splice [B, S, W]
 	auto S = s.size(1);
-	auto q = apply_rope(q_proj(s_new).view({B, 1, T, W}), pos0, c_.rope_base);
-	auto kv = kv_up(s);
+	auto q = apply_rope(apply_linear(q_proj, s_new).view({B, 1, T, W}), pos0, c_.rope_base);
+	auto kv = apply_linear(kv_up, s);
 	auto k = apply_rope(kv.narrow(2, 0, W).reshape({B, 1, S, W}), 0, c_.rope_base);
 	auto v = kv.narrow(2, W, W).reshape({B, 1, S, W});
 	double p = is_training() ? c_.dropout : 0.0;
 	auto a = attend(q, k, v, mask_bias, p, c_.fused_attention, probs).view({B, T, W});
-	auto z = c2l(a);                                                   // [B, T, d_latent]
-	auto y = torch::matmul(z, kv_down->weight) + res(z);               // z A^T + z W_r + b_r
+	auto z = apply_linear(c2l, a);                                     // [B, T, d_latent]
+	auto y = torch::matmul(z, kv_down->weight) + apply_linear(res, z); // z A^T + z W_r + b_r
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }
 

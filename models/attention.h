@@ -32,6 +32,16 @@ std::shared_ptr<AttentionBase> make_attention(const GPT2Config &c, int layer);
 // Rotate-half rotary embedding of x [B, H, T, D] at positions pos0 .. pos0+T-1.
 torch::Tensor apply_rope(const torch::Tensor &x, int64_t pos0, double base);
 
+// y = x W^T + b through ATen's linear, not torch::nn::Linear::forward: the C++ frontend's
+// forward does a matmul and a separate bias add for inputs of more than two dimensions,
+// which under bf16 autocast costs a transposed weight cast, a mixed-precision bias add and
+// its backward (about 8 ms of a 57 ms GPT-2 124M step on an H100, docs/performance.md);
+// at::linear folds the batch into one GEMM with the bias in its epilogue.
+inline torch::Tensor apply_linear(const torch::nn::Linear &l, const torch::Tensor &x)
+{
+	return torch::linear(x, l->weight, l->bias);
+}
+
 // softmax(q k^T / sqrt(D) + bias) for q [B, H, T, D], k [B, H, S, D]; bias [T, S].
 torch::Tensor attention_weights(const torch::Tensor &q, const torch::Tensor &k, const torch::Tensor &bias);
 

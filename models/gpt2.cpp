@@ -296,10 +296,10 @@ torch::Tensor MLPImpl::forward(const torch::Tensor &x)
 	auto *o = forward_observer();
 	if (o)
 		o->linear_input(layer_, "mlp.c_fc", x);
-	auto a = torch::gelu(c_fc(x));
+	auto a = torch::gelu(apply_linear(c_fc, x));
 	if (o)
 		o->linear_input(layer_, "mlp.c_proj", a);
-	auto y = c_proj(a);
+	auto y = apply_linear(c_proj, a);
 	return is_training() && dropout_ > 0 ? torch::dropout(y, dropout_, true) : y;
 }
 

@@ -98,7 +98,13 @@ ts "built"
 
 if want tests; then
 	ts "CUDA tests"
-	timeout 240 "$B/test_cuda" --gtest_output=json:"$OUT/test_cuda.json" 2>&1 | grep -vE "^\[ +(RUN|OK) " | tail -n 40
+	timeout 240 "$B/test_cuda" --gtest_output=json:"$OUT/test_cuda.json" >/tmp/test_cuda.txt 2>&1
+	rc=$?
+	grep -vE "^\[ +OK " /tmp/test_cuda.txt | tail -n 40
+	echo "test_cuda exit $rc"
+	if [ $rc -ne 0 ] && command -v cuda-gdb >/dev/null; then # a crash: where
+		timeout 120 cuda-gdb -batch -ex run -ex bt --args "$B/test_cuda" 2>&1 | grep -vE "^\[(New|Thread)" | tail -n 30
+	fi
 	say "test_cuda: $(python3 -c "import json; j=json.load(open('$OUT/test_cuda.json')); print(j['tests'], 'tests,', j['failures'], 'failures,', sum(t.get('result') == 'SKIPPED' or t.get('status') == 'NOTRUN' for s in j['testsuites'] for t in s['testsuite']), 'skipped')" 2>&1 | tail -n 1)"
 fi
 

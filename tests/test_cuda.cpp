@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/fsutil.h"
 #include "core/torch_compat.h"
 #include "models/gpt2.h"
 #include "optim/optimizer.h"
@@ -321,5 +322,5 @@ TEST(Cuda, TierOffloadMovesTheMiddleAndSlowTiersExactly)
 	EXPECT_EQ(off["max_abs_logit_diff"].get<double>(), 0.0);
 	EXPECT_EQ(off["bytes_read_per_forward"].get<int64_t>(), moved); // middle (host) + slow (file)
 	EXPECT_EQ(j["device"].get<std::string>().rfind("cuda", 0), 0u);
-	std::filesystem::remove_all(b.store_dir);
+	remove_tree(b.store_dir); // not std::filesystem::remove_all (core/fsutil.cpp)
 }
