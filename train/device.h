@@ -9,6 +9,9 @@
 namespace knlp {
 
 torch::Device select_device(const Config &cfg);
+// mallopt settings that keep freed activations for reuse (called by setup_threads).
+void tune_allocator();
+
 void setup_threads(const Config &cfg);
 void synchronize(torch::Device dev);
 // Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32 (bf16 on GPUs), the peak
