@@ -16,6 +16,27 @@
 
 namespace knlp {
 
+int remove_stale_temps(const std::string &dir, const std::string &prefix)
+{
+	int n = 0;
+	std::error_code ec;
+	for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+		std::string name = it->path().filename().string();
+		size_t k = name.rfind(".tmp.");
+		if (k == std::string::npos || k + 5 >= name.size() || name.compare(0, prefix.size(), prefix) != 0)
+			continue;
+		std::string pid = name.substr(k + 5);
+		if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9)
+			continue;
+		pid_t p = static_cast<pid_t>(std::stol(pid));
+		if (p == getpid() || (::kill(p, 0) != 0 && errno == ESRCH)) {
+			if (std::remove(it->path().c_str()) == 0)
+				n++;
+		}
+	}
+	return n;
+}
+
 AtomicFile::AtomicFile(const std::string &path) : path_(path)
 {
 	tmp_ = fmt::format("{}.tmp.{}", path, getpid());

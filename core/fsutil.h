@@ -35,6 +35,10 @@ bool is_dir(const std::string &path);
 void make_dirs(const std::string &path);
 void fsync_dir(const std::string &dir);
 void remove_tree(const std::string &path);
+// Remove the temporary files AtomicFile leaves in `dir` when its process was killed
+// (NAME.tmp.PID whose PID no longer runs), only those whose NAME starts with `prefix`;
+// returns how many were removed.
+int remove_stale_temps(const std::string &dir, const std::string &prefix = "");
 std::string dirname_of(const std::string &path);
 std::string join_path(const std::string &a, const std::string &b);
 uint64_t file_size(const std::string &path);

@@ -55,6 +55,7 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 	// No meta.json while the folder is being rewritten: a reader never mistakes a half-done
 	// preparation for a complete one.
 	std::remove(join_path(opt.out_dir, "meta.json").c_str());
+	remove_stale_temps(opt.out_dir); // what a killed preparation left
 	fsync_dir(opt.out_dir);
 
 	int nthreads = opt.threads > 0 ? opt.threads : std::max(1u, std::thread::hardware_concurrency());

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -88,8 +89,17 @@ DataMeta read_data_meta(const std::string &dir)
 {
 	DataMeta m;
 	std::string path = join_path(dir, "meta.json");
-	if (!file_exists(path))
+	if (!file_exists(path)) {
+		// A folder that `knlp prepare` was writing when it was stopped: no meta.json yet, its
+		// intermediate all.bin or temporary files present. Say so rather than fail later.
+		std::error_code ec;
+		for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+			std::string n = it->path().filename().string();
+			if (n == "all.bin" || n.find(".bin.tmp.") != std::string::npos)
+				fail("{}: an unfinished `knlp prepare` ({} but no meta.json); run the preparation again", dir, n);
+		}
 		return m;
+	}
 	try {
 		auto j = nlohmann::json::parse(read_file(path));
 		m.tokenizer = j.at("tokenizer").get<std::string>();

@@ -73,7 +73,8 @@ void add_data_commands(CLI::App &app)
 		}
 		if (po.corpus.empty())
 			po.corpus = "linux-doc";
-		DataMeta m = read_data_meta(po.out_dir);
+		// An unfinished earlier preparation (no meta.json) is simply redone.
+		DataMeta m = file_exists(join_path(po.out_dir, "meta.json")) ? read_data_meta(po.out_dir) : DataMeta{};
 		if (m.present && !force && m.tokenizer == po.tokenizer && from_config) {
 			fmt::print("prepare: {} is already prepared ({} tokenizer); --force to redo\n", po.out_dir,
 				   m.tokenizer);

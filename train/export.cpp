@@ -204,6 +204,11 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	if (!c.vanilla())
 		fail("export: llama.cpp's gpt2 architecture holds only vanilla attention; this model uses '{}' attention",
 		     c.variant);
+	{ // what an export killed before its rename left next to `out` (out.tmp.PID, plan too)
+		std::string d = dirname_of(out), base = out.substr(out.find_last_of('/') + 1);
+		if (is_dir(d.empty() ? "." : d))
+			remove_stale_temps(d.empty() ? "." : d, base);
+	}
 	// Weights on the CPU in float32, the token table cut to the ids the data can hold.
 	std::vector<std::pair<std::string, torch::Tensor>> params;
 	for (auto &p : model->named_parameters()) {
