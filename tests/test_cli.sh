@@ -21,6 +21,18 @@ expect_fail "x.txt.gz: corrupt or truncated gzip data" "$KNLP" prepare --corpus 
 test ! -e out/meta.json && ok || bad "meta.json left after a failed prepare"
 printf "text\n" >one.txt
 expect_fail "GPT-2 vocabulary missing" "$KNLP" prepare --corpus one.txt --tokenizer gpt2 --vocab-dir "$T" --out out
+# KNLP_PROFILE: malformed steps refused; where libtorch has no Kineto (Debian's) the
+# profile is refused before any training, elsewhere the trace is written.
+cycle_data pdata >/dev/null 2>&1
+printf 'CONFIG_DATA_DIR="%s/pdata"\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\nCONFIG_BATCH_SIZE=2\nCONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_MAX_ITERS=3\nCONFIG_EVAL_INTERVAL=100\nCONFIG_EVAL_SAMPLES=1\n# CONFIG_SAMPLE_AT_EVAL is not set\n' "$T" >p.config
+KNLP_PROFILE=p.json KNLP_PROFILE_STEPS=3 expect_fail "KNLP_PROFILE_STEPS=3: expected FIRST:LAST iterations" "$KNLP" train --config p.config --out pr0
+if out=$(KNLP_PEAK_FLOPS=1e9 KNLP_PROFILE=p.json KNLP_PROFILE_STEPS=2:3 "$KNLP" train --config p.config --out pr 2>&1); then
+	$PYTHON -c "import json; t = json.load(open('p.json')); assert any(e.get('cat') == 'cpu_op' for e in t['traceEvents'])" && ok ||
+		bad "KNLP_PROFILE: no operators in the trace"
+else
+	case "$out" in *"KNLP_PROFILE=p.json: this libtorch cannot write a profile"*) ok ;; *) bad "KNLP_PROFILE: $out" ;; esac
+	test ! -e pr/checkpoints && ok || bad "KNLP_PROFILE refused after training had started"
+fi
 # Every error is a single line.
 n=$("$KNLP" config show --config bad.config 2>&1 | wc -l)
 [ "$n" -eq 1 ] && ok || bad "error spans $n lines"

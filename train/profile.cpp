@@ -16,6 +16,22 @@
 
 namespace knlp {
 
+#ifndef KNLP_NO_PROFILER
+namespace {
+// Start libtorch's Kineto profiler: operators, and CUDA kernels where `cuda`.
+void start_kineto(bool cuda)
+{
+	namespace pi = torch::profiler::impl;
+	pi::ProfilerConfig config(pi::ProfilerState::KINETO, /*report_input_shapes=*/true);
+	std::set<pi::ActivityType> act{pi::ActivityType::CPU};
+	if (cuda)
+		act.insert(pi::ActivityType::CUDA);
+	torch::autograd::profiler::prepareProfiler(config, act);
+	torch::autograd::profiler::enableProfiler(config, act);
+}
+} // namespace
+#endif
+
 StepProfiler::StepProfiler()
 {
 	const char *p = std::getenv("KNLP_PROFILE");
@@ -34,11 +50,7 @@ StepProfiler::StepProfiler()
 #else
 	// Fail now, not after the first steps, where libtorch cannot write a trace.
 	try {
-		namespace pi = torch::profiler::impl;
-		pi::ProfilerConfig config(pi::ProfilerState::KINETO);
-		std::set<pi::ActivityType> act{pi::ActivityType::CPU};
-		torch::autograd::profiler::prepareProfiler(config, act);
-		torch::autograd::profiler::enableProfiler(config, act);
+		start_kineto(false);
 		auto r = torch::autograd::profiler::disableProfiler();
 		if (r)
 			r->save(path_);
@@ -67,14 +79,8 @@ void StepProfiler::before_step(int64_t iter, torch::Device dev)
 #ifndef KNLP_NO_PROFILER
 	if (path_.empty() || active_ || done_ || iter != first_)
 		return;
-	namespace pi = torch::profiler::impl;
 	synchronize(dev);
-	pi::ProfilerConfig config(pi::ProfilerState::KINETO, /*report_input_shapes=*/true);
-	std::set<pi::ActivityType> act{pi::ActivityType::CPU};
-	if (dev.is_cuda())
-		act.insert(pi::ActivityType::CUDA);
-	torch::autograd::profiler::prepareProfiler(config, act);
-	torch::autograd::profiler::enableProfiler(config, act);
+	start_kineto(dev.is_cuda());
 	active_ = true;
 #else
 	(void)iter, (void)dev;
