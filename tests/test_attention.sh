@@ -114,6 +114,8 @@ fi
 printf '{"ctx": "a", "endings": ["b", "c"], "label": 0}\n{"ctx": "a", "endings": ["b", "c"], "label": 0\n' >bad.jsonl
 expect_fail "bad.jsonl:2: not a JSON object" "$KNLP" eval --checkpoint run_long --task hellaswag --data bad.jsonl
 expect_fail "needs --data" "$KNLP" eval --checkpoint run_long --task hellaswag
+printf '{"ctx": "a", "endings": ["b", "c"], "label": "4294967296"}\n' >wrap.jsonl
+expect_fail "wrap.jsonl:1: label 4294967296 is outside the 2 endings" "$KNLP" eval --checkpoint run_long --task hellaswag --data wrap.jsonl
 
 # Bad shapes fail before training starts (no run folder left behind).
 expect_fail "CONFIG_GPT2_RA_LAYERS=4 must be between 1 and CONFIG_GPT2_N_LAYER=3" \

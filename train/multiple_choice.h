@@ -10,21 +10,11 @@
 
 #include <torch/torch.h>
 
+#include "data/mc_jsonl.h"
 #include "data/tokenizer.h"
 #include "models/gpt2.h"
 
 namespace knlp {
-
-struct MCItem {
-	std::string ctx;
-	std::vector<std::string> endings;
-	int label = 0;
-	int line = 0; // 1-based line in the file
-};
-
-// Errors name the file and line: malformed JSON, missing fields, label out of range.
-std::vector<MCItem> read_mc_jsonl(const std::string &path);
-std::vector<MCItem> parse_mc_jsonl(const std::string &text, const std::string &origin);
 
 struct MCScore {
 	std::vector<double> logprob; // summed log-probability per ending
@@ -64,7 +54,5 @@ class Rng;
 // windows of the same length from random other places. Labels are uniform.
 std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int count, int ctx_tokens, int ending_tokens,
 			       int choices, uint64_t seed);
-// One JSON object per line (HellaSwag fields ctx, endings, label); invalid UTF-8 replaced.
-std::string mc_jsonl(const std::vector<MCItem> &items);
 
 } // namespace knlp

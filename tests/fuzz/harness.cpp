@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "data/images.h"
+#include "data/mc_jsonl.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "gnn/graph.h"
@@ -186,6 +187,19 @@ void fuzz_results(const uint8_t *d, size_t n)
 	expect_clean([&] { write_summaries(dir); });
 }
 
+void fuzz_hellaswag(const uint8_t *d, size_t n)
+{
+	// Parsed items written back and parsed again are the same items.
+	expect_clean([&] {
+		auto a = parse_mc_jsonl(text(d, n), "fuzz.jsonl");
+		auto b = parse_mc_jsonl(mc_jsonl(a), "round-trip.jsonl");
+		require(a.size() == b.size(), "hellaswag round trip: item count");
+		for (size_t i = 0; i < a.size(); i++)
+			require(a[i].ctx == b[i].ctx && a[i].endings == b[i].endings && a[i].label == b[i].label,
+				"hellaswag round trip: item");
+	});
+}
+
 } // namespace
 
 const std::vector<Target> &targets()
@@ -193,7 +207,8 @@ const std::vector<Target> &targets()
 	static const std::vector<Target> t = {
 		{"config", fuzz_config}, {"set", fuzz_set},   {"tokenizer", fuzz_tokenizer},	 {"tokens", fuzz_tokens},
 		{"idx", fuzz_idx},	 {"cifar", fuzz_cifar}, {"npz", fuzz_npz},		 {"safetensors", fuzz_safetensors},
-		{"gguf", fuzz_gguf},	 {"sweep", fuzz_sweep}, {"results", fuzz_results}};
+		{"gguf", fuzz_gguf},	 {"sweep", fuzz_sweep}, {"results", fuzz_results},
+		{"hellaswag", fuzz_hellaswag}};
 	return t;
 }
 
