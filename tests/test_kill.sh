@@ -1,6 +1,6 @@
 #!/bin/bash
-# SIGKILL campaigns: `knlp prepare` (GPT-2 BPE, ~6 MB of text) and `knlp export --format
-# gguf` (a 30 MB file) killed at four moments spread over their uninterrupted run time. After
+# SIGKILL campaigns: `knlp prepare` (GPT-2 BPE, ~4 MB of text) and `knlp export --format
+# gguf` (a 28 MB file) killed at four moments spread over their uninterrupted run time. After
 # every kill each output under its final name is either absent or byte-identical to the
 # uninterrupted run's (writes are temp + fsync + rename), a training run on the half-written
 # folder refuses it naming the unfinished preparation, and running the command again gives
@@ -13,7 +13,7 @@ random.seed(7)
 words = ("the driver maps a page and the scheduler wakes every task while this patch locks "
          "memory for a module that frees its buffer under the kernel lock").split()
 open("corpus.txt", "w").write(" ".join(random.choice(words) + random.choice(["", ",", ".", "s", "ed"])
-                                       for _ in range(1000000)))
+                                       for _ in range(700000)))
 PY
 prep() { "$KNLP" prepare --corpus corpus.txt --tokenizer gpt2 --vocab-dir "$TOP/datasets/gpt2" --out "$1"; }
 # moments D: four points in (0, D) seconds, D the uninterrupted run time
@@ -70,7 +70,7 @@ expect_fail "(all.bin.tmp.1 but no meta.json); run the preparation again" "$KNLP
 cat >g.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/ref"
-CONFIG_GPT2_N_LAYER=4
+CONFIG_GPT2_N_LAYER=2
 CONFIG_GPT2_N_HEAD=4
 CONFIG_GPT2_N_EMBD=256
 CONFIG_GPT2_BLOCK_SIZE=32

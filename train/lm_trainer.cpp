@@ -222,6 +222,10 @@ void Trainer::setup()
 	if (!is_dir(data_dir_))
 		fail("{}: dataset folder not found; prepare it with `make prepare` (or set CONFIG_DATA_DIR)", data_dir_);
 	DataMeta meta = read_data_meta(data_dir_);
+	if (!meta.present && !file_exists(join_path(data_dir_, "train.bin")))
+		fail("{}: no train.bin and no meta.json: not a prepared token folder (an interrupted `knlp prepare`? run "
+		     "it again)",
+		     data_dir_);
 	GPT2Config mc = GPT2Config::from(cfg_, meta.present ? meta.vocab_size : 0);
 	if (meta.present && meta.vocab_size > mc.vocab_size)
 		fail("{}: data vocabulary {} exceeds the model's {} (CONFIG_GPT2_VOCAB_SIZE)", data_dir_,
