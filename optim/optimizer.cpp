@@ -28,6 +28,17 @@ bool decays(const std::string &name, const torch::Tensor &p)
 	return true;
 }
 
+namespace {
+// A zero state tensor laid out in memory like `p` (channels-last weights get channels-last
+// moments), so the fused CPU pass can walk parameter, gradient and state in memory order.
+torch::Tensor state_like(const torch::Tensor &p)
+{
+	if (p.is_non_overlapping_and_dense())
+		return torch::zeros_like(p, at::MemoryFormat::Preserve);
+	return torch::zeros(p.sizes(), p.options());
+}
+} // namespace
+
 Optimizer::Optimizer(const std::vector<std::pair<std::string, torch::Tensor>> &named_params, OptimizerOptions opt)
     : opt_(std::move(opt))
 {
@@ -36,11 +47,11 @@ Optimizer::Optimizer(const std::vector<std::pair<std::string, torch::Tensor>> &n
 		s.name = name;
 		s.param = p;
 		if (opt_.kind != OptimKind::SinkGD)
-			s.exp_avg = torch::zeros_like(p).contiguous();
+			s.exp_avg = state_like(p);
 		if (has_second_moment())
-			s.exp_avg_sq = torch::zeros_like(p).contiguous();
+			s.exp_avg_sq = state_like(p);
 		if (has_second_moment() && opt_.amsgrad)
-			s.max_exp_avg_sq = torch::zeros_like(p).contiguous();
+			s.max_exp_avg_sq = state_like(p);
 		s.weight_decay = decays(name, p) ? opt_.weight_decay : 0.0;
 		state_.push_back(std::move(s));
 	}
@@ -128,6 +139,9 @@ double Optimizer::grad_norm() const
 	// The fixed-chunk pass reads float32 CPU gradients; every other device and dtype sums
 	// through libtorch ops.
 	bool fast = !state_.empty() && state_[0].param.device().is_cpu() && state_[0].param.scalar_type() == torch::kFloat;
+	for (const auto &s : state_) // the chunked pass reads each gradient's memory as one block
+		if (fast && s.param.grad().defined() && !s.param.grad().is_non_overlapping_and_dense())
+			fast = false;
 	if (!fast) {
 		std::vector<torch::Tensor> grads;
 		for (const auto &s : state_)
@@ -244,6 +258,18 @@ void Optimizer::step_cpu(double lr, double grad_scale)
 	for (auto &s : state_) {
 		if (!s.param.grad().defined())
 			continue;
+		// The pass walks parameter, gradient and state in memory order: they must share one
+		// dense layout. A gradient laid out otherwise is copied into the parameter's layout.
+		if (!s.param.is_non_overlapping_and_dense())
+			fail("optimizer: parameter {} is not densely laid out in memory", s.name);
+		if (s.param.grad().strides() != s.param.strides()) {
+			auto g = torch::empty_like(s.param, at::MemoryFormat::Preserve);
+			g.copy_(s.param.grad());
+			s.param.mutable_grad() = g;
+		}
+		for (const auto *t : {&s.exp_avg, &s.exp_avg_sq, &s.max_exp_avg_sq})
+			if (t->defined() && t->strides() != s.param.strides())
+				fail("optimizer: the state of {} is laid out unlike the parameter", s.name);
 		float *p = s.param.data_ptr<float>(), *g = s.param.mutable_grad().data_ptr<float>();
 		float *m = s.exp_avg.data_ptr<float>();
 		float *v = s.exp_avg_sq.defined() ? s.exp_avg_sq.data_ptr<float>() : nullptr;

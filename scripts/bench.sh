@@ -49,12 +49,20 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 	best() { local b= r; for i in 1 2 3; do r=$("$@"); if [ -z "$b" ] || [ "$($PY -c "import json,sys; print(int(json.loads(sys.argv[1])['images_per_sec'] > json.loads(sys.argv[2])['images_per_sec']))" "$r" "$b")" = 1 ]; then b=$r; fi; done; echo "$b"; }
 	k=$(best "$B" vision "$@"); kc=$(best "$B" vision "$@" channels_last)
 	p=$(best $PY "$top/scripts/ref/vision_eager.py" "$@"); pc=$(best $PY "$top/scripts/ref/vision_eager.py" "$@" channels_last)
+	# Attribution: knlp with glibc's default allocator, eager with knlp's allocator settings
+	# (tune_allocator: activations stay on the heap instead of being mapped and unmapped).
+	kd=$(KNLP_MALLOC_DEFAULT=1 best "$B" vision "$@")
+	pt=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 best $PY "$top/scripts/ref/vision_eager.py" "$@")
 	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
 	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
+	kdi=$(jq_get "$kd" images_per_sec); pti=$(jq_get "$pt" images_per_sec)
 	printf "  %-8s B%-4s knlp %6.0f img/s (channels-last %6.0f) | eager %6.0f img/s (channels-last %6.0f) | ratio %sx (best vs best %sx)\n" \
 		"$1" "$2" "$ki" "$kci" "$pi" "$pci" "$(ratio "$ki" "$pi")" \
 		"$($PY -c "print(f'{max($ki, $kci) / max($pi, $pci):.2f}')")"
-	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "eager": %s, "eager_channels_last": %s}' "$sep" "$1" "$k" "$kc" "$p" "$pc" >>"$res"
+	printf "  %-8s      allocator: knlp with glibc defaults %6.0f img/s | eager with knlp's malloc settings %6.0f img/s (knlp vs it %sx)\n" \
+		"" "$kdi" "$pti" "$(ratio "$ki" "$pti")"
+	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s}' \
+		"$sep" "$1" "$k" "$kc" "$kd" "$p" "$pc" "$pt" >>"$res"
 	sep=", "
 done
 printf '},\n' >>"$res"

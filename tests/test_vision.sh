@@ -85,6 +85,19 @@ grep -q '"status": "stopped_time_budget"' t/training_metrics.json && ok || bad "
 "$KNLP" train --resume t --set MAX_TIME=0 >>t.log 2>&1 || bad "resume after time budget: $(tail -3 t.log)"
 same a t && ok || bad "resume after a mid-epoch stop differs"
 
+# Channels-last layout: learns like the default layout (to rounding), and a kill + resume
+# reproduces the uninterrupted channels-last run bit for bit.
+"$KNLP" train --config l.config --set IMAGE_CHANNELS_LAST=y --out c >c.log 2>&1 || bad "channels-last run: $(tail -3 c.log)"
+grep -q "layout: channels-last" c.log && $PYTHON - a/training_metrics.json c/training_metrics.json <<'PY' && ok || bad "channels-last learning: $(grep -A4 train_losses c/training_metrics.json)"
+import json, sys
+a, c = (json.load(open(f)) for f in sys.argv[1:3])
+assert c["final_accuracy"] >= 0.9, c["test_accuracies"]
+assert abs(a["train_losses"][0] - c["train_losses"][0]) < 1e-2 * a["train_losses"][0], (a["train_losses"], c["train_losses"])
+PY
+( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set IMAGE_CHANNELS_LAST=y --out ck >ck.log 2>&1; : ) 2>/dev/null
+"$KNLP" train --resume ck >>ck.log 2>&1 || bad "channels-last resume: $(tail -3 ck.log)"
+same c ck && ok || bad "channels-last resume differs from the uninterrupted run"
+
 # A non-finite loss at step 3: stops by default, naming it; with NONFINITE_SKIP the step is
 # dropped and counted, and a kill + resume reproduces the uninterrupted skipping run.
 expect_fail "non-finite loss (nan) at epoch 0, step 2" env KNLP_FAULT_NAN_AT=loss#3 "$KNLP" train --config l.config --out nan0

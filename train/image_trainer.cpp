@@ -164,7 +164,7 @@ private:
 	int B_ = 0;
 	double lr_ = 0, min_lr_ = 0, best_acc_ = -1, last_img_s_ = 0, epoch_loss_sum_ = 0;
 	int64_t epoch_loss_n_ = 0, best_epoch_ = -1;
-	bool cosine_ = false;
+	bool cosine_ = false, channels_last_ = false;
 	double elapsed_before_ = 0, epoch_time_before_ = 0;
 	std::chrono::steady_clock::time_point t_start_, epoch_t0_;
 	json hist_ = {{"epochs", json::array()},	 {"train_losses", json::array()}, {"test_losses", json::array()},
@@ -232,6 +232,13 @@ void ImageTrainer::setup()
 	torch::manual_seed(static_cast<uint64_t>(seed_));
 	model_ = make_vision_model(vc);
 	model_->to(dev_);
+	channels_last_ = cfg_.get_bool("IMAGE_CHANNELS_LAST");
+	if (channels_last_) { // convolution weights NHWC; the optimizer's state follows their layout
+		torch::NoGradGuard ng;
+		for (auto &p : model_->parameters())
+			if (p.dim() == 4)
+				p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+	}
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	for (auto &p : model_->named_parameters())
 		named.emplace_back(p.key(), p.value());
@@ -248,6 +255,8 @@ Batch ImageTrainer::make_batch(int64_t epoch, int64_t b) const
 	make_image_batch(train_, order.data() + start, n, tf_train_,
 			 static_cast<uint64_t>(seed_) * 6364136223846793005ULL + static_cast<uint64_t>(epoch), x.data_ptr<float>(),
 			 y.data_ptr<int64_t>());
+	if (channels_last_)
+		x = x.contiguous(at::MemoryFormat::ChannelsLast);
 	return {x, y};
 }
 
@@ -265,6 +274,8 @@ void ImageTrainer::evaluate(double *loss, double *acc)
 		auto x = torch::empty({n, tf_test_.out_channels, tf_test_.size, tf_test_.size});
 		auto y = torch::empty({n}, torch::kLong);
 		make_image_batch(test_, idx.data(), n, tf_test_, 0, x.data_ptr<float>(), y.data_ptr<int64_t>());
+		if (channels_last_)
+			x = x.contiguous(at::MemoryFormat::ChannelsLast);
 		auto yd = y.to(dev_);
 		auto logits = model_->forward(x.to(dev_)).to(torch::kFloat);
 		total += torch::nn::functional::cross_entropy(
@@ -434,6 +445,8 @@ int ImageTrainer::run()
 	fmt::print("run {}: {} on {} ({} train, {} test images, {}x{}x{} inputs): {} parameters on {} ({} threads), seed {}\n",
 		   run_dir_, arch_, dataset_, train_.n, test_.n, tf_train_.out_channels, tf_train_.size, tf_train_.size,
 		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
+	if (channels_last_)
+		fmt::print("layout: channels-last (NHWC) convolution weights and inputs\n");
 	if (pruner_->enabled()) {
 		const auto &po = pruner_->options();
 		fmt::print("optimizer {}; pruning {}{} to {:.1f}% (warmup {}, every {} steps, ramp end {} = epoch {:.1f})\n",
