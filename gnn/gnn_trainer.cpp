@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -155,6 +156,12 @@ private:
 		      {"ra_signal", json::array()},	 {"bytes_per_batch", json::array()},
 		      {"fetch_ms_per_batch", json::array()}, {"epoch_times", json::array()}};
 	std::chrono::steady_clock::time_point t_start_;
+	// Data parallel (CONFIG_DDP under a launcher): a step takes sampler batches
+	// [batch_in_epoch_, batch_in_epoch_ + world_), rank r the r-th; rank 0 writes every file.
+	std::unique_ptr<Ddp> ddp_;
+	int rank_ = 0, world_ = 1;
+	double replica_spread_ = 0;
+	bool main_rank() const { return rank_ == 0; }
 };
 
 json zero_acc()
@@ -164,21 +171,44 @@ json zero_acc()
 		{"io_seconds", 0.0}, {"sample_seconds", 0.0}, {"step_seconds", 0.0}};
 }
 
-void add_acc(json &a, const Prepared &p, double loss, int64_t sup, double step_s)
+// One step's numbers in accumulator order (batches, loss x supervised, supervised, pages,
+// loaded, edges, io bytes, io pages, io reads, io seconds, sample seconds, step seconds):
+// data-parallel ranks sum them, so every rank's accumulators count every rank's batches.
+std::vector<double> step_numbers(const Prepared *p, double loss, int64_t sup, double step_s)
 {
-	a["batches"] = a["batches"].get<int64_t>() + 1;
-	a["loss_sum"] = a["loss_sum"].get<double>() + loss * double(sup);
-	a["loss_n"] = a["loss_n"].get<int64_t>() + sup;
-	a["pages"] = a["pages"].get<int64_t>() + p.b.pages_touched;
-	a["loaded"] = a["loaded"].get<int64_t>() + int64_t(p.b.nodes.size());
-	a["supervised"] = a["supervised"].get<int64_t>() + sup;
-	a["edges"] = a["edges"].get<int64_t>() + int64_t(p.b.esrc.size());
-	a["io_bytes"] = a["io_bytes"].get<int64_t>() + p.io.bytes;
-	a["io_pages"] = a["io_pages"].get<int64_t>() + p.io.pages;
-	a["io_reads"] = a["io_reads"].get<int64_t>() + p.io.reads;
-	a["io_seconds"] = a["io_seconds"].get<double>() + p.io.seconds;
-	a["sample_seconds"] = a["sample_seconds"].get<double>() + p.sample_seconds;
-	a["step_seconds"] = a["step_seconds"].get<double>() + step_s;
+	if (!p)
+		return std::vector<double>(12, 0.0);
+	return {1.0,
+		loss * double(sup),
+		double(sup),
+		double(p->b.pages_touched),
+		double(p->b.nodes.size()),
+		double(p->b.esrc.size()),
+		double(p->io.bytes),
+		double(p->io.pages),
+		double(p->io.reads),
+		p->io.seconds,
+		p->sample_seconds,
+		step_s};
+}
+
+void add_acc(json &a, const std::vector<double> &v)
+{
+	auto i64 = [&](const char *k, double x) { a[k] = a[k].get<int64_t>() + std::llround(x); };
+	auto f64 = [&](const char *k, double x) { a[k] = a[k].get<double>() + x; };
+	i64("batches", v[0]);
+	f64("loss_sum", v[1]);
+	i64("loss_n", v[2]);
+	i64("pages", v[3]);
+	i64("loaded", v[4]);
+	i64("supervised", v[2]);
+	i64("edges", v[5]);
+	i64("io_bytes", v[6]);
+	i64("io_pages", v[7]);
+	i64("io_reads", v[8]);
+	f64("io_seconds", v[9]);
+	f64("sample_seconds", v[10]);
+	f64("step_seconds", v[11]);
 }
 
 // RA_fetch = pages * page / (loaded * record), RA_signal = pages * page / (supervised * record).
@@ -256,6 +286,13 @@ void GnnTrainer::setup()
 	for (auto &p : model_->named_parameters())
 		named.emplace_back(p.key(), p.value());
 	opt_ = std::make_unique<Optimizer>(named, optimizer_options_from(cfg_, lr_));
+	if (ddp_) {
+		if (world_ > 1 && sampler_name_ == "fim")
+			fail("ddp: the fim sampler steers its batches with each batch's gradients; it trains as one process "
+			     "(choose another CONFIG_GNN_SAMPLER_* for a data-parallel run)");
+		ddp_->broadcast(model_->parameters()); // identical initial weights
+		ddp_->attach(model_->parameters(), cfg_.get_int("DDP_BUCKET_MB") << 20, cfg_.get_bool("DDP_OVERLAP"));
+	}
 	// Full-graph tensors for evaluation.
 	X_ = torch::from_blob(g_.x.data(), {g_.n, g_.features}, torch::kFloat);
 	std::vector<int64_t> s, d;
@@ -335,6 +372,8 @@ json GnnTrainer::state_json() const
 
 void GnnTrainer::checkpoint_now(bool best)
 {
+	if (!main_rank())
+		return;
 	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
 	auto extra = optimizer_tensors(*opt_);
 	if (sampler_name_ == "fim")
@@ -384,12 +423,15 @@ void GnnTrainer::resume_from(const std::string &ckpt)
 		best_.push_back(t);
 	}
 	last_ckpt_ = ckpt;
-	truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), step_);
+	if (main_rank())
+		truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), step_);
 	fmt::print("resumed {} at epoch {}, batch {} (step {})\n", ckpt, epoch_, batch_in_epoch_, step_);
 }
 
 void GnnTrainer::write_metrics(const std::string &status, const json &final_quality) const
 {
+	if (!main_rank())
+		return;
 	json j = {{"model", "graphsage"},
 		  {"dataset", g_.origin},
 		  {"status", status},
@@ -434,6 +476,8 @@ void GnnTrainer::write_metrics(const std::string &status, const json &final_qual
 		  {"code_version", code_version()}};
 	if (hw_)
 		j["hardware"] = hw_->summary();
+	if (ddp_)
+		j["ddp"] = ddp_record(*ddp_, cfg_, world_, replica_spread_); // global batch: sampler batches per step
 	if (!final_quality.is_null()) {
 		j["test"] = final_quality.at("test");
 		j["val"] = final_quality.at("val");
@@ -444,7 +488,7 @@ void GnnTrainer::write_metrics(const std::string &status, const json &final_qual
 
 void GnnTrainer::log_jsonl(const json &j) const
 {
-	if (!cfg_.get_bool("TRACKER_JSONL"))
+	if (!main_rank() || !cfg_.get_bool("TRACKER_JSONL"))
 		return;
 	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
 	f << j.dump() << "\n";
@@ -460,25 +504,36 @@ void GnnTrainer::log_jsonl(const json &j) const
 int GnnTrainer::run()
 {
 	std::string ckpt;
-	run_dir_ = open_run_dir(req_, cfg_, "gnn", &ckpt);
+	{
+		DdpStart st = start_data_parallel(req_, cfg_, "gnn");
+		ddp_ = std::move(st.ddp);
+		rank_ = st.rank, world_ = st.world;
+		run_dir_ = st.run_dir;
+		ckpt = st.ckpt;
+	}
 	setup();
 	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
 		fmt::print("dry run: graphsage on {} ({} nodes, {} edges), layout {}, sampler {} -> {} parameters\n", g_.origin,
 			   g_.n, g_.edges(), layout_name_, sampler_name_, n_params_);
 		return 0;
 	}
-	record_run(run_dir_, cfg_, req_.command,
-		   {{"torch_version", torch_version()}, {"device", "cpu"},
-		    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt}});
+	if (main_rank())
+		record_run(run_dir_, cfg_, req_.command,
+			   {{"torch_version", torch_version()}, {"device", "cpu"},
+			    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt},
+			    {"world_size", std::to_string(world_)}});
 	t_start_ = std::chrono::steady_clock::now();
 	if (!ckpt.empty())
 		resume_from(ckpt);
-	else
+	else if (main_rank())
 		save_layout(join_path(run_dir_, "layout.npz"), layout_);
-	if (cfg_.get_bool("HW_MONITOR"))
+	if (main_rank() && cfg_.get_bool("HW_MONITOR"))
 		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), -1);
-	if (cfg_.get_bool("GNN_FEATURE_STORE"))
-		store_ = std::make_unique<PageStore>(join_path(run_dir_, "features.bin"), g_, layout_, geo_);
+	if (cfg_.get_bool("GNN_FEATURE_STORE")) // each rank reads its own copy of the page file
+		store_ = std::make_unique<PageStore>(
+			join_path(run_dir_, world_ > 1 ? fmt::format("features.rank{}.bin", rank_) : "features.bin"), g_, layout_,
+			geo_);
+	silence_other_ranks(rank_);
 	int64_t labelled = int64_t(g_.train.size() + g_.valid.size() + g_.test.size());
 	fmt::print("run {}: graphsage on {}: {} nodes, {} edges, {} features; train/valid/test {}/{}/{} ({} labelled), "
 		   "{} parameters, seed {}\n",
@@ -490,12 +545,17 @@ int GnnTrainer::run()
 		   layout_.parts ? fmt::format(", {} METIS parts", layout_.parts) : "", spread_, sampler_name_,
 		   [&] { sampler_->prepare_epoch(epoch_); return sampler_->batches(); }(),
 		   store_ ? (store_->direct() ? "read with O_DIRECT from " + store_->path() : store_->note()) : "from memory");
+	if (ddp_)
+		fmt::print("data parallel: {} processes ({}), {} sampler batches per step (rank r takes the r-th), buckets of {} "
+			   "MiB{}\n",
+			   world_, ddp_->backend(), world_, cfg_.get_int("DDP_BUCKET_MB"),
+			   cfg_.get_bool("DDP_OVERLAP") ? ", sent during the backward pass" : "");
 
 	const int64_t max_time = cfg_.get_int("MAX_TIME");
 	const int64_t log_interval = cfg_.get_int("LOG_INTERVAL");
 	const int threads = sampler_name_ == "fim" ? 0 : static_cast<int>(cfg_.get_int("GNN_SAMPLER_THREADS"));
 	sampler_->prepare_epoch(epoch_);
-	Progress prog("train", double(epochs_ * sampler_->batches() - step_), "steps");
+	Progress prog("train", double(epochs_ * ((sampler_->batches() + world_ - 1) / world_) - step_), "steps");
 	const int64_t step0 = step_;
 	bool stop = false;
 	model_->train();
@@ -505,30 +565,40 @@ int GnnTrainer::run()
 		auto ep_t0 = std::chrono::steady_clock::now();
 		double ep_before = ep_.value("epoch_seconds", 0.0);
 		std::deque<std::future<Prepared>> ahead;
-		int64_t queued = batch_in_epoch_;
+		int64_t queued = batch_in_epoch_ + rank_; // this rank's batches: rank, rank + world, ...
 		auto refill = [&] {
 			while (threads > 0 && int64_t(ahead.size()) < threads && queued < nb)
-				ahead.push_back(std::async(std::launch::async, [this, b = queued] { return prepare(b); })), queued++;
+				ahead.push_back(std::async(std::launch::async, [this, b = queued] { return prepare(b); })),
+					queued += world_;
 		};
 		while (batch_in_epoch_ < nb) {
-			refill();
-			Prepared p = threads > 0 ? (ahead.front().get()) : prepare(batch_in_epoch_);
-			if (threads > 0)
-				ahead.pop_front();
-			refill();
+			// This step: batches [batch_in_epoch_, batch_in_epoch_ + world); each rank's loss is
+			// divided by how many there are, so the summed gradient is their mean.
+			const int64_t mine = batch_in_epoch_ + rank_, in_step = std::min<int64_t>(world_, nb - batch_in_epoch_);
+			std::optional<Prepared> p;
+			if (mine < nb) {
+				refill();
+				p = threads > 0 ? (ahead.front().get()) : prepare(mine);
+				if (threads > 0)
+					ahead.pop_front();
+				refill();
+			}
 			auto t0 = std::chrono::steady_clock::now();
-			const int64_t n = int64_t(p.b.nodes.size()), sup = int64_t(p.b.supervised.size());
+			const int64_t sup = p ? int64_t(p->b.supervised.size()) : 0;
 			double lv = 0;
+			torch::Tensor h;
+			if (ddp_)
+				ddp_->begin_sync();
 			if (sup > 0) {
-				auto x = torch::from_blob(p.x.data(), {n, g_.features}, torch::kFloat);
-				auto src = torch::from_blob(p.b.esrc.data(), {int64_t(p.b.esrc.size())}, torch::kLong);
-				auto dst = torch::from_blob(p.b.edst.data(), {int64_t(p.b.edst.size())}, torch::kLong);
-				auto supv = torch::from_blob(p.b.supervised.data(), {sup}, torch::kLong);
+				const int64_t n = int64_t(p->b.nodes.size());
+				auto x = torch::from_blob(p->x.data(), {n, g_.features}, torch::kFloat);
+				auto src = torch::from_blob(p->b.esrc.data(), {int64_t(p->b.esrc.size())}, torch::kLong);
+				auto dst = torch::from_blob(p->b.edst.data(), {int64_t(p->b.edst.size())}, torch::kLong);
+				auto supv = torch::from_blob(p->b.supervised.data(), {sup}, torch::kLong);
 				std::vector<int64_t> ys;
-				for (int64_t i : p.b.supervised)
-					ys.push_back(g_.y[size_t(p.b.nodes[size_t(i)])]);
+				for (int64_t i : p->b.supervised)
+					ys.push_back(g_.y[size_t(p->b.nodes[size_t(i)])]);
 				auto yt = torch::tensor(ys, torch::kLong);
-				torch::Tensor h;
 				auto out = model_->forward(x, src, dst, sampler_name_ == "fim" ? &h : nullptr);
 				if (h.defined())
 					h.retain_grad();
@@ -539,11 +609,23 @@ int GnnTrainer::run()
 				lv = loss.item<double>();
 				if (fault_nan("loss"))
 					lv = std::numeric_limits<double>::quiet_NaN();
-				bool skipped = !std::isfinite(lv) &&
-					       guard_.skip_step("loss", lv, [&](const std::string &w) { nonfinite(w, lv); },
+				(in_step > 1 ? loss / double(in_step) : loss).backward();
+			}
+			if (ddp_)
+				ddp_->end_sync(); // gradients summed over ranks (sent during the backward pass)
+			double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+			auto nums = step_numbers(p ? &*p : nullptr, lv, sup, step_s);
+			if (ddp_) // every rank counts every rank's batches; a non-finite loss anywhere is seen by all
+				nums = ddp_->sum(nums);
+			const int64_t sup_all = std::llround(nums[2]);
+			const double loss_all = sup_all > 0 ? nums[1] / double(sup_all) : 0.0;
+			if (ddp_ && world_ > 1)
+				lv = loss_all;
+			if (sup_all > 0) { // a step whose batches supervise nothing changes nothing
+				bool skipped = !std::isfinite(loss_all) &&
+					       guard_.skip_step("loss", loss_all, [&](const std::string &w) { nonfinite(w, loss_all); },
 								[&](json rec) { rec.update({{"epoch", epoch_}, {"iter", step_}}); log_jsonl(rec); });
 				if (!skipped) {
-					loss.backward();
 					const double norm = opt_->grad_norm();
 					if (!std::isfinite(norm))
 						skipped = guard_.skip_step(
@@ -555,21 +637,24 @@ int GnnTrainer::run()
 						guard_.step_ok();
 						if (h.defined() && h.grad().defined()) {
 							auto sq = h.grad().pow(2).sum(1).contiguous();
-							sampler_->update_importance(p.b.nodes, sq.data_ptr<float>());
+							sampler_->update_importance(p->b.nodes, sq.data_ptr<float>());
 						}
 					}
 				}
-				for (auto &s : opt_->state())
-					s.param.mutable_grad().reset();
 			}
-			double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-			add_acc(ep_, p, lv, sup, step_s);
-			add_acc(tot_, p, lv, sup, step_s);
-			batch_in_epoch_++;
+			for (auto &st : opt_->state())
+				st.param.mutable_grad().reset();
+			add_acc(ep_, nums);
+			add_acc(tot_, nums);
+			batch_in_epoch_ += in_step;
 			step_++;
 			fault_point("after_step");
 			if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 				stop = true;
+			if (ddp_) { // the stop decision is agreed by every rank
+				ddp_->heartbeat(step_);
+				stop = ddp_->max({stop ? 1.0 : 0.0})[0] > 0;
+			}
 			if (step_ % log_interval == 0 || stop || batch_in_epoch_ == nb) {
 				json ra = ra_json(ep_, geo_);
 				double rate = ep_["step_seconds"].get<double>() > 0
@@ -634,8 +719,18 @@ int GnnTrainer::run()
 		checkpoint_now(best);
 	}
 	prog.finish();
+	if (ddp_) // replicas must hold the same weights: compare a checksum across ranks
+		replica_spread_ = replica_weight_spread(*ddp_, *model_);
 	if (hw_)
 		hw_->stop();
+	if (!main_rank()) {
+		if (store_) {
+			std::string p = store_->path();
+			store_.reset();
+			std::filesystem::remove(p);
+		}
+		return 0; // files and the final test belong to rank 0
+	}
 	// Test: the best epoch's weights (or the last), threshold at the validation argmax-F1.
 	std::string weights = "last";
 	if (cfg_.get_bool("GNN_BEST_SNAPSHOT") && !best_.empty()) {
@@ -693,9 +788,6 @@ SamplerOptions gnn_sampler_options(const Config &cfg)
 
 int train_gnn(TrainRequest req)
 {
-	if (ddp_env().world > 1)
-		fail("ddp: data-parallel training covers GPT-2 runs; the GNN trainer runs as one process (start it without a "
-		     "launcher)");
 	GnnTrainer t(std::move(req));
 	return t.run();
 }

@@ -28,6 +28,29 @@ open("corpus.txt", "w").write(s)
 PY
 	"$KNLP" prepare --corpus corpus.txt --out "$1" >/dev/null 2>&1
 }
+# bar_idx DIR NTRAIN NTEST: a synthetic MNIST-format dataset (gzip'd IDX, 28x28, 10
+# classes): class k is a bright horizontal bar at row 2k+4 over noise.
+bar_idx() {
+	$PYTHON - "$@" <<'PY'
+import gzip, os, random, struct, sys
+d, ntrain, ntest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = random.Random(3)
+def make(n, prefix):
+    imgs, labels = bytearray(), bytearray()
+    for i in range(n):
+        k = r.randrange(10)
+        px = [r.randrange(60) for _ in range(28 * 28)]
+        for x in range(4, 24):
+            px[(2 * k + 4) * 28 + x] = 200 + r.randrange(55)
+        imgs += bytes(px); labels.append(k)
+    with gzip.open(f"{d}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, 28, 28) + imgs)
+    with gzip.open(f"{d}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels)
+os.makedirs(d, exist_ok=True)
+make(ntrain, "train"); make(ntest, "t10k")
+PY
+}
 finish() {
 	echo "$pass passed, $fail failed"
 	[ $fail -eq 0 ]

@@ -6,25 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 
-# 10 classes: class k is a bright horizontal bar at row 2k+4 over noise. gzip'd IDX.
-$PYTHON - <<'PY'
-import gzip, random, struct
-r = random.Random(3)
-def make(n, prefix):
-    imgs, labels = bytearray(), bytearray()
-    for i in range(n):
-        k = r.randrange(10)
-        px = [r.randrange(60) for _ in range(28 * 28)]
-        for x in range(4, 24):
-            px[(2 * k + 4) * 28 + x] = 200 + r.randrange(55)
-        imgs += bytes(px); labels.append(k)
-    with gzip.open(f"idx/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 2051, n, 28, 28) + imgs)
-    with gzip.open(f"idx/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">II", 2049, n) + labels)
-import os; os.makedirs("idx", exist_ok=True)
-make(640, "train"); make(200, "t10k")
-PY
+bar_idx idx 640 200
 cat >l.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_MODEL_LENET5=y

@@ -31,7 +31,10 @@
 #endif
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/sha256.h"
+#include "train/device.h"
+#include "train/lm_trainer.h"
 
 namespace knlp {
 
@@ -471,6 +474,79 @@ void Ddp::end_sync()
 	stats_.syncs++;
 	stats_.buckets += int64_t(I.members.size());
 	stats_.comm_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_bwd).count();
+}
+
+DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const std::string &prefix)
+{
+	DdpStart st;
+	DdpEnv env = ddp_env();
+	if (env.world > 1 && !cfg.get_bool("DDP"))
+		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
+		     env.source);
+	// A launched CONFIG_DDP run uses the process group even with one process (torchrun
+	// --nproc_per_node=1): the whole data-parallel path, on one GPU or core.
+	if (!(env.world > 1 || (env.source != "none" && cfg.get_bool("DDP")))) {
+		st.run_dir = open_run_dir(req, cfg, prefix, &st.ckpt);
+		return st;
+	}
+	std::string sel = cfg.choice("DDP_BACKEND_AUTO");
+	bool cuda = select_device(cfg).is_cuda();
+	std::string backend = sel == "DDP_BACKEND_NCCL" ? "nccl" : sel == "DDP_BACKEND_GLOO" ? "gloo" : cuda ? "nccl" : "gloo";
+	if (backend == "nccl" && !cuda)
+		fail("ddp: CONFIG_DDP_BACKEND_NCCL needs CUDA devices, but this run is on the CPU (choose "
+		     "CONFIG_DDP_BACKEND_GLOO or _AUTO)");
+	st.ddp = std::make_unique<Ddp>(env, backend, std::chrono::seconds(cfg.get_int("DDP_TIMEOUT")), config_digest(cfg));
+	st.rank = env.rank, st.world = env.world, st.local_rank = env.local_rank;
+	// Rank 0 opens (or resumes) the run folder; every rank uses its choice.
+	std::string dir;
+	if (st.rank == 0) {
+		try {
+			dir = open_run_dir(req, cfg, prefix, &st.ckpt);
+		} catch (const Error &e) {
+			st.ddp->share("run_dir", std::string("\x01") + e.what());
+			throw;
+		}
+	}
+	dir = st.ddp->share("run_dir", dir);
+	if (!dir.empty() && dir[0] == '\x01')
+		fail("ddp: rank 0 could not open the run folder: {}", dir.substr(1));
+	st.run_dir = dir;
+	st.ckpt = st.ddp->share("resume_checkpoint", st.ckpt);
+	return st;
+}
+
+void silence_other_ranks(int rank)
+{
+	if (rank == 0)
+		return;
+	if (!std::freopen("/dev/null", "w", stdout))
+		fmt::print(stderr, "knlp: warning: rank {} could not silence its standard output\n", rank);
+	Progress::set_quiet(true);
+}
+
+nlohmann::json ddp_record(const Ddp &ddp, const Config &cfg, int64_t global_batch, double replica_spread)
+{
+	const auto &st = ddp.stats();
+	return {{"world_size", ddp.world()},
+		{"backend", ddp.backend()},
+		{"overlap", cfg.get_bool("DDP_OVERLAP")},
+		{"bucket_mb", cfg.get_int("DDP_BUCKET_MB")},
+		{"global_batch", global_batch},
+		{"syncs", st.syncs},
+		{"allreduce_bytes", st.bytes},
+		{"backward_seconds", st.backward_seconds},
+		{"comm_wait_seconds", st.comm_wait_seconds},
+		{"replica_weight_checksum_spread", replica_spread}};
+}
+
+double replica_weight_spread(Ddp &ddp, torch::nn::Module &m)
+{
+	torch::NoGradGuard ng;
+	double cs = 0;
+	for (auto &p : m.parameters())
+		cs += p.detach().to(torch::kDouble).sum().item<double>();
+	auto hi = ddp.max({cs, -cs});
+	return hi[0] + hi[1];
 }
 
 std::string config_digest(const Config &cfg)

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "core/config.h"
@@ -76,6 +77,34 @@ private:
 	std::string backend_;
 	DdpStats stats_;
 };
+
+struct TrainRequest;
+
+// How a trainer's run starts: one plain process, or a rank of a data-parallel launch.
+struct DdpStart {
+	std::unique_ptr<Ddp> ddp; // null: one plain process
+	int rank = 0, world = 1;
+	int local_rank = -1;      // the rank's GPU on CUDA; -1 without a launch
+	std::string run_dir, ckpt; // rank 0's run folder and checkpoint to resume, on every rank
+};
+
+// Reads the launch environment. Without a launcher (or a launch without CONFIG_DDP on one
+// process) the run is plain and opens its folder itself. Under a CONFIG_DDP launch it makes
+// the process group (backend by CONFIG_DDP_BACKEND_* and the device), rank 0 opens (or
+// resumes) the run folder with `prefix`, and every rank gets its choice. Errors: a
+// multi-process launch without CONFIG_DDP, NCCL without CUDA, rank 0 failing to open the
+// folder (every rank stops with rank 0's reason).
+DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const std::string &prefix);
+
+// Ranks other than 0 print nothing (one progress line and one set of messages: rank 0's).
+void silence_other_ranks(int rank);
+
+// The "ddp" record of training_metrics.json.
+nlohmann::json ddp_record(const Ddp &ddp, const Config &cfg, int64_t global_batch, double replica_spread);
+
+// Spread (max - min) across ranks of the sum of the module's parameters: 0 when every
+// replica holds the same weights.
+double replica_weight_spread(Ddp &ddp, torch::nn::Module &m);
 
 // sha256 of the configuration text without the symbols a rank may differ in.
 std::string config_digest(const Config &cfg);

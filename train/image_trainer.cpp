@@ -3,6 +3,7 @@
 #include "core/hwmon.h"
 #include "train/ddp.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -125,6 +126,7 @@ namespace {
 
 struct Batch {
 	torch::Tensor x, y;
+	int64_t n = 0; // images (0: this micro-batch lies past the end of the epoch)
 };
 
 class ImageTrainer {
@@ -135,7 +137,10 @@ public:
 private:
 	void setup();
 	void resume_from(const std::string &ckpt);
-	Batch make_batch(int64_t epoch, int64_t b) const;
+	// Micro-batch `micro` (of world x accum) of step `b` of `epoch`.
+	Batch make_batch(int64_t epoch, int64_t b, int micro) const;
+	int64_t images_in_step(int64_t b) const { return std::min<int64_t>(G_, train_.n - b * G_); }
+	bool main_rank() const { return rank_ == 0; }
 	void evaluate(double *loss, double *acc);
 	void checkpoint_now(bool best);
 	json state_json() const;
@@ -161,7 +166,13 @@ private:
 	std::unique_ptr<Optimizer> opt_;
 	std::unique_ptr<Pruner> pruner_;
 	int64_t seed_ = 0, epochs_ = 0, spe_ = 0, epoch_ = 0, batch_in_epoch_ = 0, step_ = 0;
-	int B_ = 0;
+	int B_ = 0, accum_ = 1;
+	int64_t G_ = 0; // global batch: B_ x accum_ x world_ images per optimizer step
+	// Data parallel (CONFIG_DDP under a launcher): rank r takes micro-batches
+	// [r accum, (r + 1) accum) of every step; rank 0 writes every file.
+	std::unique_ptr<Ddp> ddp_;
+	int rank_ = 0, world_ = 1, local_rank_ = -1;
+	double replica_spread_ = 0;
 	double lr_ = 0, min_lr_ = 0, best_acc_ = -1, last_img_s_ = 0, epoch_loss_sum_ = 0;
 	int64_t epoch_loss_n_ = 0, best_epoch_ = -1;
 	bool cosine_ = false, channels_last_ = false;
@@ -184,6 +195,8 @@ void ImageTrainer::setup()
 	setup_threads(cfg_);
 	guard_ = NonfiniteGuard::from(cfg_);
 	dev_ = select_device(cfg_);
+	if (dev_.is_cuda() && local_rank_ >= 0)
+		dev_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank_));
 	seed_ = cfg_.get_int("SEED");
 	std::string m = cfg_.choice("MODEL_GPT2");
 	arch_ = m == "MODEL_LENET5" ? "lenet5" : m == "MODEL_RESNET18" ? "resnet18" : "resnet50";
@@ -214,8 +227,10 @@ void ImageTrainer::setup()
 	tf_test_.augment = false;
 
 	B_ = static_cast<int>(cfg_.get_int("BATCH_SIZE"));
+	accum_ = static_cast<int>(cfg_.get_int("GRAD_ACCUM"));
+	G_ = int64_t(B_) * accum_ * world_;
 	epochs_ = cfg_.get_int("EPOCHS");
-	spe_ = (train_.n + B_ - 1) / B_;
+	spe_ = (train_.n + G_ - 1) / G_;
 	lr_ = cfg_.get_float("LEARNING_RATE");
 	min_lr_ = cfg_.get_float("IMAGE_MIN_LR");
 	cosine_ = cfg_.get_bool("IMAGE_LR_COSINE");
@@ -232,6 +247,8 @@ void ImageTrainer::setup()
 	torch::manual_seed(static_cast<uint64_t>(seed_));
 	model_ = make_vision_model(vc);
 	model_->to(dev_);
+	if (ddp_) // identical initial weights (they are seeded alike; this makes sure)
+		ddp_->broadcast(model_->parameters());
 	channels_last_ = cfg_.get_bool("IMAGE_CHANNELS_LAST");
 	if (channels_last_) { // convolution weights NHWC; the optimizer's state follows their layout
 		torch::NoGradGuard ng;
@@ -244,12 +261,17 @@ void ImageTrainer::setup()
 		named.emplace_back(p.key(), p.value());
 	opt_ = std::make_unique<Optimizer>(named, oo);
 	pruner_ = std::make_unique<Pruner>(po, *opt_);
+	if (ddp_)
+		ddp_->attach(model_->parameters(), cfg_.get_int("DDP_BUCKET_MB") << 20, cfg_.get_bool("DDP_OVERLAP"));
 }
 
-Batch ImageTrainer::make_batch(int64_t epoch, int64_t b) const
+Batch ImageTrainer::make_batch(int64_t epoch, int64_t b, int micro) const
 {
+	const int64_t start = b * G_ + int64_t(micro) * B_;
+	const int64_t n = std::clamp<int64_t>(std::min(b * G_ + G_, train_.n) - start, 0, B_);
+	if (n == 0)
+		return {};
 	auto order = epoch_order(train_.n, static_cast<uint64_t>(seed_), epoch);
-	int64_t start = b * B_, n = std::min<int64_t>(B_, train_.n - start);
 	auto x = torch::empty({n, tf_train_.out_channels, tf_train_.size, tf_train_.size});
 	auto y = torch::empty({n}, torch::kLong);
 	make_image_batch(train_, order.data() + start, n, tf_train_,
@@ -257,18 +279,28 @@ Batch ImageTrainer::make_batch(int64_t epoch, int64_t b) const
 			 y.data_ptr<int64_t>());
 	if (channels_last_)
 		x = x.contiguous(at::MemoryFormat::ChannelsLast);
-	return {x, y};
+	return {x, y, n};
 }
 
 void ImageTrainer::evaluate(double *loss, double *acc)
 {
 	torch::NoGradGuard ng;
+	// Data parallel: BatchNorm statistics are rank 0's everywhere (as PyTorch DDP's
+	// broadcast_buffers); rank r evaluates chunks r, r + world, ... and the sums are added.
+	if (ddp_) {
+		std::vector<torch::Tensor> bufs;
+		for (auto &b : model_->buffers())
+			bufs.push_back(b);
+		ddp_->broadcast(bufs);
+	}
 	model_->eval();
 	double total = 0;
 	int64_t right = 0;
 	const int64_t eb = 1000;
 	std::vector<int64_t> idx(static_cast<size_t>(eb), 0);
 	for (int64_t s = 0; s < test_.n; s += eb) {
+		if ((s / eb) % world_ != rank_)
+			continue;
 		int64_t n = std::min(eb, test_.n - s);
 		std::iota(idx.begin(), idx.begin() + n, s);
 		auto x = torch::empty({n, tf_test_.out_channels, tf_test_.size, tf_test_.size});
@@ -284,6 +316,10 @@ void ImageTrainer::evaluate(double *loss, double *acc)
 		right += logits.argmax(1).eq(yd).sum().item<int64_t>();
 	}
 	model_->train();
+	if (ddp_) {
+		auto r = ddp_->sum({total, double(right)});
+		total = r[0], right = std::llround(r[1]);
+	}
 	*loss = total / double(test_.n);
 	*acc = double(right) / double(test_.n);
 }
@@ -294,6 +330,7 @@ json ImageTrainer::state_json() const
 		{"optimizer_step", opt_->step_count()},
 		{"epoch", epoch_},
 		{"batch_in_epoch", batch_in_epoch_},
+		{"global_batch", G_},
 		{"epoch_loss_sum", epoch_loss_sum_},
 		{"epoch_loss_n", epoch_loss_n_},
 		{"epoch_time_before", epoch_time_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0_).count()},
@@ -312,6 +349,8 @@ json ImageTrainer::state_json() const
 
 void ImageTrainer::checkpoint_now(bool best)
 {
+	if (!main_rank())
+		return;
 	CheckpointWriter w{run_dir_, static_cast<int>(cfg_.get_int("KEEP_CHECKPOINTS"))};
 	auto extra = optimizer_tensors(*opt_);
 	for (auto &[name, t] : pruner_->state_tensors())
@@ -343,6 +382,11 @@ void ImageTrainer::resume_from(const std::string &ckpt)
 		opt_->set_step_count(st.at("optimizer_step").get<int64_t>());
 		epoch_ = st.at("epoch").get<int64_t>();
 		batch_in_epoch_ = st.at("batch_in_epoch").get<int64_t>();
+		const int64_t g = st.value("global_batch", G_);
+		if (g != G_)
+			fail("{}: the checkpoint's steps take {} images (BATCH_SIZE x GRAD_ACCUM x processes) but this run's "
+			     "take {}; resume with the same global batch (e.g. fewer processes and more GRAD_ACCUM)",
+			     join_path(ckpt, "state.json"), g, G_);
 		epoch_loss_sum_ = st.at("epoch_loss_sum").get<double>();
 		epoch_loss_n_ = st.at("epoch_loss_n").get<int64_t>();
 		guard_.load(st);
@@ -361,12 +405,15 @@ void ImageTrainer::resume_from(const std::string &ckpt)
 	auto state = torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte).clone();
 	compat::set_generator_state(torch::kCPU, state);
 	last_ckpt_ = ckpt;
-	truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), step_);
+	if (main_rank())
+		truncate_jsonl(join_path(run_dir_, "metrics.jsonl"), step_);
 	fmt::print("resumed {} at epoch {}, batch {} (step {})\n", ckpt, epoch_, batch_in_epoch_, step_);
 }
 
 void ImageTrainer::write_metrics(const std::string &status) const
 {
+	if (!main_rank())
+		return;
 	const auto &acc = hist_["test_accuracies"];
 	const auto &sp = hist_["sparsities"];
 	json j = {{"model", arch_},
@@ -377,6 +424,7 @@ void ImageTrainer::write_metrics(const std::string &status) const
 		  {"optimizer", opt_->options().name},
 		  {"optimizer_state_bytes", opt_->state_bytes()},
 		  {"batch_size", B_},
+		  {"global_batch", G_},
 		  {"epochs", hist_["epochs"]},
 		  {"train_losses", hist_["train_losses"]},
 		  {"test_losses", hist_["test_losses"]},
@@ -396,12 +444,14 @@ void ImageTrainer::write_metrics(const std::string &status) const
 	j["pruning"] = pruning_summary(*pruner_);
 	if (hw_)
 		j["hardware"] = hw_->summary();
+	if (ddp_)
+		j["ddp"] = ddp_record(*ddp_, cfg_, G_, replica_spread_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 
 void ImageTrainer::log_jsonl(const json &j) const
 {
-	if (!cfg_.get_bool("TRACKER_JSONL"))
+	if (!main_rank() || !cfg_.get_bool("TRACKER_JSONL"))
 		return;
 	std::ofstream f(join_path(run_dir_, "metrics.jsonl"), std::ios::app);
 	f << j.dump() << "\n";
@@ -427,26 +477,39 @@ bool ImageTrainer::skip_nonfinite(const std::string &what, double value)
 int ImageTrainer::run()
 {
 	std::string ckpt;
-	run_dir_ = open_run_dir(req_, cfg_, "image", &ckpt);
+	{
+		DdpStart st = start_data_parallel(req_, cfg_, "image");
+		ddp_ = std::move(st.ddp);
+		rank_ = st.rank, world_ = st.world, local_rank_ = st.local_rank;
+		run_dir_ = st.run_dir;
+		ckpt = st.ckpt;
+	}
 	setup();
 	if (cfg_.get_bool("DEBUG_DRY_RUN")) {
 		fmt::print("dry run: {} on {} ({} train / {} test images) -> {} parameters\n", arch_, dataset_, train_.n,
 			   test_.n, count_parameters(*model_));
 		return 0;
 	}
-	record_run(run_dir_, cfg_, req_.command,
-		   {{"torch_version", torch_version()}, {"device", dev_.str()},
-		    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt}});
+	if (main_rank())
+		record_run(run_dir_, cfg_, req_.command,
+			   {{"torch_version", torch_version()}, {"device", dev_.str()},
+			    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt},
+			    {"world_size", std::to_string(world_)}});
 	t_start_ = std::chrono::steady_clock::now();
 	if (!ckpt.empty())
 		resume_from(ckpt);
-	if (cfg_.get_bool("HW_MONITOR"))
+	if (main_rank() && cfg_.get_bool("HW_MONITOR"))
 		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), dev_.is_cuda() ? int(dev_.index()) : -1);
+	silence_other_ranks(rank_);
 	fmt::print("run {}: {} on {} ({} train, {} test images, {}x{}x{} inputs): {} parameters on {} ({} threads), seed {}\n",
 		   run_dir_, arch_, dataset_, train_.n, test_.n, tf_train_.out_channels, tf_train_.size, tf_train_.size,
 		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
 	if (channels_last_)
 		fmt::print("layout: channels-last (NHWC) convolution weights and inputs\n");
+	if (ddp_)
+		fmt::print("data parallel: {} processes ({}), global batch {} x {} x {} = {} images, buckets of {} MiB{}\n",
+			   world_, ddp_->backend(), B_, accum_, world_, G_, cfg_.get_int("DDP_BUCKET_MB"),
+			   cfg_.get_bool("DDP_OVERLAP") ? ", sent during the backward pass" : "");
 	if (pruner_->enabled()) {
 		const auto &po = pruner_->options();
 		fmt::print("optimizer {}; pruning {}{} to {:.1f}% (warmup {}, every {} steps, ramp end {} = epoch {:.1f})\n",
@@ -466,23 +529,52 @@ int ImageTrainer::run()
 	auto win_t0 = std::chrono::steady_clock::now();
 	int64_t win_images = 0;
 	epoch_t0_ = std::chrono::steady_clock::now();
+	const int first_micro = rank_ * accum_;
+	auto drop_grads = [&] {
+		for (auto &s : opt_->state())
+			s.param.mutable_grad().reset();
+	};
 	while (epoch_ < epochs_ && !stop) {
 		const double lr = lr_at(epoch_);
-		// The next batch is prepared on another thread while this one trains.
-		auto next = std::async(std::launch::async, [this, e = epoch_, b = batch_in_epoch_] { return make_batch(e, b); });
+		// The next micro-batch is prepared on another thread while this one trains.
+		auto fetch = [this, first_micro](int64_t e, int64_t b, int j) {
+			return std::async(std::launch::async, [this, e, b, m = first_micro + j] { return make_batch(e, b, m); });
+		};
+		auto next = fetch(epoch_, batch_in_epoch_, 0);
 		while (batch_in_epoch_ < spe_) {
-			Batch bt = next.get();
-			if (batch_in_epoch_ + 1 < spe_)
-				next = std::async(std::launch::async,
-						  [this, e = epoch_, b = batch_in_epoch_ + 1] { return make_batch(e, b); });
-			auto logits = model_->forward(bt.x.to(dev_));
-			auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), bt.y.to(dev_));
-			double lv = loss.item<double>();
+			// One optimizer step: this rank's accum_ micro-batches of the global batch. Each
+			// loss is its sum over images divided by the global batch's image count, so the
+			// gradient is the global batch's mean however it is split over ranks and
+			// micro-steps. The last micro-step's gradients are summed across ranks.
+			const int64_t n_step = images_in_step(batch_in_epoch_);
+			double loss_sum = 0;
+			for (int j = 0; j < accum_; j++) {
+				Batch bt = next.get();
+				if (j + 1 < accum_)
+					next = fetch(epoch_, batch_in_epoch_, j + 1);
+				else if (batch_in_epoch_ + 1 < spe_)
+					next = fetch(epoch_, batch_in_epoch_ + 1, 0);
+				const bool sync = ddp_ && j == accum_ - 1;
+				if (sync)
+					ddp_->begin_sync();
+				if (bt.n > 0) { // an empty micro-batch (past the epoch's end) adds nothing
+					auto logits = model_->forward(bt.x.to(dev_));
+					auto loss = torch::nn::functional::cross_entropy(
+						logits.to(torch::kFloat), bt.y.to(dev_),
+						torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+					loss_sum += loss.item<double>();
+					(loss / double(n_step)).backward();
+				}
+				if (sync)
+					ddp_->end_sync(); // gradients summed over ranks (sent during the backward pass)
+			}
 			if (fault_nan("loss"))
-				lv = std::numeric_limits<double>::quiet_NaN();
+				loss_sum = std::numeric_limits<double>::quiet_NaN();
+			if (ddp_)
+				loss_sum = ddp_->sum({loss_sum})[0]; // a non-finite loss on any rank is seen by all
+			const double lv = loss_sum / double(n_step);
 			bool skipped = !std::isfinite(lv) && skip_nonfinite("loss", lv);
 			if (!skipped) {
-				loss.backward();
 				pruner_->mask_grads();
 				const double factor = opt_->before_clip();
 				const double norm = opt_->grad_norm();
@@ -492,19 +584,22 @@ int ImageTrainer::run()
 					double scale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1.0;
 					opt_->step(lr * factor, scale);
 					pruner_->after_step(opt_->step_count());
-					epoch_loss_sum_ += lv * double(bt.y.size(0));
-					epoch_loss_n_ += bt.y.size(0);
+					epoch_loss_sum_ += lv * double(n_step);
+					epoch_loss_n_ += n_step;
 					guard_.step_ok();
 				}
 			}
-			for (auto &s : opt_->state())
-				s.param.mutable_grad().reset();
-			win_images += bt.y.size(0);
+			drop_grads();
+			win_images += n_step;
 			batch_in_epoch_++;
 			step_++;
 			fault_point("after_step");
 			if (max_time > 0 && (elapsed() >= double(max_time) || fault_time_up("after_step")))
 				stop = true;
+			if (ddp_) { // the stop decision is agreed by every rank
+				ddp_->heartbeat(step_);
+				stop = ddp_->max({stop ? 1.0 : 0.0})[0] > 0;
+			}
 			if (step_ % log_interval == 0 || stop || batch_in_epoch_ == spe_) {
 				synchronize(dev_);
 				double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
@@ -557,8 +652,12 @@ int ImageTrainer::run()
 		checkpoint_now(best);
 	}
 	prog.finish();
+	if (ddp_) // replicas must hold the same weights: compare a checksum across ranks
+		replica_spread_ = replica_weight_spread(*ddp_, *model_);
 	if (hw_)
 		hw_->stop();
+	if (!main_rank())
+		return 0; // files belong to rank 0
 	write_file_atomic(join_path(checkpoints_dir(run_dir_), "FINAL"),
 			  std::filesystem::path(last_ckpt_).filename().string() + "\n");
 	write_metrics(epoch_ < epochs_ ? "stopped_time_budget" : "complete");
@@ -571,9 +670,6 @@ int ImageTrainer::run()
 
 int train_image(TrainRequest req)
 {
-	if (ddp_env().world > 1)
-		fail("ddp: data-parallel training covers GPT-2 runs; the image trainer runs as one process (start it without "
-		     "a launcher)");
 	ImageTrainer t(std::move(req));
 	return t.run();
 }

@@ -389,19 +389,8 @@ void Trainer::write_metrics(const std::string &status) const
 	j["pruning"] = pruning_summary(*pruner_);
 	if (hw_)
 		j["hardware"] = hw_summary_.is_null() ? hw_->summary() : hw_summary_;
-	if (ddp_) {
-		const auto &st = ddp_->stats();
-		j["ddp"] = {{"world_size", world_},
-			    {"backend", ddp_->backend()},
-			    {"overlap", cfg_.get_bool("DDP_OVERLAP")},
-			    {"bucket_mb", cfg_.get_int("DDP_BUCKET_MB")},
-			    {"global_batch", int64_t(B_) * accum_ * world_},
-			    {"syncs", st.syncs},
-			    {"allreduce_bytes", st.bytes},
-			    {"backward_seconds", st.backward_seconds},
-			    {"comm_wait_seconds", st.comm_wait_seconds},
-			    {"replica_weight_checksum_spread", replica_spread_}};
-	}
+	if (ddp_)
+		j["ddp"] = ddp_record(*ddp_, cfg_, int64_t(B_) * accum_ * world_, replica_spread_);
 	write_file_atomic(join_path(run_dir_, "training_metrics.json"), j.dump(2) + "\n");
 }
 
@@ -715,38 +704,12 @@ double Trainer::train_step(double lr)
 int Trainer::run()
 {
 	std::string ckpt;
-	DdpEnv env = ddp_env();
-	if (env.world > 1 && !cfg_.get_bool("DDP"))
-		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
-		     env.source);
-	// A launched CONFIG_DDP run uses the process group even with one process (torchrun
-	// --nproc_per_node=1): the whole data-parallel path, on one GPU or core.
-	if (env.world > 1 || (env.source != "none" && cfg_.get_bool("DDP"))) {
-		std::string sel = cfg_.choice("DDP_BACKEND_AUTO");
-		bool cuda = select_device(cfg_).is_cuda();
-		std::string backend = sel == "DDP_BACKEND_NCCL" ? "nccl" : sel == "DDP_BACKEND_GLOO" ? "gloo" : cuda ? "nccl" : "gloo";
-		if (backend == "nccl" && !cuda)
-			fail("ddp: CONFIG_DDP_BACKEND_NCCL needs CUDA devices, but this run is on the CPU (choose "
-			     "CONFIG_DDP_BACKEND_GLOO or _AUTO)");
-		ddp_ = std::make_unique<Ddp>(env, backend, std::chrono::seconds(cfg_.get_int("DDP_TIMEOUT")), config_digest(cfg_));
-		rank_ = env.rank, world_ = env.world, device_index_ = env.local_rank;
-		// Rank 0 opens (or resumes) the run folder; every rank uses its choice.
-		std::string dir;
-		if (main_rank()) {
-			try {
-				dir = open_run_dir(req_, cfg_, "gpt2", &ckpt);
-			} catch (const Error &e) {
-				ddp_->share("run_dir", std::string("\x01") + e.what());
-				throw;
-			}
-		}
-		dir = ddp_->share("run_dir", dir);
-		if (!dir.empty() && dir[0] == '\x01')
-			fail("ddp: rank 0 could not open the run folder: {}", dir.substr(1));
-		run_dir_ = dir;
-		ckpt = ddp_->share("resume_checkpoint", ckpt);
-	} else {
-		run_dir_ = open_run_dir(req_, cfg_, "gpt2", &ckpt);
+	{
+		DdpStart st = start_data_parallel(req_, cfg_, "gpt2");
+		ddp_ = std::move(st.ddp);
+		rank_ = st.rank, world_ = st.world, device_index_ = st.local_rank;
+		run_dir_ = st.run_dir;
+		ckpt = st.ckpt;
 	}
 	setup();
 	if (ddp_) {
@@ -772,11 +735,7 @@ int Trainer::run()
 		resume_from(ckpt);
 	if (main_rank() && cfg_.get_bool("HW_MONITOR"))
 		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), dev_.is_cuda() ? int(dev_.index()) : -1);
-	if (!main_rank()) { // one progress line and one set of messages: rank 0's
-		if (!std::freopen("/dev/null", "w", stdout))
-			fmt::print(stderr, "knlp: warning: rank {} could not silence its standard output\n", rank_);
-		Progress::set_quiet(true);
-	}
+	silence_other_ranks(rank_);
 
 	const char *pf = std::getenv("KNLP_PEAK_FLOPS");
 	peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(dev_, cfg_.get_bool("AMP_BF16"));
@@ -855,13 +814,8 @@ int Trainer::run()
 		}
 	}
 	prog.finish();
-	if (ddp_) { // replicas must hold the same weights: compare a checksum across ranks
-		double cs = 0;
-		for (auto &p : model_->parameters())
-			cs += p.detach().to(torch::kDouble).sum().item<double>();
-		auto hi = ddp_->max({cs, -cs});
-		replica_spread_ = hi[0] + hi[1];
-	}
+	if (ddp_) // replicas must hold the same weights: compare a checksum across ranks
+		replica_spread_ = replica_weight_spread(*ddp_, *model_);
 	if (hw_) {
 		hw_->stop();
 		hw_summary_ = hw_->summary();
