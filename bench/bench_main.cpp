@@ -4,7 +4,7 @@
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
 //   knlp_bench optim STEPS [cuda]           AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
-//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last]
+//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last|no_onednn]
 //                                           image training step (images/s), the image
 //                                           trainer's step: forward, loss, backward, AdamW
 //   knlp_bench quant                        GGML block quantize / dequantize throughput per
@@ -164,7 +164,10 @@ static int bench_vision(int argc, char **a)
 	vc.in_channels = vc.arch == "lenet5" ? 1 : 3;
 	vc.num_classes = 10;
 	const int B = std::atoi(a[1]), steps = std::atoi(a[2]);
-	const bool cl = argc > 3 && std::string(a[3]) == "channels_last";
+	const std::string mode = argc > 3 ? a[3] : "";
+	const bool cl = mode == "channels_last";
+	if (mode == "no_onednn") // libtorch's own convolutions instead of oneDNN's
+		at::globalContext().setUserEnabledMkldnn(false);
 	torch::manual_seed(0);
 	auto m = make_vision_model(vc);
 	auto x = torch::randn({B, vc.in_channels, 32, 32});
@@ -199,7 +202,7 @@ static int bench_vision(int argc, char **a)
 	for (int i = 0; i < steps; i++)
 		step();
 	double dt = secs(t0) / steps;
-	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
+	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
 			    {"threads", torch::get_num_threads()}, {"peak_rss_mb", peak_rss_mb()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;

@@ -52,6 +52,7 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 	# Attribution: knlp with glibc's default allocator, eager with knlp's allocator settings
 	# (tune_allocator: activations stay on the heap instead of being mapped and unmapped).
 	kd=$(KNLP_MALLOC_DEFAULT=1 best "$B" vision "$@")
+	kn=$("$B" vision "$@" no_onednn) # one run: without oneDNN the step is several times slower
 	pt=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 best $PY "$top/scripts/ref/vision_eager.py" "$@")
 	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
 	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
@@ -61,8 +62,10 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 		"$($PY -c "print(f'{max($ki, $kci) / max($pi, $pci):.2f}')")"
 	printf "  %-8s      allocator: knlp with glibc defaults %6.0f img/s | eager with knlp's malloc settings %6.0f img/s (knlp vs it %sx)\n" \
 		"" "$kdi" "$pti" "$(ratio "$ki" "$pti")"
-	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s}' \
-		"$sep" "$1" "$k" "$kc" "$kd" "$p" "$pc" "$pt" >>"$res"
+	printf "  %-8s      oneDNN off (libtorch's own convolutions): knlp %6.0f img/s (%sx of oneDNN's)\n" \
+		"" "$(jq_get "$kn" images_per_sec)" "$(ratio "$(jq_get "$kn" images_per_sec)" "$ki")"
+	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "knlp_no_onednn": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s}' \
+		"$sep" "$1" "$k" "$kc" "$kd" "$kn" "$p" "$pc" "$pt" >>"$res"
 	sep=", "
 done
 printf '},\n' >>"$res"
