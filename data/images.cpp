@@ -2,6 +2,11 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+
 #include "core/error.h"
 #include "core/fsutil.h"
 
@@ -102,6 +107,163 @@ ImageSet read_cifar(const std::vector<std::string> &files, bool cifar100)
 	return s;
 }
 
+Pnm parse_pnm(const std::string &d, const std::string &where)
+{
+	if (d.size() < 2 || d[0] != 'P' || d[1] < '2' || d[1] > '6' || d[1] == '4')
+		fail("{}: not a Netpbm image (P2, P3, P5 or P6 expected)", where);
+	const char kind = d[1];
+	const bool ascii = kind == '2' || kind == '3';
+	Pnm p;
+	p.channels = kind == '3' || kind == '6' ? 3 : 1;
+	size_t at = 2;
+	// Header numbers: whitespace and #-comments between them.
+	auto number = [&](const char *what) -> int64_t {
+		for (;;) {
+			while (at < d.size() && std::isspace(static_cast<unsigned char>(d[at])))
+				at++;
+			if (at < d.size() && d[at] == '#') {
+				while (at < d.size() && d[at] != '\n')
+					at++;
+				continue;
+			}
+			break;
+		}
+		if (at >= d.size() || !std::isdigit(static_cast<unsigned char>(d[at])))
+			fail("{}: malformed Netpbm header (no {})", where, what);
+		int64_t v = 0;
+		while (at < d.size() && std::isdigit(static_cast<unsigned char>(d[at]))) {
+			v = v * 10 + (d[at++] - '0');
+			if (v > 1000000)
+				fail("{}: Netpbm {} {} is implausibly large", where, what, v);
+		}
+		return v;
+	};
+	p.width = static_cast<int>(number("width"));
+	p.height = static_cast<int>(number("height"));
+	const int64_t maxval = number("maxval");
+	if (p.width < 1 || p.height < 1 || p.width > 4096 || p.height > 4096)
+		fail("{}: implausible image size {}x{}", where, p.width, p.height);
+	if (maxval < 1 || maxval > 255)
+		fail("{}: maxval {} (8-bit images with maxval 1..255 are read; 16-bit are not)", where, maxval);
+	const size_t count = size_t(p.width) * size_t(p.height) * size_t(p.channels);
+	std::vector<uint8_t> interleaved(count);
+	if (ascii) {
+		for (size_t i = 0; i < count; i++) {
+			int64_t v = number("pixel value");
+			if (v > maxval)
+				fail("{}: pixel value {} exceeds maxval {}", where, v, maxval);
+			interleaved[i] = uint8_t(v);
+		}
+	} else {
+		if (at >= d.size() || !std::isspace(static_cast<unsigned char>(d[at])))
+			fail("{}: malformed Netpbm header (no whitespace before the pixels)", where);
+		at++;
+		if (d.size() - at < count)
+			fail("{}: truncated: {}x{}x{} pixels need {} bytes, the file has {}", where, p.width, p.height,
+			     p.channels, count, d.size() - at);
+		for (size_t i = 0; i < count; i++) {
+			uint8_t v = uint8_t(d[at + i]);
+			if (v > maxval)
+				fail("{}: pixel value {} exceeds maxval {}", where, int(v), maxval);
+			interleaved[i] = v;
+		}
+	}
+	// Scale to 0..255 and make the channels planar.
+	p.pixels.resize(count);
+	const size_t plane = size_t(p.width) * size_t(p.height);
+	for (size_t i = 0; i < plane; i++)
+		for (int c = 0; c < p.channels; c++) {
+			unsigned v = interleaved[i * size_t(p.channels) + size_t(c)];
+			p.pixels[size_t(c) * plane + i] = uint8_t(maxval == 255 ? v : (v * 255 + unsigned(maxval) / 2) / unsigned(maxval));
+		}
+	return p;
+}
+
+std::vector<std::string> class_folders(const std::string &split_dir)
+{
+	namespace fs = std::filesystem;
+	std::error_code ec;
+	if (!fs::is_directory(split_dir, ec))
+		fail("{}: folder not found (an image folder dataset holds train/<class>/ and test/<class>/ folders of "
+		     ".pgm/.ppm images)",
+		     split_dir);
+	std::vector<std::string> classes;
+	for (const auto &e : fs::directory_iterator(split_dir, ec))
+		if (e.is_directory())
+			classes.push_back(e.path().filename().string());
+	std::sort(classes.begin(), classes.end());
+	if (classes.empty())
+		fail("{}: no class folders", split_dir);
+	return classes;
+}
+
+ImageSet read_image_folder(const std::string &split_dir, std::vector<std::string> *class_names,
+			   const std::vector<std::string> *train_classes)
+{
+	namespace fs = std::filesystem;
+	std::error_code ec;
+	const std::vector<std::string> classes = class_folders(split_dir);
+	const std::vector<std::string> &label_of = train_classes ? *train_classes : classes;
+	if (label_of.size() > 256)
+		fail("{}: {} classes; at most 256 are supported", split_dir, label_of.size());
+	ImageSet s;
+	s.num_classes = static_cast<int>(label_of.size());
+	bool first = true;
+	for (const auto &c : classes) {
+		auto it = std::find(label_of.begin(), label_of.end(), c);
+		if (it == label_of.end())
+			fail("{}: class '{}' is not among the training classes", join_path(split_dir, c), c);
+		const uint8_t label = uint8_t(it - label_of.begin());
+		std::vector<std::string> files;
+		for (const auto &e : fs::directory_iterator(join_path(split_dir, c), ec)) {
+			std::string ext = e.path().extension().string();
+			if (e.is_regular_file() && (ext == ".pgm" || ext == ".ppm" || ext == ".pnm"))
+				files.push_back(e.path().string());
+		}
+		std::sort(files.begin(), files.end());
+		for (const auto &f : files) {
+			Pnm p = parse_pnm(read_file(f), f);
+			if (first) {
+				s.channels = p.channels, s.height = p.height, s.width = p.width;
+				first = false;
+			} else if (p.channels != s.channels || p.height != s.height || p.width != s.width) {
+				fail("{}: {}x{}x{} but the images before it are {}x{}x{} (one size and channel count per dataset)", f,
+				     p.channels, p.height, p.width, s.channels, s.height, s.width);
+			}
+			s.pixels.insert(s.pixels.end(), p.pixels.begin(), p.pixels.end());
+			s.labels.push_back(label);
+		}
+	}
+	s.n = static_cast<int64_t>(s.labels.size());
+	if (s.n == 0)
+		fail("{}: no .pgm/.ppm/.pnm images in its class folders", split_dir);
+	if (class_names)
+		*class_names = label_of;
+	return s;
+}
+
+void pixel_stats(const ImageSet &s, float mean[3], float std[3])
+{
+	const size_t plane = size_t(s.height) * size_t(s.width);
+	for (int c = 0; c < 3; c++) {
+		const int cs = s.channels == 1 ? 0 : c;
+		double sum = 0, sq = 0;
+		for (int64_t i = 0; i < s.n; i++) {
+			const uint8_t *px = s.image(i) + size_t(cs) * plane;
+			for (size_t k = 0; k < plane; k++) {
+				double v = px[k] / 255.0;
+				sum += v, sq += v * v;
+			}
+		}
+		const double n = double(s.n) * double(plane);
+		const double m = n > 0 ? sum / n : 0.0;
+		mean[c] = float(m);
+		std[c] = float(std::sqrt(std::max(sq / std::max(n, 1.0) - m * m, 1e-12)));
+		if (std[c] < 1e-3f)
+			std[c] = 1.0f; // a constant channel: centre it only
+	}
+}
+
 std::string default_image_dir(const std::string &dataset)
 {
 	if (dataset == "fashion-mnist")
@@ -152,7 +314,19 @@ ImageSet load_image_dataset(const std::string &dataset, const std::string &dir_i
 		s.name = dataset + (train ? " train" : " test");
 		return s;
 	}
-	fail("image data: unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100)", dataset);
+	if (dataset == "folder") {
+		const std::string td = join_path(dir, "train");
+		if (train) {
+			ImageSet tr = read_image_folder(td, nullptr);
+			tr.name = "image folder " + td;
+			return tr;
+		}
+		const std::vector<std::string> classes = class_folders(td);
+		ImageSet te = read_image_folder(join_path(dir, "test"), nullptr, &classes);
+		te.name = "image folder " + join_path(dir, "test");
+		return te;
+	}
+	fail("image data: unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100, folder)", dataset);
 }
 
 } // namespace knlp

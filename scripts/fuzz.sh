@@ -15,7 +15,7 @@ CXX=${FUZZ_CXX:-clang++}
 command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 cmake -S "$top" -B "$B" -G Ninja -DKNLP_FUZZ=ON -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
 ninja -C "$B" || exit 1
-targets=${*:-"config set tokenizer tokens idx cifar npz safetensors gguf sweep results"}
+targets=${*:-"config set tokenizer tokens idx cifar npz safetensors gguf sweep results hellaswag pnm"}
 mkdir -p "$B/crashes"
 report="$B/fuzz-report.json"
 echo "[" >"$report"

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <zlib.h>
 
@@ -144,6 +145,71 @@ TEST(Vision, CifarRecordsAndTruncation)
 	EXPECT_NE(msg.find("data_batch_1.bin not found"), std::string::npos) << msg;
 	msg = errof([&] { load_image_dataset("fashion-mnist", tmp("nodir"), true); });
 	EXPECT_NE(msg.find("dataset-fashion-mnist"), std::string::npos) << msg;
+}
+
+// Netpbm by hand: an ASCII grey image with maxval 15 (values scaled to 0..255, rounded), a
+// binary colour image made channel-planar, comments in the header, and the errors.
+TEST(Vision, NetpbmImagesAndTheirErrors)
+{
+	auto g = parse_pnm("P2\n# two by two\n2 2\n15\n0 15\n7 8\n", "g.pgm");
+	EXPECT_EQ(g.channels, 1);
+	EXPECT_EQ(g.width, 2);
+	// 7 * 255 / 15 = 119, 8 * 255 / 15 = 136 exactly.
+	EXPECT_EQ(g.pixels, (std::vector<uint8_t>{0, 255, 119, 136}));
+	auto c = parse_pnm(std::string("P6 2 1 255\n") + std::string("\x01\x02\x03\x04\x05\x06", 6), "c.ppm");
+	EXPECT_EQ(c.channels, 3);
+	EXPECT_EQ(c.pixels, (std::vector<uint8_t>{1, 4, 2, 5, 3, 6})); // R plane, G plane, B plane
+	auto odd = parse_pnm("P5 1 1 2\n\x01", "odd.pgm");
+	EXPECT_EQ(odd.pixels, (std::vector<uint8_t>{128})); // 1 * 255 / 2 = 127.5, rounded half up
+	EXPECT_EQ(errof([] { parse_pnm("P4 1 1\n\x01", "b.pbm"); }), "b.pbm: not a Netpbm image (P2, P3, P5 or P6 expected)");
+	EXPECT_EQ(errof([] { parse_pnm("P5 2 2 255\n\x01\x02\x03", "t.pgm"); }),
+		  "t.pgm: truncated: 2x2x1 pixels need 4 bytes, the file has 3");
+	EXPECT_EQ(errof([] { parse_pnm("P5 2 2 65535\n", "w.pgm"); }),
+		  "w.pgm: maxval 65535 (8-bit images with maxval 1..255 are read; 16-bit are not)");
+	EXPECT_EQ(errof([] { parse_pnm("P2 2 x", "h.pgm"); }), "h.pgm: malformed Netpbm header (no height)");
+	EXPECT_EQ(errof([] { parse_pnm("P2 1 1 9 10", "v.pgm"); }), "v.pgm: pixel value 10 exceeds maxval 9");
+}
+
+// A folder dataset: classes in byte order, test labels by the training classes, and the
+// errors (a test class the training split lacks, mixed sizes, an empty split).
+TEST(Vision, ImageFolderDataset)
+{
+	namespace fs = std::filesystem;
+	std::string root = tmp("folder");
+	remove_tree(root);
+	auto put = [&](const std::string &rel, const std::string &data) {
+		fs::create_directories(fs::path(join_path(root, rel)).parent_path());
+		write_bytes(join_path(root, rel), data, false);
+	};
+	auto pgm = [](int v) { return std::string("P5 2 2 255\n") + std::string(4, char(v)); };
+	put("train/zebra/a.pgm", pgm(200));
+	put("train/ant/a.pgm", pgm(10));
+	put("train/ant/b.pgm", pgm(20));
+	put("train/ant/notes.txt", "ignored");
+	put("test/zebra/x.pgm", pgm(201));
+	auto tr = load_image_dataset("folder", root, true);
+	EXPECT_EQ(tr.n, 3);
+	EXPECT_EQ(tr.num_classes, 2);
+	EXPECT_EQ(tr.labels, (std::vector<uint8_t>{0, 0, 1})); // ant = 0, zebra = 1
+	EXPECT_EQ(tr.image(1)[0], 20);
+	auto te = load_image_dataset("folder", root, false);
+	EXPECT_EQ(te.n, 1);
+	EXPECT_EQ(te.labels, (std::vector<uint8_t>{1}));
+	float mean[3], sd[3];
+	pixel_stats(tr, mean, sd);
+	EXPECT_NEAR(mean[0], (10 + 20 + 200) / 3.0 / 255.0, 1e-6);
+	EXPECT_EQ(mean[2], mean[0]); // grey images replicate their one channel
+	put("test/bee/y.pgm", pgm(1));
+	EXPECT_EQ(errof([&] { load_image_dataset("folder", root, false); }),
+		  join_path(root, "test/bee") + ": class 'bee' is not among the training classes");
+	remove_tree(join_path(root, "test/bee"));
+	put("train/zebra/b.pgm", "P5 3 2 255\n" + std::string(6, '\x01'));
+	EXPECT_EQ(errof([&] { load_image_dataset("folder", root, true); }),
+		  join_path(root, "train/zebra/b.pgm") +
+			  ": 1x2x3 but the images before it are 1x2x2 (one size and channel count per dataset)");
+	std::string msg = errof([&] { load_image_dataset("folder", tmp("nofolder"), true); });
+	EXPECT_NE(msg.find("train/<class>/"), std::string::npos) << msg;
+	remove_tree(root);
 }
 
 TEST(Vision, BatchTransform)

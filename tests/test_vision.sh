@@ -100,6 +100,34 @@ assert j['final_accuracy'] > 0.5" && ok || bad "pruning: $(grep -A3 sparsities p
 "$KNLP" train --config l.config --set OPTIMIZER_ADAMWPRUNE=y --set PRUNING_TARGET_SPARSITY=0.5 --set EPOCHS=2 \
 	--out s >s.log 2>&1 && grep -q '"variant": "bitter7"' s/training_metrics.json && ok || bad "AdamWPrune: $(tail -3 s.log)"
 
+# A folder of Netpbm images (binary PGM for training, ASCII for the test split), class
+# folders c0..c9: LeNet-5 learns it like the IDX files.
+$PYTHON - <<'PY'
+import os, random
+r = random.Random(5)
+for split, n, ascii in (("train", 400, False), ("test", 100, True)):
+    for i in range(n):
+        k = r.randrange(10)
+        px = [r.randrange(60) for _ in range(28 * 28)]
+        for x in range(4, 24):
+            px[(2 * k + 4) * 28 + x] = 200 + r.randrange(55)
+        d = f"fold/{split}/c{k}"
+        os.makedirs(d, exist_ok=True)
+        if ascii:
+            open(f"{d}/{i}.pgm", "w").write("P2\n# test image\n28 28\n255\n" + " ".join(map(str, px)) + "\n")
+        else:
+            open(f"{d}/{i}.pgm", "wb").write(b"P5 28 28 255\n" + bytes(px))
+PY
+"$KNLP" train --config l.config --set IMAGE_DATASET_FOLDER=y --set "IMAGE_DATA_DIR=\"$T/fold\"" --out fo >fo.log 2>&1 || bad "folder run: $(tail -3 fo.log)"
+$PYTHON -c "
+import json; j = json.load(open('fo/training_metrics.json'))
+assert j['dataset'] == 'folder' and j['final_accuracy'] >= 0.9, j['test_accuracies']" && grep -q "400 train, 100 test images" fo.log \
+	&& ok || bad "folder dataset: $(tail -3 fo.log)"
+head -c 300 fold/train/c3/$(ls fold/train/c3 | head -1) >trunc.pgm && mv trunc.pgm fold/train/c3/$(ls fold/train/c3 | head -1)
+expect_fail "pixels need 784 bytes, the file has" "$KNLP" train --config l.config --set IMAGE_DATASET_FOLDER=y \
+	--set "IMAGE_DATA_DIR=\"$T/fold\"" --out fo2
+test ! -e fo2 && ok || bad "run folder left after a bad image"
+
 # Bad input.
 mkdir -p bad && cp idx/* bad/
 $PYTHON -c "

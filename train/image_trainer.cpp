@@ -201,11 +201,17 @@ void ImageTrainer::setup()
 	std::string m = cfg_.choice("MODEL_GPT2");
 	arch_ = m == "MODEL_LENET5" ? "lenet5" : m == "MODEL_RESNET18" ? "resnet18" : "resnet50";
 	std::string ds = cfg_.choice("IMAGE_DATASET_FASHION_MNIST");
-	dataset_ = ds == "IMAGE_DATASET_MNIST" ? "mnist" : ds == "IMAGE_DATASET_CIFAR10" ? "cifar10"
-						  : ds == "IMAGE_DATASET_CIFAR100" ? "cifar100" : "fashion-mnist";
+	dataset_ = ds == "IMAGE_DATASET_MNIST"	  ? "mnist"
+		   : ds == "IMAGE_DATASET_CIFAR10"  ? "cifar10"
+		   : ds == "IMAGE_DATASET_CIFAR100" ? "cifar100"
+		   : ds == "IMAGE_DATASET_FOLDER"   ? "folder"
+						    : "fashion-mnist";
 	std::string dir = cfg_.get_string("IMAGE_DATA_DIR");
 	train_ = load_image_dataset(dataset_, dir, true);
 	test_ = load_image_dataset(dataset_, dir, false);
+	if (test_.channels != train_.channels || test_.height != train_.height || test_.width != train_.width)
+		fail("{}: test images are {}x{}x{} but training images are {}x{}x{}", test_.name, test_.channels, test_.height,
+		     test_.width, train_.channels, train_.height, train_.width);
 	VisionConfig vc;
 	vc.arch = arch_;
 	vc.in_channels = arch_ == "lenet5" ? train_.channels : 3;
@@ -220,9 +226,15 @@ void ImageTrainer::setup()
 		     train_.channels);
 	tf_train_.out_channels = vc.in_channels;
 	tf_train_.size = 32;
-	tf_train_.resize = arch_ == "lenet5" && train_.height != 32;
+	// LeNet-5 resizes 28x28 to 32x32 (the original); the ResNets zero-pad MNIST-sized images
+	// to 32x32; folder images of another size, or anything larger, are resized.
+	const bool is32 = train_.height == 32 && train_.width == 32;
+	tf_train_.resize = !is32 && (arch_ == "lenet5" || dataset_ == "folder" || train_.height > 32 || train_.width > 32);
 	tf_train_.augment = cfg_.get_bool("IMAGE_AUGMENT") && train_.channels == 3;
-	dataset_normalisation(dataset_, tf_train_.mean, tf_train_.std);
+	if (dataset_ == "folder") // no published constants: the training images' own statistics
+		pixel_stats(train_, tf_train_.mean.data(), tf_train_.std.data());
+	else
+		dataset_normalisation(dataset_, tf_train_.mean, tf_train_.std);
 	tf_test_ = tf_train_;
 	tf_test_.augment = false;
 

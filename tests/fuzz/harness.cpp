@@ -139,6 +139,15 @@ void fuzz_cifar(const uint8_t *d, size_t n)
 		expect_clean([&] { read_cifar({p}, c100); });
 }
 
+void fuzz_pnm(const uint8_t *d, size_t n)
+{
+	expect_clean([&] {
+		Pnm p = parse_pnm(text(d, n), "fuzz.pnm");
+		require(p.pixels.size() == size_t(p.channels) * size_t(p.height) * size_t(p.width), "one byte per sample");
+		require(p.channels == 1 || p.channels == 3, "grey or colour");
+	});
+}
+
 void fuzz_npz(const uint8_t *d, size_t n)
 {
 	std::string p = temp_file(d, n, ".npz");
@@ -208,7 +217,7 @@ const std::vector<Target> &targets()
 		{"config", fuzz_config}, {"set", fuzz_set},   {"tokenizer", fuzz_tokenizer},	 {"tokens", fuzz_tokens},
 		{"idx", fuzz_idx},	 {"cifar", fuzz_cifar}, {"npz", fuzz_npz},		 {"safetensors", fuzz_safetensors},
 		{"gguf", fuzz_gguf},	 {"sweep", fuzz_sweep}, {"results", fuzz_results},
-		{"hellaswag", fuzz_hellaswag}};
+		{"hellaswag", fuzz_hellaswag}, {"pnm", fuzz_pnm}};
 	return t;
 }
 
