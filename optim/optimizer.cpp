@@ -454,6 +454,8 @@ OptimizerOptions optimizer_options_from(const Config &cfg, double lr)
 		o.kind = OptimKind::SinkGD;
 	else
 		o.kind = OptimKind::AdamW;
+	if (sel == "OPTIMIZER_ADAM" && cfg.get_bool("ADAM_NO_WEIGHT_DECAY"))
+		o.weight_decay = 0;
 	o.amsgrad = base == "OPTIMIZER_ADAMWADV" || base == "OPTIMIZER_ADAMWSPAM";
 	o.spam = base == "OPTIMIZER_ADAMWSPAM";
 	o.name = sel.substr(std::string("OPTIMIZER_").size());

@@ -362,6 +362,12 @@ TEST(Optimizer, FromConfig)
 	EXPECT_EQ(from("CONFIG_OPTIMIZER_SGD=y\n").kind, OptimKind::SGD);
 	EXPECT_EQ(from("CONFIG_OPTIMIZER_ADAMWADV=y\n").amsgrad, true);
 	EXPECT_EQ(from("CONFIG_OPTIMIZER_ADAM=y\n").kind, OptimKind::Adam);
+	// The image recipes: Adam without decay, the others with WEIGHT_DECAY.
+	const char *nodecay = "CONFIG_ADAM_NO_WEIGHT_DECAY=y\nCONFIG_WEIGHT_DECAY=\"1e-4\"\n";
+	EXPECT_EQ(from(std::string("CONFIG_OPTIMIZER_ADAM=y\n") + nodecay).weight_decay, 0.0);
+	EXPECT_EQ(from(std::string("CONFIG_OPTIMIZER_ADAMW=y\n") + nodecay).weight_decay, 1e-4);
+	EXPECT_EQ(from(std::string("CONFIG_OPTIMIZER_SGD=y\n") + nodecay).weight_decay, 1e-4);
+	EXPECT_EQ(from("CONFIG_OPTIMIZER_ADAM=y\nCONFIG_WEIGHT_DECAY=\"1e-4\"\n").weight_decay, 1e-4);
 	EXPECT_EQ(from("").name, "adamw");
 	auto none = from("CONFIG_OPTIMIZER_MODE_NONE=y\nCONFIG_OPTIMIZER_SGD=y\n"); // mode NONE: the model's default
 	EXPECT_EQ(none.name, "adamw");

@@ -128,6 +128,13 @@ expect_fail "pixels need 784 bytes, the file has" "$KNLP" train --config l.confi
 	--set "IMAGE_DATA_DIR=\"$T/fold\"" --out fo2
 test ! -e fo2 && ok || bad "run folder left after a bad image"
 
+# AdamWAdv gets the original's CNN recipe: per-epoch cosine to 1e-6 (3e-3, then
+# 1e-6 + (3e-3 - 1e-6)(1 + cos(pi/3))/2 = 2.25025e-3, then 7.5075e-4) and clip 1.0.
+"$KNLP" train --config l.config --set OPTIMIZER_ADAMWADV=y --out adv >adv.log 2>&1 || bad "adamwadv run: $(tail -3 adv.log)"
+grep -q "adamwadv: the original's CNN recipe" adv.log && $PYTHON -c "
+import json; lr = json.load(open('adv/training_metrics.json'))['learning_rates']
+assert all(abs(a - b) < 1e-12 for a, b in zip(lr, [3e-3, 2.25025e-3, 7.5075e-4])) and len(lr) == 3, lr" && ok || bad "adamwadv recipe: $(grep -A4 learning_rates adv/training_metrics.json)"
+
 # Bad input.
 mkdir -p bad && cp idx/* bad/
 $PYTHON -c "

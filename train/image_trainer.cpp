@@ -175,7 +175,8 @@ private:
 	double replica_spread_ = 0;
 	double lr_ = 0, min_lr_ = 0, best_acc_ = -1, last_img_s_ = 0, epoch_loss_sum_ = 0;
 	int64_t epoch_loss_n_ = 0, best_epoch_ = -1;
-	bool cosine_ = false, channels_last_ = false;
+	bool cosine_ = false, channels_last_ = false, adv_recipe_ = false;
+	double clip_ = 0;
 	double elapsed_before_ = 0, epoch_time_before_ = 0;
 	std::chrono::steady_clock::time_point t_start_, epoch_t0_;
 	json hist_ = {{"epochs", json::array()},	 {"train_losses", json::array()}, {"test_losses", json::array()},
@@ -250,6 +251,10 @@ void ImageTrainer::setup()
 		fail("training: CONFIG_LEARNING_RATE must be > 0");
 	const int64_t total = epochs_ * spe_;
 	OptimizerOptions oo = optimizer_options_from(cfg_, lr_);
+	clip_ = cfg_.get_float("IMAGE_GRAD_CLIP");
+	adv_recipe_ = oo.amsgrad && cfg_.get_bool("IMAGE_ADV_RECIPE");
+	if (adv_recipe_) // AdamWAdv / AdamWSPAM: the original's CNN schedule
+		cosine_ = true, min_lr_ = 1e-6, clip_ = 1.0;
 	Config pcfg = cfg_;
 	int64_t ramp_epoch = cfg_.get_int("PRUNING_RAMP_END_EPOCH");
 	if (ramp_epoch > 0 && cfg_.get_int("PRUNING_RAMP_END") == 0)
@@ -518,6 +523,10 @@ int ImageTrainer::run()
 		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
 	if (channels_last_)
 		fmt::print("layout: channels-last (NHWC) convolution weights and inputs\n");
+	if (adv_recipe_)
+		fmt::print("{}: the original's CNN recipe, cosine per epoch to 1e-6 and gradient-norm clip 1.0 "
+			   "(CONFIG_IMAGE_ADV_RECIPE)\n",
+			   opt_->options().name);
 	if (ddp_)
 		fmt::print("data parallel: {} processes ({}), global batch {} x {} x {} = {} images, buckets of {} MiB{}\n",
 			   world_, ddp_->backend(), B_, accum_, world_, G_, cfg_.get_int("DDP_BUCKET_MB"),
@@ -532,7 +541,7 @@ int ImageTrainer::run()
 		fmt::print("optimizer {}; no pruning\n", opt_->options().name);
 	}
 	const int64_t max_time = cfg_.get_int("MAX_TIME");
-	const double clip = cfg_.get_float("IMAGE_GRAD_CLIP");
+	const double clip = clip_;
 	const int64_t log_interval = cfg_.get_int("LOG_INTERVAL");
 	Progress prog("train", double(epochs_ * spe_ - step_), "steps");
 	const int64_t step0 = step_;
