@@ -194,21 +194,23 @@ std::vector<double> step_numbers(const Prepared *p, double loss, int64_t sup, do
 
 void add_acc(json &a, const std::vector<double> &v)
 {
-	auto i64 = [&](const char *k, double x) { a[k] = a[k].get<int64_t>() + std::llround(x); };
-	auto f64 = [&](const char *k, double x) { a[k] = a[k].get<double>() + x; };
-	i64("batches", v[0]);
-	f64("loss_sum", v[1]);
-	i64("loss_n", v[2]);
-	i64("pages", v[3]);
-	i64("loaded", v[4]);
-	i64("supervised", v[2]);
-	i64("edges", v[5]);
-	i64("io_bytes", v[6]);
-	i64("io_pages", v[7]);
-	i64("io_reads", v[8]);
-	f64("io_seconds", v[9]);
-	f64("sample_seconds", v[10]);
-	f64("step_seconds", v[11]);
+	// Accumulator key, index into step_numbers(), integer count or seconds.
+	static const struct {
+		const char *key;
+		int at;
+		bool count;
+	} fields[] = {{"batches", 0, true},	 {"loss_sum", 1, false},     {"loss_n", 2, true},
+		      {"pages", 3, true},	 {"loaded", 4, true},	     {"supervised", 2, true},
+		      {"edges", 5, true},	 {"io_bytes", 6, true},	     {"io_pages", 7, true},
+		      {"io_reads", 8, true},	 {"io_seconds", 9, false},   {"sample_seconds", 10, false},
+		      {"step_seconds", 11, false}};
+	for (const auto &f : fields) {
+		const double x = v[size_t(f.at)];
+		if (f.count)
+			a[f.key] = a[f.key].get<int64_t>() + std::llround(x);
+		else
+			a[f.key] = a[f.key].get<double>() + x;
+	}
 }
 
 // RA_fetch = pages * page / (loaded * record), RA_signal = pages * page / (supervised * record).
@@ -529,10 +531,12 @@ int GnnTrainer::run()
 		save_layout(join_path(run_dir_, "layout.npz"), layout_);
 	if (main_rank() && cfg_.get_bool("HW_MONITOR"))
 		hw_ = std::make_unique<HwMonitor>(join_path(run_dir_, "hw_stats.json"), -1);
-	if (cfg_.get_bool("GNN_FEATURE_STORE")) // each rank reads its own copy of the page file
+	if (cfg_.get_bool("GNN_FEATURE_STORE")) { // each rank reads its own copy of the page file
+		make_dirs(run_dir_); // another rank may get here before rank 0 has written into the folder
 		store_ = std::make_unique<PageStore>(
 			join_path(run_dir_, world_ > 1 ? fmt::format("features.rank{}.bin", rank_) : "features.bin"), g_, layout_,
 			geo_);
+	}
 	silence_other_ranks(rank_);
 	int64_t labelled = int64_t(g_.train.size() + g_.valid.size() + g_.test.size());
 	fmt::print("run {}: graphsage on {}: {} nodes, {} edges, {} features; train/valid/test {}/{}/{} ({} labelled), "
