@@ -1,7 +1,8 @@
 #!/bin/bash
 # Data-parallel image training on Gloo (LeNet-5): 2 processes equal 1 process with
-# accumulation 2 (training losses, weights and optimizer state to 1e-6), including a last
-# global batch that leaves rank 1 an empty micro-batch; one launched process equals the
+# accumulation 2 (training losses, weights and optimizer state to 1e-6, also with magnitude
+# pruning and its masks), including a last global batch that leaves rank 1 an empty
+# micro-batch; one launched process equals the
 # plain run bit for bit; exact resume of a 2-process run cut mid-epoch; a killed rank is
 # named and its checkpoint resumes on one process; a different global batch is refused.
 . "$(dirname "$0")/lib.sh"
@@ -43,7 +44,7 @@ def tensors(run):
             if k == "__metadata__" or k.startswith("rng."):
                 continue
             s, e = v["data_offsets"]
-            dt = np.int64 if v["dtype"] == "I64" else np.float32
+            dt = {"I64": np.int64, "BOOL": np.uint8, "U8": np.uint8, "F64": np.float64}.get(v["dtype"], np.float32)
             out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt).astype(np.float64)
     return out
 a, b, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -71,6 +72,14 @@ assert d["world_size"] == 2 and d["backend"] == "gloo" and d["global_batch"] == 
 assert d["replica_weight_checksum_spread"] == 0 and d["allreduce_bytes"] > 0, d
 assert m["global_batch"] == 64 and m["status"] == "complete" and m["final_accuracy"] > 0.5, m
 PY
+
+# Pruning masks are computed identically on every rank: a pruned 2-process run equals the
+# pruned 1-process run with accumulation 2 (weights, optimizer state and masks).
+P="--set PRUNING_MAGNITUDE=y --set PRUNING_TARGET_SPARSITY=0.5 --set PRUNING_WARMUP=2 --set PRUNING_FREQUENCY=2 --set PRUNING_RAMP_END=12"
+"$KNLP" train --config l.config $P --set GRAD_ACCUM=2 --out onep >onep.log 2>&1 || bad "pruned 1 process: $(tail -3 onep.log)"
+"$KNLP" launch --nproc 2 -- train --config l.config $P --set DDP=y --out twop >twop.log 2>&1 || bad "pruned 2 processes: $(tail -3 twop.log)"
+$PYTHON cmp.py onep twop 1e-6 >cmpp.log 2>&1 && grep -q '"final_sparsity": 0.5' twop/training_metrics.json && ok ||
+	bad "pruned 2-process run differs: $(tail -3 cmpp.log)"
 
 # One launched process goes through the process group and equals the plain run exactly.
 "$KNLP" train --config l.config --out plain >plain.log 2>&1 || bad "plain: $(tail -3 plain.log)"
