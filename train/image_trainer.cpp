@@ -138,7 +138,8 @@ private:
 	void setup();
 	void resume_from(const std::string &ckpt);
 	// Micro-batch `micro` (of world x accum) of step `b` of `epoch`.
-	Batch make_batch(int64_t epoch, int64_t b, int micro) const;
+	// `order` is the epoch's permutation (epoch_order), computed once per epoch.
+	Batch make_batch(const std::vector<int64_t> &order, int64_t epoch, int64_t b, int micro) const;
 	int64_t images_in_step(int64_t b) const { return std::min<int64_t>(G_, train_.n - b * G_); }
 	bool main_rank() const { return rank_ == 0; }
 	void evaluate(double *loss, double *acc);
@@ -282,13 +283,12 @@ void ImageTrainer::setup()
 		ddp_->attach(model_->parameters(), cfg_.get_int("DDP_BUCKET_MB") << 20, cfg_.get_bool("DDP_OVERLAP"));
 }
 
-Batch ImageTrainer::make_batch(int64_t epoch, int64_t b, int micro) const
+Batch ImageTrainer::make_batch(const std::vector<int64_t> &order, int64_t epoch, int64_t b, int micro) const
 {
 	const int64_t start = b * G_ + int64_t(micro) * B_;
 	const int64_t n = std::clamp<int64_t>(std::min(b * G_ + G_, train_.n) - start, 0, B_);
 	if (n == 0)
 		return {};
-	auto order = epoch_order(train_.n, static_cast<uint64_t>(seed_), epoch);
 	auto x = torch::empty({n, tf_train_.out_channels, tf_train_.size, tf_train_.size});
 	auto y = torch::empty({n}, torch::kLong);
 	make_image_batch(train_, order.data() + start, n, tf_train_,
@@ -558,8 +558,11 @@ int ImageTrainer::run()
 	while (epoch_ < epochs_ && !stop) {
 		const double lr = lr_at(epoch_);
 		// The next micro-batch is prepared on another thread while this one trains.
-		auto fetch = [this, first_micro](int64_t e, int64_t b, int j) {
-			return std::async(std::launch::async, [this, e, b, m = first_micro + j] { return make_batch(e, b, m); });
+		auto order = std::make_shared<const std::vector<int64_t>>(
+			epoch_order(train_.n, static_cast<uint64_t>(seed_), epoch_));
+		auto fetch = [this, first_micro, order](int64_t e, int64_t b, int j) {
+			return std::async(std::launch::async,
+					  [this, order, e, b, m = first_micro + j] { return make_batch(*order, e, b, m); });
 		};
 		auto next = fetch(epoch_, batch_in_epoch_, 0);
 		while (batch_in_epoch_ < spe_) {
