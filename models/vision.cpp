@@ -29,9 +29,11 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x) override
 	{
-		auto y = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2);
-		y = torch::max_pool2d(torch::relu(bn2(conv2(y))), 2).flatten(1);
-		return fc3(torch::relu(fc2(torch::relu(fc1(y)))));
+		// In-place ReLU: BatchNorm's and Linear's backward need their inputs, not their
+		// outputs, and ReLU's backward needs only its result, so no copy is kept.
+		auto y = torch::max_pool2d(bn1(conv1(x)).relu_(), 2);
+		y = torch::max_pool2d(bn2(conv2(y)).relu_(), 2).flatten(1);
+		return fc3(fc2(fc1(y).relu_()).relu_());
 	}
 	const VisionConfig &config() const override { return c_; }
 
@@ -56,8 +58,10 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x)
 	{
-		auto y = bn2(conv2(torch::relu(bn1(conv1(x)))));
-		return torch::relu(y + (shortcut ? shortcut->forward(x) : x));
+		// In place, as in LeNet5::forward; the residual add needs neither operand back.
+		auto y = bn2(conv2(bn1(conv1(x)).relu_()));
+		y += shortcut ? shortcut->forward(x) : x;
+		return y.relu_();
 	}
 
 private:
@@ -83,10 +87,11 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x)
 	{
-		auto y = torch::relu(bn1(conv1(x)));
-		y = torch::relu(bn2(conv2(y)));
+		auto y = bn1(conv1(x)).relu_();
+		y = bn2(conv2(y)).relu_();
 		y = bn3(conv3(y));
-		return torch::relu(y + (downsample ? downsample->forward(x) : x));
+		y += downsample ? downsample->forward(x) : x;
+		return y.relu_();
 	}
 
 private:
@@ -142,7 +147,7 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x) override
 	{
-		auto y = torch::relu(bn1(conv1(x)));
+		auto y = bn1(conv1(x)).relu_();
 		if (deep_)
 			y = torch::max_pool2d(y, 3, 2, 1);
 		for (auto &l : layers_)
