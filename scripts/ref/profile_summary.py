@@ -46,7 +46,7 @@ def load(spec):
     kernels = [e for e in ev if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
     gpu = bool(kernels)
     if not gpu:  # CPU: top-level operators only (those not inside another operator of the same thread)
-        ops = sorted((e for e in ev if e.get("ph") == "X" and e.get("cat") == "cpu_op"), key=lambda e: (e["tid"], e["ts"]))
+        ops = sorted((e for e in ev if e.get("ph") == "X" and e.get("cat", "cpu_op") == "cpu_op"), key=lambda e: (e["tid"], e["ts"]))
         kernels, end = [], {}
         for e in ops:
             if e["ts"] >= end.get(e["tid"], -1):

@@ -82,6 +82,11 @@ def main():
 
     for _ in range(2):
         step()
+    if os.environ.get("KNLP_PROFILE"):  # chrome trace of 3 steps, like knlp_bench's KNLP_BENCH_PROFILE
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        prof.export_chrome_trace(os.environ["KNLP_PROFILE"])
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
