@@ -19,12 +19,18 @@ printf '   leading spaces and trailing   \n\n\n' >"$T/odd3.txt"
 printf "can't won't y'all ''quoted'' 'tis O'Neil's 1,000,000.50 3.14e-10 <|endoftext|> a\u0301 e\u0308" >"$T/odd4.txt"
 files=$(ls "$T"/*.txt)
 node "$TOP/scripts/ref/gpt2_encode.js" "$V" $files >"$T/js.out" 2>/dev/null || { echo "FAIL: node encoder"; exit 1; }
+# One process for every file: the vocabulary loads once, and the lines line up with node's.
+"$KNLP" encode --vocab-dir "$V" $files >"$T/knlp.out" 2>"$T/knlp.err" || bad "knlp encode: $(cat "$T/knlp.err")"
 n=0
 for f in $files; do
 	n=$((n + 1))
-	want=$(sed -n "${n}p" "$T/js.out")
-	got="[$("$KNLP" encode --vocab-dir "$V" <"$f" | paste -sd, -)]"
-	[ "$want" = "$got" ] && ok || bad "token mismatch on $(basename "$f")"
+	[ "$(sed -n "${n}p" "$T/js.out")" = "$(sed -n "${n}p" "$T/knlp.out")" ] && ok || bad "token mismatch on $(basename "$f")"
 done
+[ "$(wc -l <"$T/knlp.out")" = "$n" ] && ok || bad "knlp encode printed $(wc -l <"$T/knlp.out") lines for $n files"
+# Standard input gives the same ids, one per line.
+want=$(sed -n 1p "$T/knlp.out")
+got="[$("$KNLP" encode --vocab-dir "$V" <"$(echo $files | cut -d' ' -f1)" | paste -sd, -)]"
+[ "$want" = "$got" ] && ok || bad "standard input and file arguments disagree"
+expect_fail "nope.txt: cannot read" "$KNLP" encode --vocab-dir "$V" "$T/nope.txt"
 [ "$n" -ge 40 ] && ok || bad "only $n files compared"
 finish

@@ -120,17 +120,31 @@ void add_data_commands(CLI::App &app)
 	auto *ver = app.add_subcommand("version", "Print version information");
 	ver->callback([] { fmt::print("knlp {}\n", code_version()); });
 
-	auto *enc = app.add_subcommand("encode", "Tokenize text from standard input (one id per line)");
+	auto *enc = app.add_subcommand("encode", "Tokenize text: standard input to one id per line, or each FILE to one "
+						 "line [id,id,...] (a JSON array, in the order given)");
 	static std::string tok_name = "gpt2", vocab_dir;
+	static std::vector<std::string> enc_files;
 	enc->add_option("--tokenizer", tok_name, "byte or gpt2")->capture_default_str();
 	enc->add_option("--vocab-dir", vocab_dir, "Folder with encoder.json and vocab.bpe");
+	enc->add_option("files", enc_files, "Files to tokenize, each to one line (the vocabulary is loaded once)");
 	enc->callback([] {
 		auto tok = make_tokenizer(tok_name, vocab_dir);
-		std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-		auto ids = tok->encode(text);
 		std::string out;
-		for (auto id : ids)
-			out += std::to_string(id) + "\n";
+		if (enc_files.empty()) {
+			std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+			for (auto id : tok->encode(text))
+				out += std::to_string(id) + "\n";
+		}
+		for (const auto &f : enc_files) {
+			std::string text = read_file(f);
+			out += '[';
+			const char *sep = "";
+			for (auto id : tok->encode(text)) {
+				out += sep + std::to_string(id);
+				sep = ",";
+			}
+			out += "]\n";
+		}
 		std::fwrite(out.data(), 1, out.size(), stdout);
 	});
 }
