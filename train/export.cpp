@@ -275,7 +275,9 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 		(void)name;
 		return (t - back).pow(2);
 	};
-	for (auto &[name, t] : params) {
+	for (auto &kv : params) {
+		const auto &name = kv.first; // named references, not bindings: lambdas below capture them
+		auto &t = kv.second;
 		shapes.emplace_back(name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()));
 		int role_layer;
 		const bool scored = !gpt2_role(name, &role_layer).empty() && t.dim() == 2;
