@@ -224,7 +224,8 @@ NpyArray make_npy_f32(const std::vector<float> &v, std::vector<int64_t> shape)
 	NpyArray a;
 	a.kind = 'f', a.itemsize = 4, a.shape = std::move(shape);
 	a.data.resize(v.size() * 4);
-	std::memcpy(a.data.data(), v.data(), a.data.size());
+	if (!v.empty()) // an empty vector's data() may be null, and memcpy's pointers must not be
+		std::memcpy(a.data.data(), v.data(), a.data.size());
 	return a;
 }
 
@@ -233,7 +234,8 @@ NpyArray make_npy_i64(const std::vector<int64_t> &v, std::vector<int64_t> shape)
 	NpyArray a;
 	a.kind = 'i', a.itemsize = 8, a.shape = std::move(shape);
 	a.data.resize(v.size() * 8);
-	std::memcpy(a.data.data(), v.data(), a.data.size());
+	if (!v.empty())
+		std::memcpy(a.data.data(), v.data(), a.data.size());
 	return a;
 }
 
