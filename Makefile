@@ -70,7 +70,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base check-san
 
 all: run
 
@@ -141,6 +141,11 @@ build: $(BUILD)/build.ninja
 
 prepare: build $(CONFIG)-exists
 	$(KNLP) prepare --config $(CONFIG)
+
+# Every unit test (test_base and test_ml: parsers, models, optimizers, trainers, resume)
+# under ASan + UBSan, the shell scripts left out: CI's sanitizer run (docs/robustness.md).
+check-san:
+	@$(MAKE) --no-print-directory check SANITIZE=address,undefined CTEST_ARGS="-E ^sh_"
 
 # The libtorch-free tests under ASan + UBSan (docs/robustness.md).
 check-san-base:
@@ -258,7 +263,8 @@ help:
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
 	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
 	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
-	@echo "  check-san-base      the libtorch-free tests under ASan + UBSan (SANITIZE=... check: all of them)"
+	@echo "  check-san           every unit test under ASan + UBSan (what CI runs; SANITIZE=... check: all tests)"
+	@echo "  check-san-base      the libtorch-free tests under ASan + UBSan (a few minutes)"
 	@echo "  randconfig-sweep    N=50 random configurations: each trains a few steps or is rejected cleanly"
 	@echo "  fuzz                libFuzzer on every parser (FUZZ_SECONDS=60 each, FUZZ_TARGETS=\"npz gguf\" for some)"
 	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"
