@@ -35,7 +35,7 @@ bool prunable(const std::string &name, const torch::Tensor &p)
 	return true;
 }
 
-Pruner::Pruner(PruneOptions o, Optimizer &opt) : o_(o), opt_(opt)
+Pruner::Pruner(PruneOptions o, Optimizer &opt) : o_(o)
 {
 	if (o_.method == PruneMethod::None)
 		return;

@@ -76,7 +76,6 @@ private:
 	torch::Tensor score(const Target &t) const;
 	void apply();
 	PruneOptions o_;
-	Optimizer &opt_;
 	std::vector<Target> targets_;
 	double target_now_ = 0;
 	int64_t score_bytes_peak_ = 0;
