@@ -4,9 +4,12 @@
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
 //   knlp_bench optim STEPS [cuda]           AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
-//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last|no_onednn]
+//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last|no_onednn|libtorch_pool]
 //                                           image training step (images/s), the image
 //                                           trainer's step: forward, loss, backward, AdamW
+//   knlp_bench pool STEPS                   LeNet-5's ReLU + 2x2 max pool, forward and
+//                                           backward at batch 512: the fused kernel
+//                                           (models/pool.h) vs libtorch's relu + max_pool2d
 //   knlp_bench quant                        GGML block quantize / dequantize throughput per
 //                                           type (one thread, MB/s of float32, best of 3)
 //   knlp_bench fim L H C T V WINDOWS        Fisher scoring tokens/s (batch-1 windows): the
@@ -28,6 +31,7 @@
 #include "data/tokens.h"
 #include "fim/fisher.h"
 #include "models/gpt2.h"
+#include "models/pool.h"
 #include "gnn/graph.h"
 #include "gnn/layout.h"
 #include "gnn/measure.h"
@@ -168,6 +172,7 @@ static int bench_vision(int argc, char **a)
 	const bool cl = mode == "channels_last";
 	if (mode == "no_onednn") // libtorch's own convolutions instead of oneDNN's
 		at::globalContext().setUserEnabledMkldnn(false);
+	vc.fused_pool = mode != "libtorch_pool"; // LeNet-5's ReLU + max pool: libtorch's ops
 	torch::manual_seed(0);
 	auto m = make_vision_model(vc);
 	auto x = torch::randn({B, vc.in_channels, 32, 32});
@@ -202,8 +207,47 @@ static int bench_vision(int argc, char **a)
 	for (int i = 0; i < steps; i++)
 		step();
 	double dt = secs(t0) / steps;
-	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
+	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : mode == "libtorch_pool" ? "knlp-libtorch-pool" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
 			    {"threads", torch::get_num_threads()}, {"peak_rss_mb", peak_rss_mb()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+// Both LeNet-5 pooling layers (6x28x28 and 16x10x10 at batch 512), forward and backward,
+// alternating the two implementations step by step so that drift hits both alike.
+static int bench_pool(char **a)
+{
+	const int steps = std::atoi(a[0]);
+	torch::manual_seed(0);
+	std::vector<torch::Tensor> xs = {torch::randn({512, 6, 28, 28}, torch::requires_grad()),
+					 torch::randn({512, 16, 10, 10}, torch::requires_grad())};
+	std::vector<torch::Tensor> gs = {torch::randn({512, 6, 14, 14}), torch::randn({512, 16, 5, 5})};
+	double fwd[2] = {0, 0}, bwd[2] = {0, 0};
+	auto run = [&](int impl) {
+		for (size_t l = 0; l < xs.size(); l++) {
+			auto t0 = clk::now();
+			auto y = impl ? torch::max_pool2d(torch::relu(xs[l]), 2) : relu_max_pool2x2(xs[l]);
+			auto t1 = clk::now();
+			y.backward(gs[l]);
+			fwd[impl] += std::chrono::duration<double>(t1 - t0).count();
+			bwd[impl] += secs(t1);
+			xs[l].mutable_grad().reset();
+		}
+	};
+	for (int i = 0; i < 2; i++)
+		run(0), run(1);
+	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps each
+		torch::autograd::profiler::RecordProfile guard(prof);
+		for (int i = 0; i < 3; i++)
+			run(0), run(1);
+	}
+	fwd[0] = fwd[1] = bwd[0] = bwd[1] = 0;
+	for (int i = 0; i < steps; i++)
+		run(0), run(1);
+	auto ms = [&](double t) { return t / steps * 1e3; };
+	nlohmann::json j = {{"fused_forward_ms", ms(fwd[0])}, {"fused_backward_ms", ms(bwd[0])},
+			    {"libtorch_forward_ms", ms(fwd[1])}, {"libtorch_backward_ms", ms(bwd[1])},
+			    {"speedup", (fwd[1] + bwd[1]) / (fwd[0] + bwd[0])}, {"threads", torch::get_num_threads()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -478,6 +522,8 @@ int main(int argc, char **argv)
 		return bench_attention(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && (argc == 3 || argc == 4))
 		return bench_optim(argv + 2);
+	if (!std::strcmp(argv[1], "pool") && argc == 3)
+		return bench_pool(argv + 2);
 	if (!std::strcmp(argv[1], "quant") && argc == 2)
 		return bench_quant();
 	if (!std::strcmp(argv[1], "fim") && argc == 8)

@@ -1,6 +1,7 @@
 #include "models/vision.h"
 
 #include "core/error.h"
+#include "models/pool.h"
 
 namespace knlp {
 
@@ -31,8 +32,11 @@ public:
 	{
 		// In-place ReLU: BatchNorm's and Linear's backward need their inputs, not their
 		// outputs, and ReLU's backward needs only its result, so no copy is kept.
-		auto y = torch::max_pool2d(bn1(conv1(x)).relu_(), 2);
-		y = torch::max_pool2d(bn2(conv2(y)).relu_(), 2).flatten(1);
+		auto pool = [this](const torch::Tensor &t) {
+			return c_.fused_pool ? relu_max_pool2x2(t) : torch::max_pool2d(t.relu(), 2);
+		};
+		auto y = pool(bn1(conv1(x)));
+		y = pool(bn2(conv2(y))).flatten(1);
 		return fc3(fc2(fc1(y).relu_()).relu_());
 	}
 	const VisionConfig &config() const override { return c_; }

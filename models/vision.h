@@ -12,6 +12,9 @@ struct VisionConfig {
 	std::string arch = "lenet5"; // lenet5, resnet18, resnet50
 	int in_channels = 1;
 	int num_classes = 10;
+	// LeNet-5: ReLU + 2x2 max pooling as one kernel (models/pool.h), bit-identical to
+	// libtorch's relu_ + max_pool2d and several times faster; false takes libtorch's.
+	bool fused_pool = true;
 	static int64_t expected_params(const VisionConfig &c); // analytic count
 };
 

@@ -64,8 +64,18 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 		"" "$kdi" "$pti" "$(ratio "$ki" "$pti")"
 	printf "  %-8s      oneDNN off (libtorch's own convolutions): knlp %6.0f img/s (%sx of oneDNN's)\n" \
 		"" "$(jq_get "$kn" images_per_sec)" "$(ratio "$(jq_get "$kn" images_per_sec)" "$ki")"
-	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "knlp_no_onednn": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s}' \
-		"$sep" "$1" "$k" "$kc" "$kd" "$kn" "$p" "$pc" "$pt" >>"$res"
+	extra=
+	if [ "$1" = lenet5 ]; then
+		# LeNet-5's fused ReLU + max pool (models/pool.h) against libtorch's two ops, in the
+		# whole step and alone (both pooling layers, forward and backward).
+		kp=$(best "$B" vision "$@" libtorch_pool); pool=$("$B" pool 20)
+		pf=$($PY -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{j['fused_forward_ms'] + j['fused_backward_ms']:.1f} vs {j['libtorch_forward_ms'] + j['libtorch_backward_ms']:.1f} ms ({j['speedup']:.2f}x)\")" "$pool")
+		printf "  %-8s      fused ReLU + max pool: the step with libtorch's relu + max_pool2d %6.0f img/s (fused %sx); the two layers alone %s\n" \
+			"" "$(jq_get "$kp" images_per_sec)" "$(ratio "$ki" "$(jq_get "$kp" images_per_sec)")" "$pf"
+		extra=", \"knlp_libtorch_pool\": $kp, \"pool\": $pool"
+	fi
+	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "knlp_no_onednn": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s%s}' \
+		"$sep" "$1" "$k" "$kc" "$kd" "$kn" "$p" "$pc" "$pt" "$extra" >>"$res"
 	sep=", "
 done
 printf '},\n' >>"$res"

@@ -11,7 +11,9 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "data/images.h"
+#include "models/pool.h"
 #include "models/vision.h"
+#include "optim/optimizer.h"
 #include "train/image_trainer.h"
 
 using namespace knlp;
@@ -56,6 +58,72 @@ TEST(Vision, ForwardShapesAndKaimingInit)
 	EXPECT_EQ(r50->forward(torch::randn({1, 3, 64, 64})).sizes(), (std::vector<int64_t>{1, 100}));
 	EXPECT_EQ(r50->named_parameters()["layer1.0.conv2.weight"].sizes(), (std::vector<int64_t>{64, 64, 3, 3}));
 	EXPECT_THROW(make_vision_model(vc("vgg", 3, 10)), Error);
+}
+
+// Bit patterns, so that -0 against +0 and NaN payloads count as differences.
+static bool same_bits(const torch::Tensor &a, const torch::Tensor &b)
+{
+	return a.sizes() == b.sizes() && a.contiguous().view(torch::kInt).equal(b.contiguous().view(torch::kInt));
+}
+
+TEST(Vision, FusedReluMaxPoolIsLibtorchsBitForBit)
+{
+	torch::manual_seed(3);
+	// Few distinct values: ties inside windows everywhere, at zero and above it, with -0,
+	// negative values, NaN, and odd sizes whose last row or column no window covers.
+	for (auto shape : std::vector<std::vector<int64_t>>{{4, 6, 28, 28}, {3, 16, 10, 10}, {2, 3, 7, 9}, {1, 1, 2, 2}}) {
+		auto x = torch::randint(-3, 4, shape).to(torch::kFloat) * 0.5;
+		auto flat = x.view(-1);
+		flat.index_put_({torch::randint(0, flat.numel(), {flat.numel() / 7})}, -0.0);
+		flat.index_put_({torch::randint(0, flat.numel(), {std::max<int64_t>(1, flat.numel() / 50)})}, NAN);
+		auto g = torch::randn({shape[0], shape[1], shape[2] / 2, shape[3] / 2});
+		auto a = x.clone().requires_grad_(), b = x.clone().requires_grad_();
+		auto ya = relu_max_pool2x2(a), yb = torch::max_pool2d(b.relu(), 2);
+		ASSERT_TRUE(same_bits(ya, yb)) << shape;
+		ya.backward(g);
+		yb.backward(g);
+		EXPECT_TRUE(same_bits(a.grad(), b.grad())) << shape;
+		EXPECT_GT(b.grad().ne(0).sum().item<int64_t>(), 0);
+		torch::NoGradGuard ng; // the inference path writes no winner codes
+		EXPECT_TRUE(same_bits(relu_max_pool2x2(x), yb)) << shape;
+	}
+	// Other layouts take libtorch's path, with the same result.
+	auto x = torch::randn({2, 4, 6, 6});
+	EXPECT_TRUE(same_bits(relu_max_pool2x2(x.contiguous(at::MemoryFormat::ChannelsLast)),
+			      torch::max_pool2d(x.relu(), 2)));
+}
+
+TEST(Vision, LeNetTrainsTheSameWithTheFusedPool)
+{
+	// Three AdamW steps from the same seed with either pooling: identical losses and weights.
+	std::vector<std::vector<float>> losses(2);
+	std::vector<std::vector<torch::Tensor>> weights(2);
+	for (int fused = 0; fused < 2; fused++) {
+		auto c = vc("lenet5", 1, 10);
+		c.fused_pool = fused;
+		torch::manual_seed(11);
+		auto m = make_vision_model(c);
+		auto x = torch::randn({64, 1, 32, 32});
+		auto y = torch::randint(0, 10, {64});
+		std::vector<std::pair<std::string, torch::Tensor>> named;
+		for (auto &p : m->named_parameters())
+			named.emplace_back(p.key(), p.value());
+		Optimizer opt(named, OptimizerOptions{});
+		for (int s = 0; s < 3; s++) {
+			auto loss = torch::nn::functional::cross_entropy(m->forward(x), y);
+			loss.backward();
+			opt.step(1e-2, 1.0);
+			for (auto &st : opt.state())
+				st.param.mutable_grad().reset();
+			losses[size_t(fused)].push_back(loss.item<float>());
+		}
+		for (auto &p : m->parameters())
+			weights[size_t(fused)].push_back(p.detach().clone());
+	}
+	EXPECT_EQ(losses[0], losses[1]);
+	EXPECT_LT(losses[1][2], losses[1][0]);
+	for (size_t i = 0; i < weights[0].size(); i++)
+		EXPECT_TRUE(same_bits(weights[0][i], weights[1][i])) << i;
 }
 
 static std::string tmp(const std::string &name) { return ::testing::TempDir() + "knlp_vision_" + name; }
