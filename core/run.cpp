@@ -1,6 +1,7 @@
 #include "core/run.h"
 
 #include <ctime>
+#include <fstream>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +19,33 @@ std::string host_name()
 	if (gethostname(buf, sizeof(buf) - 1) != 0)
 		return "unknown";
 	return buf;
+}
+
+CpuInfo cpu_info(const std::string &path)
+{
+	CpuInfo c{"unknown", "baseline"};
+	std::ifstream f(path);
+	std::string line, flags;
+	while (std::getline(f, line)) {
+		// "model name\t: Intel(R) ...", "flags\t\t: fpu vme ..."
+		const auto colon = line.find(':');
+		if (colon == std::string::npos || colon == 0)
+			continue;
+		const auto end = line.find_last_not_of(" \t", colon - 1);
+		const std::string key = end == std::string::npos ? "" : line.substr(0, end + 1);
+		const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+		if (key == "model name" && c.model == "unknown")
+			c.model = value;
+		else if (key == "flags" && flags.empty())
+			flags = " " + value + " ";
+	}
+	// The widest vector extension the kernels of libtorch and oneDNN dispatch on.
+	for (const char *isa : {"avx512f", "avx2", "avx", "sse4_2"})
+		if (flags.find(std::string(" ") + isa + " ") != std::string::npos) {
+			c.isa = isa;
+			break;
+		}
+	return c;
 }
 
 std::string now_stamp()
@@ -45,11 +73,16 @@ void record_run(const std::string &dir, const Config &cfg, const std::string &co
 {
 	make_dirs(dir);
 	write_file_atomic(join_path(dir, "config"), cfg.to_text());
+	// libtorch and oneDNN pick kernels by instruction set, so the same seed gives slightly
+	// different numbers on another CPU family (docs/architecture.md, Reproducibility).
+	const CpuInfo cpu = cpu_info();
 	nlohmann::json j = {
 		{"command", command},
 		{"seed", cfg.get_int("SEED")},
 		{"code_version", code_version()},
 		{"host", host_name()},
+		{"cpu", cpu.model},
+		{"cpu_isa", cpu.isa},
 		{"started", iso_time()},
 		{"config_source", cfg.source()},
 		{"compiler", __VERSION__},

@@ -1,5 +1,5 @@
 // Run records: every run gets a folder holding the resolved config, the seed, the code
-// version (git describe), host and library versions, written before any work starts.
+// version (git describe), host, CPU and library versions, written before any work starts.
 #pragma once
 #include <map>
 #include <string>
@@ -10,6 +10,14 @@ namespace knlp {
 
 std::string code_version();   // git describe of the source tree at build time
 std::string host_name();
+
+// What the numbers of a run depend on besides the code: the CPU model and the widest
+// vector extension libtorch's and oneDNN's kernels can dispatch on (avx512f, avx2, avx,
+// sse4_2, or baseline), from /proc/cpuinfo ("unknown" and "baseline" where it is missing).
+struct CpuInfo {
+	std::string model, isa;
+};
+CpuInfo cpu_info(const std::string &path = "/proc/cpuinfo");
 std::string now_stamp();      // YYYYmmdd_HHMMSS, local time
 std::string iso_time();       // UTC ISO 8601
 

@@ -5,6 +5,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/run.h"
 #include "testutil.h"
 
 using namespace knlp;
@@ -119,4 +120,23 @@ TEST(Config, DiffListsChangedSymbols)
 	ASSERT_EQ(d.size(), 2u);
 	EXPECT_EQ(d[0], "CONFIG_SEED (1 -> 2)");
 	EXPECT_EQ(a.diff(b, {"SEED", "MAX_ITERS"}).size(), 0u);
+}
+
+TEST(RunRecord, CpuModelAndWidestVectorExtension)
+{
+	auto cpuinfo = [](const std::string &name, const std::string &text) {
+		auto path = ::testing::TempDir() + "knlp_cpuinfo_" + name;
+		test::write(path, text);
+		return cpu_info(path);
+	};
+	// Whole words only: avx512_fp16 or avx512vl alone are not avx512f.
+	auto intel = cpuinfo("intel", "processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512_fp16\n\n"
+				      "processor\t: 1\nmodel name\t: Xeon X\nflags\t\t: fpu\n");
+	EXPECT_EQ(intel.model, "Xeon X");
+	EXPECT_EQ(intel.isa, "avx512f");
+	EXPECT_EQ(cpuinfo("amd", "model name\t: EPYC Y\nflags\t\t: fpu avx avx2 avx512_fp16 avx512vl\n").isa, "avx2");
+	EXPECT_EQ(cpuinfo("old", "model name\t: Z\nflags\t\t: fpu sse2\n").isa, "baseline");
+	auto none = cpu_info(::testing::TempDir() + "knlp_cpuinfo_missing");
+	EXPECT_EQ(none.model, "unknown");
+	EXPECT_EQ(none.isa, "baseline");
 }

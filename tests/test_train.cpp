@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "core/rng.h"
+#include "core/run.h"
 #include "core/safetensors.h"
 #include "models/gpt2.h"
 #include "testutil.h"
@@ -107,6 +109,9 @@ TEST_F(TrainFixture, LossGoesDownAndMetricsAreWritten)
 	auto runs = json::parse(test::slurp(d / "run/run.json"));
 	EXPECT_EQ(runs[0]["seed"], 1337);
 	EXPECT_FALSE(runs[0]["code_version"].get<std::string>().empty());
+	EXPECT_EQ(runs[0]["cpu"], cpu_info().model);
+	EXPECT_NE(runs[0]["cpu"], "unknown"); // Linux has /proc/cpuinfo
+	EXPECT_TRUE(std::set<std::string>({"avx512f", "avx2", "avx", "sse4_2"}).count(runs[0]["cpu_isa"])) << runs[0]["cpu_isa"];
 	EXPECT_NE(test::slurp(d / "run/config").find("CONFIG_GPT2_N_EMBD=32"), std::string::npos);
 	EXPECT_NE(test::slurp(d / "run/samples.txt").find("=== step 60 ==="), std::string::npos);
 	EXPECT_EQ(steps(d / "run").size(), 60u + 3u);
