@@ -33,7 +33,7 @@ public:
 		// In-place ReLU: BatchNorm's and Linear's backward need their inputs, not their
 		// outputs, and ReLU's backward needs only its result, so no copy is kept.
 		auto pool = [this](const torch::Tensor &t) {
-			return c_.fused_pool ? relu_max_pool2x2(t) : torch::max_pool2d(t.relu(), 2);
+			return c_.fused_pool ? relu_max_pool2x2(t) : torch::max_pool2d(torch::Tensor(t).relu_(), 2);
 		};
 		auto y = pool(bn1(conv1(x)));
 		y = pool(bn2(conv2(y))).flatten(1);
