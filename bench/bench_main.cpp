@@ -4,7 +4,7 @@
 //   knlp_bench train L H C T B V STEPS      GPT-2 training step: tokens/s, MFU, peak RSS
 //   knlp_bench optim STEPS [cuda]           AdamW step on the 124M parameter set vs libtorch
 //   knlp_bench tokenize byte|gpt2 FILES...  single-thread encode throughput (MB/s)
-//   knlp_bench vision lenet5|resnet18 BATCH STEPS [channels_last|no_onednn|libtorch_pool]
+//   knlp_bench vision lenet5|resnet18|resnet50 BATCH STEPS [channels_last|no_onednn|libtorch_pool|libtorch_ops|direct]
 //                                           image training step (images/s), the image
 //                                           trainer's step: forward, loss, backward, AdamW
 //   knlp_bench pool STEPS                   LeNet-5's ReLU + 2x2 max pool, forward and
@@ -173,6 +173,9 @@ static int bench_vision(int argc, char **a)
 	if (mode == "no_onednn") // libtorch's own convolutions instead of oneDNN's
 		at::globalContext().setUserEnabledMkldnn(false);
 	vc.fused_pool = mode != "libtorch_pool"; // LeNet-5's ReLU + max pool: libtorch's ops
+	// ResNets: oneDNN's blocked layout (models/onednn.h) unless a libtorch layout is measured
+	vc.onednn = mode.empty() || mode == "direct";
+	vc.winograd = mode.empty(); // direct: the blocked path with direct convolutions only
 	torch::manual_seed(0);
 	auto m = make_vision_model(vc);
 	auto x = torch::randn({B, vc.in_channels, 32, 32});
@@ -207,7 +210,7 @@ static int bench_vision(int argc, char **a)
 	for (int i = 0; i < steps; i++)
 		step();
 	double dt = secs(t0) / steps;
-	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : mode == "libtorch_pool" ? "knlp-libtorch-pool" : "knlp"}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
+	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : mode == "libtorch_pool" ? "knlp-libtorch-pool" : mode == "libtorch_ops" ? "knlp-libtorch-ops" : mode == "direct" ? "knlp-direct" : "knlp"}, {"engine", m->engine()}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
 			    {"threads", torch::get_num_threads()}, {"peak_rss_mb", peak_rss_mb()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;

@@ -1,6 +1,7 @@
 #include "models/vision.h"
 
 #include "core/error.h"
+#include "models/onednn.h"
 #include "models/pool.h"
 
 namespace knlp {
@@ -12,6 +13,22 @@ namespace {
 nn::Conv2d conv(int in, int out, int k, int stride, int pad, bool bias)
 {
 	return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(bias));
+}
+
+// The blocked-layout path (models/onednn.h): a libtorch Conv2d's weight through oneDNN.
+torch::Tensor conv_b(const nn::Conv2d &c, const torch::Tensor &x, int stride, int pad, bool winograd)
+{
+	return onednn::conv2d(x, c->weight, stride, pad, winograd);
+}
+
+// A libtorch BatchNorm2d's parameters and statistics through oneDNN, ReLU fused on request;
+// running statistics follow BatchNorm2d's rule (momentum, or a cumulative average without).
+torch::Tensor bn_b(const nn::BatchNorm2d &b, const torch::Tensor &x, bool relu)
+{
+	const auto &o = b->options;
+	double momentum = o.momentum() ? *o.momentum() : 1.0 / double(b->num_batches_tracked.item<int64_t>() + 1);
+	return onednn::batch_norm(x, b->weight, b->bias, b->running_mean, b->running_var, b->num_batches_tracked,
+				  b->is_training(), momentum, o.eps(), relu);
 }
 
 // LeNet-5 with batch norm: conv5 1->6, BN, ReLU, pool; conv5 6->16, BN, ReLU, pool -> 400;
@@ -50,14 +67,15 @@ private:
 
 class BasicBlock : public nn::Module {
 public:
-	BasicBlock(int in, int out, int stride)
+	BasicBlock(int in, int out, int stride, bool winograd) : stride_(stride), wino_(winograd)
 	{
 		conv1 = register_module("conv1", conv(in, out, 3, stride, 1, false));
 		bn1 = register_module("bn1", nn::BatchNorm2d(out));
 		conv2 = register_module("conv2", conv(out, out, 3, 1, 1, false));
 		bn2 = register_module("bn2", nn::BatchNorm2d(out));
 		if (stride != 1 || in != out) {
-			shortcut = register_module("shortcut", nn::Sequential(conv(in, out, 1, stride, 0, false), nn::BatchNorm2d(out)));
+			sc_conv = conv(in, out, 1, stride, 0, false), sc_bn = nn::BatchNorm2d(out);
+			shortcut = register_module("shortcut", nn::Sequential(sc_conv, sc_bn));
 		}
 	}
 	torch::Tensor forward(const torch::Tensor &x)
@@ -67,17 +85,31 @@ public:
 		y += shortcut ? shortcut->forward(x) : x;
 		return y.relu_();
 	}
+	torch::Tensor forward_blocked(const torch::Tensor &x)
+	{
+		auto y = bn_b(bn1, conv_b(conv1, x, stride_, 1, wino_), true);
+		y = bn_b(bn2, conv_b(conv2, y, 1, 1, wino_), false);
+		if (shortcut)
+			y += bn_b(sc_bn, conv_b(sc_conv, x, stride_, 0, false), false);
+		else
+			y += x;
+		return y.relu_();
+	}
 
 private:
+	int stride_;
+	bool wino_;
 	nn::Conv2d conv1{nullptr}, conv2{nullptr};
 	nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
 	nn::Sequential shortcut{nullptr};
+	nn::Conv2d sc_conv{nullptr}; // shortcut's two modules, shared with it
+	nn::BatchNorm2d sc_bn{nullptr};
 };
 
 class Bottleneck : public nn::Module {
 public:
 	static constexpr int expansion = 4;
-	Bottleneck(int in, int width, int stride)
+	Bottleneck(int in, int width, int stride, bool winograd) : stride_(stride), wino_(winograd)
 	{
 		int out = width * expansion;
 		conv1 = register_module("conv1", conv(in, width, 1, 1, 0, false));
@@ -87,7 +119,10 @@ public:
 		conv3 = register_module("conv3", conv(width, out, 1, 1, 0, false));
 		bn3 = register_module("bn3", nn::BatchNorm2d(out));
 		if (stride != 1 || in != out)
-			downsample = register_module("downsample", nn::Sequential(conv(in, out, 1, stride, 0, false), nn::BatchNorm2d(out)));
+		{
+			sc_conv = conv(in, out, 1, stride, 0, false), sc_bn = nn::BatchNorm2d(out);
+			downsample = register_module("downsample", nn::Sequential(sc_conv, sc_bn));
+		}
 	}
 	torch::Tensor forward(const torch::Tensor &x)
 	{
@@ -97,11 +132,26 @@ public:
 		y += downsample ? downsample->forward(x) : x;
 		return y.relu_();
 	}
+	torch::Tensor forward_blocked(const torch::Tensor &x)
+	{
+		auto y = bn_b(bn1, conv_b(conv1, x, 1, 0, false), true);
+		y = bn_b(bn2, conv_b(conv2, y, stride_, 1, wino_), true);
+		y = bn_b(bn3, conv_b(conv3, y, 1, 0, false), false);
+		if (downsample)
+			y += bn_b(sc_bn, conv_b(sc_conv, x, stride_, 0, false), false);
+		else
+			y += x;
+		return y.relu_();
+	}
 
 private:
+	int stride_;
+	bool wino_;
 	nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
 	nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
 	nn::Sequential downsample{nullptr};
+	nn::Conv2d sc_conv{nullptr}; // downsample's two modules, shared with it
+	nn::BatchNorm2d sc_bn{nullptr};
 };
 
 void kaiming_init(nn::Module &m)
@@ -136,10 +186,14 @@ public:
 			nn::Sequential layer;
 			for (int b = 0; b < (deep ? blocks50[s] : blocks18[s]); b++) {
 				if (deep) {
-					layer->push_back(std::make_shared<Bottleneck>(in, width, b == 0 ? stride : 1));
+					auto blk = std::make_shared<Bottleneck>(in, width, b == 0 ? stride : 1, c.winograd);
+					layer->push_back(blk);
+					bottlenecks_.push_back(blk);
 					in = width * Bottleneck::expansion;
 				} else {
-					layer->push_back(std::make_shared<BasicBlock>(in, width, b == 0 ? stride : 1));
+					auto blk = std::make_shared<BasicBlock>(in, width, b == 0 ? stride : 1, c.winograd);
+					layer->push_back(blk);
+					basics_.push_back(blk);
 					in = width;
 				}
 			}
@@ -151,6 +205,8 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x) override
 	{
+		if (c_.onednn && onednn::available() && x.device().is_cpu() && x.scalar_type() == torch::kFloat)
+			return forward_blocked(x);
 		auto y = bn1(conv1(x)).relu_();
 		if (deep_)
 			y = torch::max_pool2d(y, 3, 2, 1);
@@ -159,9 +215,32 @@ public:
 		return fc(torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
 	}
 	const VisionConfig &config() const override { return c_; }
+	std::string engine() const override
+	{
+		if (!(c_.onednn && onednn::available() && conv1->weight.device().is_cpu()))
+			return "libtorch";
+		return c_.winograd ? "onednn-blocked-winograd" : "onednn-blocked";
+	}
 
 private:
+	// Activations blocked from the stem's output to the pooling head: [N, C/16, H, W, 16].
+	torch::Tensor forward_blocked(const torch::Tensor &x)
+	{
+		auto y = bn_b(bn1, conv_b(conv1, x, deep_ ? 2 : 1, deep_ ? 3 : 1, false), true);
+		if (deep_) // max pooling is libtorch's, between two layout changes
+			y = onednn::to_blocked(torch::max_pool2d(onednn::from_blocked(y), 3, 2, 1));
+		for (auto &b : basics_)
+			y = b->forward_blocked(y);
+		for (auto &b : bottlenecks_)
+			y = b->forward_blocked(y);
+		// Global average pooling: blocked channel cb * 16 + j sits at [:, cb, :, :, j].
+		y = y.mean({2, 3}).reshape({y.size(0), y.size(1) * 16});
+		return fc(y);
+	}
+
 	VisionConfig c_;
+	std::vector<std::shared_ptr<BasicBlock>> basics_;
+	std::vector<std::shared_ptr<Bottleneck>> bottlenecks_;
 	bool deep_ = false;
 	nn::Conv2d conv1{nullptr};
 	nn::BatchNorm2d bn1{nullptr};

@@ -15,6 +15,12 @@ struct VisionConfig {
 	// LeNet-5: ReLU + 2x2 max pooling as one kernel (models/pool.h), bit-identical to
 	// libtorch's relu_ + max_pool2d and several times faster; false takes libtorch's.
 	bool fused_pool = true;
+	// ResNets on the CPU: convolution, batch norm and ReLU on oneDNN's API with activations
+	// kept in its blocked layout (models/onednn.h), where this build has oneDNN's headers;
+	// false, or a GPU, or no headers: libtorch's ops. VisionModel::engine() says which.
+	bool onednn = true;
+	// With onednn: Winograd for the 3x3 stride-1 convolutions (models/onednn.h).
+	bool winograd = true;
 	static int64_t expected_params(const VisionConfig &c); // analytic count
 };
 
@@ -22,6 +28,8 @@ class VisionModel : public torch::nn::Module {
 public:
 	virtual torch::Tensor forward(const torch::Tensor &x) = 0;
 	virtual const VisionConfig &config() const = 0;
+	// What runs the layers: "onednn-blocked", "onednn-blocked-winograd" or "libtorch".
+	virtual std::string engine() const { return "libtorch"; }
 };
 
 std::shared_ptr<VisionModel> make_vision_model(const VisionConfig &c);

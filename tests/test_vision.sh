@@ -100,6 +100,41 @@ assert j['final_accuracy'] > 0.5" && ok || bad "pruning: $(grep -A3 sparsities p
 "$KNLP" train --config l.config --set OPTIMIZER_ADAMWPRUNE=y --set PRUNING_TARGET_SPARSITY=0.5 --set EPOCHS=2 \
 	--out s >s.log 2>&1 && grep -q '"variant": "bitter7"' s/training_metrics.json && ok || bad "AdamWPrune: $(tail -3 s.log)"
 
+# ResNet-18 on oneDNN's blocked layout with Winograd (the default where this build has
+# oneDNN's headers): it learns, the log and run.json name the engine, a kill + resume
+# reproduces the uninterrupted run bit for bit, and libtorch's ops (IMAGE_ONEDNN=n) start
+# from the same loss to rounding.
+bar_idx r18 192 64
+cat >r.config <<EOC
+CONFIG_DEVICE_CPU=y
+CONFIG_MODEL_RESNET18=y
+CONFIG_IMAGE_DATASET_MNIST=y
+CONFIG_IMAGE_DATA_DIR="$T/r18"
+CONFIG_EPOCHS=2
+CONFIG_BATCH_SIZE=32
+CONFIG_LEARNING_RATE="1e-3"
+CONFIG_LOG_INTERVAL=2
+CONFIG_SEED=5
+EOC
+"$KNLP" train --config r.config --out r >r.log 2>&1 || bad "resnet18 run: $(tail -3 r.log)"
+if grep -q "engine: oneDNN primitives" r.log; then
+	grep -q '"engine": "onednn-blocked' r/run.json && ok || bad "run.json engine: $(grep engine r/run.json)"
+	( KNLP_FAULT_KILL_AT='after_step#8' "$KNLP" train --config r.config --out rk >rk.log 2>&1; : ) 2>/dev/null
+	"$KNLP" train --resume rk >>rk.log 2>&1 || bad "resnet18 resume: $(tail -3 rk.log)"
+	same r rk && ok || bad "resnet18 (oneDNN blocked) resume differs from the uninterrupted run"
+	"$KNLP" train --config r.config --set IMAGE_ONEDNN=n --set EPOCHS=1 --out rl >rl.log 2>&1 || bad "libtorch ops: $(tail -3 rl.log)"
+	$PYTHON - r/metrics.jsonl rl/metrics.jsonl <<'PY' && ok || bad "blocked vs libtorch first losses: $(head -2 rl/metrics.jsonl)"
+import json, sys
+first = [next(json.loads(l)["loss"] for l in open(f) if '"type":"train"' in l) for f in sys.argv[1:3]]
+assert abs(first[0] - first[1]) < 1e-3 * first[1], first
+PY
+else
+	grep -q "engine: libtorch's ops; CONFIG_IMAGE_ONEDNN needs" r.log && ok || bad "no engine line: $(head -5 r.log)"
+fi
+$PYTHON -c "
+import json; j = json.load(open('r/training_metrics.json'))
+assert j['parameters'] == 11173962 and j['train_losses'][-1] < j['train_losses'][0], j['train_losses']" && ok || bad "resnet18 learning: $(grep -A3 train_losses r/training_metrics.json)"
+
 # A folder of Netpbm images (binary PGM for training, ASCII for the test split), class
 # folders c0..c9: LeNet-5 learns it like the IDX files.
 $PYTHON - <<'PY'

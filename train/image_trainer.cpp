@@ -216,6 +216,8 @@ void ImageTrainer::setup()
 		     test_.width, train_.channels, train_.height, train_.width);
 	VisionConfig vc;
 	vc.arch = arch_;
+	vc.onednn = cfg_.get_bool("IMAGE_ONEDNN");
+	vc.winograd = cfg_.get_bool("IMAGE_WINOGRAD");
 	vc.in_channels = arch_ == "lenet5" ? train_.channels : 3;
 	vc.num_classes = static_cast<int>(cfg_.get_int("IMAGE_NUM_CLASSES"));
 	if (vc.num_classes == 0)
@@ -267,7 +269,8 @@ void ImageTrainer::setup()
 	model_->to(dev_);
 	if (ddp_) // identical initial weights (they are seeded alike; this makes sure)
 		ddp_->broadcast(model_->parameters());
-	channels_last_ = cfg_.get_bool("IMAGE_CHANNELS_LAST");
+	// oneDNN's blocked layout (IMAGE_ONEDNN) replaces channels-last for the ResNets.
+	channels_last_ = cfg_.get_bool("IMAGE_CHANNELS_LAST") && model_->engine() == "libtorch";
 	if (channels_last_) { // convolution weights NHWC; the optimizer's state follows their layout
 		torch::NoGradGuard ng;
 		for (auto &p : model_->parameters())
@@ -511,7 +514,7 @@ int ImageTrainer::run()
 		record_run(run_dir_, cfg_, req_.command,
 			   {{"torch_version", torch_version()}, {"device", dev_.str()},
 			    {"threads", std::to_string(torch::get_num_threads())}, {"resumed_from", ckpt},
-			    {"world_size", std::to_string(world_)}});
+			    {"world_size", std::to_string(world_)}, {"engine", model_->engine()}});
 	t_start_ = std::chrono::steady_clock::now();
 	if (!ckpt.empty())
 		resume_from(ckpt);
@@ -523,6 +526,15 @@ int ImageTrainer::run()
 		   count_parameters(*model_), dev_.str(), torch::get_num_threads(), seed_);
 	if (channels_last_)
 		fmt::print("layout: channels-last (NHWC) convolution weights and inputs\n");
+	if (arch_ != "lenet5") {
+		const std::string eng = model_->engine();
+		if (eng != "libtorch")
+			fmt::print("engine: oneDNN primitives on its blocked layout{} (CONFIG_IMAGE_ONEDNN)\n",
+				   eng == "onednn-blocked-winograd" ? ", Winograd 3x3 convolutions" : "");
+		else if (cfg_.get_bool("IMAGE_ONEDNN"))
+			fmt::print("engine: libtorch's ops; CONFIG_IMAGE_ONEDNN needs {}\n",
+				   dev_.is_cuda() ? "the CPU" : "a build with oneDNN's headers (libdnnl-dev)");
+	}
 	if (adv_recipe_)
 		fmt::print("{}: the original's CNN recipe, cosine per epoch to 1e-6 and gradient-norm clip 1.0 "
 			   "(CONFIG_IMAGE_ADV_RECIPE)\n",
