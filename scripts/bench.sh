@@ -41,6 +41,7 @@ fi
 if want vision; then
 echo
 echo "== Image training step (2 threads, best of 3): knlp vs plain eager PyTorch (Python), same libtorch, channels-first and channels-last"
+echo "   (knlp's ResNet: oneDNN's blocked layout with Winograd 3x3 convolutions; its channels-last figure is libtorch's ops)"
 printf '  "vision": {' >>"$res"
 sep=
 for shape in "lenet5 512 10" "resnet18 32 4"; do
@@ -73,6 +74,14 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 		printf "  %-8s      fused ReLU + max pool: the step with libtorch's relu + max_pool2d %6.0f img/s (fused %sx); the two layers alone %s\n" \
 			"" "$(jq_get "$kp" images_per_sec)" "$(ratio "$ki" "$(jq_get "$kp" images_per_sec)")" "$pf"
 		extra=", \"knlp_libtorch_pool\": $kp, \"pool\": $pool"
+	else
+		# ResNets: oneDNN's blocked layout (models/onednn.h) with and without Winograd,
+		# against the same model on libtorch's ops (what knlp ran before it).
+		kdir=$(best "$B" vision "$@" direct); klt=$(best "$B" vision "$@" libtorch_ops)
+		printf "  %-8s      oneDNN blocked layout: direct convolutions %6.0f img/s, libtorch's ops %6.0f img/s (Winograd %sx direct; blocked %sx libtorch's ops)\n" \
+			"" "$(jq_get "$kdir" images_per_sec)" "$(jq_get "$klt" images_per_sec)" \
+			"$(ratio "$ki" "$(jq_get "$kdir" images_per_sec)")" "$(ratio "$(jq_get "$kdir" images_per_sec)" "$(jq_get "$klt" images_per_sec)")"
+		extra=", \"knlp_direct\": $kdir, \"knlp_libtorch_ops\": $klt"
 	fi
 	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "knlp_no_onednn": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s%s}' \
 		"$sep" "$1" "$k" "$kc" "$kd" "$kn" "$p" "$pc" "$pt" "$extra" >>"$res"
