@@ -65,6 +65,28 @@ assert d <= tol, d
 print("max weight difference", d)
 PY
 $PYTHON cmp.py one two 1e-6 >cmp.log 2>&1 && ok || bad "2 x accum 2 differs from 1 x accum 4: $(tail -3 cmp.log)"
+# The other launchers start the same processes, so their runs equal knlp launch's bit for
+# bit. torchrun (Debian's python3-torch ships it) serves the rendezvous store from its own
+# agent at MASTER_PORT; the ranks connect to it as clients. Debian 12's torchrun 1.13 on
+# Python 3.11 fails before starting workers unless given --redirects 1 --tee 1
+# (docs/distributed.md). Slurm: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID as srun sets them.
+freeport() { $PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if command -v torchrun >/dev/null 2>&1; then
+	np=--no-python; torchrun --help 2>/dev/null | grep -q -- --no-python || np=--no_python
+	timeout 300 torchrun $np --redirects 1 --tee 1 --log_dir "$T/trlogs" --nproc_per_node=2 --master_addr=127.0.0.1 \
+		--master_port="$(freeport)" "$KNLP" train --config a.config --set DDP=y --set GRAD_ACCUM=2 --out tr >tr.log 2>&1 ||
+		bad "torchrun: $(grep -i error tr.log | head -3)"
+	grep -q "data parallel: 2 processes (gloo)" tr.log && $PYTHON cmp.py two tr 0 >cmptr.log 2>&1 && ok ||
+		bad "torchrun's run differs from knlp launch's: $(tail -3 cmptr.log)"
+fi
+sp=$(freeport)
+for r in 0 1; do
+	SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$sp \
+		timeout 300 "$KNLP" train --config a.config --set DDP=y --set GRAD_ACCUM=2 --out sl >sl$r.log 2>&1 &
+done
+wait
+grep -q "data parallel: 2 processes (gloo)" sl0.log && $PYTHON cmp.py two sl 0 >cmpsl.log 2>&1 && ok ||
+	bad "Slurm-launched run differs from knlp launch's: $(tail -3 sl0.log sl1.log cmpsl.log)"
 # One launched process takes the whole data-parallel path (process group, buckets) and
 # must equal the plain run exactly: weights bit for bit.
 RANK=0 WORLD_SIZE=1 "$KNLP" train --config a.config --set DDP=y --out w1 >w1.log 2>&1 || bad "world 1: $(tail -3 w1.log)"

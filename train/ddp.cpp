@@ -17,6 +17,7 @@
 #include "knlp_features.h"
 // KNLP_HAVE_GLOO / KNLP_HAVE_NCCL: set by CMake where libtorch's headers for them compile.
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #ifdef KNLP_HAVE_GLOO
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
@@ -91,6 +92,8 @@ DdpEnv ddp_env()
 			fail("ddp: RANK={} is set but WORLD_SIZE is not", rank);
 		e.rank = rank, e.world = world;
 		e.local_rank = env_int("LOCAL_RANK", rank);
+		e.agent_store = env_str("TORCHELASTIC_USE_AGENT_STORE") == "True";
+		e.restart = env_int("TORCHELASTIC_RESTART_COUNT", 0);
 	} else if (!env_str("SLURM_PROCID").empty() && !env_str("SLURM_NTASKS").empty()) {
 		e.source = "slurm";
 		e.rank = env_int("SLURM_PROCID", 0), e.world = env_int("SLURM_NTASKS", 1);
@@ -177,19 +180,23 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 	std::string addr = env.addr.empty() ? "127.0.0.1" : env.addr;
 	c10d::TCPStoreOptions so;
 	so.port = static_cast<std::uint16_t>(env.port > 0 ? env.port : free_tcp_port("ddp"));
-	so.isServer = env.rank == 0;
+	so.isServer = env.rank == 0 && !env.agent_store;
 	so.numWorkers = static_cast<size_t>(env.world);
 	so.waitWorkers = false;
 	so.timeout = timeout;
 	try {
 		impl_->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
+		if (env.agent_store) // torchrun's store: our keys apart from its own and earlier attempts'
+			impl_->store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("knlp/attempt{}", env.restart),
+									     impl_->store);
 	} catch (const std::exception &e) {
 		std::string m = e.what();
 		m = m.substr(0, m.find('\n'));
-		if (env.rank == 0)
+		if (env.rank == 0 && !env.agent_store)
 			fail("ddp: rank 0 cannot listen on {}:{} for the rendezvous (port in use? choose another MASTER_PORT): {}",
 			     addr, env.port, m);
-		fail("ddp: rank {} cannot reach the rendezvous at {}:{} within {:.0f} s: {}", env.rank, addr, env.port, secs, m);
+		fail("ddp: rank {} cannot reach the rendezvous{} at {}:{} within {:.0f} s: {}", env.rank,
+		     env.agent_store ? " (torchrun's agent store)" : "", addr, env.port, secs, m);
 	}
 	// Every rank must run the same configuration.
 	auto bytes = [](const std::string &s) { return std::vector<uint8_t>(s.begin(), s.end()); };

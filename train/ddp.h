@@ -24,6 +24,11 @@ struct DdpEnv {
 	std::string addr;
 	int port = 0;
 	std::string source; // "torchrun", "slurm", "none"
+	// torchrun's agent already serves the rendezvous store at MASTER_ADDR:MASTER_PORT
+	// (TORCHELASTIC_USE_AGENT_STORE=True): every rank connects to it as a client, under a
+	// key prefix of its own per restart (TORCHELASTIC_RESTART_COUNT).
+	bool agent_store = false;
+	int restart = 0;
 };
 
 // The process layout of this process. Errors: WORLD_SIZE without MASTER_ADDR or
