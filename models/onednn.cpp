@@ -1,7 +1,7 @@
 #include "models/onednn.h"
 
 #include <fmt/ranges.h>
-#include <fmt/ranges.h>
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 
@@ -236,15 +236,10 @@ void run(dnnl::primitive &p, const dnnl::primitive_desc_base &pd, std::unordered
 	args.emplace(DNNL_ARG_SCRATCHPAD, mem(pd.scratchpad_desc(), sp));
 	try {
 		p.execute(stream(), args);
+		stream().wait();
 	} catch (const dnnl::error &e) {
-		std::string a;
-		for (auto &kv : args) {
-			auto q = pd.query_md(dnnl::query::exec_arg_md, kv.first);
-			a += fmt::format(" arg{}:{}/{}", kv.first, kv.second.get_desc() == q, q.get_size());
-		}
-		fail("onednn: {} (status {}){}", e.what(), int(e.status), a);
+		fail("onednn: {} (status {}, {})", e.what(), int(e.status), pd.impl_info_str());
 	}
-	stream().wait();
 }
 
 void reorder_into(dnnl::reorder &r, const memory::desc &from, const Tensor &src, const memory::desc &to, const Tensor &dst)

@@ -205,7 +205,7 @@ public:
 	}
 	torch::Tensor forward(const torch::Tensor &x) override
 	{
-		if (c_.onednn && onednn::available() && x.device().is_cpu() && x.scalar_type() == torch::kFloat)
+		if (blocked())
 			return forward_blocked(x);
 		auto y = bn1(conv1(x)).relu_();
 		if (deep_)
@@ -217,12 +217,19 @@ public:
 	const VisionConfig &config() const override { return c_; }
 	std::string engine() const override
 	{
-		if (!(c_.onednn && onednn::available() && conv1->weight.device().is_cpu()))
+		if (!blocked())
 			return "libtorch";
 		return c_.winograd ? "onednn-blocked-winograd" : "onednn-blocked";
 	}
 
 private:
+	// oneDNN's blocked path: asked for, built in, and the weights are float on the CPU.
+	bool blocked() const
+	{
+		const auto &w = conv1->weight;
+		return c_.onednn && onednn::available() && w.device().is_cpu() && w.scalar_type() == torch::kFloat;
+	}
+
 	// Activations blocked from the stem's output to the pooling head: [N, C/16, H, W, 16].
 	torch::Tensor forward_blocked(const torch::Tensor &x)
 	{
