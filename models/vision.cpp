@@ -31,6 +31,15 @@ torch::Tensor bn_b(const nn::BatchNorm2d &b, const torch::Tensor &x, bool relu)
 				  b->is_training(), momentum, o.eps(), relu);
 }
 
+// A residual block's end on the blocked path: y + shortcut(x), then ReLU in place. The
+// shortcut is the identity when its convolution is absent, else 1x1 convolution + BN.
+torch::Tensor residual_b(torch::Tensor y, const torch::Tensor &x, const nn::Conv2d &sc_conv,
+			 const nn::BatchNorm2d &sc_bn, int stride)
+{
+	y += sc_conv ? bn_b(sc_bn, conv_b(sc_conv, x, stride, 0, false), false) : x;
+	return y.relu_();
+}
+
 // LeNet-5 with batch norm: conv5 1->6, BN, ReLU, pool; conv5 6->16, BN, ReLU, pool -> 400;
 // 400->120->84->classes. 61,750 parameters for one channel and 10 classes.
 class LeNet5 : public VisionModel {
@@ -89,11 +98,7 @@ public:
 	{
 		auto y = bn_b(bn1, conv_b(conv1, x, stride_, 1, wino_), true);
 		y = bn_b(bn2, conv_b(conv2, y, 1, 1, wino_), false);
-		if (shortcut)
-			y += bn_b(sc_bn, conv_b(sc_conv, x, stride_, 0, false), false);
-		else
-			y += x;
-		return y.relu_();
+		return residual_b(y, x, sc_conv, sc_bn, stride_);
 	}
 
 private:
@@ -118,8 +123,7 @@ public:
 		bn2 = register_module("bn2", nn::BatchNorm2d(width));
 		conv3 = register_module("conv3", conv(width, out, 1, 1, 0, false));
 		bn3 = register_module("bn3", nn::BatchNorm2d(out));
-		if (stride != 1 || in != out)
-		{
+		if (stride != 1 || in != out) {
 			sc_conv = conv(in, out, 1, stride, 0, false), sc_bn = nn::BatchNorm2d(out);
 			downsample = register_module("downsample", nn::Sequential(sc_conv, sc_bn));
 		}
@@ -137,11 +141,7 @@ public:
 		auto y = bn_b(bn1, conv_b(conv1, x, 1, 0, false), true);
 		y = bn_b(bn2, conv_b(conv2, y, stride_, 1, wino_), true);
 		y = bn_b(bn3, conv_b(conv3, y, 1, 0, false), false);
-		if (downsample)
-			y += bn_b(sc_bn, conv_b(sc_conv, x, stride_, 0, false), false);
-		else
-			y += x;
-		return y.relu_();
+		return residual_b(y, x, sc_conv, sc_bn, stride_);
 	}
 
 private:
