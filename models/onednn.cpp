@@ -15,24 +15,30 @@ namespace knlp::onednn {
 
 torch::Tensor to_blocked(const torch::Tensor &x)
 {
+	const int64_t B = block();
 	if (x.dim() != 4 || !blockable(x.size(1)))
-		fail("onednn: to_blocked needs [N, C, H, W] with C a multiple of 16, got {}", fmt::join(x.sizes(), "x"));
+		fail("onednn: to_blocked needs [N, C, H, W] with C a multiple of {}, got {}", B, fmt::join(x.sizes(), "x"));
 	const auto n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-	return x.reshape({n, c / 16, 16, h, w}).permute({0, 1, 3, 4, 2}).contiguous();
+	return x.reshape({n, c / B, B, h, w}).permute({0, 1, 3, 4, 2}).contiguous();
 }
 
 torch::Tensor from_blocked(const torch::Tensor &x)
 {
-	if (x.dim() != 5 || x.size(4) != 16)
-		fail("onednn: from_blocked needs [N, C/16, H, W, 16], got {}", fmt::join(x.sizes(), "x"));
-	return x.permute({0, 1, 4, 2, 3}).reshape({x.size(0), x.size(1) * 16, x.size(2), x.size(3)});
+	const int64_t B = block();
+	if (x.dim() != 5 || x.size(4) != B)
+		fail("onednn: from_blocked needs [N, C/{}, H, W, {}], got {}", B, B, fmt::join(x.sizes(), "x"));
+	return x.permute({0, 1, 4, 2, 3}).reshape({x.size(0), x.size(1) * B, x.size(2), x.size(3)});
 }
 
 #ifndef KNLP_HAVE_DNNL
 
 bool available() { return false; }
 
+int64_t block() { return 16; }
+
 bool uses_winograd(const torch::Tensor &, const torch::Tensor &, int64_t, int64_t) { return false; }
+
+bool winograd_available() { return false; }
 
 torch::Tensor conv2d(const torch::Tensor &, const torch::Tensor &, int64_t, int64_t, bool)
 {
@@ -50,6 +56,15 @@ torch::Tensor batch_norm(const torch::Tensor &, const torch::Tensor &, const tor
 #else
 
 bool available() { return true; }
+
+int64_t block()
+{
+	static const int64_t b = [] {
+		const auto isa = dnnl::get_effective_cpu_isa();
+		return isa >= dnnl::cpu_isa::avx512_core && isa != dnnl::cpu_isa::all ? int64_t(16) : int64_t(8);
+	}();
+	return b;
+}
 
 namespace {
 
@@ -74,6 +89,9 @@ dnnl::stream &stream()
 }
 
 memory mem(const memory::desc &d, const Tensor &t) { return memory(d, engine(), t.data_ptr()); }
+
+// The activations' format: block() channels innermost.
+tag blocked_tag() { return block() == 16 ? tag::nChw16c : tag::nChw8c; }
 
 // An uninitialised float tensor big enough for d (blocked formats may pad).
 Tensor alloc(const memory::desc &d) { return torch::empty({int64_t(d.get_size() / sizeof(float))}); }
@@ -114,8 +132,8 @@ struct ConvShape {
 	{
 		return fmt::format("{}x{}x{}x{} o{} k{} s{} p{} {}{}", n, c, h, w, o, k, stride, pad, plain_src, winograd);
 	}
-	memory::desc src() const { return {{n, c, h, w}, memory::data_type::f32, plain_src ? tag::nchw : tag::nChw16c}; }
-	memory::desc dst() const { return {{n, o, oh(), ow()}, memory::data_type::f32, tag::nChw16c}; }
+	memory::desc src() const { return {{n, c, h, w}, memory::data_type::f32, plain_src ? tag::nchw : blocked_tag()}; }
+	memory::desc dst() const { return {{n, o, oh(), ow()}, memory::data_type::f32, blocked_tag()}; }
 	memory::desc wts_any() const { return {{o, c, k, k}, memory::data_type::f32, tag::any}; }
 	memory::desc wts_plain() const { return {{o, c, k, k}, memory::data_type::f32, tag::oihw}; }
 };
@@ -215,12 +233,14 @@ ConvShape conv_shape(const Tensor &x, const Tensor &w, int64_t stride, int64_t p
 {
 	ConvShape s{};
 	s.plain_src = x.dim() == 4;
-	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == 16)) || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
-		fail("onednn: conv2d takes a float CPU [N, C, H, W] or blocked [N, C/16, H, W, 16] input, got {}", fmt::join(x.sizes(), "x"));
-	s.n = x.size(0), s.c = s.plain_src ? x.size(1) : x.size(1) * 16, s.h = x.size(2), s.w = x.size(3);
+	const int64_t B = block();
+	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == B)) || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
+		fail("onednn: conv2d takes a float CPU [N, C, H, W] or blocked [N, C/{}, H, W, {}] input, got {}", B, B,
+		     fmt::join(x.sizes(), "x"));
+	s.n = x.size(0), s.c = s.plain_src ? x.size(1) : x.size(1) * B, s.h = x.size(2), s.w = x.size(3);
 	if (w.dim() != 4 || w.size(1) != s.c || w.size(2) != w.size(3) || !blockable(w.size(0)))
-		fail("onednn: conv2d weight {} does not fit input {} (square kernel, output channels a multiple of 16)",
-		     w.sizes(), fmt::join(x.sizes(), "x"));
+		fail("onednn: conv2d weight {} does not fit input {} (square kernel, output channels a multiple of {})",
+		     w.sizes(), fmt::join(x.sizes(), "x"), B);
 	s.o = w.size(0), s.k = w.size(2), s.stride = stride, s.pad = pad;
 	if (s.oh() < 1 || s.ow() < 1)
 		fail("onednn: conv2d input {} is smaller than its {}x{} kernel", fmt::join(x.sizes(), "x"), s.k, s.k);
@@ -260,7 +280,7 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 			wf = alloc(p.fwd_pd.weights_desc());
 			reorder_into(p.w_to_fwd, s.wts_plain(), w, p.fwd_pd.weights_desc(), wf);
 		}
-		Tensor y = torch::empty({s.n, s.o / 16, s.oh(), s.ow(), 16});
+		Tensor y = torch::empty({s.n, s.o / block(), s.oh(), s.ow(), block()});
 		run(p.fwd, p.fwd_pd,
 		    {{DNNL_ARG_SRC, mem(s.src(), x)}, {DNNL_ARG_WEIGHTS, mem(p.fwd_pd.weights_desc(), wf)},
 		     {DNNL_ARG_DST, mem(s.dst(), y)}});
@@ -317,7 +337,7 @@ struct BnShape {
 	{
 		return fmt::format("{}x{}x{}x{} {}{}{} {}", n, c, h, w, batch_stats, relu, grad, eps);
 	}
-	memory::desc data() const { return {{n, c, h, w}, memory::data_type::f32, tag::nChw16c}; }
+	memory::desc data() const { return {{n, c, h, w}, memory::data_type::f32, blocked_tag()}; }
 	memory::desc vec() const { return {{c}, memory::data_type::f32, tag::x}; }
 	dnnl::normalization_flags flags() const
 	{
@@ -365,9 +385,11 @@ BnPlan &bn_plan(const BnShape &s, bool backward)
 
 BnShape bn_shape(const Tensor &x, bool batch_stats, bool relu, bool grad, double eps)
 {
-	if (x.dim() != 5 || x.size(4) != 16 || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
-		fail("onednn: batch_norm takes a float CPU blocked [N, C/16, H, W, 16] input, got {}", fmt::join(x.sizes(), "x"));
-	return {x.size(0), x.size(1) * 16, x.size(2), x.size(3), batch_stats, relu, grad, float(eps)};
+	const int64_t B = block();
+	if (x.dim() != 5 || x.size(4) != B || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
+		fail("onednn: batch_norm takes a float CPU blocked [N, C/{}, H, W, {}] input, got {}", B, B,
+		     fmt::join(x.sizes(), "x"));
+	return {x.size(0), x.size(1) * B, x.size(2), x.size(3), batch_stats, relu, grad, float(eps)};
 }
 
 struct BnFn : public torch::autograd::Function<BnFn> {
@@ -449,6 +471,15 @@ bool uses_winograd(const torch::Tensor &x, const torch::Tensor &weight, int64_t 
 {
 	const ConvShape s = conv_shape(x, weight, stride, pad, true);
 	return s.winograd && conv_plan(s, false).alg == dnnl::algorithm::convolution_winograd;
+}
+
+bool winograd_available()
+{
+	static const bool yes = [] { // a layer Winograd pays on: 64 channels at 16x16
+		torch::NoGradGuard ng;
+		return uses_winograd(to_blocked(torch::zeros({1, 64, 16, 16})), torch::zeros({64, 64, 3, 3}), 1, 1);
+	}();
+	return yes;
 }
 
 torch::Tensor batch_norm(const torch::Tensor &x, const torch::Tensor &weight, const torch::Tensor &bias,

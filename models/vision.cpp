@@ -219,7 +219,7 @@ public:
 	{
 		if (!blocked())
 			return "libtorch";
-		return c_.winograd ? "onednn-blocked-winograd" : "onednn-blocked";
+		return c_.winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked";
 	}
 
 private:
@@ -230,7 +230,7 @@ private:
 		return c_.onednn && onednn::available() && w.device().is_cpu() && w.scalar_type() == torch::kFloat;
 	}
 
-	// Activations blocked from the stem's output to the pooling head: [N, C/16, H, W, 16].
+	// Activations blocked from the stem's output to the pooling head: [N, C/B, H, W, B].
 	torch::Tensor forward_blocked(const torch::Tensor &x)
 	{
 		auto y = bn_b(bn1, conv_b(conv1, x, deep_ ? 2 : 1, deep_ ? 3 : 1, false), true);
@@ -240,8 +240,8 @@ private:
 			y = b->forward_blocked(y);
 		for (auto &b : bottlenecks_)
 			y = b->forward_blocked(y);
-		// Global average pooling: blocked channel cb * 16 + j sits at [:, cb, :, :, j].
-		y = y.mean({2, 3}).reshape({y.size(0), y.size(1) * 16});
+		// Global average pooling: blocked channel cb * B + j sits at [:, cb, :, :, j].
+		y = y.mean({2, 3}).reshape({y.size(0), y.size(1) * onednn::block()});
 		return fc(y);
 	}
 

@@ -23,13 +23,15 @@ static double rel_err(const torch::Tensor &a, const torch::Tensor &ref)
 
 TEST(OneDnn, BlockedLayoutRoundTrip)
 {
+	const int64_t B = onednn::block();
+	ASSERT_TRUE(B == 8 || B == 16) << B;
 	auto x = torch::randn({2, 32, 3, 5});
 	auto b = onednn::to_blocked(x);
-	ASSERT_EQ(b.sizes(), (std::vector<int64_t>{2, 2, 3, 5, 16}));
-	// channel 16 * cb + j of pixel (h, w) sits at [n, cb, h, w, j]
-	EXPECT_EQ(b[1][1][2][4][3].item<float>(), x[1][19][2][4].item<float>());
+	ASSERT_EQ(b.sizes(), (std::vector<int64_t>{2, 32 / B, 3, 5, B}));
+	// channel B * cb + j of pixel (h, w) sits at [n, cb, h, w, j]
+	EXPECT_EQ(b[1][1][2][4][3].item<float>(), x[1][B + 3][2][4].item<float>());
 	EXPECT_TRUE(torch::equal(onednn::from_blocked(b), x));
-	EXPECT_THROW(onednn::to_blocked(torch::randn({2, 24, 3, 3})), Error);
+	EXPECT_THROW(onednn::to_blocked(torch::randn({2, 20, 3, 3})), Error);
 }
 
 TEST(OneDnn, ConvolutionMatchesLibtorchForwardAndBackward)
@@ -124,7 +126,7 @@ TEST(OneDnn, BadShapesGetClearErrors)
 	auto x = onednn::to_blocked(torch::randn({2, 16, 8, 8}));
 	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({16, 32, 3, 3}), 1, 1); }).find("does not fit input"),
 		  std::string::npos);
-	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({24, 16, 3, 3}), 1, 1); }).find("multiple of 16"),
+	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({20, 16, 3, 3}), 1, 1); }).find("output channels a multiple of"),
 		  std::string::npos);
 	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({16, 16, 11, 11}), 1, 1); }).find("smaller than"),
 		  std::string::npos);
@@ -153,7 +155,7 @@ static void compare_engines(const std::string &arch, int64_t batch, bool winogra
 	torch::manual_seed(7);
 	auto md = make_vision_model(b);
 	md->to(torch::kDouble);
-	EXPECT_EQ(ma->engine(), winograd ? "onednn-blocked-winograd" : "onednn-blocked");
+	EXPECT_EQ(ma->engine(), winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked");
 	EXPECT_EQ(mb->engine(), "libtorch");
 	auto x = torch::randn({batch, 3, 32, 32});
 	auto y = torch::randint(0, 10, {batch}, torch::kLong);
