@@ -16,41 +16,17 @@ KCONFIG   := $(PYTHON) scripts/kconfig.py
 export KCONFIG_CONFIG := $(CONFIG)
 export KNLP_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-# Command-line overrides applied at run time (no rebuild, no .config edit).
-OVERRIDES :=
-ifneq ($(TIME),)
-OVERRIDES += --set MAX_TIME=$(TIME)
-endif
-ifneq ($(MAX_ITERS),)
-OVERRIDES += --set MAX_ITERS=$(MAX_ITERS)
-endif
-ifneq ($(SEED),)
-OVERRIDES += --set SEED=$(SEED)
-endif
-ifneq ($(SEEDS),)
-OVERRIDES += --set MATRIX_SEEDS=$(SEEDS)
-endif
-ifneq ($(BASELINE),)
-OVERRIDES += --set MATRIX_BASELINE=$(BASELINE)
-endif
-
-# Test-matrix switches (docs/matrix.md).
-MATRIX_ARGS :=
-ifeq ($(YES),1)
-MATRIX_ARGS += --yes
-endif
-ifeq ($(DRY_RUN),1)
-MATRIX_ARGS += --dry-run
-endif
-ifneq ($(JOBS),)
-MATRIX_ARGS += --jobs $(JOBS)
-endif
-ifneq ($(STOP_ON_FAILURE),)
-MATRIX_ARGS += --stop-on-failure $(STOP_ON_FAILURE)
-endif
-ifneq ($(SHARD),)
-MATRIX_ARGS += --shard $(SHARD)
-endif
+# make NAME=value: run-time overrides (a .config symbol, no rebuild, no .config edit) and
+# switches of `knlp run` / `knlp matrix`, one table each (docs/kconfig.md lists them).
+SET_VARS  := TIME=MAX_TIME MAX_ITERS=MAX_ITERS EPOCHS=EPOCHS SEED=SEED SEEDS=MATRIX_SEEDS BASELINE=MATRIX_BASELINE
+FLAG_VARS := YES=--yes DRY_RUN=--dry-run
+OPT_VARS  := JOBS=--jobs STOP_ON_FAILURE=--stop-on-failure SHARD=--shard
+name_of    = $(firstword $(subst =, ,$(1)))
+target_of  = $(lastword $(subst =, ,$(1)))
+OVERRIDES := $(foreach p,$(SET_VARS),$(if $($(call name_of,$(p))),--set $(call target_of,$(p))=$($(call name_of,$(p)))))
+MATRIX_ARGS := $(foreach p,$(FLAG_VARS),$(if $(filter 1 y yes,$($(call name_of,$(p)))),$(call target_of,$(p)))) \
+	$(foreach p,$(OPT_VARS),$(if $($(call name_of,$(p))),$(call target_of,$(p)) $($(call name_of,$(p)))))
+RUN_ARGS  := $(MATRIX_ARGS) $(if $(NPROC),--nproc $(NPROC))
 
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 # Compiler: clang++ when present (scripts/deps.sh installs it), else the system c++. With
@@ -70,23 +46,14 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base check-san
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base check-san format
 
 all: run
 
-# A .config with a MULTIPLE mode (or several seeds) is a test matrix; otherwise one run.
+# knlp run decides from the .config: a test matrix (a MULTIPLE mode, several seeds, a matrix
+# list), a data-parallel launch (CONFIG_DDP) or one run; it prepares the data first.
 run: build $(CONFIG)-exists
-	$(MAKE) --no-print-directory prepare
-	@if $(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --is-matrix; then \
-		echo "$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS)"; \
-		$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS); \
-	elif grep -q '^CONFIG_DDP=y' $(CONFIG); then \
-		echo "$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) $(OVERRIDES)"; \
-		$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) $(OVERRIDES); \
-	else \
-		echo "$(KNLP) train --config $(CONFIG) $(OVERRIDES)"; \
-		$(KNLP) train --config $(CONFIG) $(OVERRIDES); \
-	fi
+	$(KNLP) run --config $(CONFIG) $(OVERRIDES) $(RUN_ARGS)
 
 # ---- test matrices
 continue: build $(CONFIG)-exists
@@ -102,25 +69,20 @@ sweep: build $(CONFIG)-exists
 	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) --sweep $(RANGE_CONFIG) $(MATRIX_ARGS)
 
 parallel: build $(CONFIG)-exists
-	$(MAKE) --no-print-directory prepare
-	$(KNLP) matrix --config $(CONFIG) $(OVERRIDES) $(MATRIX_ARGS) $(if $(JOBS),,--jobs $$(nproc))
+	$(KNLP) run --config $(CONFIG) $(OVERRIDES) $(RUN_ARGS) $(if $(JOBS),,--jobs $$(nproc))
 
 merge-results: build
 	@test -n "$(OUT)" -a -n "$(DIRS)" || { echo "knlp: make merge-results OUT=<merged folder> DIRS=\"shard1 shard2 ...\""; exit 1; }
-	$(KNLP) matrix-merge --out $(OUT) $(DIRS)
+	$(KNLP) matrix merge --out $(OUT) $(DIRS)
 
 slurm: $(CONFIG)-exists
 	@sh scripts/slurm.sh $(CONFIG) $(if $(SHARDS),$(SHARDS),4) "$(OVERRIDES)"
 
 summary: build
-	@d="$(if $(TARGET),$(TARGET),$$(ls -d test_matrix_results_* 2>/dev/null | sort | tail -1))"; \
-	test -n "$$d" || { echo "knlp: no results folder (TARGET=<folder>)"; exit 1; }; \
-	$(KNLP) matrix-summary "$$d" && $(PYTHON) scripts/matrix_report.py "$$d" --graphs-only
+	$(KNLP) matrix summary $(if $(TARGET),$(TARGET),--latest) --graphs
 
 report: build
-	@d="$(if $(TARGET),$(TARGET),$$(ls -d test_matrix_results_* 2>/dev/null | sort | tail -1))"; \
-	test -n "$$d" || { echo "knlp: no results folder (TARGET=<folder>)"; exit 1; }; \
-	$(KNLP) matrix-summary "$$d" >/dev/null && $(PYTHON) scripts/matrix_report.py "$$d"
+	$(KNLP) matrix summary $(if $(TARGET),$(TARGET),--latest) --report
 
 .PHONY: $(CONFIG)-exists
 $(CONFIG)-exists:
@@ -154,6 +116,11 @@ check-san-base:
 	cmake --build build-san --target test_base
 	cd build-san && $(SAN_ENV) ./test_base
 
+# Kernel-style formatting of every tracked C++ file (.clang-format); make check fails on a
+# file this would change (tests/test_format.sh).
+format:
+	@git ls-files '*.cpp' '*.h' | xargs clang-format -i --style=file
+
 # N random configurations, each trained a few steps or rejected cleanly (docs/robustness.md).
 N ?= 50
 randconfig-sweep: build
@@ -168,10 +135,8 @@ train: build $(CONFIG)-exists
 	$(KNLP) train --config $(CONFIG) $(OVERRIDES)
 
 # Data-parallel training on this machine: NPROC processes (default CONFIG_DDP_PROCS).
-NPROC ?= $(shell sed -n 's/^CONFIG_DDP_PROCS=//p' $(CONFIG) 2>/dev/null)
 ddp: build $(CONFIG)-exists
-	$(MAKE) --no-print-directory prepare
-	$(KNLP) launch --nproc $(or $(NPROC),2) -- train --config $(CONFIG) --set DDP=y $(OVERRIDES)
+	$(KNLP) run --config $(CONFIG) --set DDP=y $(OVERRIDES) $(RUN_ARGS)
 
 # The whole main job on a fresh machine: dependencies, build, default corpus, default preset.
 quickstart: deps
@@ -242,7 +207,8 @@ help:
 	@echo "  savedefconfig       minimal preset from .config (DEFCONFIG=name writes defconfigs/name)"
 	@echo "  randconfig          random valid .config (KCONFIG_SEED=n makes it reproducible)"
 	@echo "Running:"
-	@echo "  all (default)       build, prepare the data, train what .config describes"
+	@echo "  all (default)       build, then knlp run: prepare the data and train what .config describes"
+	@echo "                      (one run, a test matrix, or a data-parallel launch with CONFIG_DDP)"
 	@echo "  quickstart          deps + build + default corpus + train the gpt2-tiny-cpu preset"
 	@echo "  prepare / train     one step of the above"
 	@echo "  overrides           TIME=<s> MAX_ITERS=<n> SEED=<n> (run time, .config untouched)"
@@ -256,7 +222,7 @@ help:
 	@echo "  sweep               RANGE_CONFIG=<file>: lines CONFIG_X=a|b|c or start:step:end, crossed with the matrix"
 	@echo "  SHARD=k/N           run one shard; merge-results OUT=<dir> DIRS=\"a b\" joins them"
 	@echo "  slurm               SHARDS=<n>: write a Slurm job-array script for the shards"
-	@echo "  summary / report    summary tables + plots / + self-contained report.html"
+	@echo "  summary / report    knlp matrix summary: tables + plots / + self-contained report.html"
 	@echo "  SEEDS=<n> BASELINE=<config id or folder/config id>  seeds and comparisons"
 	@echo "Development:"
 	@echo "  deps                install Debian packages and the GPT-2 vocabulary"
@@ -267,4 +233,5 @@ help:
 	@echo "  check-san-base      the libtorch-free tests under ASan + UBSan (a few minutes)"
 	@echo "  randconfig-sweep    N=50 random configurations: each trains a few steps or is rejected cleanly"
 	@echo "  fuzz                libFuzzer on every parser (FUZZ_SECONDS=60 each, FUZZ_TARGETS=\"npz gguf\" for some)"
+	@echo "  format              clang-format every tracked C++ file (kernel style; make check checks it)"
 	@echo "  clean / mrproper / distclean   remove build outputs / + .config / + data and runs"

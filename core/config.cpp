@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -99,6 +100,89 @@ Config::Config()
 		values_[s.name] = s.def;
 		origins_[s.name] = Origin::Default;
 	}
+	settings_ = make_settings(*this, "(defaults)");
+}
+
+// Conditions of `default X if COND` and `prompt if COND`: Kconfig's syntax over bool
+// symbols, as the generator writes them (it refuses anything else at build time).
+namespace {
+
+struct CondParser {
+	const std::string &s;
+	const std::map<std::string, std::string> &values;
+	size_t i = 0;
+
+	void space()
+	{
+		while (i < s.size() && s[i] == ' ')
+			i++;
+	}
+	bool eat(const char *tok)
+	{
+		space();
+		size_t n = std::strlen(tok);
+		if (s.compare(i, n, tok) != 0)
+			return false;
+		i += n;
+		return true;
+	}
+	bool primary()
+	{
+		if (eat("!"))
+			return !primary();
+		if (eat("(")) {
+			bool v = any();
+			if (!eat(")"))
+				fail("internal: unbalanced condition '{}'", s);
+			return v;
+		}
+		space();
+		size_t b = i;
+		while (i < s.size() && (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_'))
+			i++;
+		auto it = values.find(s.substr(b, i - b));
+		if (b == i || it == values.end())
+			fail("internal: bad condition '{}'", s);
+		return it->second == "y";
+	}
+	bool all()
+	{
+		bool v = primary();
+		while (eat("&&"))
+			v = primary() && v;
+		return v;
+	}
+	bool any()
+	{
+		bool v = all();
+		while (eat("||"))
+			v = all() || v;
+		return v;
+	}
+};
+
+} // namespace
+
+bool Config::holds(const std::string &cond) const
+{
+	if (cond.empty())
+		return true;
+	CondParser p{cond, values_};
+	return p.any();
+}
+
+std::string Config::default_of(const SymbolInfo &s, bool *conditional) const
+{
+	for (const auto &r : s.defaults)
+		if (holds(r.cond)) {
+			if (conditional)
+				*conditional = *r.cond != '\0';
+			return r.value;
+		}
+	if (conditional)
+		*conditional = false;
+	// No default holds: a bool is n (as in Kconfig); other types keep the visible default.
+	return s.type == SymbolType::Bool && !s.defaults.empty() ? "n" : s.def;
 }
 
 void Config::assign(const SymbolInfo &sym, const std::string &raw, const std::string &where, Origin o)
@@ -154,7 +238,27 @@ void Config::assign(const SymbolInfo &sym, const std::string &raw, const std::st
 	origins_[sym.name] = o;
 }
 
-void Config::finish(const std::string &where)
+void Config::resolve_hidden(const std::string &where, bool strict_file, const std::set<std::string> &assigned)
+{
+	for (const auto &s : k_symbols) {
+		if (!*s.only_if || holds(s.only_if))
+			continue;
+		const std::string want = default_of(s);
+		std::string &have = values_[s.name];
+		const Origin o = origins_[s.name];
+		const bool now = assigned.count(s.name) > 0;
+		if (have != want && (now || (o == Origin::File && strict_file))) {
+			const bool plain = find_symbol(s.only_if) != nullptr;
+			fail("{}: CONFIG_{}={} cannot be set: it applies only with {} (the current choice makes it {})",
+			     where, s.name, have,
+			     plain ? fmt::format("CONFIG_{}=y", s.only_if) : fmt::format("'{}'", s.only_if), want);
+		}
+		have = want;
+		origins_[s.name] = Origin::Derived;
+	}
+}
+
+void Config::finish(const std::string &where, Mode mode)
 {
 	// Each choice group needs exactly one selected member.
 	std::map<std::string, std::vector<std::string>> groups;
@@ -177,9 +281,33 @@ void Config::finish(const std::string &where)
 					values_[m.name] = "y";
 		}
 	}
+	// Symbols the file does not mention take the defaults the file's other values give (a
+	// file selecting GPT2_SIZE_124M alone gets its context length of 1024), in Kconfig order.
+	for (const auto &s : k_symbols) {
+		if (*s.choice || origins_[s.name] != Origin::Default)
+			continue;
+		bool conditional = false;
+		values_[s.name] = default_of(s, &conditional);
+		if (conditional)
+			origins_[s.name] = Origin::Derived;
+	}
+	if (mode == Mode::Saved) {
+		// Written before GPT2_SIZE_CUSTOM existed, a saved shape that differs from its size
+		// choice was a custom one: select the member that makes it settable.
+		for (const auto &s : k_symbols) {
+			const SymbolInfo *gate = *s.only_if ? find_symbol(s.only_if) : nullptr;
+			if (gate && *gate->choice && !holds(s.only_if) && values_[s.name] != default_of(s)) {
+				for (const auto &m : k_symbols)
+					if (std::string(m.choice) == gate->choice)
+						values_[m.name] = m.name == std::string(gate->name) ? "y" : "n";
+			}
+		}
+	}
+	resolve_hidden(where, true, {});
+	settings_ = make_settings(*this, where);
 }
 
-Config Config::parse(const std::string &text, const std::string &origin)
+Config Config::parse(const std::string &text, const std::string &origin, Mode mode)
 {
 	Config c;
 	// Choice members read from a file start unselected so that the file decides.
@@ -190,7 +318,6 @@ Config Config::parse(const std::string &text, const std::string &origin)
 	std::istringstream in(text);
 	std::string line;
 	int lineno = 0;
-	std::set<std::string> chosen_in_file;
 	while (std::getline(in, line)) {
 		lineno++;
 		if (!line.empty() && line.back() == '\r')
@@ -229,11 +356,11 @@ Config Config::parse(const std::string &text, const std::string &origin)
 			fail("{}: unknown symbol CONFIG_{}", where, name);
 		c.assign(*sym, line.substr(eq + 1), where, Origin::File);
 	}
-	c.finish(origin);
+	c.finish(origin, mode);
 	return c;
 }
 
-Config Config::load(const std::string &path)
+Config Config::load(const std::string &path, Mode mode)
 {
 	std::ifstream f(path, std::ios::binary);
 	if (!f)
@@ -242,25 +369,50 @@ Config Config::load(const std::string &path)
 		     path, std::strerror(errno));
 	std::stringstream ss;
 	ss << f.rdbuf();
-	return parse(ss.str(), path);
+	return parse(ss.str(), path, mode);
 }
 
-void Config::set(const std::string &assignment, const std::string &origin)
+void Config::set(const std::string &assignment, const std::string &origin) { set_all({assignment}, origin); }
+
+void Config::set_all(const std::vector<std::string> &assignments, const std::string &origin)
 {
-	size_t eq = assignment.find('=');
-	if (eq == std::string::npos || eq == 0)
-		fail("{}: '{}' is not SYMBOL=VALUE", origin, assignment);
-	std::string name = assignment.substr(0, eq);
-	if (name.rfind("CONFIG_", 0) == 0)
-		name = name.substr(7);
-	const SymbolInfo *sym = find_symbol(name);
-	if (!sym)
-		fail("{}: unknown symbol CONFIG_{}", origin, name);
-	std::string val = assignment.substr(eq + 1);
-	if (sym->type == SymbolType::Bool && *sym->choice && val == "n")
-		fail("{}: CONFIG_{} belongs to a choice; select another member with =y instead", origin,
-		     name);
-	assign(*sym, val, origin, Origin::Override);
+	// Values that only followed a default (the file wrote what the defaults gave, or never
+	// mentioned the symbol) follow it to the new choice: `--set GPT2_SIZE_124M=y` on the
+	// quickstart's .config gets 124M's context length, a value chosen on purpose stays.
+	std::map<std::string, std::string> followed;
+	std::set<std::string> assigned;
+	for (const auto &s : k_symbols)
+		if (!*s.choice && origins_[s.name] != Origin::Override && values_[s.name] == default_of(s))
+			followed[s.name] = values_[s.name];
+	for (const auto &a : assignments) {
+		size_t eq = a.find('=');
+		if (eq == std::string::npos || eq == 0)
+			fail("{}: '{}' is not SYMBOL=VALUE", origin, a);
+		std::string name = a.substr(0, eq);
+		if (name.rfind("CONFIG_", 0) == 0)
+			name = name.substr(7);
+		const SymbolInfo *sym = find_symbol(name);
+		if (!sym)
+			fail("{}: unknown symbol CONFIG_{}", origin, name);
+		std::string val = a.substr(eq + 1);
+		if (sym->type == SymbolType::Bool && *sym->choice && val == "n")
+			fail("{}: CONFIG_{} belongs to a choice; select another member with =y instead", origin, name);
+		assign(*sym, val, origin, Origin::Override);
+		assigned.insert(sym->name);
+	}
+	for (const auto &s : k_symbols) {
+		auto it = followed.find(s.name);
+		if (it == followed.end() || origins_[s.name] == Origin::Override)
+			continue;
+		bool conditional = false;
+		std::string now = default_of(s, &conditional);
+		if (now != it->second) {
+			values_[s.name] = now;
+			origins_[s.name] = conditional ? Origin::Derived : Origin::Default;
+		}
+	}
+	resolve_hidden(origin, false, assigned);
+	settings_ = make_settings(*this, origin);
 }
 
 const SymbolInfo &Config::lookup(const std::string &name, SymbolType want) const
@@ -302,15 +454,12 @@ std::string Config::get_string(const std::string &name) const
 	return values_.at(name);
 }
 
-std::string Config::choice(const std::string &member) const
+std::string Config::selected(const std::string &choice_name) const
 {
-	const SymbolInfo *s = find_symbol(member);
-	if (!s || !*s->choice)
-		fail("internal: CONFIG_{} is not a choice member", member);
 	for (const auto &m : k_symbols)
-		if (std::string(m.choice) == s->choice && values_.at(m.name) == "y")
+		if (choice_name == m.choice && values_.at(m.name) == "y")
 			return m.name;
-	return member;
+	fail("internal: no member of choice {} is selected", choice_name);
 }
 
 std::string Config::to_text(bool annotate) const
@@ -318,8 +467,10 @@ std::string Config::to_text(bool annotate) const
 	std::string out;
 	for (const auto &s : k_symbols) {
 		const std::string &v = values_.at(s.name);
-		if (annotate && origins_.at(s.name) != Origin::File)
-			out += origins_.at(s.name) == Origin::Override ? "# (--set) " : "# (default) ";
+		if (annotate && origins_.at(s.name) != Origin::File) {
+			const Origin o = origins_.at(s.name);
+			out += o == Origin::Override ? "# (--set) " : o == Origin::Derived ? "# (derived) " : "# (default) ";
+		}
 		switch (s.type) {
 		case SymbolType::Bool:
 			out += v == "y" ? fmt::format("CONFIG_{}=y\n", s.name)

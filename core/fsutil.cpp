@@ -1,5 +1,7 @@
 #include "core/fsutil.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -221,6 +223,16 @@ bool fault_nan(const char *label)
 	static int hits = 0;
 	int nth;
 	return want && fault_spec_matches(want, label, &nth) && ++hits == nth;
+}
+
+nlohmann::json read_json_file(const std::string &path)
+{
+	const std::string text = read_file(path);
+	try {
+		return nlohmann::json::parse(text);
+	} catch (const nlohmann::json::exception &e) {
+		fail("{}: malformed JSON ({})", path, e.what());
+	}
 }
 
 } // namespace knlp

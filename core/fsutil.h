@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace knlp {
 
 class AtomicFile {
@@ -30,6 +32,8 @@ private:
 
 void write_file_atomic(const std::string &path, const std::string &data);
 std::string read_file(const std::string &path);
+// A JSON file; errors name the file (missing, unreadable, malformed).
+nlohmann::json read_json_file(const std::string &path);
 bool file_exists(const std::string &path);
 bool is_dir(const std::string &path);
 void make_dirs(const std::string &path);

@@ -78,7 +78,7 @@ void record_run(const std::string &dir, const Config &cfg, const std::string &co
 	const CpuInfo cpu = cpu_info();
 	nlohmann::json j = {
 		{"command", command},
-		{"seed", cfg.get_int("SEED")},
+		{"seed", cfg.settings().core.seed},
 		{"code_version", code_version()},
 		{"host", host_name()},
 		{"cpu", cpu.model},

@@ -329,4 +329,11 @@ ImageSet load_image_dataset(const std::string &dataset, const std::string &dir_i
 	fail("image data: unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100, folder)", dataset);
 }
 
+std::string image_dataset_name(choice::ImageDataset d)
+{
+	std::string n = name_of(d);
+	std::replace(n.begin(), n.end(), '_', '-');
+	return n;
+}
+
 } // namespace knlp

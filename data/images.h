@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "core/settings.h"
+
 namespace knlp {
 
 struct ImageSet {
@@ -53,6 +55,9 @@ void pixel_stats(const ImageSet &s, float mean[3], float std[3]);
 // A "folder" dataset is ROOT/{train,test}/<class>/ of Netpbm images (read_image_folder).
 // `dataset` is fashion-mnist, mnist, cifar10, cifar100 or folder. An empty dir means the default:
 // /usr/share/datasets/fashion-mnist for Fashion-MNIST (Debian package dataset-fashion-mnist).
+// The loader name of a CONFIG_IMAGE_DATASET_* choice: fashion-mnist mnist cifar10 cifar100 folder.
+std::string image_dataset_name(choice::ImageDataset d);
+
 ImageSet load_image_dataset(const std::string &dataset, const std::string &dir, bool train);
 std::string default_image_dir(const std::string &dataset);
 

@@ -41,6 +41,9 @@ struct TokenSink {
 
 } // namespace
 
+// Long because it is one pipeline whose files must appear in a fixed order: meta.json
+// removed first, every token into a temporary stream (pass 1), the stream split into
+// train.bin and val.bin (pass 2), meta.json written last.
 PrepareResult prepare_corpus(const PrepareOptions &opt)
 {
 	if (opt.val_percent < 1 || opt.val_percent > 50)

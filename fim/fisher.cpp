@@ -375,9 +375,9 @@ AdamMoments read_adam_moments(const std::string &ckpt_dir)
 		fail("{}: no optimizer state in this checkpoint; Adam's v is needed (use a checkpoint written by "
 		     "training, or --source fim where the command has one)",
 		     ckpt_dir);
-	Config cfg = Config::parse(st.value("config", std::string()), join_path(ckpt_dir, "state.json"));
+	const Settings cfg = Config::parse(st.value("config", std::string()), join_path(ckpt_dir, "state.json"), Config::Mode::Saved).settings();
 	const auto &opt = st.contains("optimizer") ? st["optimizer"] : nlohmann::json::object();
-	const auto oo = optimizer_options_from(cfg, 1.0);
+	const auto oo = optimizer_options_from(cfg.optim, 1.0);
 	a.optimizer = opt.value("name", oo.name);
 	a.step = opt.value("step", st.value("optimizer_step", st.value("iteration", int64_t(0))));
 	a.age = a.step;
@@ -389,8 +389,8 @@ AdamMoments read_adam_moments(const std::string &ckpt_dir)
 			a.age = a.step - at / per + 1;
 	}
 	a.beta2 = oo.beta2;
-	a.tokens_per_step = cfg.get_int("BATCH_SIZE") * cfg.get_int("GRAD_ACCUM") * cfg.get_int("GPT2_BLOCK_SIZE");
-	a.clip = cfg.get_float("GRAD_CLIP");
+	a.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.gpt2.block_size;
+	a.clip = cfg.optim.grad_clip;
 	a.clipped = a.clip > 0;
 	SafetensorsFile sf(f);
 	for (const auto &t : sf.tensors()) {
@@ -441,6 +441,8 @@ double median_log10_ratio(const float *v, const float *F, size_t n, double scale
 
 } // namespace
 
+// One table per Fisher kind and per tensor, built in one loop so that every statistic is
+// computed over exactly the same element pairs.
 nlohmann::json compare_fisher(const AdamMoments &adam, const FisherResult &f, const CompareOptions &o)
 {
 	using nlohmann::json;

@@ -161,6 +161,8 @@ double normal(Rng &r)
 
 } // namespace
 
+// One recipe read top to bottom (communities, roles, features, edges, ids, splits), each
+// step drawing from the same generator: split up, the draw order would be harder to see.
 Graph synth_graph(int64_t nodes, uint64_t seed)
 {
 	if (nodes < 1000)

@@ -89,6 +89,8 @@ bool have_metis()
 #endif
 }
 
+// One switch over the layout methods, each a few lines, sharing the page geometry and the
+// timing around them.
 Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, const PageGeometry &geo, uint64_t seed,
 		    int64_t metis_parts)
 {

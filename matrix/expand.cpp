@@ -10,9 +10,34 @@ namespace knlp {
 
 namespace {
 
-const std::vector<std::string> k_optimizers = {"sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune", "sinkgd"};
-const std::vector<std::string> k_prunings = {"none", "magnitude", "movement", "state"};
-const std::vector<int> k_levels = {50, 70, 90, 95, 99};
+// The optimizers and pruning methods a matrix can enable, with their switches.
+struct OptimizerAxis {
+	choice::Optimizer kind;
+	bool OptimSettings::*enabled;
+};
+const OptimizerAxis k_optimizers[] = {
+	{choice::Optimizer::Sgd, &OptimSettings::enable_sgd},
+	{choice::Optimizer::Adam, &OptimSettings::enable_adam},
+	{choice::Optimizer::Adamw, &OptimSettings::enable_adamw},
+	{choice::Optimizer::Adamwadv, &OptimSettings::enable_adamwadv},
+	{choice::Optimizer::Adamwspam, &OptimSettings::enable_adamwspam},
+	{choice::Optimizer::Adamwprune, &OptimSettings::enable_adamwprune},
+	{choice::Optimizer::Sinkgd, &OptimSettings::enable_sinkgd},
+};
+struct PruningAxis {
+	choice::Pruning method;
+	bool PruneSettings::*enabled;
+};
+const PruningAxis k_prunings[] = {
+	{choice::Pruning::None, &PruneSettings::enable_none},
+	{choice::Pruning::Magnitude, &PruneSettings::enable_magnitude},
+	{choice::Pruning::Movement, &PruneSettings::enable_movement},
+	{choice::Pruning::State, &PruneSettings::enable_state},
+};
+const std::pair<int, bool PruneSettings::*> k_levels[] = {
+	{50, &PruneSettings::sparsity_enable_50}, {70, &PruneSettings::sparsity_enable_70},
+	{90, &PruneSettings::sparsity_enable_90}, {95, &PruneSettings::sparsity_enable_95},
+	{99, &PruneSettings::sparsity_enable_99}};
 
 std::string upper(std::string s)
 {
@@ -26,28 +51,23 @@ std::string lower(std::string s)
 	return s;
 }
 
-std::string chosen_variant(const Config &cfg)
-{
-	return lower(cfg.choice("ADAMWPRUNE_VARIANT_BITTER7").substr(std::string("ADAMWPRUNE_VARIANT_").size()));
-}
-
-// Attention variants of GPT2_ATTN_VARIANTS and the symbols each sets.
+// Attention variants of GPT2_ATTN_VARIANTS and the members each selects.
 const std::vector<std::pair<std::string, std::vector<std::string>>> k_attn = {
-	{"vanilla", {"GPT2_ATTN_VANILLA=y"}},
-	{"mla", {"GPT2_ATTN_MLA=y"}},
-	{"kvsplice", {"GPT2_ATTN_KVSPLICE=y"}},
-	{"hybrid", {"GPT2_ATTN_HYBRID=y"}},
-	{"hybrid-last", {"GPT2_ATTN_HYBRID=y", "GPT2_HYBRID_LAST=y"}},
-	{"hybrid-first", {"GPT2_ATTN_HYBRID=y", "GPT2_HYBRID_FIRST=y"}},
-	{"ra", {"GPT2_ATTN_RA=y"}},
-	{"gate", {"GPT2_ATTN_SDPA_GATE=y"}},
-	{"ra-gate", {"GPT2_ATTN_RA_GATE=y"}},
+	{"vanilla", {select(choice::Gpt2Attn::Vanilla)}},
+	{"mla", {select(choice::Gpt2Attn::Mla)}},
+	{"kvsplice", {select(choice::Gpt2Attn::Kvsplice)}},
+	{"hybrid", {select(choice::Gpt2Attn::Hybrid)}},
+	{"hybrid-last", {select(choice::Gpt2Attn::Hybrid), select(choice::Gpt2Hybrid::Last)}},
+	{"hybrid-first", {select(choice::Gpt2Attn::Hybrid), select(choice::Gpt2Hybrid::First)}},
+	{"ra", {select(choice::Gpt2Attn::Ra)}},
+	{"gate", {select(choice::Gpt2Attn::SdpaGate)}},
+	{"ra-gate", {select(choice::Gpt2Attn::RaGate)}},
 };
 
-std::vector<std::string> attention_variants(const Config &cfg)
+std::vector<std::string> attention_variants(const Settings &st)
 {
 	std::vector<std::string> out;
-	std::istringstream in(cfg.get_string("GPT2_ATTN_VARIANTS"));
+	std::istringstream in(st.attention.variants);
 	for (std::string v; in >> v;) {
 		v = lower(v);
 		bool known = std::any_of(k_attn.begin(), k_attn.end(), [&](const auto &a) { return a.first == v; });
@@ -61,36 +81,47 @@ std::vector<std::string> attention_variants(const Config &cfg)
 	return out;
 }
 
-// The GNN axes: (layout, sampler) pairs of CONFIG_GNN_MATRIX_LAYOUTS x _SAMPLERS.
-std::vector<std::pair<std::string, std::string>> gnn_axes(const Config &cfg)
+// Words of a matrix list symbol that must name members of a choice (lower-case suffixes).
+template <class E, size_t N>
+std::vector<E> members_named(const std::string &list, const E (&all)[N], const char *symbol, const char *noun)
 {
-	std::vector<std::pair<std::string, std::string>> out;
-	if (cfg.choice("MODEL_GPT2") != "MODEL_GRAPHSAGE")
+	std::vector<E> out;
+	std::istringstream in(list);
+	for (std::string v; in >> v;) {
+		v = lower(v);
+		auto it = std::find_if(std::begin(all), std::end(all), [&](E e) { return v == name_of(e); });
+		if (it == std::end(all)) {
+			std::string names;
+			for (E e : all)
+				names += std::string(names.empty() ? "" : " ") + name_of(e);
+			fail("matrix: CONFIG_{}: unknown {} '{}' ({})", symbol, noun, v, names);
+		}
+		if (std::find(out.begin(), out.end(), *it) == out.end())
+			out.push_back(*it);
+	}
+	return out;
+}
+
+// The GNN axes: (layout, sampler) pairs of CONFIG_GNN_MATRIX_LAYOUTS x _SAMPLERS.
+std::vector<std::pair<choice::GnnLayout, choice::GnnSampler>> gnn_axes(const Settings &st)
+{
+	using L = choice::GnnLayout;
+	using S = choice::GnnSampler;
+	static const L layouts[] = {L::Identity, L::Random, L::Bfs, L::Metis, L::Rcm};
+	static const S samplers[] = {S::Neighbor, S::Page, S::Fim};
+	std::vector<std::pair<L, S>> out;
+	if (st.model.kind != choice::Model::Graphsage)
 		return out;
-	std::vector<std::string> ls, ss;
-	std::istringstream li(cfg.get_string("GNN_MATRIX_LAYOUTS")), si(cfg.get_string("GNN_MATRIX_SAMPLERS"));
-	for (std::string v; li >> v;) {
-		v = lower(v);
-		if (v != "identity" && v != "random" && v != "bfs" && v != "metis" && v != "rcm")
-			fail("matrix: CONFIG_GNN_MATRIX_LAYOUTS: unknown layout '{}' (identity random bfs metis rcm)", v);
-		if (std::find(ls.begin(), ls.end(), v) == ls.end())
-			ls.push_back(v);
-	}
-	for (std::string v; si >> v;) {
-		v = lower(v);
-		if (v != "neighbor" && v != "page" && v != "fim")
-			fail("matrix: CONFIG_GNN_MATRIX_SAMPLERS: unknown sampler '{}' (neighbor page fim)", v);
-		if (std::find(ss.begin(), ss.end(), v) == ss.end())
-			ss.push_back(v);
-	}
+	auto ls = members_named(st.gnn.matrix_layouts, layouts, sym::GNN_MATRIX_LAYOUTS, "layout");
+	auto ss = members_named(st.gnn.matrix_samplers, samplers, sym::GNN_MATRIX_SAMPLERS, "sampler");
 	if (ls.empty() && ss.empty())
 		return out;
 	if (ls.empty())
-		ls.push_back(lower(cfg.choice("GNN_LAYOUT_METIS").substr(std::string("GNN_LAYOUT_").size())));
+		ls.push_back(st.gnn.layout);
 	if (ss.empty())
-		ss.push_back(lower(cfg.choice("GNN_SAMPLER_PAGE").substr(std::string("GNN_SAMPLER_").size())));
-	for (const auto &l : ls)
-		for (const auto &smp : ss)
+		ss.push_back(st.gnn.sampler);
+	for (L l : ls)
+		for (S smp : ss)
 			out.emplace_back(l, smp);
 	return out;
 }
@@ -111,46 +142,52 @@ std::string run_id(const std::string &model, const std::string &optimizer, const
 
 bool is_matrix(const Config &cfg)
 {
-	return cfg.get_bool("OPTIMIZER_MODE_MULTIPLE") || cfg.get_bool("PRUNING_MODE_MULTIPLE") ||
-	       cfg.get_int("MATRIX_SEEDS") > 1 || !attention_variants(cfg).empty() || !gnn_axes(cfg).empty();
+	const Settings &st = cfg.settings();
+	return st.optim.mode == choice::OptimizerMode::Multiple || st.prune.mode == choice::PruningMode::Multiple ||
+	       st.matrix.seeds > 1 || !attention_variants(st).empty() || !gnn_axes(st).empty();
 }
 
+// The axes (optimizers, pruning methods, levels, variants, models, seeds) are gathered and
+// crossed in one place, so that the compatibility rules between them stay side by side.
 std::vector<MatrixRun> expand_matrix(const Config &cfg)
 {
-	std::vector<std::string> opts, prunes, variants;
+	const Settings &st = cfg.settings();
+	std::vector<choice::Optimizer> opts;
+	std::vector<choice::Pruning> prunes;
+	std::vector<std::string> variants;
 	std::vector<int> levels;
-	if (cfg.get_bool("OPTIMIZER_MODE_MULTIPLE")) {
+	if (st.optim.mode == choice::OptimizerMode::Multiple) {
 		for (const auto &o : k_optimizers)
-			if (cfg.get_bool("OPTIMIZER_ENABLE_" + upper(o)))
-				opts.push_back(o);
+			if (st.optim.*o.enabled)
+				opts.push_back(o.kind);
 		if (opts.empty())
 			fail("matrix: no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD, _ADAM, _ADAMW, _ADAMWADV, "
 			     "_ADAMWSPAM, _ADAMWPRUNE, _SINKGD (or choose CONFIG_OPTIMIZER_MODE_SINGLE)");
-	} else if (cfg.get_bool("OPTIMIZER_MODE_NONE")) {
-		opts.push_back("adamw"); // the model's default optimizer (GPT-2)
+	} else if (st.optim.mode == choice::OptimizerMode::None) {
+		opts.push_back(choice::Optimizer::Adamw); // the model's default optimizer (GPT-2)
 	} else {
-		opts.push_back(lower(cfg.choice("OPTIMIZER_ADAMW").substr(std::string("OPTIMIZER_").size())));
+		opts.push_back(st.optim.kind);
 	}
-	if (cfg.get_bool("PRUNING_MODE_MULTIPLE")) {
+	if (st.prune.mode == choice::PruningMode::Multiple) {
 		for (const auto &p : k_prunings)
-			if (cfg.get_bool("PRUNING_ENABLE_" + upper(p)))
-				prunes.push_back(p);
-		for (int l : k_levels)
-			if (cfg.get_bool("SPARSITY_ENABLE_" + std::to_string(l)))
+			if (st.prune.*p.enabled)
+				prunes.push_back(p.method);
+		for (const auto &[l, enabled] : k_levels)
+			if (st.prune.*enabled)
 				levels.push_back(l);
 		if (prunes.empty())
 			fail("matrix: no pruning method enabled; set CONFIG_PRUNING_ENABLE_NONE, _MAGNITUDE, _MOVEMENT or _STATE "
 			     "(or choose CONFIG_PRUNING_MODE_SINGLE)");
-		bool wants_levels = std::any_of(prunes.begin(), prunes.end(), [](const std::string &p) { return p != "none"; }) ||
-				    std::find(opts.begin(), opts.end(), "adamwprune") != opts.end();
+		bool wants_levels = std::any_of(prunes.begin(), prunes.end(), [](choice::Pruning p) { return p != choice::Pruning::None; }) ||
+				    std::find(opts.begin(), opts.end(), choice::Optimizer::Adamwprune) != opts.end();
 		if (wants_levels && levels.empty())
 			fail("matrix: pruning runs need a sparsity level but none is enabled; set CONFIG_SPARSITY_ENABLE_50 "
 			     "(or _70, _90, _95, _99)");
 	} else {
-		prunes.push_back(lower(cfg.choice("PRUNING_NONE").substr(std::string("PRUNING_").size())));
-		levels.push_back(static_cast<int>(std::lround(cfg.get_float("PRUNING_TARGET_SPARSITY") * 100)));
+		prunes.push_back(st.prune.method);
+		levels.push_back(static_cast<int>(std::lround(st.prune.target_sparsity * 100)));
 	}
-	std::istringstream vs(cfg.get_string("ADAMWPRUNE_VARIANTS"));
+	std::istringstream vs(st.prune.adamwprune_variants);
 	for (std::string v; vs >> v;) {
 		v = lower(v);
 		if (v.size() != 7 || v.rfind("bitter", 0) != 0 || v[6] < '0' || v[6] > '9')
@@ -159,31 +196,34 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 			variants.push_back(v);
 	}
 	if (variants.empty())
-		variants.push_back(chosen_variant(cfg));
+		variants.push_back(name_of(st.prune.adamwprune_variant));
 
 	struct Combo {
-		std::string opt, variant, prune;
+		choice::Optimizer opt;
+		std::string variant;
+		choice::Pruning prune;
 		int pct;
 	};
+	using P = choice::Pruning;
 	std::vector<Combo> combos;
-	for (const auto &o : opts) {
-		if (o == "adamwprune") {
+	for (choice::Optimizer o : opts) {
+		if (o == choice::Optimizer::Adamwprune) {
 			// AdamWPrune prunes by its own state: it pairs with "none" (its built-in pruning)
 			// or "state", never with magnitude or movement; both give the same runs.
-			bool any = std::find(prunes.begin(), prunes.end(), "none") != prunes.end() ||
-				   std::find(prunes.begin(), prunes.end(), "state") != prunes.end();
+			bool any = std::find(prunes.begin(), prunes.end(), P::None) != prunes.end() ||
+				   std::find(prunes.begin(), prunes.end(), P::State) != prunes.end();
 			if (!any)
 				continue;
 			for (const auto &v : variants)
 				for (int l : levels)
-					combos.push_back({o, v, "state", l});
+					combos.push_back({o, v, P::State, l});
 			continue;
 		}
-		for (const auto &p : prunes) {
-			if (p == "state")
+		for (P p : prunes) {
+			if (p == P::State)
 				continue; // state pruning only with AdamWPrune
-			if (p == "none") {
-				combos.push_back({o, "", "none", 0});
+			if (p == P::None) {
+				combos.push_back({o, "", P::None, 0});
 				continue;
 			}
 			for (int l : levels)
@@ -195,17 +235,15 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		     "only with none/state); enable CONFIG_PRUNING_ENABLE_NONE or _MAGNITUDE, or "
 		     "CONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE");
 	}
-	const int64_t seeds = cfg.get_int("MATRIX_SEEDS"), seed0 = cfg.get_int("SEED");
-	std::vector<std::string> attn = attention_variants(cfg);
-	const std::string mc = cfg.choice("MODEL_GPT2");
-	const std::string base_model = mc == "MODEL_LENET5" ? "lenet5" : mc == "MODEL_RESNET18" ? "resnet18"
-				     : mc == "MODEL_RESNET50" ? "resnet50" : mc == "MODEL_GRAPHSAGE" ? "graphsage" : "gpt2";
+	const int64_t seeds = st.matrix.seeds, seed0 = st.core.seed;
+	std::vector<std::string> attn = attention_variants(st);
+	const std::string base_model = name_of(st.model.kind);
 	// Model axis: attention variants (GPT-2) or layout x sampler pairs (GNN), each with its sets.
 	std::vector<std::pair<std::string, std::vector<std::string>>> models;
-	for (const auto &[l, smp] : gnn_axes(cfg))
-		models.push_back({"gnn-" + l + "-" + smp,
-				  {"GNN_LAYOUT_" + upper(l) + "=y", "GNN_SAMPLER_" + upper(smp) + "=y", "GNN_MATRIX_LAYOUTS=",
-				   "GNN_MATRIX_SAMPLERS="}});
+	for (const auto &[l, smp] : gnn_axes(st))
+		models.push_back({fmt::format("gnn-{}-{}", name_of(l), name_of(smp)),
+				  {select(l), select(smp), fmt::format("{}=", sym::GNN_MATRIX_LAYOUTS),
+				   fmt::format("{}=", sym::GNN_MATRIX_SAMPLERS)}});
 	if (base_model != "gpt2" && !attn.empty())
 		fail("matrix: CONFIG_GPT2_ATTN_VARIANTS applies to GPT-2 only; the model is {}", base_model);
 	for (const auto &a : attn) {
@@ -213,7 +251,7 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		for (const auto &[name, s] : k_attn)
 			if (name == a)
 				sets = s;
-		sets.push_back("GPT2_ATTN_VARIANTS=");
+		sets.push_back(fmt::format("{}=", sym::GPT2_ATTN_VARIANTS));
 		models.push_back({"gpt2-" + a, sets});
 	}
 	if (models.empty())
@@ -224,20 +262,20 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		for (int64_t s = 0; s < seeds; s++) {
 			MatrixRun r;
 			r.model = model;
-			r.optimizer = c.opt;
+			r.optimizer = name_of(c.opt);
 			r.variant = c.variant;
-			r.pruning = c.prune;
-			r.sparsity_pct = c.prune == "none" ? 0 : c.pct;
+			r.pruning = name_of(c.prune);
+			r.sparsity_pct = c.prune == P::None ? 0 : c.pct;
 			r.seed = seed0 + s;
 			r.config_id = run_id(r.model, r.optimizer, r.variant, r.pruning, r.sparsity_pct);
 			r.id = seeds > 1 ? r.config_id + "_s" + std::to_string(r.seed) : r.config_id;
-			r.sets = {"OPTIMIZER_MODE_SINGLE=y", "OPTIMIZER_" + upper(c.opt) + "=y", "PRUNING_MODE_SINGLE=y",
-				  "PRUNING_" + upper(c.prune == "state" && c.opt == "adamwprune" ? "state" : c.prune) + "=y",
-				  "MATRIX_SEEDS=1", "SEED=" + std::to_string(r.seed), "RUN_NAME=" + r.id};
-			if (c.prune != "none")
-				r.sets.push_back(fmt::format("PRUNING_TARGET_SPARSITY={}", r.sparsity_pct / 100.0));
+			r.sets = {select(choice::OptimizerMode::Single), select(c.opt), select(choice::PruningMode::Single),
+				  select(c.prune), fmt::format("{}=1", sym::MATRIX_SEEDS),
+				  fmt::format("{}={}", sym::SEED, r.seed), fmt::format("{}={}", sym::RUN_NAME, r.id)};
+			if (c.prune != P::None)
+				r.sets.push_back(fmt::format("{}={}", sym::PRUNING_TARGET_SPARSITY, r.sparsity_pct / 100.0));
 			if (!c.variant.empty())
-				r.sets.push_back("ADAMWPRUNE_VARIANT_" + upper(c.variant) + "=y");
+				r.sets.push_back(fmt::format("ADAMWPRUNE_VARIANT_{}=y", upper(c.variant)));
 			r.sets.insert(r.sets.end(), model_sets.begin(), model_sets.end());
 			runs.push_back(std::move(r));
 		}
@@ -306,10 +344,17 @@ std::vector<SweepAxis> parse_sweep(const std::string &text, const std::string &o
 		}
 		if (ax.values.empty())
 			fail("{}: no values for CONFIG_{}", where, name);
-		// Every value must be valid for the symbol (type, range, choice membership).
-		Config probe;
-		for (const auto &v : ax.values)
-			probe.set(name + "=" + v, where);
+		// Every value must be valid for the symbol (type, range, choice membership); a
+		// symbol that a choice opens (GPT2_N_LAYER under GPT2_SIZE_CUSTOM) is probed with it
+		// open; whether the matrix opens it is checked when its runs are configured.
+		for (const auto &v : ax.values) {
+			Config probe;
+			std::vector<std::string> sets;
+			if (*sym->only_if && find_symbol(sym->only_if))
+				sets.push_back(std::string(sym->only_if) + "=y");
+			sets.push_back(name + "=" + v);
+			probe.set_all(sets, where);
+		}
 		axes.push_back(std::move(ax));
 	}
 	if (axes.empty())
@@ -360,8 +405,7 @@ std::vector<MatrixRun> apply_sweep(const Config &cfg, const std::vector<MatrixRu
 Config run_config(const Config &matrix_cfg, const MatrixRun &run)
 {
 	Config c = matrix_cfg;
-	for (const auto &s : run.sets)
-		c.set(s, "matrix run " + run.id);
+	c.set_all(run.sets, "matrix run " + run.id);
 	return c;
 }
 

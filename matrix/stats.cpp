@@ -1,5 +1,7 @@
 #include "matrix/stats.h"
 
+#include "core/error.h"
+
 #include <cmath>
 #include <algorithm>
 #include <limits>
@@ -117,6 +119,26 @@ DiffCI welch_interval(const std::vector<double> &a, const std::vector<double> &b
 	double t = student_t_quantile(0.5 + confidence / 2.0, r.df);
 	r.lo = r.diff - t * std::sqrt(se2);
 	r.hi = r.diff + t * std::sqrt(se2);
+	r.valid = true;
+	return r;
+}
+
+DiffCI paired_interval(const std::vector<double> &a, const std::vector<double> &b, double confidence)
+{
+	if (a.size() != b.size())
+		fail("paired interval: {} values against {}; pairs need equal counts", a.size(), b.size());
+	std::vector<double> d(a.size());
+	for (size_t i = 0; i < a.size(); i++)
+		d[i] = a[i] - b[i];
+	DiffCI r;
+	SampleStats s = sample_stats(d);
+	r.diff = s.mean;
+	if (s.n < 2)
+		return r;
+	r.df = s.n - 1;
+	const double half = student_t_quantile(0.5 + confidence / 2.0, r.df) * s.sd / std::sqrt(double(s.n));
+	r.lo = r.diff - half;
+	r.hi = r.diff + half;
 	r.valid = true;
 	return r;
 }

@@ -25,6 +25,9 @@ struct DiffCI {
 };
 // Welch's interval for mean(a) - mean(b) at the given confidence (e.g. 0.95).
 DiffCI welch_interval(const std::vector<double> &a, const std::vector<double> &b, double confidence);
+// The t interval of the mean of a[i] - b[i] (paired samples, e.g. the same seeds): the
+// per-pair differences cancel what the pairs share. Errors when the lengths differ.
+DiffCI paired_interval(const std::vector<double> &a, const std::vector<double> &b, double confidence);
 
 // Agreement of two equally long series (the Fisher tools compare Adam's v with a Fisher
 // diagonal element by element). Sums run in double. NaN when either side is constant or

@@ -43,7 +43,9 @@ struct GPT2Config {
 	int64_t cache_values_per_token() const;
 	int64_t attention_params(int layer) const; // analytic parameters of one attention module
 
-	static GPT2Config from(const Config &cfg, int data_vocab);
+	// From CONFIG_GPT2_* and the attention menu; data_vocab: meta.json's, used when
+	// CONFIG_GPT2_VOCAB_SIZE is 0.
+	static GPT2Config from(const Settings &s, int data_vocab);
 	void validate() const;
 	int64_t num_params() const; // analytic count, equals the module's
 	// Training FLOPs per token (6N + attention, as in the PaLM appendix / nanoGPT).
@@ -51,6 +53,8 @@ struct GPT2Config {
 };
 
 int pad_vocab(int vocab, int multiple);
+// The variant name of an attention choice (vanilla mla kvsplice hybrid ra gate ra-gate).
+const char *variant_name(choice::Gpt2Attn v);
 
 // Where the hybrid variant puts its KVSplice layers (MLA everywhere else).
 struct HybridPlacement {

@@ -425,53 +425,41 @@ void Optimizer::step_sinkgd(double lr, double grad_scale)
 	}
 }
 
-OptimizerOptions optimizer_options_from(const Config &cfg, double lr)
+OptimizerOptions optimizer_options_from(const OptimSettings &c, double lr)
 {
+	using O = choice::Optimizer;
 	OptimizerOptions o;
 	o.lr = lr;
-	o.beta1 = cfg.get_float("ADAMW_BETA1");
-	o.beta2 = cfg.get_float("ADAMW_BETA2");
-	o.eps = cfg.get_float("ADAMW_EPS");
-	o.weight_decay = cfg.get_float("WEIGHT_DECAY");
-	o.momentum = cfg.get_float("SGD_MOMENTUM");
-	o.spam_theta = cfg.get_float("SPAM_THETA");
-	o.spam_spike_z = cfg.get_float("SPAM_SPIKE_THRESHOLD");
-	o.spam_interval = cfg.get_int("SPAM_INTERVAL");
-	o.spam_warmup = cfg.get_int("SPAM_WARMUP");
-	o.spam_double_step = cfg.get_bool("SPAM_DOUBLE_STEP_COMPAT");
-	o.sinkgd_tau = cfg.get_float("SINKGD_TAU");
-	o.sinkgd_iters = static_cast<int>(cfg.get_int("SINKGD_ITERS"));
+	o.beta1 = c.adamw_beta1;
+	o.beta2 = c.adamw_beta2;
+	o.eps = c.adamw_eps;
+	o.weight_decay = c.weight_decay;
+	o.momentum = c.sgd_momentum;
+	o.spam_theta = c.spam_theta;
+	o.spam_spike_z = c.spam_spike_threshold;
+	o.spam_interval = c.spam_interval;
+	o.spam_warmup = c.spam_warmup;
+	o.spam_double_step = c.spam_double_step_compat;
+	o.sinkgd_tau = c.sinkgd_tau;
+	o.sinkgd_iters = static_cast<int>(c.sinkgd_iters);
 	// Mode NONE: the model's default optimizer (GPT-2: AdamW).
-	std::string sel = cfg.get_bool("OPTIMIZER_MODE_NONE") ? "OPTIMIZER_ADAMW" : cfg.choice("OPTIMIZER_ADAMW");
-	std::string base = sel;
-	if (sel == "OPTIMIZER_ADAMWPRUNE")
-		base = "OPTIMIZER_" + cfg.choice("ADAMWPRUNE_BASE_ADAMW").substr(std::string("ADAMWPRUNE_BASE_").size());
-	if (base == "OPTIMIZER_SGD")
-		o.kind = OptimKind::SGD;
-	else if (base == "OPTIMIZER_ADAM")
-		o.kind = OptimKind::Adam;
-	else if (base == "OPTIMIZER_SINKGD")
-		o.kind = OptimKind::SinkGD;
-	else
-		o.kind = OptimKind::AdamW;
-	if (sel == "OPTIMIZER_ADAM" && cfg.get_bool("ADAM_NO_WEIGHT_DECAY"))
+	const O sel = c.mode == choice::OptimizerMode::None ? O::Adamw : c.kind;
+	O base = sel;
+	if (sel == O::Adamwprune) {
+		switch (c.adamwprune_base) {
+		case choice::AdamwpruneBase::Adam: base = O::Adam; break;
+		case choice::AdamwpruneBase::Adamw: base = O::Adamw; break;
+		case choice::AdamwpruneBase::Adamwadv: base = O::Adamwadv; break;
+		case choice::AdamwpruneBase::Adamwspam: base = O::Adamwspam; break;
+		}
+	}
+	o.kind = base == O::Sgd ? OptimKind::SGD : base == O::Adam ? OptimKind::Adam : base == O::Sinkgd ? OptimKind::SinkGD
+													  : OptimKind::AdamW;
+	if (sel == O::Adam && c.adam_no_weight_decay)
 		o.weight_decay = 0;
-	o.amsgrad = base == "OPTIMIZER_ADAMWADV" || base == "OPTIMIZER_ADAMWSPAM";
-	o.spam = base == "OPTIMIZER_ADAMWSPAM";
-	o.name = sel.substr(std::string("OPTIMIZER_").size());
-	std::transform(o.name.begin(), o.name.end(), o.name.begin(), [](unsigned char c) { return std::tolower(c); });
-	if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1)
-		fail("optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1) (got {} and {})", o.beta1, o.beta2);
-	if (o.eps <= 0)
-		fail("optimizer: CONFIG_ADAMW_EPS must be > 0 (got {})", o.eps);
-	if (o.weight_decay < 0)
-		fail("optimizer: CONFIG_WEIGHT_DECAY must be >= 0 (got {})", o.weight_decay);
-	if (o.momentum < 0 || o.momentum >= 1)
-		fail("optimizer: CONFIG_SGD_MOMENTUM must lie in [0, 1) (got {})", o.momentum);
-	if (o.spam && (o.spam_theta <= 0 || o.spam_spike_z <= 0))
-		fail("optimizer: CONFIG_SPAM_THETA and CONFIG_SPAM_SPIKE_THRESHOLD must be > 0");
-	if (o.kind == OptimKind::SinkGD && (o.sinkgd_tau <= 0 || o.sinkgd_iters < 1))
-		fail("optimizer: CONFIG_SINKGD_TAU must be > 0 and CONFIG_SINKGD_ITERS >= 1");
+	o.amsgrad = base == O::Adamwadv || base == O::Adamwspam;
+	o.spam = base == O::Adamwspam;
+	o.name = name_of(sel);
 	return o;
 }
 

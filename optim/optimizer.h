@@ -16,11 +16,13 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "core/settings.h"
 #include <torch/torch.h>
 
 namespace knlp {
 
-class Config;
+
 
 struct ParamState {
 	std::string name;
@@ -100,7 +102,7 @@ private:
 };
 
 // The optimizer CONFIG_OPTIMIZER_* selects, with its CONFIG_* parameters, validated.
-OptimizerOptions optimizer_options_from(const Config &cfg, double lr);
+OptimizerOptions optimizer_options_from(const OptimSettings &c, double lr);
 
 // SinkGD's transform of one gradient (exposed for tests).
 torch::Tensor sinkgd_transform(const torch::Tensor &g, double tau, int iters);

@@ -233,48 +233,42 @@ void Pruner::load(const nlohmann::json &j, const std::function<torch::Tensor(con
 	}
 }
 
-PruneOptions prune_options_from(const Config &cfg, const OptimizerOptions &opt, int64_t max_iters, uint64_t seed)
+PruneOptions prune_options_from(const PruneSettings &c, const OptimizerOptions &opt, int64_t max_iters, uint64_t seed,
+				int64_t ramp_end)
 {
 	PruneOptions o;
-	std::string m = cfg.choice("PRUNING_NONE");
-	bool adamwprune = opt.name == "adamwprune";
-	if (m == "PRUNING_MAGNITUDE")
-		o.method = PruneMethod::Magnitude;
-	else if (m == "PRUNING_MOVEMENT")
-		o.method = PruneMethod::Movement;
-	else if (m == "PRUNING_STATE")
-		o.method = PruneMethod::State;
+	using P = choice::Pruning;
+	const bool adamwprune = opt.name == "adamwprune";
+	o.method = c.method == P::Magnitude  ? PruneMethod::Magnitude
+		   : c.method == P::Movement ? PruneMethod::Movement
+		   : c.method == P::State    ? PruneMethod::State
+					     : PruneMethod::None;
 	if (adamwprune) {
 		if (o.method == PruneMethod::Magnitude || o.method == PruneMethod::Movement)
 			fail("pruning: CONFIG_OPTIMIZER_ADAMWPRUNE prunes by its own state and does not pair with "
 			     "CONFIG_{}; choose CONFIG_PRUNING_STATE or CONFIG_PRUNING_NONE",
-			     m);
+			     symbol_of(c.method));
 		o.method = PruneMethod::State;
 	}
 	if (o.method == PruneMethod::State && (opt.kind == OptimKind::SGD || opt.kind == OptimKind::SinkGD))
 		fail("pruning: CONFIG_PRUNING_STATE needs an optimizer that keeps a second moment; {} keeps none",
 		     opt.name);
-	std::string v = cfg.choice("ADAMWPRUNE_VARIANT_BITTER7");
-	o.variant = v.back() - '0';
-	o.bitter5_intended = cfg.get_bool("ADAMWPRUNE_BITTER5_INTENDED");
-	o.target = cfg.get_float("PRUNING_TARGET_SPARSITY");
-	o.warmup = cfg.get_int("PRUNING_WARMUP");
-	o.frequency = cfg.get_int("PRUNING_FREQUENCY");
-	o.ramp_end = cfg.get_int("PRUNING_RAMP_END");
+	o.variant = name_of(c.adamwprune_variant)[6] - '0'; // "bitter7"
+	o.bitter5_intended = c.adamwprune_bitter5_intended;
+	o.target = c.target_sparsity;
+	o.warmup = c.warmup;
+	o.frequency = c.frequency;
+	o.ramp_end = ramp_end > 0 ? ramp_end : c.ramp_end;
 	if (o.ramp_end == 0)
 		o.ramp_end = std::max<int64_t>(o.warmup + 1, max_iters * 3 / 4);
-	o.exact = cfg.get_bool("PRUNING_EXACT_THRESHOLD");
-	o.sample_fraction = cfg.get_float("PRUNING_SAMPLE_FRACTION");
+	o.exact = c.exact_threshold;
+	o.sample_fraction = c.sample_fraction;
 	o.seed = seed;
 	if (o.method == PruneMethod::None)
 		return o;
-	if (!(o.target >= 0 && o.target < 1))
-		fail("pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got {})", o.target);
 	if (o.ramp_end <= o.warmup)
 		fail("pruning: CONFIG_PRUNING_RAMP_END ({}) must come after CONFIG_PRUNING_WARMUP ({})", o.ramp_end,
 		     o.warmup);
-	if (!o.exact && !(o.sample_fraction > 0 && o.sample_fraction <= 1))
-		fail("pruning: CONFIG_PRUNING_SAMPLE_FRACTION must lie in (0, 1] (got {})", o.sample_fraction);
 	return o;
 }
 

@@ -10,13 +10,15 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "core/settings.h"
 #include <torch/torch.h>
 
 #include "optim/optimizer.h"
 
 namespace knlp {
 
-class Config;
+
 
 enum class PruneMethod { None, Magnitude, Movement, State };
 
@@ -83,6 +85,9 @@ private:
 
 // CONFIG_PRUNING_* and CONFIG_ADAMWPRUNE_* (with the optimizer choice), validated: bad
 // values fail before training starts. max_iters resolves a ramp end of 0.
-PruneOptions prune_options_from(const Config &cfg, const OptimizerOptions &opt, int64_t max_iters, uint64_t seed);
+// ramp_end > 0 replaces CONFIG_PRUNING_RAMP_END (the image trainer derives it from
+// CONFIG_PRUNING_RAMP_END_EPOCH and the steps per epoch).
+PruneOptions prune_options_from(const PruneSettings &c, const OptimizerOptions &opt, int64_t max_iters, uint64_t seed,
+				int64_t ramp_end = 0);
 
 } // namespace knlp

@@ -164,25 +164,17 @@ PlanOptions plan_options(const std::string &base, const std::string &upgrade, co
 	return o;
 }
 
-PlanOptions plan_options_from(const Config &cfg)
+PlanOptions plan_options_from(const QuantSettings &q)
 {
-	auto lower_after = [](const std::string &sym, const std::string &prefix) {
-		std::string v = sym.substr(prefix.size());
-		for (auto &ch : v)
-			ch = char(std::tolower(static_cast<unsigned char>(ch)));
-		return v;
-	};
-	std::string base = lower_after(cfg.choice("QUANT_BASE_Q8_0"), "QUANT_BASE_");
-	std::string plan = lower_after(cfg.choice("QUANT_PLAN_NONE"), "QUANT_PLAN_");
+	std::string plan = name_of(q.plan);
 	std::replace(plan.begin(), plan.end(), '_', '-'); // QUANT_PLAN_FIM_ERROR: fim-error
 	try {
-		ggml_type_from_name(cfg.get_string("QUANT_UPGRADE"));
+		ggml_type_from_name(q.upgrade);
 	} catch (const Error &e) {
 		fail("CONFIG_QUANT_UPGRADE: {}", e.what());
 	}
 	try {
-		return plan_options(base, cfg.get_string("QUANT_UPGRADE"), cfg.get_string("QUANT_ROLES"),
-				    double(cfg.get_int("QUANT_PCT")), plan, uint64_t(cfg.get_int("QUANT_SEED")));
+		return plan_options(name_of(q.base), q.upgrade, q.roles, double(q.pct), plan, uint64_t(q.seed));
 	} catch (const Error &e) {
 		fail("CONFIG_QUANT_ROLES / CONFIG_QUANT_PLAN: {}", e.what());
 	}

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/settings.h"
 #include "quant/ggml_quants.h"
 
 namespace knlp {
@@ -53,10 +54,10 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 PlanOptions plan_options(const std::string &base, const std::string &upgrade, const std::string &roles, double pct,
 			 const std::string &plan, uint64_t seed);
 
-class Config;
 // CONFIG_QUANT_* as plan options, validated (unknown type or role: an error naming the
 // symbol).
-PlanOptions plan_options_from(const Config &cfg);
+// The plan CONFIG_QUANT_* describes.
+PlanOptions plan_options_from(const QuantSettings &q);
 
 nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOptions &o);
 

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 
 import matplotlib
@@ -20,7 +21,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import stats
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "attn-study"
 STUDIES = {
@@ -46,7 +46,7 @@ def evals(run):
             for line in f:
                 r = json.loads(line)
                 if r.get("type") == "eval":
-                    out.append((r["iter"], r["val_loss"], r.get("elapsed", 0.0)))
+                    out.append((r["step"], r["val_loss"], r.get("elapsed", 0.0)))
     except OSError:
         pass
     return out
@@ -63,13 +63,19 @@ def mean_std(xs):
     return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
+KNLP = os.environ.get("KNLP", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "knlp"))
+
+
 def paired_ci(a, b, level=0.95):
-    """Mean of a - b over paired seeds and its t interval."""
-    d = np.array(a) - np.array(b)
-    if len(d) < 2:
-        return float(d.mean()) if len(d) else None, None, None
-    h = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return float(d.mean()), float(d.mean() - h), float(d.mean() + h)
+    """Mean of a - b over paired seeds and its t interval, from `knlp stats interval --paired`
+    (the statistics the matrix summaries use)."""
+    if len(a) < 2:
+        return (float(np.mean(np.array(a) - np.array(b))) if len(a) else None), None, None
+    out = subprocess.run([KNLP, "stats", "interval", "--paired", "--confidence", repr(level),
+                          "--a", ",".join(map(repr, a)), "--b", ",".join(map(repr, b))],
+                         check=True, capture_output=True, text=True).stdout
+    j = json.loads(out.strip().splitlines()[-1])
+    return j["diff"], j["lo"], j["hi"]
 
 
 def collect_runs(folder):
@@ -80,7 +86,7 @@ def collect_runs(folder):
         v = variant_of(r["model"])
         path = os.path.join(folder, r["test_id"])
         runs.setdefault(v, []).append({
-            "seed": r["seed"], "ppl": r["final_val_perplexity"], "loss": r["final_val_loss"],
+            "seed": r["seed"], "ppl": r["figures"]["val_perplexity"], "loss": r["quality"],
             "elapsed": r["elapsed_time"], "iterations": r["iterations"], "params": r["parameters"],
             "curve": evals(path), "cloze": (load_json(os.path.join(path, "cloze.json"), {}) or {}).get("acc"),
             "fisher": load_json(os.path.join(path, "fisher.json")), "path": path,
@@ -97,7 +103,7 @@ def collect_equal_time(folder):
             continue
         ev = evals(path)
         runs.setdefault(m.group(1), []).append({
-            "seed": int(m.group(2)), "ppl": math.exp(min(ev[-1][1], 20)), "iterations": tm["final_iteration"],
+            "seed": int(m.group(2)), "ppl": math.exp(min(ev[-1][1], 20)), "iterations": tm["progress"]["step"],
             "curve": ev, "cloze": (load_json(os.path.join(path, "cloze.json"), {}) or {}).get("acc")})
     return runs
 

@@ -9,7 +9,7 @@ pkgs="build-essential cmake ninja-build git libtorch-dev python3-kconfiglib libc
 nlohmann-json3-dev libfmt-dev zlib1g-dev googletest libgtest-dev libbenchmark-dev
 linux-doc-6.1 dataset-fashion-mnist python3-matplotlib python3-numpy python3-torch
 libopenblas0-openmp python3-scipy chromium libmetis-dev libgloo-dev libdnnl-dev
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev clang-format"
 
 missing=""
 for p in $pkgs; do

@@ -33,11 +33,12 @@ for pct in ("1", "10"):
     for e in entries:
         if e.get("status") != "complete":
             continue
-        c = cells.setdefault((e["gnn_layout"], e["gnn_sampler"]), {k: [] for k in
+        f = e["figures"]  # the GNN family's figures (training_metrics.json "figures")
+        c = cells.setdefault((f["layout"], f["sampler"]), {k: [] for k in
                              ("f1", "pr", "roc", "ra_f", "ra_s", "kib", "ms", "t")})
-        c["f1"].append(e["test_f1"]); c["pr"].append(e["test_pr_auc"]); c["roc"].append(e["test_roc_auc"])
-        c["ra_f"].append(e["ra_fetch"]); c["ra_s"].append(e["ra_signal"])
-        c["kib"].append(e["bytes_per_batch"] / 1024); c["ms"].append(e["fetch_ms_per_batch"])
+        c["f1"].append(f["test_f1"]); c["pr"].append(e["quality"]); c["roc"].append(f["test_roc_auc"])
+        c["ra_f"].append(f["ra_fetch"]); c["ra_s"].append(f["ra_signal"])
+        c["kib"].append(f["kib_per_batch"]); c["ms"].append(f["fetch_ms_per_batch"])
         c["t"].append(e["elapsed_time"])
     scales[pct] = cells
     ra = json.load(open(os.path.join(d, "ra.json"))) if os.path.exists(os.path.join(d, "ra.json")) else None

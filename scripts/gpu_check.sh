@@ -114,8 +114,8 @@ export KNLP_PEAK_FLOPS=989e12
 steady() {
 	python3 - "$1" <<'EOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"tokens_per_sec"' in l]
-s = sorted(r["tokens_per_sec"] for r in rows if r.get("iter", r.get("iteration", 0)) > 10)
+rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"train"' in l]
+s = sorted(r["throughput"] for r in rows if r["step"] > 10)
 print(json.dumps({"median": s[len(s) // 2] if s else 0, "best": s[-1] if s else 0, "windows": len(s)}))
 EOF
 }
@@ -128,8 +128,8 @@ if want ddp; then
 import json, sys
 d, fpt = sys.argv[1], int(sys.argv[2])
 m = json.load(open(d + "/training_metrics.json"))
-rows = [json.loads(l) for l in open(d + "/metrics.jsonl") if '"tokens_per_sec"' in l]
-s = sorted(r["tokens_per_sec"] for r in rows if r.get("iter", r.get("iteration", 0)) > 10)
+rows = [json.loads(l) for l in open(d + "/metrics.jsonl") if '"train"' in l]
+s = sorted(r["throughput"] for r in rows if r["step"] > 10)
 tok = s[len(s) // 2] if s else 0
 dd = m.get("ddp", {})
 hw = {k: v for k, v in m.items() if "mem" in k or "gpu" in k or "hardware" in k}

@@ -10,7 +10,7 @@ binary's symbol table and the tests all see the Kconfig tree through the same li
     kconfig.py listnewconfig                     symbols .config does not set yet
     kconfig.py randconfig [SEED]                 random valid .config (KCONFIG_SEED)
     kconfig.py list-defconfigs                   the presets and their first comment line
-    kconfig.py gensyms OUT.inc                   C++ symbol table for the knlp binary
+    kconfig.py gensyms OUTDIR                    C++ symbol table and typed settings
     kconfig.py helpcheck                         fail when a symbol has no help text
 """
 import os
@@ -237,6 +237,32 @@ def cmd_list(args):
         print(f"  defconfig-{name:<32} {desc}")
 
 
+# Kconfig file -> (member of knlp::Settings, prefixes stripped from field names). Every
+# Kconfig file must be listed: a new subsystem gets its own settings struct on purpose.
+SUBSYSTEMS = [
+    ("core/Kconfig", "core", []),
+    ("core/Kconfig.debug", "debug", ["DEBUG_"]),
+    ("core/Kconfig.tracking", "tracking", ["TRACKER_"]),
+    ("data/Kconfig", "data", ["DATA_"]),
+    ("models/Kconfig", "model", ["MODEL_"]),
+    ("models/Kconfig.gpt2", "gpt2", ["GPT2_"]),
+    ("models/Kconfig.attention", "attention", ["GPT2_ATTN_", "GPT2_"]),
+    ("models/Kconfig.vision", "image", ["IMAGE_"]),
+    ("optim/Kconfig", "optim", ["OPTIMIZER_"]),
+    ("prune/Kconfig", "prune", ["PRUNING_"]),
+    ("train/Kconfig", "train", []),
+    ("train/Kconfig.ddp", "ddp", ["DDP_"]),
+    ("fim/Kconfig", "fim", ["FIM_"]),
+    ("quant/Kconfig", "quant", ["QUANT_"]),
+    ("tier/Kconfig", "tier", ["TIER_"]),
+    ("gnn/Kconfig", "gnn", ["GNN_"]),
+    ("matrix/Kconfig", "matrix", ["MATRIX_"]),
+]
+# Field names that the prefix rule would make awkward (cfg.model.model, cfg.ddp.ddp).
+FIELD_NAMES = {"MODEL": "kind", "OPTIMIZER": "kind", "PRUNING": "method", "DDP": "enabled",
+               "GPT2_ATTN": "variant", "GPT2_HYBRID": "placement"}
+
+
 def is_float_literal(s):
     try:
         float(s)
@@ -249,31 +275,93 @@ def cpp_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def cmd_gensyms(args):
-    out = args[0]
-    kconf = load_tree()
+def sym_kind(sym):
+    if sym.orig_type == kconfiglib.BOOL:
+        return "Bool"
+    if sym.orig_type == kconfiglib.INT:
+        return "Int"
+    if sym.orig_type == kconfiglib.STRING:
+        defaults = [d.str_value for d, _ in sym.defaults]
+        return "Float" if defaults and all(is_float_literal(d) for d in defaults) else "String"
+    die(f"symbol {sym.name}: type {kconfiglib.TYPE_TO_STR[sym.orig_type]} not supported")
+
+
+def expr_text(kconf, e, what):
+    """A condition in the small grammar core/config.cpp evaluates: bool symbols, !, &&, ||."""
+    if e is kconf.y:
+        return ""
+    if isinstance(e, kconfiglib.Symbol):
+        if e.orig_type != kconfiglib.BOOL:
+            die(f"{what}: condition on non-bool symbol {e.name} is not supported by the knlp binary")
+        return e.name
+    if isinstance(e, tuple):
+        if e[0] == kconfiglib.NOT:
+            return "!" + expr_text(kconf, e[1], what)
+        if e[0] in (kconfiglib.AND, kconfiglib.OR):
+            op = " && " if e[0] == kconfiglib.AND else " || "
+            return "(" + expr_text(kconf, e[1], what) + op + expr_text(kconf, e[2], what) + ")"
+    die(f"{what}: condition {kconfiglib.expr_str(e)} is not supported by the knlp binary")
+
+
+def own_condition(kconf, cond, dep):
+    """The part of a prompt or default condition the entry itself adds: kconfiglib ANDs the
+    enclosing menus' and ifs' dependencies (dep) onto it."""
+    if cond is dep or kconfiglib.expr_str(cond) == kconfiglib.expr_str(dep):
+        return kconf.y
+    if isinstance(cond, tuple) and cond[0] == kconfiglib.AND and \
+            kconfiglib.expr_str(cond[2]) == kconfiglib.expr_str(dep):
+        return cond[1]
+    return cond
+
+
+def choice_name(c):
+    if not c.name:
+        die(f"choice '{c.nodes[0].prompt[0]}' has no name (write `choice NAME`): the typed "
+            "configuration names its enum after it")
+    return c.name
+
+
+def camel(word):
+    return "".join(p[:1].upper() + p[1:].lower() for p in word.split("_") if p)
+
+
+def enumerator(choice, member):
+    suffix = member[len(choice) + 1:] if member.startswith(choice + "_") else member
+    parts = [p for p in suffix.split("_") if p]
+    out = ""
+    for i, p in enumerate(parts):
+        piece = p if p[0].isdigit() else p[:1].upper() + p[1:].lower()
+        out += ("_" + piece) if (i and p[0].isdigit()) else piece
+    if out[:1].isdigit():
+        out = camel(choice.split("_")[-1]) + out
+    return out, suffix.lower()
+
+
+def field_name(name, prefixes):
+    if name in FIELD_NAMES:
+        return FIELD_NAMES[name]
+    for pre in prefixes:
+        if name.startswith(pre):
+            return name[len(pre):].lower()
+    return name.lower()
+
+
+def symbol_rows(kconf):
     rows = []
     for sym in kconf.unique_defined_syms:
-        if sym.orig_type == kconfiglib.BOOL:
-            kind = "Bool"
-        elif sym.orig_type == kconfiglib.INT:
-            kind = "Int"
-        elif sym.orig_type == kconfiglib.STRING:
-            defaults = [d.str_value for d, _ in sym.defaults]
-            kind = "Float" if defaults and all(is_float_literal(d) for d in defaults) else "String"
-        else:
-            die(f"symbol {sym.name}: type {kconfiglib.TYPE_TO_STR[sym.orig_type]} not supported")
+        kind = sym_kind(sym)
         lo, hi, has_range = "0", "0", "false"
         for low, high, _ in sym.ranges:
             lo, hi, has_range = low.str_value, high.str_value, "true"
             break
-        choice = ""
-        if sym.choice is not None:
-            choice = sym.choice.name or ("choice_" + sym.choice.syms[0].name)
-        prompt = ""
-        for node in sym.nodes:
-            if node.prompt:
-                prompt = node.prompt[0]
+        choice = choice_name(sym.choice) if sym.choice is not None else ""
+        prompt, only_if = "", ""
+        node = sym.nodes[0]
+        for n in sym.nodes:
+            if n.prompt:
+                prompt = n.prompt[0]
+                if sym.choice is None:
+                    only_if = expr_text(kconf, own_condition(kconf, n.prompt[1], n.dep), sym.name)
                 break
         # A symbol hidden by its dependencies under the all-defaults configuration (the
         # matrix switches inside `if ..._MODE_MULTIPLE`) gets the default it has when
@@ -281,15 +369,120 @@ def cmd_gensyms(args):
         default = sym.str_value
         if sym.visibility == 0 and sym.choice is None and sym.defaults:
             default = sym.defaults[0][0].str_value
+        if sym.choice is not None:
+            # The member a choice selects by default, also when the choice is hidden (the
+            # hybrid placement without hybrid attention): every group has one selection.
+            c = sym.choice
+            first = c.defaults[0][0] if c.defaults else c.syms[0]
+            default = "y" if sym is first else "n"
+        rules = []
+        if sym.choice is None:
+            for d, cond in sym.defaults:
+                c = expr_text(kconf, own_condition(kconf, cond, node.dep), sym.name)
+                rules.append(f"{{{cpp_str(d.str_value)}, {cpp_str(c)}}}")
         rows.append(f"    {{{cpp_str(sym.name)}, SymbolType::{kind}, {cpp_str(default)}, "
-                    f"{lo}LL, {hi}LL, {has_range}, {cpp_str(choice)}, {cpp_str(prompt)}}},")
-    text = ("// Generated from the Kconfig tree by scripts/kconfig.py gensyms. Do not edit.\n"
-            + "\n".join(rows) + "\n")
-    if os.path.isfile(out) and open(out, encoding="utf-8").read() == text:
+                    f"{lo}LL, {hi}LL, {has_range}, {cpp_str(choice)}, {cpp_str(prompt)}, "
+                    f"{cpp_str(only_if)}, {{{', '.join(rules)}}}}},")
+    return rows
+
+
+CPP_TYPES = {"Bool": "bool", "Int": "int64_t", "Float": "double", "String": "std::string"}
+GETTERS = {"Bool": "get_bool", "Int": "get_int", "Float": "get_float", "String": "get_string"}
+
+
+def settings_code(kconf):
+    """settings_gen.h (a struct per subsystem, an enum per choice) and settings_fill.inc."""
+    by_file = {f: (member, prefixes, [], []) for f, member, prefixes in SUBSYSTEMS}
+    for sym in kconf.unique_defined_syms:
+        if sym.choice is not None:
+            continue
+        f = sym.nodes[0].filename
+        if f not in by_file:
+            die(f"{f}: not in scripts/kconfig.py SUBSYSTEMS (give it a settings struct)")
+        by_file[f][2].append(sym)
+    for c in kconf.unique_choices:
+        f = c.nodes[0].filename
+        if f not in by_file:
+            die(f"{f}: not in scripts/kconfig.py SUBSYSTEMS (give it a settings struct)")
+        by_file[f][3].append(c)
+    enums, structs, fill, names, syms = [], [], [], [], []
+    for f, member, _ in SUBSYSTEMS:
+        _, prefixes, symbols, choices = by_file[f]
+        tname = camel(member) + "Settings"
+        fields, seen = [], set()
+        for c in choices:
+            cname = choice_name(c)
+            ename = camel(cname.replace("GPT2", "Gpt2"))
+            members = [enumerator(cname, m.name) + (m.name,) for m in c.syms]
+            enums.append(f"// choice {cname}: {c.nodes[0].prompt[0]}\nenum class {ename} {{ "
+                         + ", ".join(e for e, _, _ in members) + " };")
+            names.append(f"const char *name_of(choice::{ename} v)\n{{\n\tswitch (v) {{\n" +
+                         "".join(f"\tcase choice::{ename}::{e}: return {cpp_str(n)};\n" for e, n, _ in members) +
+                         "\t}\n\treturn \"?\";\n}\n" +
+                         f"const char *symbol_of(choice::{ename} v)\n{{\n\tswitch (v) {{\n" +
+                         "".join(f"\tcase choice::{ename}::{e}: return {cpp_str(m)};\n" for e, _, m in members) +
+                         "\t}\n\treturn \"?\";\n}\n")
+            fname = field_name(cname, prefixes)
+            if fname in seen:
+                die(f"{f}: two settings fields named {fname}")
+            seen.add(fname)
+            default = next((e for e, _, m in members if kconf.syms[m].str_value == "y"), members[0][0])
+            fields.append(f"\tchoice::{ename} {fname} = choice::{ename}::{default}; // choice {cname}")
+            fill.append(f"\t{{\n\t\tconst std::string m = c.selected({cpp_str(cname)});\n" +
+                        "".join(f"\t\t{'else ' if i else ''}if (m == {cpp_str(m)})\n"
+                                f"\t\t\ts.{member}.{fname} = choice::{ename}::{e};\n"
+                                for i, (e, _, m) in enumerate(members)) + "\t}")
+        for sym in symbols:
+            kind = sym_kind(sym)
+            fname = field_name(sym.name, prefixes)
+            if fname in seen:
+                die(f"{f}: two settings fields named {fname}")
+            seen.add(fname)
+            fields.append(f"\t{CPP_TYPES[kind]} {fname}{{}}; // CONFIG_{sym.name}")
+            fill.append(f"\ts.{member}.{fname} = c.{GETTERS[kind]}({cpp_str(sym.name)});")
+        for m in [x for c in choices for x in c.syms] + symbols:
+            syms.append(f"inline constexpr const char *{m.name} = {cpp_str(m.name)};")
+        structs.append((member, tname, f"// {f}\nstruct {tname} {{\n" + "\n".join(fields) + "\n};\n"))
+    header = ("// Generated from the Kconfig tree by scripts/kconfig.py gensyms. Do not edit.\n"
+              "// The typed configuration: a struct per subsystem, an enum per choice (core/settings.h).\n"
+              "#pragma once\n#include <cstdint>\n#include <string>\n\nnamespace knlp {\n\nnamespace choice {\n\n"
+              + "\n".join(enums) + "\n\n} // namespace choice\n\n"
+              + "// Symbol names, for code that writes configurations (matrix expansion, tests).\n"
+              + "namespace sym {\n" + "\n".join(syms) + "\n} // namespace sym\n\n"
+              + "\n".join(s for _, _, s in structs)
+              + "\nstruct Settings {\n" + "".join(f"\t{t} {m};\n" for m, t, _ in structs) + "};\n\n"
+              + "".join(f"const char *name_of(choice::{camel(choice_name(c).replace('GPT2', 'Gpt2'))} v);\n"
+                        f"const char *symbol_of(choice::{camel(choice_name(c).replace('GPT2', 'Gpt2'))} v);\n"
+                        for c in kconf.unique_choices)
+              + "\n} // namespace knlp\n")
+    body = ("// Generated from the Kconfig tree by scripts/kconfig.py gensyms. Do not edit.\n"
+            "// Included by core/settings.cpp.\n\n"
+            "void fill_settings(const Config &c, Settings &s)\n{\n" + "\n".join(fill) + "\n}\n\n"
+            + "\n".join(names))
+    return header, body
+
+
+def write_if_changed(path, text):
+    if os.path.isfile(path) and open(path, encoding="utf-8").read() == text:
         return
-    with open(out + ".tmp", "w", encoding="utf-8") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(out + ".tmp", out)
+    os.replace(path + ".tmp", path)
+
+
+def cmd_gensyms(args):
+    """gensyms OUTDIR: symbols.inc (the symbol table), settings_gen.h and settings_fill.inc."""
+    out = args[0]
+    kconf = load_tree()
+    for c in kconf.unique_choices:
+        choice_name(c)
+    rows = symbol_rows(kconf)
+    write_if_changed(os.path.join(out, "symbols.inc"),
+                     "// Generated from the Kconfig tree by scripts/kconfig.py gensyms. Do not edit.\n"
+                     + "\n".join(rows) + "\n")
+    header, body = settings_code(kconf)
+    write_if_changed(os.path.join(out, "settings_gen.h"), header)
+    write_if_changed(os.path.join(out, "settings_fill.inc"), body)
 
 
 def cmd_helpcheck(args):

@@ -3,8 +3,9 @@
 
     scripts/matrix_report.py RESULTS_DIR [--graphs-only]
 
-Reads RESULTS_DIR/all_results.json (written by `knlp matrix` / `knlp matrix-summary`) and
-each complete run's training_metrics.json; writes RESULTS_DIR/graphs/*.png and
+Reads RESULTS_DIR/all_results.json (written by `knlp matrix` / `knlp matrix summary`), each
+complete run's training_metrics.json (the common envelope: quality block and history) and
+metrics.jsonl (the loss of every logged step); writes RESULTS_DIR/graphs/*.png and
 RESULTS_DIR/report.html (images embedded, no network needed to open it)."""
 import base64
 import html
@@ -23,35 +24,56 @@ import numpy as np  # noqa: E402
 def load(d):
     with open(os.path.join(d, "all_results.json")) as f:
         results = json.load(f)
-    metrics = {}
+    metrics, steps = {}, {}
     for e in results:
-        p = os.path.join(d, e["test_id"], "training_metrics.json")
+        run = os.path.join(d, e["test_id"])
+        p = os.path.join(run, "training_metrics.json")
         if e.get("status") == "complete" and os.path.exists(p):
             with open(p) as f:
                 metrics[e["test_id"]] = json.load(f)
-    return results, metrics
+            steps[e["test_id"]] = train_records(os.path.join(run, "metrics.jsonl"))
+    return results, metrics, steps
+
+
+def train_records(path):
+    """(step, loss) of every logged training step; a torn last line is skipped."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if r.get("type") == "train":
+                    out.append((r["step"], r["loss"]))
+    return out
 
 
 def quality(e):
-    """Final validation perplexity (language models) or test accuracy in % (image models)."""
-    return e["final_val_perplexity"] if "final_val_perplexity" in e else 100 * e["final_accuracy"]
+    """The run's figure in its quality block; accuracies in %."""
+    return 100 * e["quality"] if e.get("quality_metric") == "accuracy" else e["quality"]
 
 
 def quality_name(results):
-    return "final test accuracy (%)" if any("final_accuracy" in e for e in results) else "final validation perplexity"
+    for e in results:
+        if "quality_metric" in e:
+            unit = " (%)" if e["quality_metric"] == "accuracy" else ""
+            return f"final {e['quality_split']} {e['quality_metric']}{unit}"
+    return "final quality"
 
 
-def curve(m, key):
-    """(x, y) of a run's validation loss or sparsity history, LM or image schema."""
-    if "test_accuracies" in m:
-        return m["epochs"][: len(m[key[1]])], m[key[1]]
-    return m["metrics"]["iterations"][: len(m["metrics"].get(key[0], []))], m["metrics"].get(key[0], [])
+def history(m, key):
+    """(x, y) of a run's evaluations: step (or epoch) and the figure `key`."""
+    h = [r for r in m.get("history", []) if r.get(key) is not None]
+    x = "epoch" if any("epoch" in r for r in h) else "step"
+    return [r[x] for r in h], [r[key] for r in h]
 
 
 def groups(results):
     g = OrderedDict()
     for e in results:
-        if e.get("status") == "complete" and ("final_val_perplexity" in e or "final_accuracy" in e):
+        if e.get("status") == "complete" and "quality" in e:
             g.setdefault(e["config_id"], []).append(e)
     return g
 
@@ -111,27 +133,29 @@ def bars(names, vals, ylabel, title, sd=None, color="#55a868"):
     return fig
 
 
-def plots(d, results, metrics):
+def plots(d, results, metrics, steps):
     g = groups(results)
     if not g:
         return []
     names = list(g)
-    ppl = {n: [quality(e) for e in g[n]] for n in names}
-    img = any("test_accuracies" in m for m in metrics.values())
-    xl = "epoch" if img else "iteration"
+    q = {n: [quality(e) for e in g[n]] for n in names}
+    epochs = any("epoch" in r for m in metrics.values() for r in m.get("history", []))
+    xl = "epoch" if epochs else "step"
+    pruned = any(e.get("final_sparsity", 0) > 0 for es in g.values() for e in es)
+    qn = quality_name(results)
     figs = [
-        ("Validation loss evolution", "val_loss_evolution.png",
-         lines([(rid, *curve(m, ("val_losses", "test_losses"))) for rid, m in metrics.items()],
-               xl, "test loss" if img else "validation loss", "Validation loss per run")),
+        ("Training loss per step", "train_loss.png",
+         lines([(rid, [s for s, _ in st], [l for _, l in st]) for rid, st in steps.items() if st],
+               "step", "training loss", "Training loss per logged step")),
+        ("Held-out loss", "eval_loss.png",
+         lines([(rid, *history(m, "eval_loss")) for rid, m in metrics.items() if history(m, "eval_loss")[1]],
+               xl, "held-out loss", "Held-out loss at each evaluation")),
+        ("Quality at each evaluation", "quality_evolution.png",
+         lines([(rid, *history(m, "quality")) for rid, m in metrics.items() if history(m, "quality")[1]],
+               xl, qn.replace("final ", ""), "Quality at each evaluation")),
         ("Final quality", "final_quality.png",
-         bars(names, [np.mean(ppl[n]) for n in names], quality_name(results) + " (mean +/- sd)", "Final quality",
-              sd=[np.std(ppl[n], ddof=1) if len(ppl[n]) > 1 else 0 for n in names], color="#4c72b0")),
-        ("Quality vs sparsity", "quality_vs_sparsity.png",
-         scatter(g, lambda e: 100 * e.get("final_sparsity", 0), "achieved sparsity (%)", "Quality vs sparsity")),
-        ("Sparsity progression", "sparsity_progression.png",
-         lines([(rid, curve(m, ("sparsities", "sparsities"))[0], [100 * s for s in curve(m, ("sparsities", "sparsities"))[1]])
-                for rid, m in metrics.items() if curve(m, ("sparsities", "sparsities"))[1]],
-               xl, "sparsity (%)", "Sparsity progression")),
+         bars(names, [np.mean(q[n]) for n in names], qn + " (mean +/- sd)", "Final quality",
+              sd=[np.std(q[n], ddof=1) if len(q[n]) > 1 else 0 for n in names], color="#4c72b0")),
         ("Training time (s)", "training_time.png",
          bars(names, [np.mean([e.get("elapsed_time", 0) for e in g[n]]) for n in names], "training time (s)",
               "Training time (s)")),
@@ -141,6 +165,14 @@ def plots(d, results, metrics):
         ("Memory vs quality", "memory_vs_quality.png",
          scatter(g, mib, "optimizer state + masks (MiB)", "Memory vs quality")),
     ]
+    if pruned:  # only where something was pruned
+        figs += [
+            ("Quality vs sparsity", "quality_vs_sparsity.png",
+             scatter(g, lambda e: 100 * e.get("final_sparsity", 0), "achieved sparsity (%)", "Quality vs sparsity")),
+            ("Sparsity progression", "sparsity_progression.png",
+             lines([(rid, xs, [100 * s for s in ys]) for rid, m in metrics.items()
+                    for xs, ys in [history(m, "sparsity")] if ys], xl, "sparsity (%)", "Sparsity progression")),
+        ]
     return [(title, save(fig, d, fname)) for title, fname, fig in figs if fig is not None]
 
 
@@ -153,17 +185,17 @@ def table(rows, head):
 def report(d, results, metrics, images):
     runs = []
     for e in results:
-        ok = e.get("status") == "complete" and ("final_val_loss" in e or "final_accuracy" in e)
-        loss = e.get("final_val_loss", e.get("final_test_loss"))
-        runs.append([e["test_id"], e.get("status"), f"{loss:.4f}" if ok else "-",
-                     f"{quality(e):.3f}" if ok else "-",
+        ok = e.get("status") == "complete" and "quality" in e
+        loss = e.get("eval_loss")
+        runs.append([e["test_id"], e.get("status"), f"{loss:.4f}" if ok and loss is not None else "-",
+                     f"{quality(e):.4g}" if ok else "-",
                      f"{100 * e.get('final_sparsity', 0):.1f}%" if ok else "-",
                      f"{e.get('elapsed_time', 0):.1f}" if ok else "-", e.get("error", "").strip()])
     g = groups(results)
     cfgs = []
     for n, es in g.items():
         p = [quality(e) for e in es]
-        cfgs.append([n, len(p), f"{np.mean(p):.3f}", f"{np.std(p, ddof=1):.3f}" if len(p) > 1 else "-",
+        cfgs.append([n, len(p), f"{np.mean(p):.4g}", f"{np.std(p, ddof=1):.3g}" if len(p) > 1 else "-",
                      f"{np.mean([e.get('elapsed_time', 0) for e in es]):.1f}"])
     summary = ""
     sp = os.path.join(d, "summary_report.txt")
@@ -187,7 +219,7 @@ def report(d, results, metrics, images):
             with open(rc) as f:
                 text = "".join(l for l in f if l.startswith("CONFIG_"))
             per_run += f"<details><summary>{html.escape(e['test_id'])}</summary><pre>{html.escape(text)}</pre></details>"
-    qn = "test acc %" if any("final_accuracy" in e for e in results) else "val ppl"
+    qn = quality_name(results).replace("final ", "")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>knlp test matrix report</title>
 <style>
@@ -203,7 +235,7 @@ pre {{ background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }}
 <h2>Configurations</h2>
 {table(cfgs, ["configuration", "seeds", qn + " mean", qn + " sd", "time s"])}
 <h2>All runs</h2>
-{table(runs, ["run", "status", "val/test loss", qn, "sparsity", "time s", "error"])}
+{table(runs, ["run", "status", "held-out loss", qn, "sparsity", "time s", "error"])}
 <h2>Plots</h2>
 {imgs}
 <h2>Summary report</h2><pre>{html.escape(summary)}</pre>
@@ -228,8 +260,8 @@ def main():
     d = args[0]
     if not os.path.exists(os.path.join(d, "all_results.json")):
         sys.exit(f"knlp: error: {d}: no all_results.json (not a results folder, or no run finished yet)")
-    results, metrics = load(d)
-    images = plots(d, results, metrics)
+    results, metrics, steps = load(d)
+    images = plots(d, results, metrics, steps)
     print(f"wrote {len(images)} plots to {os.path.join(d, 'graphs')}")
     if "--graphs-only" not in sys.argv:
         print(f"wrote {report(d, results, metrics, images)}")

@@ -8,76 +8,35 @@ import glob
 import json
 import math
 import os
-import struct
+import subprocess
 import sys
 
 import numpy as np
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "prune-study"
 ORDER = ["dense", "magnitude", "movement", "bitter0", "bitter7", "bitter8"]
-DT = {"F32": np.float32, "F16": np.float16, "BOOL": np.bool_, "U8": np.uint8, "I64": np.int64}
+KNLP = os.environ.get("KNLP", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "knlp"))
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    base = 8 + n
-    out = {}
-    for name, v in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = v["data_offsets"]
-        out[name] = np.frombuffer(raw[base + b:base + e], dtype=DT[v["dtype"]]).reshape(v["shape"])
-    return out
-
-
-def prunable(name, t):
-    return t.ndim >= 2 and name.endswith(".weight") and "wpe" not in name and ".ln_" not in name
-
-
-def final_checkpoint(run):
-    ck = os.path.join(run, "checkpoints")
-    with open(os.path.join(ck, "FINAL")) as f:
-        return os.path.join(ck, f.read().strip())
-
-
-def bitter8(w, v):
-    h = lambda x: np.asarray(x, dtype=np.float16)
-    vh = h(h(np.abs(v)) + h(1e-5))
-    return h(h(np.abs(w)) * h(1.0 / np.sqrt(h(1.0 / np.sqrt(vh.astype(np.float32))).astype(np.float32))))
+def knlp(*args):
+    """One JSON line from the knlp binary: its statistics and analyses are the ones the
+    matrix summaries and the pruner use, so the report and the binary cannot disagree."""
+    out = subprocess.run([KNLP, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def state_analysis(run):
-    """v floor and rank correlations over the prunable weights of a run's final checkpoint."""
-    from scipy.stats import spearmanr
-    ck = final_checkpoint(run)
-    model = read_safetensors(os.path.join(ck, "model.safetensors"))
-    opt = read_safetensors(os.path.join(ck, "optimizer.safetensors"))
-    ws, vs = [], []
-    for name, w in model.items():
-        if prunable(name, w):
-            ws.append(w.ravel())
-            vs.append(opt["exp_avg_sq." + name].ravel())
-    w = np.concatenate(ws)
-    v = np.concatenate(vs)
-    alive = w != 0  # in pruned runs, score only the surviving weights
-    w, v = w[alive], v[alive]
-    aw = np.abs(w)
-    b7 = aw * (np.abs(v) + 1e-8) ** 0.25
-    b8 = bitter8(w, v).astype(np.float32)
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(w), size=min(len(w), 400000), replace=False)
-    return {
-        "weights": int(len(w)),
-        "v_below_1e-5": float(np.mean(v < 1e-5)),
-        "v_median": float(np.median(v)),
-        "spearman_bitter8_vs_absw": float(spearmanr(b8[idx], aw[idx]).correlation),
-        "spearman_bitter7_vs_absw": float(spearmanr(b7[idx], aw[idx]).correlation),
-        "bitter8_distinct_scores": int(len(np.unique(b8))),
-        "keep50_overlap_bitter8_vs_magnitude": float(np.mean((b8 > np.median(b8)) == (aw > np.median(aw)))),
-    }
+    """v floor and rank correlations over the prunable weights of a run's final checkpoint
+    (`knlp prune analyze`: bitter7 and bitter8 scored by knlp's own pruner)."""
+    j = knlp("prune", "analyze", "--checkpoint", run, "--which", "final")
+    j.pop("checkpoint", None)
+    j.pop("spearman_sample", None)
+    return j
+
+
+def paired_interval(a, b):
+    """`knlp stats interval --paired`: the t interval of mean(a - b) over paired seeds."""
+    return knlp("stats", "interval", "--paired", "--a", ",".join(map(repr, a)), "--b", ",".join(map(repr, b)))
 
 
 def main():
@@ -95,14 +54,14 @@ def main():
     summary = {"methods": {}}
     for method in [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER)):
         rs = runs[method]
-        ppl = np.array([m["metrics"]["val_perplexities"][-1] for _, m in rs])
+        ppl = np.array([m["metrics"]["val_perplexities"][-1] for _, m in rs])  # the GPT-2 names
         loss = np.array([m["metrics"]["val_losses"][-1] for _, m in rs])
         wall = np.array([m["total_time"] for _, m in rs])
         m0 = rs[0][1]
         pr = m0.get("pruning", {})
         summary["methods"][method] = {
             "seeds": len(rs),
-            "iterations": m0["final_iteration"],
+            "iterations": m0["progress"]["step"],
             "val_ppl_mean": float(ppl.mean()),
             "val_ppl_std": float(ppl.std(ddof=1)) if len(rs) > 1 else 0.0,
             "val_loss_mean": float(loss.mean()),
@@ -121,20 +80,18 @@ def main():
     # Paired by seed (same data order and initialisation) against magnitude pruning: the
     # per-seed differences cancel most of the seed-to-seed spread.
     if "magnitude" in summary["methods"]:
-        from scipy.stats import t as student_t
         base = {int(os.path.basename(r).split("-seed")[1]): m["metrics"]["val_perplexities"][-1]
                 for r, m in runs["magnitude"]}
         for method, rs in runs.items():
             if method == "magnitude":
                 continue
-            d = [m["metrics"]["val_perplexities"][-1] - base[int(os.path.basename(r).split("-seed")[1])]
-                 for r, m in rs if int(os.path.basename(r).split("-seed")[1]) in base]
-            if len(d) >= 2:
-                mu, sd = float(np.mean(d)), float(np.std(d, ddof=1))
-                half = float(student_t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
+            pairs = [(m["metrics"]["val_perplexities"][-1], base[int(os.path.basename(r).split("-seed")[1])])
+                     for r, m in rs if int(os.path.basename(r).split("-seed")[1]) in base]
+            if len(pairs) >= 2:
+                ci = paired_interval([p for p, _ in pairs], [b for _, b in pairs])
                 summary["methods"][method]["paired_vs_magnitude"] = {
-                    "diffs": d, "mean": mu, "sd": sd, "ci95": [mu - half, mu + half],
-                    "verdict": "better" if mu + half < 0 else "worse" if mu - half > 0 else "inconclusive"}
+                    "diffs": [p - b for p, b in pairs], "mean": ci["diff"], "sd": ci["sd_diff"], "ci95": [ci["lo"], ci["hi"]],
+                    "verdict": "better" if ci["hi"] < 0 else "worse" if ci["lo"] > 0 else "inconclusive"}
     for method in ("dense", "bitter8", "bitter7", "magnitude"):
         if method in runs:
             summary.setdefault("state_analysis", {})[method] = state_analysis(runs[method][0][0])

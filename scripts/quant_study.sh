@@ -16,7 +16,7 @@ head -c 2000000 "$src/val.bin" >"$out/val/val.bin"
 cp "$src/meta.json" "$out/val/meta.json"
 if [ ! -f "$out/run/training_metrics.json" ] || ! grep -q '"status": "complete"' "$out/run/training_metrics.json"; then
 	KCONFIG_CONFIG="$out/study.config" /usr/bin/python3 "$top/scripts/kconfig.py" defconfig gpt2-tiny-cpu >/dev/null
-	"$K" train --config "$out/study.config" --set GPT2_N_EMBD=256 --set GPT2_N_HEAD=4 --set MAX_ITERS="$iters" \
+	"$K" train --config "$out/study.config" --set GPT2_SIZE_CUSTOM=y --set GPT2_N_LAYER=4 --set GPT2_N_EMBD=256 --set GPT2_N_HEAD=4 --set MAX_ITERS="$iters" \
 		--set SAMPLE_AT_EVAL=n --out "$out/run"
 fi
 q() { # name args...

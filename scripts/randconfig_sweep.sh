@@ -21,7 +21,7 @@ if [ ! -s "$out/data/meta.json" ]; then
 	"$K" prepare --corpus "$out/corpus.txt" --out "$out/data" >/dev/null 2>&1 || { echo "sweep: prepare failed"; exit 1; }
 fi
 tiny=(--set DATA_DIR="$out/data" --set DATASET_CUSTOM=y --set DATA_TOKENIZER_BYTE=y
-	--set GPT2_N_LAYER=1 --set GPT2_N_HEAD=2 --set GPT2_N_EMBD=32 --set GPT2_BLOCK_SIZE=16 --set GPT2_VOCAB_SIZE=0
+	--set GPT2_SIZE_CUSTOM=y --set GPT2_N_LAYER=1 --set GPT2_N_HEAD=2 --set GPT2_N_EMBD=32 --set GPT2_BLOCK_SIZE=16 --set GPT2_VOCAB_SIZE=0
 	--set BATCH_SIZE=2 --set GRAD_ACCUM=1 --set MAX_ITERS=3 --set WARMUP_ITERS=1 --set EVAL_INTERVAL=2 --set EVAL_SAMPLES=1
 	--set SAMPLE_TOKENS=4 --set MAX_TIME=5 --set EPOCHS=1 --set GNN_SYNTH_NODES=2000 --set GNN_EPOCHS=1
 	--set FIM_CHUNKS=2 --set FIM_SEQ=8 --set TIER_ITERS=2 --set TIER_WARMUP=1 --set TIER_CONTEXT=8 --set NUM_THREADS=2

@@ -56,7 +56,7 @@ def main():
         acc = np.array([100 * m["final_accuracy"] for m in ms])
         sd = acc.std(ddof=1) if len(acc) > 1 else float("nan")
         sp = np.mean([m["final_sparsity"] for m in ms])
-        t = np.mean([m["total_training_time"] for m in ms])
+        t = np.mean([m["total_time"] for m in ms])
         mem = np.mean([m["optimizer_state_bytes"] + m["pruning"].get("mask_bytes", 0) for m in ms]) / 1024
         rss = np.mean([m["hardware"]["rss_peak_mb"] for m in ms]) if all("hardware" in m for m in ms) else float("nan")
         diff = f"{acc.mean() - base_acc:+.2f}" if base_acc is not None else ""

@@ -9,6 +9,7 @@ cycle_data data || { bad "prepare"; finish; exit 1; }
 cat >a.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/data"
+CONFIG_GPT2_SIZE_CUSTOM=y
 CONFIG_GPT2_N_LAYER=3
 CONFIG_GPT2_N_HEAD=2
 CONFIG_GPT2_N_EMBD=32
@@ -28,9 +29,6 @@ EOC
 # 124M shapes: the table the original published (12 layers, 1024 tokens, fp16).
 cat >big.config <<EOC
 CONFIG_GPT2_SIZE_124M=y
-CONFIG_GPT2_N_LAYER=12
-CONFIG_GPT2_N_HEAD=12
-CONFIG_GPT2_N_EMBD=768
 CONFIG_GPT2_BLOCK_SIZE=1024
 CONFIG_GPT2_MLA_D_LATENT=256
 CONFIG_GPT2_KVSPLICE_DIM=128

@@ -24,7 +24,7 @@ expect_fail "GPT-2 vocabulary missing" "$KNLP" prepare --corpus one.txt --tokeni
 # KNLP_PROFILE: malformed steps refused; where libtorch has no Kineto (Debian's) the
 # profile is refused before any training, elsewhere the trace is written.
 cycle_data pdata >/dev/null 2>&1
-printf 'CONFIG_DATA_DIR="%s/pdata"\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\nCONFIG_BATCH_SIZE=2\nCONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_MAX_ITERS=3\nCONFIG_EVAL_INTERVAL=100\nCONFIG_EVAL_SAMPLES=1\n# CONFIG_SAMPLE_AT_EVAL is not set\n' "$T" >p.config
+printf 'CONFIG_DATA_DIR="%s/pdata"\nCONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\nCONFIG_BATCH_SIZE=2\nCONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_MAX_ITERS=3\nCONFIG_EVAL_INTERVAL=100\nCONFIG_EVAL_SAMPLES=1\n# CONFIG_SAMPLE_AT_EVAL is not set\n' "$T" >p.config
 KNLP_PROFILE=p.json KNLP_PROFILE_STEPS=3 expect_fail "KNLP_PROFILE_STEPS=3: expected FIRST:LAST iterations" "$KNLP" train --config p.config --out pr0
 if out=$(KNLP_PEAK_FLOPS=1e9 KNLP_PROFILE=p.json KNLP_PROFILE_STEPS=2:3 "$KNLP" train --config p.config --out pr 2>&1); then
 	$PYTHON -c "import json; t = json.load(open('p.json')); assert any(e.get('cat') == 'cpu_op' for e in t['traceEvents'])" && ok ||

@@ -34,6 +34,7 @@ TEST(Config, ReadsEveryValueKind)
 	Config c = Config::parse("# comment\n"
 				 "\n"
 				 "CONFIG_SEED=42\n"
+				 "CONFIG_GPT2_SIZE_CUSTOM=y\n"
 				 "CONFIG_GPT2_N_LAYER=0x10\n"
 				 "CONFIG_LEARNING_RATE=\"3e-4\"\n"
 				 "CONFIG_DATA_DIR=\"a \\\"q\\\" \\\\ b\"\n"
@@ -47,7 +48,8 @@ TEST(Config, ReadsEveryValueKind)
 	EXPECT_EQ(c.get_string("DATA_DIR"), "a \"q\" \\ b");
 	EXPECT_FALSE(c.get_bool("GPT2_BIAS"));
 	EXPECT_TRUE(c.get_bool("DECAY_LR"));
-	EXPECT_EQ(c.choice("DEVICE_AUTO"), "DEVICE_CPU");
+	EXPECT_EQ(c.selected("DEVICE"), "DEVICE_CPU");
+	EXPECT_EQ(c.settings().core.device, choice::Device::Cpu);
 	EXPECT_EQ(c.origin("SEED"), Config::Origin::File);
 	EXPECT_EQ(c.origin("BATCH_SIZE"), Config::Origin::Default);
 	// Symbols the file does not mention keep their Kconfig defaults.
@@ -103,7 +105,7 @@ TEST(Config, OverridesValidateAndSwitchChoices)
 	EXPECT_EQ(c.get_int("SEED"), 99);
 	EXPECT_EQ(c.get_int("MAX_TIME"), 600);
 	EXPECT_EQ(c.get_string("DATA_DIR"), "plain string");
-	EXPECT_EQ(c.choice("DEVICE_CPU"), "DEVICE_CUDA");
+	EXPECT_EQ(c.selected("DEVICE"), "DEVICE_CUDA");
 	EXPECT_FALSE(c.get_bool("DEVICE_CPU"));
 	EXPECT_EQ(c.origin("SEED"), Config::Origin::Override);
 	EXPECT_EQ(error_of([&] { c.set("BOGUS=1"); }), "--set: unknown symbol CONFIG_BOGUS");
@@ -139,4 +141,105 @@ TEST(RunRecord, CpuModelAndWidestVectorExtension)
 	auto none = cpu_info(::testing::TempDir() + "knlp_cpuinfo_missing");
 	EXPECT_EQ(none.model, "unknown");
 	EXPECT_EQ(none.isa, "baseline");
+}
+
+// The size choice decides the shape; a custom size opens the dimension symbols.
+TEST(Config, SizeChoiceDecidesTheShape)
+{
+	// A full .config as kconfiglib writes it for the quickstart (every symbol resolved).
+	Config cpu = Config::parse("CONFIG_GPT2_SIZE_CPU=y\n", "q.config");
+	Config full = Config::parse(cpu.to_text(), "full.config");
+	EXPECT_EQ(full.settings().gpt2.n_layer, 4);
+	EXPECT_EQ(full.settings().gpt2.block_size, 128);
+	full.set("GPT2_SIZE_124M=y");
+	const auto &g = full.settings().gpt2;
+	EXPECT_EQ(g.size, choice::Gpt2Size::Size124M);
+	EXPECT_EQ(g.n_layer, 12);
+	EXPECT_EQ(g.n_head, 12);
+	EXPECT_EQ(g.n_embd, 768);
+	EXPECT_EQ(g.block_size, 1024); // followed its default: the file held what the CPU size gave
+	EXPECT_EQ(full.settings().attention.mla_d_latent, 256);
+	EXPECT_EQ(full.origin("GPT2_N_LAYER"), Config::Origin::Derived);
+	// A file naming only the size gets the size's defaults.
+	Config m = Config::parse("CONFIG_GPT2_SIZE_350M=y\n", "m.config");
+	EXPECT_EQ(m.settings().gpt2.n_layer, 24);
+	EXPECT_EQ(m.settings().gpt2.n_embd, 1024);
+	EXPECT_EQ(m.settings().gpt2.block_size, 1024);
+	// What a file chose on purpose stays when the size changes.
+	Config ctx = Config::parse("CONFIG_GPT2_SIZE_CPU=y\nCONFIG_GPT2_BLOCK_SIZE=64\n", "c.config");
+	ctx.set("GPT2_SIZE_124M=y");
+	EXPECT_EQ(ctx.settings().gpt2.block_size, 64);
+	EXPECT_EQ(ctx.settings().gpt2.n_layer, 12);
+	// The resolved text reads back unchanged, derived values included.
+	Config back = Config::parse(full.to_text(), "back.config");
+	EXPECT_TRUE(full.diff(back).empty());
+}
+
+TEST(Config, CustomOnlySymbolsSaySo)
+{
+	EXPECT_EQ(error_of([] { Config::parse("CONFIG_GPT2_SIZE_124M=y\nCONFIG_GPT2_N_LAYER=4\n", "x.config"); }),
+		  "x.config: CONFIG_GPT2_N_LAYER=4 cannot be set: it applies only with CONFIG_GPT2_SIZE_CUSTOM=y (the "
+		  "current choice makes it 12)");
+	Config c = Config::parse("CONFIG_GPT2_SIZE_CPU=y\n", "c.config");
+	EXPECT_EQ(error_of([&] { c.set("GPT2_N_EMBD=256"); }),
+		  "--set: CONFIG_GPT2_N_EMBD=256 cannot be set: it applies only with CONFIG_GPT2_SIZE_CUSTOM=y (the "
+		  "current choice makes it 128)");
+	// Several overrides are judged together, in any order.
+	Config d = Config::parse("CONFIG_GPT2_SIZE_CPU=y\n", "d.config");
+	d.set_all({"GPT2_N_EMBD=256", "GPT2_SIZE_CUSTOM=y"});
+	EXPECT_EQ(d.settings().gpt2.n_embd, 256);
+	EXPECT_EQ(d.settings().gpt2.n_layer, 12); // as kconfiglib resolves it: the custom size's own default
+	// Leaving the custom size drops the custom shape.
+	d.set("GPT2_SIZE_TINY=y");
+	EXPECT_EQ(d.settings().gpt2.n_embd, 512);
+	// A custom shape in a file.
+	Config e = Config::parse("CONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=3\n", "e.config");
+	EXPECT_EQ(e.settings().gpt2.n_layer, 3);
+	EXPECT_EQ(e.settings().gpt2.n_head, 12); // unset under custom: the symbol's own default
+}
+
+TEST(Config, SavedConfigurationsKeepTheirShape)
+{
+	// Written before GPT2_SIZE_CUSTOM existed: a shape that differs from its size was custom.
+	const std::string legacy = "CONFIG_GPT2_SIZE_CPU=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=64\n";
+	EXPECT_NE(error_of([&] { Config::parse(legacy, "old.config"); }), "");
+	Config c = Config::parse(legacy, "state.json", Config::Mode::Saved);
+	EXPECT_EQ(c.settings().gpt2.size, choice::Gpt2Size::Custom);
+	EXPECT_EQ(c.settings().gpt2.n_layer, 2);
+	EXPECT_EQ(c.settings().gpt2.n_embd, 64);
+	// A saved shape that matches its size stays a named size.
+	Config same = Config::parse("CONFIG_GPT2_SIZE_CPU=y\nCONFIG_GPT2_N_LAYER=4\n", "s", Config::Mode::Saved);
+	EXPECT_EQ(same.settings().gpt2.size, choice::Gpt2Size::Cpu);
+}
+
+TEST(Config, DataFolderFollowsTheTokenizer)
+{
+	Config c = Config::parse(Config().to_text(), "d.config");
+	EXPECT_EQ(c.settings().data.dir, "datasets/linux-doc-byte");
+	c.set(select(choice::DataTokenizer::Gpt2));
+	EXPECT_EQ(c.settings().data.dir, "datasets/linux-doc-gpt2");
+	Config own = Config::parse("CONFIG_DATA_DIR=\"mine\"\n", "o.config");
+	own.set("DATA_TOKENIZER_GPT2=y");
+	EXPECT_EQ(own.settings().data.dir, "mine");
+}
+
+TEST(Settings, TypedFieldsAndFloatRanges)
+{
+	Config c = Config::parse("CONFIG_MODEL_LENET5=y\nCONFIG_LEARNING_RATE=\"3e-3\"\nCONFIG_OPTIMIZER_SGD=y\n"
+				 "CONFIG_GNN_LAYOUT_RCM=y\n",
+				 "t.config");
+	const Settings &s = c.settings();
+	EXPECT_EQ(s.model.kind, choice::Model::Lenet5);
+	EXPECT_DOUBLE_EQ(s.train.learning_rate, 3e-3);
+	EXPECT_EQ(s.optim.kind, choice::Optimizer::Sgd);
+	EXPECT_STREQ(name_of(s.optim.kind), "sgd");
+	EXPECT_STREQ(symbol_of(s.gnn.layout), "GNN_LAYOUT_RCM");
+	EXPECT_EQ(select(choice::Gpt2Size::Size124M), "GPT2_SIZE_124M=y");
+	EXPECT_EQ(error_of([] { Config::parse("CONFIG_LEARNING_RATE=\"0\"\n", "x.config"); }),
+		  "x.config: CONFIG_LEARNING_RATE=0 is outside its range (0, inf)");
+	EXPECT_EQ(error_of([] { Config::parse("CONFIG_GPT2_DROPOUT=\"1\"\n", "x.config"); }),
+		  "x.config: CONFIG_GPT2_DROPOUT=1 is outside its range [0, 1)");
+	Config d;
+	EXPECT_EQ(error_of([&] { d.set("PRUNING_SAMPLE_FRACTION=0"); }),
+		  "--set: CONFIG_PRUNING_SAMPLE_FRACTION=0 is outside its range (0, 1]");
 }

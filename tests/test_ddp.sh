@@ -11,6 +11,7 @@ cat >a.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_NUM_THREADS=1
 CONFIG_DATA_DIR="$T/data"
+CONFIG_GPT2_SIZE_CUSTOM=y
 CONFIG_GPT2_N_LAYER=2
 CONFIG_GPT2_N_HEAD=2
 CONFIG_GPT2_N_EMBD=64
@@ -55,8 +56,8 @@ for k in ("train_losses", "val_losses", "iterations"):
     x, y = np.array(ma["metrics"][k]), np.array(mb["metrics"][k])
     assert x.shape == y.shape and np.abs(x - y).max() <= tol, (k, x, y)
 # Logged steps (a run cut by its time budget logs one more, at the cut).
-la = {json.loads(l)["iter"]: json.loads(l)["loss"] for l in open(a + "/metrics.jsonl") if '"train"' in l}
-lb = {json.loads(l)["iter"]: json.loads(l)["loss"] for l in open(b + "/metrics.jsonl") if '"train"' in l}
+la = {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(a + "/metrics.jsonl") if '"train"' in l}
+lb = {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(b + "/metrics.jsonl") if '"train"' in l}
 assert la and set(la) <= set(lb) and max(abs(la[i] - lb[i]) for i in la) <= tol, (la, lb)
 ta, tb = final(a), final(b)
 assert ta.keys() == tb.keys()

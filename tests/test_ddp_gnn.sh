@@ -32,7 +32,7 @@ assert a["gnn"]["read_amplification"] == b["gnn"]["read_amplification"]
 PY
 
 "$KNLP" launch --nproc 2 -- train --config g.config --set DDP=y --out two >two.log 2>&1 || bad "2 processes: $(tail -5 two.log)"
-grep -q "data parallel: 2 processes (gloo), 2 sampler batches per step" two.log && ok || bad "banner: $(head -4 two.log)"
+grep -q "data parallel: 2 processes (gloo), global batch 2 sampler batches per step" two.log && ok || bad "banner: $(head -4 two.log)"
 $PYTHON - <<'PY' && ok || bad "2-process GNN run"
 import json, os
 a, b = json.load(open("plain/training_metrics.json")), json.load(open("two/training_metrics.json"))

@@ -54,8 +54,8 @@ keys = ["train_losses"] + (["test_losses", "test_accuracies"] if full else [])
 for k in keys:
     x, y = np.array(ma[k]), np.array(mb[k])
     assert x.shape == y.shape and np.abs(x - y).max() <= tol, (k, x, y)
-la = {json.loads(l)["iter"]: json.loads(l)["loss"] for l in open(a + "/metrics.jsonl") if '"train"' in l}
-lb = {json.loads(l)["iter"]: json.loads(l)["loss"] for l in open(b + "/metrics.jsonl") if '"train"' in l}
+la = {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(a + "/metrics.jsonl") if '"train"' in l}
+lb = {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(b + "/metrics.jsonl") if '"train"' in l}
 assert len(la) >= 10 and set(la) == set(lb) and max(abs(la[i] - lb[i]) for i in la) <= tol, (la, lb)
 ta, tb = tensors(a), tensors(b)
 assert ta.keys() == tb.keys(), set(ta) ^ set(tb)

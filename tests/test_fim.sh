@@ -9,6 +9,7 @@ cycle_data data || { bad "prepare"; finish; exit 1; }
 cat >a.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/data"
+CONFIG_GPT2_SIZE_CUSTOM=y
 CONFIG_GPT2_N_LAYER=3
 CONFIG_GPT2_N_HEAD=2
 CONFIG_GPT2_N_EMBD=64

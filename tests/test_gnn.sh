@@ -112,5 +112,5 @@ PY
 [ "$(grep -c 'gnn-.*-.*_adam_none_s' plan.log)" -eq 45 ] && grep -q gnn-rcm-fim_adam_none_s1339 plan.log && ok || bad "matrix plan: $(head -5 plan.log)"
 expect_fail "CONFIG_GNN_MATRIX_LAYOUTS: unknown layout 'hilbert'" "$KNLP" matrix --config g.config --set GNN_MATRIX_LAYOUTS="bfs hilbert" --dry-run
 mkdir mx && (cd mx && "$KNLP" matrix --config ../g.config --set GNN_EPOCHS=1 --set GNN_MATRIX_LAYOUTS="random bfs" --yes >../mx.log 2>&1) || bad "gnn matrix: $(tail -3 mx.log)"
-grep -q "4 of 4\|2 of 2" mx.log && grep -q "Read amplification and quality" mx/test_matrix_results_*/summary_report.txt && ok || bad "gnn matrix summary: $(tail -3 mx.log)"
+grep -q "4 of 4\|2 of 2" mx.log && grep -q "Family figures" mx/test_matrix_results_*/summary_report.txt && grep -q "ra_fetch" mx/test_matrix_results_*/summary_report.txt && ok || bad "gnn matrix summary: $(tail -3 mx.log)"
 finish

@@ -49,7 +49,7 @@ for m in $(moments "$d"); do
 		killed=$((killed + 1))
 	msg=$(same_or_absent ref k train.bin val.bin meta.json) || { bad "prepare killed at $m s: $msg"; continue; }
 	if [ -d k ] && [ ! -e k/meta.json ]; then
-		printf 'CONFIG_DATA_DIR="%s/k"\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\n' "$T" >k.config
+		printf 'CONFIG_DATA_DIR="%s/k"\nCONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\n' "$T" >k.config
 		out=$("$KNLP" train --config k.config --out kr 2>&1) && bad "trained on a half-prepared folder (killed at $m s)"
 		case "$out" in *"$T/k"*) ;; *) bad "training on a half-prepared folder (killed at $m s) does not name it: $out" ;; esac
 	fi
@@ -63,13 +63,14 @@ done
 # What a preparation killed mid-way leaves (its temporary token stream, no meta.json) is
 # refused by name.
 mkdir half && : >half/all.bin.tmp.1
-printf 'CONFIG_DATA_DIR="%s/half"\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\n' "$T" >h.config
+printf 'CONFIG_DATA_DIR="%s/half"\nCONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=1\nCONFIG_GPT2_N_EMBD=32\nCONFIG_GPT2_N_HEAD=2\n' "$T" >h.config
 expect_fail "(all.bin.tmp.1 but no meta.json); run the preparation again" "$KNLP" train --config h.config --out hr
 
 # GGUF export.
 cat >g.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/ref"
+CONFIG_GPT2_SIZE_CUSTOM=y
 CONFIG_GPT2_N_LAYER=2
 CONFIG_GPT2_N_HEAD=4
 CONFIG_GPT2_N_EMBD=256

@@ -78,18 +78,19 @@ TEST(Matrix, PerRunConfiguration)
 	Config m = Config::parse(k_multi, "m");
 	auto runs = expand_matrix(m);
 	Config c = run_config(m, runs[2]); // gpt2_sgd_magnitude_70
-	EXPECT_EQ(c.choice("OPTIMIZER_ADAMW"), "OPTIMIZER_SGD");
-	EXPECT_EQ(c.choice("PRUNING_NONE"), "PRUNING_MAGNITUDE");
-	EXPECT_DOUBLE_EQ(c.get_float("PRUNING_TARGET_SPARSITY"), 0.7);
-	EXPECT_TRUE(c.get_bool("OPTIMIZER_MODE_SINGLE"));
-	EXPECT_TRUE(c.get_bool("PRUNING_MODE_SINGLE"));
-	EXPECT_EQ(c.get_string("RUN_NAME"), "gpt2_sgd_magnitude_70");
+	const Settings &s = c.settings();
+	EXPECT_EQ(s.optim.kind, choice::Optimizer::Sgd);
+	EXPECT_EQ(s.prune.method, choice::Pruning::Magnitude);
+	EXPECT_DOUBLE_EQ(s.prune.target_sparsity, 0.7);
+	EXPECT_EQ(s.optim.mode, choice::OptimizerMode::Single);
+	EXPECT_EQ(s.prune.mode, choice::PruningMode::Single);
+	EXPECT_EQ(s.core.run_name, "gpt2_sgd_magnitude_70");
 	EXPECT_FALSE(is_matrix(c));
 	Config p = run_config(m, runs[16]); // gpt2_adamwprune_bitter7_state_90
-	EXPECT_EQ(p.choice("OPTIMIZER_ADAMW"), "OPTIMIZER_ADAMWPRUNE");
-	EXPECT_EQ(p.choice("PRUNING_NONE"), "PRUNING_STATE");
-	EXPECT_EQ(p.choice("ADAMWPRUNE_VARIANT_BITTER7"), "ADAMWPRUNE_VARIANT_BITTER7");
-	EXPECT_DOUBLE_EQ(p.get_float("PRUNING_TARGET_SPARSITY"), 0.9);
+	EXPECT_EQ(p.settings().optim.kind, choice::Optimizer::Adamwprune);
+	EXPECT_EQ(p.settings().prune.method, choice::Pruning::State);
+	EXPECT_EQ(p.settings().prune.adamwprune_variant, choice::AdamwpruneVariant::Bitter7);
+	EXPECT_DOUBLE_EQ(p.settings().prune.target_sparsity, 0.9);
 }
 
 TEST(Matrix, EmptyMatricesSayWhy)

@@ -19,6 +19,7 @@ cat >m.config <<EOC
 CONFIG_DEVICE_CPU=y
 CONFIG_DATA_DIR="$T/data"
 CONFIG_NUM_THREADS=1
+CONFIG_GPT2_SIZE_CUSTOM=y
 CONFIG_GPT2_N_LAYER=1
 CONFIG_GPT2_N_HEAD=2
 CONFIG_GPT2_N_EMBD=32
@@ -55,12 +56,14 @@ d = sys.argv[1]
 res = json.load(open(os.path.join(d, "all_results.json")))
 out = []
 for e in res:
-    for k in ("elapsed_time", "tokens_per_second", "rss_mean_mb", "rss_peak_mb", "gpu_memory_mean_mb", "gpu_memory_peak_mb"):
+    for k in ("elapsed_time", "throughput", "rss_mean_mb", "rss_peak_mb", "gpu_memory_mean_mb", "gpu_memory_peak_mb"):
         e.pop(k, None)
     m = json.load(open(os.path.join(d, e["test_id"], "training_metrics.json")))
-    for k in ("total_time", "tokens_per_second", "hardware"):
+    for k in ("total_time", "throughput", "mfu", "tokens_per_second", "hardware"):
         m.pop(k, None)
     m["metrics"].pop("timestamps", None)
+    for h in m["history"]:
+        h.pop("elapsed", None)
     out.append([e, m])
 print(json.dumps(out, sort_keys=True))
 PY
@@ -87,7 +90,7 @@ M --yes --out "$T/A" >A.log 2>&1 && ok || { bad "matrix A failed"; cat A.log; }
 [ "$(ls "$T"/A/*/COMPLETE | wc -l)" -eq 4 ] && ok || bad "A: not 4 COMPLETE markers"
 grep -q "== Best per optimizer" A/summary_report.txt && ok || bad "summary sections"
 grep -q "runs planned 4, complete 4, failed 0" A/summary_report.txt && ok || bad "summary counts"
-$PYTHON -c "import json,sys; r=json.load(open('A/all_results.json')); sys.exit(0 if len(r)==4 and all(e['success'] and e['final_val_perplexity']>1 for e in r) else 1)" && ok || bad "all_results"
+$PYTHON -c "import json,sys; r=json.load(open('A/all_results.json')); sys.exit(0 if len(r)==4 and all(e['success'] and e['quality_metric']=='loss' and e['quality']>0 and e['figures']['val_perplexity']>1 for e in r) else 1)" && ok || bad "all_results"
 sp=$($PYTHON -c "import json; print([e for e in json.load(open('A/all_results.json')) if e['test_id']=='gpt2_adamw_magnitude_50'][0]['final_sparsity'])")
 [ "$sp" = "0.5" ] && ok || bad "magnitude run sparsity $sp"
 # Dry run again: the plan is now timed from the results found.
@@ -122,9 +125,9 @@ grep -q "2 already complete" rerun.log && ok || bad "rerun kept the other runs: 
 # --- shards and merge equal the single matrix
 M --yes --shard 1/2 --out "$T/S1" >/dev/null 2>&1 && M --yes --shard 2/2 --out "$T/S2" >/dev/null 2>&1 && ok || bad "shards"
 [ "$($PYTHON -c "import json; print(len(json.load(open('S1/plan.json'))['runs']))")" = 2 ] && ok || bad "shard size"
-"$KNLP" matrix-merge --out "$T/MERGED" "$T/S2" "$T/S1" >/dev/null && ok || bad "merge"
+"$KNLP" matrix merge --out "$T/MERGED" "$T/S2" "$T/S1" >/dev/null && ok || bad "merge"
 [ "$(strip MERGED)" = "$(strip A)" ] && ok || bad "merged shards differ from the single matrix"
-expect_fail "present in two shards" "$KNLP" matrix-merge --out "$T/M2" "$T/S1" "$T/S1"
+expect_fail "present in two shards" "$KNLP" matrix merge --out "$T/M2" "$T/S1" "$T/S1"
 
 # --- a Slurm job array over 3 shards
 (cd "$T" && sh "$TOP/scripts/slurm.sh" m.config 3 "" >/dev/null) && ok || bad "slurm script"
@@ -169,9 +172,13 @@ M --yes --continue --dir "$T/FULL" >/dev/null 2>&1 && [ "$(strip FULL)" = "$(str
 
 # --- report: plots and an HTML page that loads in a browser
 $PYTHON "$TOP/scripts/matrix_report.py" "$T/SEEDS" >report.log 2>&1 && ok || { bad "report"; cat report.log; }
-for g in val_loss_evolution final_quality quality_vs_sparsity training_time memory memory_vs_quality; do
+for g in train_loss eval_loss quality_evolution final_quality training_time memory memory_vs_quality; do
 	[ -s "SEEDS/graphs/$g.png" ] && ok || bad "graph $g missing"
 done
+# Nothing was pruned in SEEDS: no sparsity plots; A pruned: they are drawn.
+[ ! -e SEEDS/graphs/quality_vs_sparsity.png ] && ok || bad "a sparsity plot without pruning"
+$PYTHON "$TOP/scripts/matrix_report.py" "$T/A" --graphs-only >/dev/null 2>&1 && [ -s A/graphs/quality_vs_sparsity.png ] &&
+	[ -s A/graphs/sparsity_progression.png ] && ok || bad "no sparsity plots for a pruned matrix"
 browser=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$browser" ]; then
 	bad "chromium is not installed (make deps installs it)"

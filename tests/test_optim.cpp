@@ -354,7 +354,7 @@ TEST(Optimizer, SinkgdByHand)
 
 TEST(Optimizer, FromConfig)
 {
-	auto from = [](const std::string &text) { return optimizer_options_from(Config::parse(text, "t.config"), 1e-3); };
+	auto from = [](const std::string &text) { return optimizer_options_from(Config::parse(text, "t.config").settings().optim, 1e-3); };
 	auto o = from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y\n");
 	EXPECT_EQ(o.name, "adamwprune");
 	EXPECT_TRUE(o.spam && o.amsgrad);
@@ -373,7 +373,7 @@ TEST(Optimizer, FromConfig)
 	EXPECT_EQ(none.name, "adamw");
 	EXPECT_EQ(none.kind, OptimKind::AdamW);
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_ADAMW_BETA2=\"1.0\"\n"); }),
-		  "optimizer: CONFIG_ADAMW_BETA1/BETA2 must lie in [0, 1) (got 0.9 and 1)");
+		  "t.config: CONFIG_ADAMW_BETA2=1.0 is outside its range [0, 1)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_SGD=y\nCONFIG_SGD_MOMENTUM=\"1.5\"\n"); }),
-		  "optimizer: CONFIG_SGD_MOMENTUM must lie in [0, 1) (got 1.5)");
+		  "t.config: CONFIG_SGD_MOMENTUM=1.5 is outside its range [0, 1)");
 }

@@ -256,7 +256,7 @@ TEST(Pruner, ConfigValidation)
 {
 	auto from = [](const std::string &text) {
 		Config c = Config::parse(text, "t.config");
-		return prune_options_from(c, optimizer_options_from(c, 1e-3), 1000, 1);
+		return prune_options_from(c.settings().prune, optimizer_options_from(c.settings().optim, 1e-3), 1000, 1);
 	};
 	auto o = from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_VARIANT_BITTER8=y\n");
 	EXPECT_EQ(o.method, PruneMethod::State);
@@ -265,9 +265,9 @@ TEST(Pruner, ConfigValidation)
 	EXPECT_EQ(from("").method, PruneMethod::None);
 	EXPECT_EQ(from("CONFIG_PRUNING_MOVEMENT=y\n").method, PruneMethod::Movement);
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"1.0\"\n"); }),
-		  "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got 1)");
+		  "t.config: CONFIG_PRUNING_TARGET_SPARSITY=1.0 is outside its range [0, 1)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"-0.1\"\n"); }),
-		  "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got -0.1)");
+		  "t.config: CONFIG_PRUNING_TARGET_SPARSITY=-0.1 is outside its range [0, 1)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_WARMUP=500\nCONFIG_PRUNING_RAMP_END=400\n"); }),
 		  "pruning: CONFIG_PRUNING_RAMP_END (400) must come after CONFIG_PRUNING_WARMUP (500)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_STATE=y\n"); }),

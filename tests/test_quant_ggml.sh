@@ -27,7 +27,7 @@ for d, vocab, tok in (("byte", 256, "byte"), ("bpe", 50257, "gpt2")):
     json.dump({"tokenizer": tok, "vocab_size": vocab, "eot_token": 50256 if tok == "gpt2" else -1},
               open(f"{d}/meta.json", "w"))
 PY
-common="--set DEVICE_CPU=y --set GPT2_N_LAYER=2 --set GPT2_N_HEAD=4 --set GPT2_N_EMBD=256 --set GPT2_BLOCK_SIZE=32
+common="--set DEVICE_CPU=y --set GPT2_SIZE_CUSTOM=y --set GPT2_N_LAYER=2 --set GPT2_N_HEAD=4 --set GPT2_N_EMBD=256 --set GPT2_BLOCK_SIZE=32
 	--set BATCH_SIZE=2 --set MAX_ITERS=3 --set WARMUP_ITERS=1 --set EVAL_INTERVAL=100 --set EVAL_SAMPLES=1
 	--set SAMPLE_AT_EVAL=n --set NUM_THREADS=2 --set FIM_ATTENTION_AT_EVAL=n"
 printf 'CONFIG_DEVICE_CPU=y\n' >g.config

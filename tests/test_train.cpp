@@ -53,7 +53,7 @@ struct TrainFixture : ::testing::Test {
 		test::write(cfg, "CONFIG_DEVICE_CPU=y\n"
 				 "CONFIG_DATA_DIR=\"" + d / "data" + "\"\n"
 				 "CONFIG_NUM_THREADS=2\n"
-				 "CONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=32\n"
+				 "CONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=32\n"
 				 "CONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_GPT2_DROPOUT=\"0.1\"\n"
 				 "CONFIG_BATCH_SIZE=4\nCONFIG_GRAD_ACCUM=2\nCONFIG_MAX_ITERS=20\nCONFIG_WARMUP_ITERS=4\n"
 				 "CONFIG_LEARNING_RATE=\"3e-3\"\nCONFIG_MIN_LR=\"3e-4\"\n"
@@ -73,7 +73,7 @@ struct TrainFixture : ::testing::Test {
 		std::string line;
 		while (std::getline(in, line)) {
 			auto j = json::parse(line);
-			for (const char *k : {"tokens_per_sec", "mfu", "elapsed"})
+			for (const char *k : {"throughput", "mfu", "elapsed"})
 				j.erase(k);
 			out.push_back(j.dump());
 		}
@@ -129,7 +129,7 @@ TEST_F(TrainFixture, ResumeIsBitExactAfterKills)
 	EXPECT_EQ(k.status, 128 + 9) << k.output;
 	auto r = train("--resume " + d / "b");
 	ASSERT_EQ(r.status, 0) << r.output;
-	EXPECT_NE(r.output.find("at iteration 10"), std::string::npos) << r.output;
+	EXPECT_NE(r.output.find("at step 10"), std::string::npos) << r.output;
 	EXPECT_TRUE(final_weights(d / "b") == want);
 	EXPECT_EQ(steps(d / "b"), want_steps);
 
@@ -170,7 +170,7 @@ TEST_F(TrainFixture, TimeBudgetStopsWithACheckpointAndResumesExactly)
 	auto got = steps(d / "t");
 	auto extra = std::find_if(got.begin(), got.end(), [](const std::string &l) {
 		auto j = json::parse(l);
-		return j["type"] == "eval" && j["iter"] == 7;
+		return j["type"] == "eval" && j["step"] == 7;
 	});
 	ASSERT_NE(extra, got.end());
 	got.erase(extra);
@@ -201,7 +201,7 @@ TEST_F(TrainFixture, NonFiniteLossStopsAndKeepsTheLastCheckpoint)
 		       "--set CHECKPOINT_INTERVAL=1 --set MAX_ITERS=50");
 	EXPECT_EQ(r.status, 1) << r.output;
 	EXPECT_NE(r.output.find("non-finite"), std::string::npos) << r.output;
-	EXPECT_NE(r.output.find("at iteration"), std::string::npos) << r.output;
+	EXPECT_NE(r.output.find("at step"), std::string::npos) << r.output;
 	EXPECT_NE(r.output.find("last good checkpoint"), std::string::npos) << r.output;
 	auto m = json::parse(test::slurp(d / "nan/training_metrics.json"));
 	EXPECT_EQ(m["status"], "failed");
@@ -212,13 +212,13 @@ TEST_F(TrainFixture, NonFiniteStepsAreSkippedCountedAndResumeExactly)
 	// Two micro-batches per step: the 3rd loss is the first of iteration 1.
 	auto r = train("--out " + d / "stop", "KNLP_FAULT_NAN_AT=loss#3");
 	EXPECT_EQ(r.status, 1) << r.output;
-	EXPECT_NE(r.output.find("non-finite loss (nan) at iteration 1"), std::string::npos) << r.output;
+	EXPECT_NE(r.output.find("non-finite loss (nan) at step 1"), std::string::npos) << r.output;
 	r = train("--out " + d / "s --set NONFINITE_SKIP=y", "KNLP_FAULT_NAN_AT=loss#3");
 	ASSERT_EQ(r.status, 0) << r.output;
 	auto m = json::parse(test::slurp(d / "s/training_metrics.json"));
 	EXPECT_EQ(m["status"], "complete");
 	EXPECT_EQ(m["skipped_steps"], 1);
-	EXPECT_NE(test::slurp(d / "s/metrics.jsonl").find(R"({"iter":1,"skipped_steps":1,"type":"skipped_step","what":"loss"})"),
+	EXPECT_NE(test::slurp(d / "s/metrics.jsonl").find(R"({"skipped_steps":1,"step":1,"type":"skipped_step","what":"loss"})"),
 		  std::string::npos);
 	ASSERT_EQ(train("--out " + d / "a").status, 0);
 	EXPECT_FALSE(final_weights(d / "s") == final_weights(d / "a")); // the step was really dropped
@@ -375,7 +375,7 @@ TEST_F(TrainFixture, PruningBadInputFailsBeforeTraining)
 	};
 	for (const auto &c : std::vector<Case>{
 		     {"--set PRUNING_MAGNITUDE=y --set PRUNING_TARGET_SPARSITY=1.0",
-		      "pruning: CONFIG_PRUNING_TARGET_SPARSITY must lie in [0, 1) (got 1)"},
+		      "--set: CONFIG_PRUNING_TARGET_SPARSITY=1.0 is outside its range [0, 1)"},
 		     {"--set PRUNING_MAGNITUDE=y --set PRUNING_WARMUP=10 --set PRUNING_RAMP_END=5",
 		      "pruning: CONFIG_PRUNING_RAMP_END (5) must come after CONFIG_PRUNING_WARMUP (10)"},
 		     {"--set OPTIMIZER_SGD=y --set PRUNING_STATE=y",

@@ -14,7 +14,7 @@
 #include "models/pool.h"
 #include "models/vision.h"
 #include "optim/optimizer.h"
-#include "train/image_trainer.h"
+#include "data/image_batch.h"
 
 using namespace knlp;
 

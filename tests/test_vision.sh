@@ -23,7 +23,7 @@ $PYTHON - a/training_metrics.json <<'PY' && ok || bad "metrics schema / learning
 import json, sys
 j = json.load(open(sys.argv[1]))
 for k in ["epochs", "train_losses", "test_losses", "test_accuracies", "sparsities", "learning_rates", "epoch_times",
-          "best_accuracy", "final_accuracy", "final_sparsity", "total_training_time"]:
+          "best_accuracy", "final_accuracy", "final_sparsity", "total_time"]:
     assert k in j, k
 assert j["epochs"] == [1, 2, 3] and j["status"] == "complete" and j["parameters"] == 61750
 assert j["final_accuracy"] >= 0.9, j["test_accuracies"]
@@ -193,8 +193,10 @@ expect_fail "a checkpoint of an image model" "$KNLP" sample --checkpoint a
 "$KNLP" matrix --config l.config --set EPOCHS=1 --set OPTIMIZER_MODE_MULTIPLE=y --set OPTIMIZER_ENABLE_SGD=y \
 	--set OPTIMIZER_ENABLE_ADAMW=y --set MATRIX_SEEDS=2 --set 'MATRIX_BASELINE="lenet5_sgd_none"' --out mx --yes >mx.log 2>&1 \
 	|| bad "image matrix: $(tail -3 mx.log)"
-grep -q "lenet5_adamw_none .* n=2 .*acc .*diff [-+][0-9.]* \[" mx/summary_report.txt && ok || bad "image summary: $(cat mx/summary_report.txt)"
-grep -q "Top configurations by test accuracy" mx/summary_report.txt && ok || bad "image ranking"
-$PYTHON "$TOP/scripts/matrix_report.py" mx >/dev/null 2>&1 && grep -q "test acc %" mx/report.html && ls mx/graphs/final_quality.png >/dev/null \
+grep -q "lenet5_adamw_none .* n=2 .*% +/- .*diff [-+][0-9.]* \[" mx/summary_report.txt && ok || bad "image summary: $(cat mx/summary_report.txt)"
+grep -q "Top configurations by test accuracy" mx/summary_report.txt && grep -q "higher is better" mx/summary_report.txt && ok ||
+	bad "image ranking"
+$PYTHON "$TOP/scripts/matrix_report.py" mx >/dev/null 2>&1 && grep -q "test accuracy" mx/report.html && ls mx/graphs/final_quality.png >/dev/null \
+	&& ls mx/graphs/train_loss.png >/dev/null && [ ! -e mx/graphs/quality_vs_sparsity.png ] \
 	&& ok || bad "image matrix report"
 finish

@@ -47,23 +47,20 @@ void parse_tier_cuts(const std::string &text, TierOptions *o)
 	o->cut_middle = b;
 }
 
-TierOptions tier_options_from(const Config &cfg)
+TierOptions tier_options_from(const TierSettings &c)
 {
 	TierOptions o;
-	o.source = cfg.get_bool("TIER_SOURCE_FIM") ? "fim" : "adam";
+	o.source = name_of(c.source);
 	try {
-		parse_tier_cuts(cfg.get_string("TIER_CUTS"), &o);
+		parse_tier_cuts(c.cuts, &o);
 	} catch (const Error &e) {
 		fail("CONFIG_TIER_CUTS: {}", e.what());
 	}
-	o.by_bytes = cfg.get_bool("TIER_BY_BYTES");
-	const char *lat[3] = {"TIER_FAST_US", "TIER_MIDDLE_US", "TIER_SLOW_US"};
-	const char *bw[3] = {"TIER_FAST_GBPS", "TIER_MIDDLE_GBPS", "TIER_SLOW_GBPS"};
+	o.by_bytes = c.by_bytes;
+	const double lat[3] = {c.fast_us, c.middle_us, c.slow_us}, bw[3] = {c.fast_gbps, c.middle_gbps, c.slow_gbps};
 	for (int t = 0; t < 3; t++) {
-		o.cost[t].setup_us = cfg.get_float(lat[t]);
-		o.cost[t].gbps = cfg.get_float(bw[t]);
-		if (!(o.cost[t].setup_us >= 0) || !(o.cost[t].gbps > 0))
-			fail("CONFIG_{} / CONFIG_{}: latency must be >= 0 and bandwidth > 0", lat[t], bw[t]);
+		o.cost[t].setup_us = lat[t];
+		o.cost[t].gbps = bw[t];
 	}
 	return o;
 }
@@ -424,6 +421,9 @@ double percentile(std::vector<double> v, double q)
 
 } // namespace
 
+// Every mode is timed by the same rounds over the same input, interleaved so that a shared
+// machine's drift falls on all alike: one function, so the modes differ only in where the
+// weights come from.
 nlohmann::json tier_bench(GPT2 &model, const std::vector<TierModule> &mods, const TierOptions &o,
 			  const TierBenchOptions &b, const torch::Tensor &tokens)
 {

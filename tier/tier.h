@@ -62,7 +62,7 @@ extern const char *const kTierNames[3]; // "fast", "middle", "slow"
 // "0.3,0.5" -> the two cuts; errors name the text.
 void parse_tier_cuts(const std::string &text, TierOptions *o);
 // CONFIG_TIER_* as options, validated.
-TierOptions tier_options_from(const Config &cfg);
+TierOptions tier_options_from(const TierSettings &c);
 
 // Modules of the model with their tensors and bytes (model order).
 std::vector<TierModule> tier_modules(GPT2 &model);

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/rng.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "fim/attention_fisher.h"
@@ -24,9 +25,9 @@ struct KVRow {
 
 void print_kvcache_table(const Config &cfg, int64_t tokens, double mem_gib, const std::string &dtype)
 {
-	DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+	DataMeta meta = read_data_meta(cfg.settings().data.dir);
 	int vocab = meta.present ? meta.vocab_size : 50257;
-	GPT2Config mine = GPT2Config::from(cfg, vocab);
+	GPT2Config mine = GPT2Config::from(cfg.settings(), vocab);
 	const int bytes = dtype == "fp32" ? 4 : 2;
 	std::vector<KVRow> rows;
 	auto add = [&](const std::string &name, const std::string &variant, const std::string &where) {
@@ -34,9 +35,9 @@ void print_kvcache_table(const Config &cfg, int64_t tokens, double mem_gib, cons
 		HybridPlacement hp;
 		hp.where = where;
 		try {
-			int ra = static_cast<int>(cfg.get_int("GPT2_RA_LAYERS"));
+			int ra = static_cast<int>(cfg.settings().attention.ra_layers);
 			set_attention_variant(c, variant, hp, std::max(1, std::min(ra, c.n_layer)),
-					      static_cast<int>(cfg.get_int("GPT2_RA_HEADS")));
+					      static_cast<int>(cfg.settings().attention.ra_heads));
 			c.validate();
 		} catch (const Error &) {
 			return; // e.g. KVSplice width not dividing the latent at this shape
@@ -78,123 +79,157 @@ void print_kvcache_table(const Config &cfg, int64_t tokens, double mem_gib, cons
 		line(mine.variant, mine, true);
 }
 
+// ---- kvcache
+
+struct KvArgs {
+	ConfigArgs config;
+	int64_t tokens = 1024;
+	double mem = 80;
+	std::string dtype = "fp16";
+};
+
+void define_kvcache(CLI::App *c, KvArgs &a)
+{
+	a.config.add_to(c);
+	c->add_option("--tokens", a.tokens, "Sequence length")->capture_default_str();
+	c->add_option("--memory-gib", a.mem, "Memory for the cache (GiB), for the sequences-that-fit column")
+		->capture_default_str();
+	c->add_option("--dtype", a.dtype, "Cache element type")
+		->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
+		->capture_default_str();
+}
+
+void run_kvcache(KvArgs &a)
+{
+	if (a.tokens < 1 || !(a.mem > 0))
+		fail("kvcache: --tokens must be >= 1 and --memory-gib > 0");
+	print_kvcache_table(a.config.load(), a.tokens, a.mem, a.dtype);
+}
+
+// ---- fim attention
+
+struct SpectrumArgs {
+	std::string ckpt_path, which = "latest", out, layers = "spec", data_dir;
+	int rows = 64, batches = 1;
+	uint64_t seed = 0;
+};
+
+void define_spectrum(CLI::App *c, SpectrumArgs &a)
+{
+	c->add_option("--checkpoint", a.ckpt_path, "Run folder (or one checkpoint folder)")->required();
+	c->add_option("--which", a.which, "latest or best")->check(CLI::IsMember({"latest", "best"}))->capture_default_str();
+	c->add_option("--layers", a.layers, "spec ({0, L/2, L-1}) or all")
+		->check(CLI::IsMember({"spec", "all"}))
+		->capture_default_str();
+	c->add_option("--rows", a.rows, "Query rows sampled per head")->capture_default_str();
+	c->add_option("--batches", a.batches, "Held-out windows (batch of the spectrum)")->capture_default_str();
+	c->add_option("--seed", a.seed, "Seed of the window and row choice")->capture_default_str();
+	c->add_option("--data", a.data_dir, "Token folder (default: the run's DATA_DIR); val.bin is used");
+	c->add_option("--out", a.out, "Also write the spectrum as JSON here");
+}
+
+void print_spectrum(const std::vector<HeadSpectrum> &all, const nlohmann::json &j)
+{
+	fmt::print("{:>5} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9}  top-8 eigenvalues\n", "layer", "head", "trace", "eigmax",
+		   "cond", "energy8", "energy16");
+	for (const auto &h : all) {
+		std::string top;
+		for (double e : h.top)
+			top += fmt::format(" {:.4f}", e);
+		fmt::print("{:>5} {:>4} {:>10.5f} {:>10.5f} {:>10.3g} {:>8.4f} {:>9.4f} {}\n", h.layer, h.head, h.trace,
+			   h.eigmax, h.cond, h.energy8, h.energy16, top);
+	}
+	for (const auto &l : j["layers"])
+		fmt::print("layer {:>3}: mean trace {:.5f}, eigmax {:.5f}, energy8 {:.4f}\n", l["layer"].get<int>(),
+			   l["trace"].get<double>(), l["eigmax"].get<double>(), l["energy8"].get<double>());
+}
+
+void run_spectrum(SpectrumArgs &a)
+{
+	if (a.rows < 1 || a.batches < 1)
+		fail("fim attention: --rows and --batches must be at least 1");
+	std::string ckpt = resolve_checkpoint(a.ckpt_path, a.which);
+	Config cfg;
+	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
+	setup_threads(cfg.settings().core);
+	torch::Device dev = select_device(cfg.settings().core);
+	model->to(dev);
+	model->eval();
+	std::string dir = a.data_dir.empty() ? cfg.settings().data.dir : a.data_dir;
+	TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
+	const int T = model->config().block_size;
+	val.require_window(T);
+	Rng rng(a.seed * 2654435761ULL + 17);
+	auto x = torch::empty({a.batches, T}, torch::kLong), y = torch::empty({a.batches, T}, torch::kLong);
+	val.random_batch(rng, a.batches, T, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
+	auto ls = spectrum_layers(model->config().n_layer, a.layers == "all");
+	auto probs = model->attention_probs(x.to(dev), ls);
+	std::vector<HeadSpectrum> all;
+	for (size_t i = 0; i < ls.size(); i++) {
+		auto h = attention_spectrum(probs[i], ls[i], a.rows, a.seed + uint64_t(ls[i]));
+		all.insert(all.end(), h.begin(), h.end());
+	}
+	auto j = spectrum_json(all);
+	j["checkpoint"] = ckpt;
+	j["data"] = join_path(dir, "val.bin");
+	j["rows"] = a.rows;
+	j["attention"] = model->config().variant;
+	fmt::print("attention Fisher spectrum of {} ({} attention) on {} held-out window(s) of {}, {} rows per head\n", ckpt,
+		   model->config().variant, a.batches, join_path(dir, "val.bin"), a.rows);
+	print_spectrum(all, j);
+	if (!a.out.empty()) {
+		write_file_atomic(a.out, j.dump(2) + "\n");
+		fmt::print("wrote {}\n", a.out);
+	}
+}
+
+// ---- cloze
+
+struct ClozeArgs {
+	ConfigArgs config;
+	std::string data, out, split = "val";
+	int count = 200, ctx_tokens = 96, end_tokens = 24, choices = 4;
+	uint64_t seed = 1;
+};
+
+void define_cloze(CLI::App *c, ClozeArgs &a)
+{
+	a.config.add_to(c);
+	c->add_option("--data", a.data, "Token folder (default: CONFIG_DATA_DIR)");
+	c->add_option("--split", a.split, "train or val")->check(CLI::IsMember({"train", "val"}))->capture_default_str();
+	c->add_option("--out", a.out, "Output .jsonl")->required();
+	c->add_option("--count", a.count, "Items")->capture_default_str();
+	c->add_option("--ctx-tokens", a.ctx_tokens, "Context tokens")->capture_default_str();
+	c->add_option("--ending-tokens", a.end_tokens, "Tokens per ending")->capture_default_str();
+	c->add_option("--choices", a.choices, "Endings per item")->capture_default_str();
+	c->add_option("--seed", a.seed, "Seed")->capture_default_str();
+}
+
+void run_cloze(ClozeArgs &a)
+{
+	std::string dir = a.data.empty() ? a.config.load().settings().data.dir : a.data;
+	DataMeta meta = read_data_meta(dir);
+	if (!meta.present)
+		fail("{}: no meta.json (prepare the folder with `knlp prepare`)", dir);
+	auto tok = make_tokenizer(meta.tokenizer, "");
+	TokenFile f(join_path(dir, a.split + ".bin"), meta.vocab_size);
+	auto items = make_cloze(f, *tok, a.count, a.ctx_tokens, a.end_tokens, a.choices, a.seed);
+	write_file_atomic(a.out, mc_jsonl(items));
+	fmt::print("wrote {} cloze items ({} endings each) from {} to {}\n", items.size(), a.choices, f.path(), a.out);
+}
+
 } // namespace
 
 void add_attention_commands(CLI::App &app)
 {
-	// ---- kvcache
-	auto *kv = app.add_subcommand("kvcache", "KV-cache size per attention variant (analytic)");
-	static ConfigArgs kca;
-	kca.add_to(kv);
-	static int64_t tokens = 1024;
-	static double mem = 80;
-	static std::string dtype = "fp16";
-	kv->add_option("--tokens", tokens, "Sequence length")->capture_default_str();
-	kv->add_option("--memory-gib", mem, "Memory for the cache (GiB), for the sequences-that-fit column")
-		->capture_default_str();
-	kv->add_option("--dtype", dtype, "Cache element type")
-		->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
-		->capture_default_str();
-	kv->callback([] {
-		if (tokens < 1 || !(mem > 0))
-			fail("kvcache: --tokens must be >= 1 and --memory-gib > 0");
-		print_kvcache_table(kca.load(), tokens, mem, dtype);
-	});
-
-	// ---- fim attention
+	command<KvArgs>(app, "kvcache", "KV-cache size per attention variant (analytic)", define_kvcache, run_kvcache);
 	auto *fim = app.add_subcommand("fim", "Fisher-information tools");
 	fim->require_subcommand(1);
-	auto *att = fim->add_subcommand("attention", "Attention Fisher spectrum of a trained model on held-out data");
-	static std::string ckpt_path, which = "latest", out, layers = "spec", data_dir;
-	static int rows = 64, batches = 1;
-	static uint64_t seed = 0;
-	att->add_option("--checkpoint", ckpt_path, "Run folder (or one checkpoint folder)")->required();
-	att->add_option("--which", which, "latest or best")->check(CLI::IsMember({"latest", "best"}))->capture_default_str();
-	att->add_option("--layers", layers, "spec ({0, L/2, L-1}) or all")
-		->check(CLI::IsMember({"spec", "all"}))
-		->capture_default_str();
-	att->add_option("--rows", rows, "Query rows sampled per head")->capture_default_str();
-	att->add_option("--batches", batches, "Held-out windows (batch of the spectrum)")->capture_default_str();
-	att->add_option("--seed", seed, "Seed of the window and row choice")->capture_default_str();
-	att->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR); val.bin is used");
-	att->add_option("--out", out, "Also write the spectrum as JSON here");
-	att->callback([] {
-		if (rows < 1 || batches < 1)
-			fail("fim attention: --rows and --batches must be at least 1");
-		std::string ckpt = resolve_checkpoint(ckpt_path, which);
-		Config cfg;
-		GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
-		setup_threads(cfg);
-		torch::Device dev = select_device(cfg);
-		model->to(dev);
-		model->eval();
-		std::string dir = data_dir.empty() ? cfg.get_string("DATA_DIR") : data_dir;
-		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
-		const int T = model->config().block_size;
-		val.require_window(T);
-		Rng rng(seed * 2654435761ULL + 17);
-		auto x = torch::empty({batches, T}, torch::kLong), y = torch::empty({batches, T}, torch::kLong);
-		val.random_batch(rng, batches, T, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
-		auto ls = spectrum_layers(model->config().n_layer, layers == "all");
-		auto probs = model->attention_probs(x.to(dev), ls);
-		std::vector<HeadSpectrum> all;
-		for (size_t i = 0; i < ls.size(); i++) {
-			auto h = attention_spectrum(probs[i], ls[i], rows, seed + uint64_t(ls[i]));
-			all.insert(all.end(), h.begin(), h.end());
-		}
-		auto j = spectrum_json(all);
-		j["checkpoint"] = ckpt;
-		j["data"] = join_path(dir, "val.bin");
-		j["rows"] = rows;
-		j["attention"] = model->config().variant;
-		fmt::print("attention Fisher spectrum of {} ({} attention) on {} held-out window(s) of {}, {} rows per head\n",
-			   ckpt, model->config().variant, batches, join_path(dir, "val.bin"), rows);
-		fmt::print("{:>5} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9}  top-8 eigenvalues\n", "layer", "head", "trace",
-			   "eigmax", "cond", "energy8", "energy16");
-		for (const auto &h : all) {
-			std::string top;
-			for (double e : h.top)
-				top += fmt::format(" {:.4f}", e);
-			fmt::print("{:>5} {:>4} {:>10.5f} {:>10.5f} {:>10.3g} {:>8.4f} {:>9.4f} {}\n", h.layer, h.head, h.trace,
-				   h.eigmax, h.cond, h.energy8, h.energy16, top);
-		}
-		for (const auto &l : j["layers"])
-			fmt::print("layer {:>3}: mean trace {:.5f}, eigmax {:.5f}, energy8 {:.4f}\n", l["layer"].get<int>(),
-				   l["trace"].get<double>(), l["eigmax"].get<double>(), l["energy8"].get<double>());
-		if (!out.empty()) {
-			write_file_atomic(out, j.dump(2) + "\n");
-			fmt::print("wrote {}\n", out);
-		}
-	});
-
+	command<SpectrumArgs>(*fim, "attention", "Attention Fisher spectrum of a trained model on held-out data",
+			      define_spectrum, run_spectrum);
 	add_fim_commands(fim);
-
-	// ---- cloze
-	auto *cz = app.add_subcommand("cloze", "Write a multiple-choice cloze set (HellaSwag jsonl) from a token file");
-	static std::string cz_data, cz_out, cz_split = "val";
-	static int count = 200, ctx_tokens = 96, end_tokens = 24, choices = 4;
-	static uint64_t cz_seed = 1;
-	static ConfigArgs cca;
-	cca.add_to(cz);
-	cz->add_option("--data", cz_data, "Token folder (default: CONFIG_DATA_DIR)");
-	cz->add_option("--split", cz_split, "train or val")->check(CLI::IsMember({"train", "val"}))->capture_default_str();
-	cz->add_option("--out", cz_out, "Output .jsonl")->required();
-	cz->add_option("--count", count, "Items")->capture_default_str();
-	cz->add_option("--ctx-tokens", ctx_tokens, "Context tokens")->capture_default_str();
-	cz->add_option("--ending-tokens", end_tokens, "Tokens per ending")->capture_default_str();
-	cz->add_option("--choices", choices, "Endings per item")->capture_default_str();
-	cz->add_option("--seed", cz_seed, "Seed")->capture_default_str();
-	cz->callback([] {
-		std::string dir = cz_data.empty() ? cca.load().get_string("DATA_DIR") : cz_data;
-		DataMeta meta = read_data_meta(dir);
-		if (!meta.present)
-			fail("{}: no meta.json (prepare the folder with `knlp prepare`)", dir);
-		auto tok = make_tokenizer(meta.tokenizer, "");
-		TokenFile f(join_path(dir, cz_split + ".bin"), meta.vocab_size);
-		auto items = make_cloze(f, *tok, count, ctx_tokens, end_tokens, choices, cz_seed);
-		write_file_atomic(cz_out, mc_jsonl(items));
-		fmt::print("wrote {} cloze items ({} endings each) from {} to {}\n", items.size(), choices, f.path(), cz_out);
-	});
+	command<ClozeArgs>(app, "cloze", "Write a multiple-choice cloze set (HellaSwag jsonl) from a token file",
+			   define_cloze, run_cloze);
 }
 
 } // namespace knlp

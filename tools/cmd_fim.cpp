@@ -55,10 +55,10 @@ FisherResult fisher_of(const FisherArgs &a, const std::string &ckpt, std::string
 {
 	Config cfg;
 	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
-	setup_threads(cfg);
-	torch::Device dev = select_device(cfg);
+	setup_threads(cfg.settings().core);
+	torch::Device dev = select_device(cfg.settings().core);
 	model->to(dev);
-	std::string dir = a.data_dir.empty() ? cfg.get_string("DATA_DIR") : a.data_dir;
+	std::string dir = a.data_dir.empty() ? cfg.settings().data.dir : a.data_dir;
 	TokenFile data(join_path(dir, a.split + ".bin"), model->config().vocab_raw);
 	*data_file = data.path();
 	auto o = a.options();
@@ -99,53 +99,78 @@ std::vector<double> parse_fracs(const std::string &s)
 
 } // namespace
 
+namespace {
+
+// ---- fim score
+
+struct ScoreArgs {
+	FisherArgs fa;
+	std::string out;
+};
+
+void define_score(CLI::App *c, ScoreArgs &a)
+{
+	a.fa.add_to(c, false);
+	c->add_option("--out", a.out, "Output folder: fim.json and fisher.safetensors (default: RUN/fim)");
+}
+
+void run_score(ScoreArgs &a)
+{
+	std::string ckpt = resolve_checkpoint(a.fa.ckpt_path, a.fa.which);
+	std::string out = a.out.empty() ? default_out(a.fa.ckpt_path) : a.out;
+	make_dirs(out); // fails early when the folder cannot be made
+	std::string file;
+	auto r = fisher_of(a.fa, ckpt, &file);
+	auto j = fisher_json(r);
+	j["checkpoint"] = ckpt;
+	j["data"] = file;
+	print_fisher_table(r, j);
+	save_fisher(join_path(out, "fisher.safetensors"), r);
+	write_file_atomic(join_path(out, "fim.json"), j.dump(2) + "\n");
+	fmt::print("wrote {} and {}\n", join_path(out, "fim.json"), join_path(out, "fisher.safetensors"));
+}
+
+// ---- fim compare
+
+struct CompareArgs {
+	FisherArgs fa;
+	std::string out, topk = "0.01,0.1";
+};
+
+void define_compare(CLI::App *c, CompareArgs &a)
+{
+	a.fa.add_to(c, true);
+	c->add_option("--topk", a.topk, "Top-k overlaps to report, as fractions of the elements")->capture_default_str();
+	c->add_option("--out", a.out, "Also write the comparison as JSON here");
+}
+
+void run_compare(CompareArgs &a)
+{
+	CompareOptions co;
+	co.topk = parse_fracs(a.topk);
+	std::string ckpt = resolve_checkpoint(a.fa.ckpt_path, a.fa.which);
+	AdamMoments adam = read_adam_moments(ckpt); // no optimizer state: fails before the Fisher work
+	std::string file = a.fa.fisher_file;
+	FisherResult r = file.empty() ? fisher_of(a.fa, ckpt, &file) : load_fisher(file);
+	auto j = compare_fisher(adam, r, co);
+	j["checkpoint"] = ckpt;
+	j["fisher_source"] = file;
+	j["fisher_windows"] = r.chunks;
+	print_compare_table(j);
+	if (!a.out.empty()) {
+		write_file_atomic(a.out, j.dump(2) + "\n");
+		fmt::print("wrote {}\n", a.out);
+	}
+}
+
+} // namespace
+
 void add_fim_commands(CLI::App *fim)
 {
-	// ---- fim score
-	auto *sc = fim->add_subcommand("score", "Empirical and true diagonal Fisher of a trained GPT-2 on held-out data");
-	static FisherArgs sa;
-	static std::string s_out;
-	sa.add_to(sc, false);
-	sc->add_option("--out", s_out, "Output folder: fim.json and fisher.safetensors (default: RUN/fim)");
-	sc->callback([] {
-		std::string ckpt = resolve_checkpoint(sa.ckpt_path, sa.which);
-		std::string out = s_out.empty() ? default_out(sa.ckpt_path) : s_out;
-		make_dirs(out); // fails early when the folder cannot be made
-		std::string file;
-		auto r = fisher_of(sa, ckpt, &file);
-		auto j = fisher_json(r);
-		j["checkpoint"] = ckpt;
-		j["data"] = file;
-		print_fisher_table(r, j);
-		save_fisher(join_path(out, "fisher.safetensors"), r);
-		write_file_atomic(join_path(out, "fim.json"), j.dump(2) + "\n");
-		fmt::print("wrote {} and {}\n", join_path(out, "fim.json"), join_path(out, "fisher.safetensors"));
-	});
-
-	// ---- fim compare
-	auto *cp = fim->add_subcommand("compare", "Agreement of Adam's exp_avg_sq with the diagonal Fisher");
-	static FisherArgs ca;
-	static std::string c_out, topk = "0.01,0.1";
-	ca.add_to(cp, true);
-	cp->add_option("--topk", topk, "Top-k overlaps to report, as fractions of the elements")->capture_default_str();
-	cp->add_option("--out", c_out, "Also write the comparison as JSON here");
-	cp->callback([] {
-		CompareOptions co;
-		co.topk = parse_fracs(topk);
-		std::string ckpt = resolve_checkpoint(ca.ckpt_path, ca.which);
-		AdamMoments adam = read_adam_moments(ckpt); // no optimizer state: fails before the Fisher work
-		std::string file = ca.fisher_file;
-		FisherResult r = file.empty() ? fisher_of(ca, ckpt, &file) : load_fisher(file);
-		auto j = compare_fisher(adam, r, co);
-		j["checkpoint"] = ckpt;
-		j["fisher_source"] = file;
-		j["fisher_windows"] = r.chunks;
-		print_compare_table(j);
-		if (!c_out.empty()) {
-			write_file_atomic(c_out, j.dump(2) + "\n");
-			fmt::print("wrote {}\n", c_out);
-		}
-	});
+	command<ScoreArgs>(*fim, "score", "Empirical and true diagonal Fisher of a trained GPT-2 on held-out data",
+			   define_score, run_score);
+	command<CompareArgs>(*fim, "compare", "Agreement of Adam's exp_avg_sq with the diagonal Fisher", define_compare,
+			     run_compare);
 }
 
 namespace {
@@ -186,7 +211,7 @@ struct TierArgs {
 		}
 		Config cfg;
 		*model = load_model(ckpt, torch::kCPU, &cfg);
-		setup_threads(cfg);
+		setup_threads(cfg.settings().core);
 		if (cfg_out)
 			*cfg_out = cfg;
 		*mods = tier_modules(*model);
@@ -214,75 +239,96 @@ std::vector<std::string> split_list(const std::string &s)
 
 } // namespace
 
+namespace {
+
+// ---- tier plan
+
+void define_plan(CLI::App *c, TierArgs &a)
+{
+	a.add_to(c);
+	c->add_option("--out", a.out, "Also write the plan as JSON here");
+}
+
+void run_plan(TierArgs &a)
+{
+	GPT2 model{nullptr};
+	std::string ckpt;
+	std::vector<TierModule> mods;
+	TierOptions o;
+	auto j = a.plan(&model, &ckpt, &mods, &o);
+	print_tier_plan(j);
+	if (!a.out.empty()) {
+		write_file_atomic(a.out, j.dump(2) + "\n");
+		fmt::print("wrote {}\n", a.out);
+	}
+}
+
+// ---- tier bench
+
+struct BenchArgs {
+	TierArgs ta;
+	TierBenchOptions bo;
+	std::string modes = "untiered,emulated,offload";
+};
+
+void define_bench(CLI::App *c, BenchArgs &a)
+{
+	a.ta.add_to(c);
+	a.bo.context = 0;
+	c->add_option("--context", a.bo.context, "Tokens per forward pass, batch 1 (0: 128 or the model's context when "
+						 "shorter)")
+		->capture_default_str();
+	c->add_option("--warmup", a.bo.warmup, "Untimed passes first")->capture_default_str();
+	c->add_option("--iters", a.bo.iters, "Timed passes")->capture_default_str();
+	c->add_option("--modes", a.modes, "Comma-separated: untiered emulated offload")->capture_default_str();
+	c->add_option("--store", a.bo.store_dir, "Folder of the slow tier's file (default: RUN/tier)");
+	c->add_option("--out", a.ta.out, "Also write plan and results as JSON here");
+}
+
+void run_bench(BenchArgs &a)
+{
+	TierBenchOptions bo = a.bo;
+	bo.modes = split_list(a.modes);
+	if (bo.modes.empty())
+		fail("tier bench: --modes names no mode");
+	GPT2 model{nullptr};
+	std::string ckpt;
+	std::vector<TierModule> mods;
+	TierOptions o;
+	Config cfg;
+	auto plan = a.ta.plan(&model, &ckpt, &mods, &o, &cfg);
+	torch::Device dev = select_device(cfg.settings().core);
+	model->to(dev);
+	if (bo.store_dir.empty())
+		bo.store_dir = join_path(a.ta.fa.ckpt_path, "tier");
+	if (bo.context == 0)
+		bo.context = std::min(128, model->config().block_size);
+	if (bo.context < 1 || bo.context > model->config().block_size)
+		fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context, model->config().block_size);
+	std::string dir = a.ta.fa.data_dir.empty() ? cfg.settings().data.dir : a.ta.fa.data_dir;
+	TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
+	val.require_window(bo.context);
+	auto x = torch::empty({1, bo.context}, torch::kLong), y = torch::empty({1, bo.context}, torch::kLong);
+	val.window(0, bo.context, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
+	print_tier_plan(plan);
+	auto j = tier_bench(model, mods, o, bo, x);
+	print_tier_bench(j);
+	j["plan"] = plan;
+	if (!a.ta.out.empty()) {
+		write_file_atomic(a.ta.out, j.dump(2) + "\n");
+		fmt::print("wrote {}\n", a.ta.out);
+	}
+}
+
+} // namespace
+
 void add_tier_commands(CLI::App &app)
 {
 	auto *tier = app.add_subcommand("tier", "Memory tiering of the weights: plan and inference bench");
 	tier->require_subcommand(1);
-
-	auto *pl = tier->add_subcommand("plan", "Assign modules to fast / middle / slow memory by score");
-	static TierArgs pa;
-	pa.add_to(pl);
-	pl->add_option("--out", pa.out, "Also write the plan as JSON here");
-	pl->callback([] {
-		GPT2 model{nullptr};
-		std::string ckpt;
-		std::vector<TierModule> mods;
-		TierOptions o;
-		auto j = pa.plan(&model, &ckpt, &mods, &o);
-		print_tier_plan(j);
-		if (!pa.out.empty()) {
-			write_file_atomic(pa.out, j.dump(2) + "\n");
-			fmt::print("wrote {}\n", pa.out);
-		}
-	});
-
-	auto *bn = tier->add_subcommand("bench", "Inference latency with the tiers emulated and with a real slow tier");
-	static TierArgs ba;
-	static TierBenchOptions bo;
-	static std::string modes = "untiered,emulated,offload";
-	ba.add_to(bn);
-	bo.context = 0;
-	bn->add_option("--context", bo.context, "Tokens per forward pass, batch 1 (0: 128 or the model's context when "
-						"shorter)")
-		->capture_default_str();
-	bn->add_option("--warmup", bo.warmup, "Untimed passes first")->capture_default_str();
-	bn->add_option("--iters", bo.iters, "Timed passes")->capture_default_str();
-	bn->add_option("--modes", modes, "Comma-separated: untiered emulated offload")->capture_default_str();
-	bn->add_option("--store", bo.store_dir, "Folder of the slow tier's file (default: RUN/tier)");
-	bn->add_option("--out", ba.out, "Also write plan and results as JSON here");
-	bn->callback([] {
-		bo.modes = split_list(modes);
-		if (bo.modes.empty())
-			fail("tier bench: --modes names no mode");
-		GPT2 model{nullptr};
-		std::string ckpt;
-		std::vector<TierModule> mods;
-		TierOptions o;
-		Config cfg;
-		auto plan = ba.plan(&model, &ckpt, &mods, &o, &cfg);
-		torch::Device dev = select_device(cfg);
-		model->to(dev);
-		if (bo.store_dir.empty())
-			bo.store_dir = join_path(ba.fa.ckpt_path, "tier");
-		if (bo.context == 0)
-			bo.context = std::min(128, model->config().block_size);
-		if (bo.context < 1 || bo.context > model->config().block_size)
-			fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context,
-			     model->config().block_size);
-		std::string dir = ba.fa.data_dir.empty() ? cfg.get_string("DATA_DIR") : ba.fa.data_dir;
-		TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
-		val.require_window(bo.context);
-		auto x = torch::empty({1, bo.context}, torch::kLong), y = torch::empty({1, bo.context}, torch::kLong);
-		val.window(0, bo.context, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
-		print_tier_plan(plan);
-		auto j = tier_bench(model, mods, o, bo, x);
-		print_tier_bench(j);
-		j["plan"] = plan;
-		if (!ba.out.empty()) {
-			write_file_atomic(ba.out, j.dump(2) + "\n");
-			fmt::print("wrote {}\n", ba.out);
-		}
-	});
+	command<TierArgs>(*tier, "plan", "Assign modules to fast / middle / slow memory by score", define_plan, run_plan);
+	command<BenchArgs>(*tier, "bench", "Inference latency with the tiers emulated and with a real slow tier",
+			   define_bench, run_bench);
 }
 
 } // namespace knlp

@@ -1,6 +1,8 @@
 // knlp: one binary, many sub-commands. Settings come from .config at run time.
+#include <climits>
 #include <cstdio>
 #include <cstring>
+#include <unistd.h>
 
 #include <c10/util/Exception.h>
 
@@ -14,15 +16,24 @@ std::string g_command_line;
 
 void ConfigArgs::add_to(CLI::App *cmd)
 {
-	cmd->add_option("--config", path, "Configuration file (Linux .config format)")->capture_default_str();
+	given = cmd->add_option("--config", path, "Configuration file (Linux .config format)")->capture_default_str();
 	cmd->add_option("--set", sets, "Override one symbol: SYMBOL=VALUE (repeatable)");
+}
+
+std::string self_exe()
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		fail("cannot find the knlp binary (/proc/self/exe)");
+	buf[n] = 0;
+	return buf;
 }
 
 Config ConfigArgs::load() const
 {
-	Config c = Config::load(path);
-	for (const auto &s : sets)
-		c.set(s);
+	Config c = Config::load(path, mode);
+	c.set_all(sets);
 	return c;
 }
 
@@ -38,6 +49,7 @@ int main(int argc, char **argv)
 	app.require_subcommand(1);
 	app.set_help_all_flag("--help-all", "Help for every sub-command");
 	knlp::add_data_commands(app);
+	knlp::add_run_command(app);
 	knlp::add_train_commands(app);
 	knlp::add_matrix_commands(app);
 	knlp::add_attention_commands(app);
@@ -45,6 +57,7 @@ int main(int argc, char **argv)
 	knlp::add_gguf_commands(app);
 	knlp::add_tier_commands(app);
 	knlp::add_gnn_commands(app);
+	knlp::add_stats_commands(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {

@@ -166,10 +166,11 @@ std::string resolve_checkpoint(const std::string &path, const std::string &which
 		fail("{}: checkpoint folder not found", path);
 	if (file_exists(join_path(path, "state.json")))
 		return path;
-	std::string dir = checkpoint_pointer(path, which == "best" ? "BEST" : "LATEST");
+	const char *pointer = which == "best" ? "BEST" : which == "final" ? "FINAL" : "LATEST";
+	std::string dir = checkpoint_pointer(path, pointer);
 	if (dir.empty())
 		fail("{}: no complete checkpoint found (expected checkpoints/{} naming a folder with state.json)", path,
-		     which == "best" ? "BEST" : "LATEST");
+		     pointer);
 	return dir;
 }
 

@@ -40,7 +40,7 @@ struct CheckpointWriter {
 std::string checkpoints_dir(const std::string &run_dir);
 // Folder of the checkpoint a pointer (LATEST or BEST) names; empty when there is none.
 std::string checkpoint_pointer(const std::string &run_dir, const std::string &pointer);
-// Resolve --checkpoint: a run folder (LATEST, or BEST when which == "best") or a checkpoint
+// Resolve --checkpoint: a run folder (LATEST, or BEST / FINAL when which is "best" / "final") or a checkpoint
 // folder itself. Errors when nothing usable is there.
 std::string resolve_checkpoint(const std::string &path, const std::string &which = "latest");
 nlohmann::json read_checkpoint_state(const std::string &ckpt_dir);

@@ -35,7 +35,8 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "train/device.h"
-#include "train/lm_trainer.h"
+#include "train/loop.h"
+#include "train/run_folder.h"
 
 namespace knlp {
 
@@ -172,6 +173,8 @@ struct Ddp::Impl {
 	}
 };
 
+// The rendezvous in the order every rank must follow (store, digest check, process group,
+// first collective); kept together so the order is visible.
 Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::milliseconds timeout, const std::string &digest)
 	: impl_(std::make_unique<Impl>()), env_(env), backend_(backend)
 {
@@ -487,22 +490,22 @@ DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const s
 {
 	DdpStart st;
 	DdpEnv env = ddp_env();
-	if (env.world > 1 && !cfg.get_bool("DDP"))
+	const Settings &s = cfg.settings();
+	if (env.world > 1 && !s.ddp.enabled)
 		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
 		     env.source);
 	// A launched CONFIG_DDP run uses the process group even with one process (torchrun
 	// --nproc_per_node=1): the whole data-parallel path, on one GPU or core.
-	if (!(env.world > 1 || (env.source != "none" && cfg.get_bool("DDP")))) {
+	if (!(env.world > 1 || (env.source != "none" && s.ddp.enabled))) {
 		st.run_dir = open_run_dir(req, cfg, prefix, &st.ckpt);
 		return st;
 	}
-	std::string sel = cfg.choice("DDP_BACKEND_AUTO");
-	bool cuda = select_device(cfg).is_cuda();
-	std::string backend = sel == "DDP_BACKEND_NCCL" ? "nccl" : sel == "DDP_BACKEND_GLOO" ? "gloo" : cuda ? "nccl" : "gloo";
+	const bool cuda = select_device(s.core).is_cuda();
+	std::string backend = s.ddp.backend == choice::DdpBackend::Auto ? (cuda ? "nccl" : "gloo") : name_of(s.ddp.backend);
 	if (backend == "nccl" && !cuda)
 		fail("ddp: CONFIG_DDP_BACKEND_NCCL needs CUDA devices, but this run is on the CPU (choose "
 		     "CONFIG_DDP_BACKEND_GLOO or _AUTO)");
-	st.ddp = std::make_unique<Ddp>(env, backend, std::chrono::seconds(cfg.get_int("DDP_TIMEOUT")), config_digest(cfg));
+	st.ddp = std::make_unique<Ddp>(env, backend, std::chrono::seconds(s.ddp.timeout), config_digest(cfg));
 	st.rank = env.rank, st.world = env.world, st.local_rank = env.local_rank;
 	// Rank 0 opens (or resumes) the run folder; every rank uses its choice.
 	std::string dir;
@@ -531,13 +534,13 @@ void silence_other_ranks(int rank)
 	Progress::set_quiet(true);
 }
 
-nlohmann::json ddp_record(const Ddp &ddp, const Config &cfg, int64_t global_batch, double replica_spread)
+nlohmann::json ddp_record(const Ddp &ddp, const DdpSettings &c, int64_t global_batch, double replica_spread)
 {
 	const auto &st = ddp.stats();
 	return {{"world_size", ddp.world()},
 		{"backend", ddp.backend()},
-		{"overlap", cfg.get_bool("DDP_OVERLAP")},
-		{"bucket_mb", cfg.get_int("DDP_BUCKET_MB")},
+		{"overlap", c.overlap},
+		{"bucket_mb", c.bucket_mb},
 		{"global_batch", global_batch},
 		{"syncs", st.syncs},
 		{"allreduce_bytes", st.bytes},

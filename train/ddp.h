@@ -105,7 +105,7 @@ DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const s
 void silence_other_ranks(int rank);
 
 // The "ddp" record of training_metrics.json.
-nlohmann::json ddp_record(const Ddp &ddp, const Config &cfg, int64_t global_batch, double replica_spread);
+nlohmann::json ddp_record(const Ddp &ddp, const DdpSettings &c, int64_t global_batch, double replica_spread);
 
 // Spread (max - min) across ranks of the sum of the module's parameters: 0 when every
 // replica holds the same weights.

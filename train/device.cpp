@@ -13,13 +13,12 @@
 
 namespace knlp {
 
-torch::Device select_device(const Config &cfg)
+torch::Device select_device(const CoreSettings &c)
 {
-	std::string sel = cfg.choice("DEVICE_AUTO");
 	bool cuda = torch::cuda::is_available();
-	if (sel == "DEVICE_CPU")
+	if (c.device == choice::Device::Cpu)
 		return torch::kCPU;
-	if (sel == "DEVICE_CUDA") {
+	if (c.device == choice::Device::Cuda) {
 		if (!cuda) {
 			const char *vis = std::getenv("CUDA_VISIBLE_DEVICES");
 			fail("CONFIG_DEVICE_CUDA=y but no CUDA device is usable (libtorch built without CUDA, or "
@@ -47,12 +46,12 @@ void tune_allocator()
 	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-void setup_threads(const Config &cfg)
+void setup_threads(const CoreSettings &c)
 {
 	tune_allocator();
 	// 0 means every core this process may use. libtorch's own default relies on cpuinfo,
 	// which reports a single core on some virtual machines.
-	long long n = cfg.get_int("NUM_THREADS");
+	long long n = c.num_threads;
 	if (n <= 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);

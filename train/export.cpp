@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "train/image_trainer.h"
+#include "train/loop.h"
 #include "core/fsutil.h"
 #include "data/tokens.h"
 #include "train/checkpoint.h"
@@ -21,16 +21,16 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 	auto st = read_checkpoint_state(ckpt_dir);
 	if (!st.contains("config") || !st["config"].is_string())
 		fail("{}: checkpoint state has no configuration", join_path(ckpt_dir, "state.json"));
-	Config cfg = Config::parse(st["config"].get<std::string>(), join_path(ckpt_dir, "state.json"));
-	if (is_image_config(cfg))
+	Config cfg = Config::parse(st["config"].get<std::string>(), join_path(ckpt_dir, "state.json"), Config::Mode::Saved);
+	if (family_name(cfg.settings()) != "gpt2")
 		fail("{}: a checkpoint of an image model; this command works on GPT-2 runs (image runs report test "
 		     "accuracy in training_metrics.json)",
 		     ckpt_dir);
-	DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+	DataMeta meta = read_data_meta(cfg.settings().data.dir);
 	int vocab = meta.present ? meta.vocab_size : 0;
 	if (st.contains("vocab_raw"))
 		vocab = st["vocab_raw"].get<int>();
-	GPT2Config mc = GPT2Config::from(cfg, vocab);
+	GPT2Config mc = GPT2Config::from(cfg.settings(), vocab);
 	GPT2 model(mc);
 	load_tensors(join_path(ckpt_dir, "model.safetensors"), named_parameters_of(*model));
 	model->to(dev);
@@ -197,7 +197,10 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 	return out;
 }
 
-nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
+// One function, top to bottom in the order of the file it writes: the plan, the header's
+// metadata, the tokenizer fields, the tensor table and the data (llama.cpp reads them in
+// that order; splitting it would scatter one format over several places).
+nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan, const ScoreSource &src)
 {
 	const auto &c = model->config();
@@ -245,7 +248,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	const bool data_plan = plan.plan == "fim" || plan.plan == "fim-error" || plan.plan == "imatrix";
 	std::map<std::string, torch::Tensor> fisher, imatrix;
 	if (data_plan && plan.pct > 0) {
-		std::string dir = src.data_dir.empty() ? cfg.get_string("DATA_DIR") : src.data_dir;
+		std::string dir = src.data_dir.empty() ? cfg.data.dir : src.data_dir;
 		std::string val = join_path(dir, src.split + ".bin");
 		int seq = src.seq > 0 ? src.seq : std::min(512, c.block_size);
 		if (plan.plan == "imatrix") {
@@ -326,7 +329,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	auto planned = make_plan(shapes, scores, plan);
 	GgufWriter w;
 	w.add("general.architecture", GgufType::STRING, "gpt2");
-	w.add("general.name", GgufType::STRING, cfg.get_string("RUN_NAME").empty() ? "knlp-gpt2" : cfg.get_string("RUN_NAME"));
+	w.add("general.name", GgufType::STRING, cfg.core.run_name.empty() ? "knlp-gpt2" : cfg.core.run_name);
 	w.add("general.quantization_version", GgufType::U32, 2);
 	w.add("gpt2.context_length", GgufType::U32, c.block_size);
 	w.add("gpt2.embedding_length", GgufType::U32, c.n_embd);
@@ -334,7 +337,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	w.add("gpt2.block_count", GgufType::U32, c.n_layer);
 	w.add("gpt2.attention.head_count", GgufType::U32, c.n_head);
 	w.add("gpt2.attention.layer_norm_epsilon", GgufType::F32, 1e-5f);
-	DataMeta meta = read_data_meta(cfg.get_string("DATA_DIR"));
+	DataMeta meta = read_data_meta(cfg.data.dir);
 	if (meta.present && meta.tokenizer == "gpt2")
 		add_gpt2_tokenizer(w, c.vocab_raw);
 	else
@@ -342,7 +345,7 @@ nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ck
 	auto summary = plan_summary(planned, plan);
 	summary["score_source"] = source;
 	w.add("knlp.plan", GgufType::STRING, plan.plan);
-	w.add("knlp.data_dir", GgufType::STRING, cfg.get_string("DATA_DIR"));
+	w.add("knlp.data_dir", GgufType::STRING, cfg.data.dir);
 	w.add("knlp.code_version", GgufType::STRING, code_version());
 	for (size_t i = 0; i < params.size(); i++) {
 		const auto &pt = planned[i];

@@ -46,7 +46,7 @@ struct ScoreSource {
 // (keyed by the weight's name), over the windows a ScoreSource describes.
 std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::string &val_file, int chunks, int seq);
 
-nlohmann::json export_gguf(GPT2 &model, const Config &cfg, const std::string &ckpt_dir, const std::string &out,
+nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan, const ScoreSource &src = {});
 
 } // namespace knlp

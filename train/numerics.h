@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/config.h"
+#include "core/settings.h"
 
 namespace knlp {
 
@@ -18,11 +18,11 @@ struct NonfiniteGuard {
 	int64_t max_in_row = 10;
 	int64_t skipped = 0, in_row = 0;
 
-	static NonfiniteGuard from(const Config &cfg)
+	static NonfiniteGuard from(const TrainSettings &t)
 	{
 		NonfiniteGuard g;
-		g.skip = cfg.get_bool("NONFINITE_SKIP");
-		g.max_in_row = g.skip ? cfg.get_int("NONFINITE_MAX_SKIPS") : 1;
+		g.skip = t.nonfinite == choice::Nonfinite::Skip;
+		g.max_in_row = g.skip ? t.nonfinite_max_skips : 1;
 		return g;
 	}
 	// A non-finite `what` in this step. Calls stop(message), which must not return, in stop

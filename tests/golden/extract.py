@@ -57,8 +57,8 @@ def tensor_digest(run):
 def main():
     family, run = sys.argv[1], sys.argv[2]
     recs = records(run)
-    train = [[r["iter"], r["loss"]] for r in recs if r.get("type") == "train"]
-    ev = [[r["iter"]] + [pick(r, k) for k in EVAL_KEYS[family]] for r in recs if r.get("type") == "eval"]
+    train = [[pick(r, ("step", "iter")), r["loss"]] for r in recs if r.get("type") == "train"]
+    ev = [[pick(r, ("step", "iter"))] + [pick(r, k) for k in EVAL_KEYS[family]] for r in recs if r.get("type") == "eval"]
     digest, count = tensor_digest(run)
     print(json.dumps({"train": train, "eval": ev, "tensors": count, "sha256": digest}))
 

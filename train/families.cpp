@@ -1,0 +1,39 @@
+// The model families `knlp train` dispatches through: which models each one trains. Adding a
+// family is its own file (a Family subclass and a make_ function, declared in families.h)
+// and one row here.
+#include "train/families.h"
+
+#include "core/error.h"
+
+namespace knlp {
+
+namespace {
+
+struct FamilyRow {
+	const char *name;
+	std::vector<choice::Model> models;
+	std::unique_ptr<Family> (*make)(const Settings &);
+};
+
+const FamilyRow k_families[] = {
+	{"gpt2", {choice::Model::Gpt2}, make_gpt2_family},
+	{"image", {choice::Model::Lenet5, choice::Model::Resnet18, choice::Model::Resnet50}, make_image_family},
+	{"gnn", {choice::Model::Graphsage}, make_gnn_family},
+};
+
+const FamilyRow &row_of(const Settings &s)
+{
+	for (const auto &r : k_families)
+		for (choice::Model m : r.models)
+			if (m == s.model.kind)
+				return r;
+	fail("no training family for CONFIG_{} (train/families.cpp)", symbol_of(s.model.kind));
+}
+
+} // namespace
+
+std::unique_ptr<Family> make_family(const Settings &s) { return row_of(s).make(s); }
+
+std::string family_name(const Settings &s) { return row_of(s).name; }
+
+} // namespace knlp

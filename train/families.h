@@ -1,0 +1,13 @@
+// Constructors of the model families the training loop knows (train/families.cpp lists them).
+#pragma once
+#include <memory>
+
+#include "train/loop.h"
+
+namespace knlp {
+
+std::unique_ptr<Family> make_gpt2_family(const Settings &s);  // train/gpt2_family.cpp
+std::unique_ptr<Family> make_image_family(const Settings &s); // train/image_family.cpp
+std::unique_ptr<Family> make_gnn_family(const Settings &s);   // gnn/gnn_family.cpp
+
+} // namespace knlp

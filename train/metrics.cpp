@@ -1,0 +1,59 @@
+#include "train/metrics.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/fsutil.h"
+#include "prune/pruner.h"
+
+namespace knlp {
+
+using json = nlohmann::json;
+
+void append_jsonl(const std::string &run_dir, const TrackingSettings &t, const json &rec)
+{
+	if (t.tracker != choice::Tracker::Jsonl)
+		return;
+	std::ofstream f(join_path(run_dir, "metrics.jsonl"), std::ios::app);
+	f << rec.dump() << "\n";
+}
+
+void truncate_jsonl(const std::string &path, int64_t step)
+{
+	if (!file_exists(path))
+		return;
+	std::istringstream in(read_file(path));
+	std::string line, kept;
+	while (std::getline(in, line)) {
+		try {
+			auto j = json::parse(line);
+			if (j.value("step", int64_t(0)) <= step)
+				kept += line + "\n";
+		} catch (...) {
+			// a torn last line from a kill: dropped
+		}
+	}
+	write_file_atomic(path, kept);
+}
+
+json pruning_summary(const Pruner &p)
+{
+	if (!p.enabled())
+		return {{"method", "none"}};
+	PruneStats ps = p.stats();
+	const auto &po = p.options();
+	return {{"method", method_name(po.method)},
+		{"variant", po.method == PruneMethod::State ? fmt::format("bitter{}", po.variant) : ""},
+		{"target_sparsity", po.target},
+		{"final_sparsity", ps.sparsity},
+		{"sparsity_per_tensor", ps.per_tensor},
+		{"prunable_parameters", ps.prunable},
+		{"mask_bytes", ps.mask_bytes},
+		{"w0_bytes", ps.w0_bytes},
+		{"score_bytes_peak", ps.score_bytes_peak},
+		{"warmup", po.warmup},
+		{"frequency", po.frequency},
+		{"ramp_end", po.ramp_end}};
+}
+
+} // namespace knlp
