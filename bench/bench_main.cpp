@@ -46,7 +46,10 @@
 using namespace knlp;
 using clk = std::chrono::steady_clock;
 
-static double secs(clk::time_point a) { return std::chrono::duration<double>(clk::now() - a).count(); }
+static double secs(clk::time_point a)
+{
+	return std::chrono::duration<double>(clk::now() - a).count();
+}
 
 static double peak_rss_mb()
 {
@@ -91,9 +94,14 @@ static int bench_train(char **a)
 	double dt = secs(t0) / steps;
 	double tok_s = double(B) * c.block_size / dt;
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
-	nlohmann::json j = {{"impl", c.fused_head_loss ? "knlp" : "knlp-unfused-head"},	     {"tokens_per_sec", tok_s},     {"step_ms", dt * 1e3},
-			    {"mfu", mfu},	     {"peak_gflops", peak / 1e9},   {"peak_rss_mb", peak_rss_mb()},
-			    {"params", c.num_params()}, {"threads", torch::get_num_threads()}};
+	nlohmann::json j = {{"impl", c.fused_head_loss ? "knlp" : "knlp-unfused-head"},
+			    {"tokens_per_sec", tok_s},
+			    {"step_ms", dt * 1e3},
+			    {"mfu", mfu},
+			    {"peak_gflops", peak / 1e9},
+			    {"peak_rss_mb", peak_rss_mb()},
+			    {"params", c.num_params()},
+			    {"threads", torch::get_num_threads()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -210,8 +218,17 @@ static int bench_vision(int argc, char **a)
 	for (int i = 0; i < steps; i++)
 		step();
 	double dt = secs(t0) / steps;
-	nlohmann::json j = {{"impl", cl ? "knlp-channels-last" : mode == "no_onednn" ? "knlp-no-onednn" : mode == "libtorch_pool" ? "knlp-libtorch-pool" : mode == "libtorch_ops" ? "knlp-libtorch-ops" : mode == "direct" ? "knlp-direct" : "knlp"}, {"engine", m->engine()}, {"images_per_sec", B / dt}, {"step_ms", dt * 1e3},
-			    {"threads", torch::get_num_threads()}, {"peak_rss_mb", peak_rss_mb()}};
+	nlohmann::json j = {{"impl", cl			       ? "knlp-channels-last"
+				     : mode == "no_onednn"     ? "knlp-no-onednn"
+				     : mode == "libtorch_pool" ? "knlp-libtorch-pool"
+				     : mode == "libtorch_ops"  ? "knlp-libtorch-ops"
+				     : mode == "direct"	       ? "knlp-direct"
+							       : "knlp"},
+			    {"engine", m->engine()},
+			    {"images_per_sec", B / dt},
+			    {"step_ms", dt * 1e3},
+			    {"threads", torch::get_num_threads()},
+			    {"peak_rss_mb", peak_rss_mb()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -248,9 +265,12 @@ static int bench_pool(char **a)
 	for (int i = 0; i < steps; i++)
 		run(0), run(1);
 	auto ms = [&](double t) { return t / steps * 1e3; };
-	nlohmann::json j = {{"fused_forward_ms", ms(fwd[0])}, {"fused_backward_ms", ms(bwd[0])},
-			    {"libtorch_forward_ms", ms(fwd[1])}, {"libtorch_backward_ms", ms(bwd[1])},
-			    {"speedup", (fwd[1] + bwd[1]) / (fwd[0] + bwd[0])}, {"threads", torch::get_num_threads()}};
+	nlohmann::json j = {{"fused_forward_ms", ms(fwd[0])},
+			    {"fused_backward_ms", ms(bwd[0])},
+			    {"libtorch_forward_ms", ms(fwd[1])},
+			    {"libtorch_backward_ms", ms(bwd[1])},
+			    {"speedup", (fwd[1] + bwd[1]) / (fwd[0] + bwd[0])},
+			    {"threads", torch::get_num_threads()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -258,7 +278,8 @@ static int bench_pool(char **a)
 static int bench_optim(char **a)
 {
 	int steps = std::atoi(a[0]);
-	torch::Device dev = a[1] && !std::strcmp(a[1], "cuda") ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+	torch::Device dev =
+		a[1] && !std::strcmp(a[1], "cuda") ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 	GPT2Config c; // 124M shape
 	c.vocab_raw = 50257, c.vocab_size = 50304;
 	torch::manual_seed(0);
@@ -286,9 +307,9 @@ static int bench_optim(char **a)
 		ref.step();
 	synchronize(dev);
 	double theirs = secs(t0) / steps;
-	nlohmann::json j = {{"params", c.num_params()},	   {"knlp_step_ms", ours * 1e3},
-			    {"libtorch_step_ms", theirs * 1e3}, {"speedup", theirs / ours},
-			    {"threads", torch::get_num_threads()}, {"device", dev.str()}};
+	nlohmann::json j = {
+		{"params", c.num_params()}, {"knlp_step_ms", ours * 1e3},	   {"libtorch_step_ms", theirs * 1e3},
+		{"speedup", theirs / ours}, {"threads", torch::get_num_threads()}, {"device", dev.str()}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }
@@ -321,7 +342,10 @@ static int bench_tokenize(int argc, char **a)
 			out += nlohmann::json(tok->encode(t)).dump() + "\n";
 		write_file_atomic(dump, out);
 	}
-	nlohmann::json j = {{"tokenizer", a[0]}, {"bytes", bytes}, {"tokens", tokens}, {"seconds", dt},
+	nlohmann::json j = {{"tokenizer", a[0]},
+			    {"bytes", bytes},
+			    {"tokens", tokens},
+			    {"seconds", dt},
 			    {"mb_per_sec", bytes / 1e6 / dt}};
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
@@ -335,7 +359,8 @@ static int bench_quant()
 	auto r = torch::randn({n}) * 0.02;
 	std::memcpy(x.data(), r.data_ptr<float>(), size_t(n) * 4);
 	nlohmann::json out = nlohmann::json::object();
-	for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+	for (GgmlType t :
+	     {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
 		std::vector<uint8_t> b(static_cast<size_t>(ggml_row_bytes(t, n)));
 		double q = 1e30, d = 1e30;
 		for (int rep = 0; rep < 3; rep++) {
@@ -364,7 +389,8 @@ static int bench_select(char **a)
 	c.vocab_raw = 50257, c.vocab_size = 50304;
 	scores.push_back(torch::rand({c.vocab_size, c.n_embd}));
 	for (int l = 0; l < c.n_layer; l++)
-		for (auto shape : std::vector<std::vector<int64_t>>{{3 * 768, 768}, {768, 768}, {3072, 768}, {768, 3072}})
+		for (auto shape :
+		     std::vector<std::vector<int64_t>>{{3 * 768, 768}, {768, 768}, {3072, 768}, {768, 3072}})
 			scores.push_back(torch::rand(shape));
 	for (auto &t : scores)
 		total += t.numel();
@@ -387,8 +413,11 @@ static int bench_select(char **a)
 		flat.push_back(t.flatten());
 	auto ref = std::get<0>(torch::cat(flat).kthvalue(k)).item<float>();
 	double t_torch = secs(t0);
-	nlohmann::json j = {{"elements", total},	   {"exact_s", t_exact},	  {"sampled_2pct_s", t_sampled},
-			    {"torch_kthvalue_s", t_torch}, {"exact_equals_torch", exact == ref},
+	nlohmann::json j = {{"elements", total},
+			    {"exact_s", t_exact},
+			    {"sampled_2pct_s", t_sampled},
+			    {"torch_kthvalue_s", t_torch},
+			    {"exact_equals_torch", exact == ref},
 			    {"sampled_rel_error", std::abs(sampled - exact) / exact},
 			    {"speedup_vs_kthvalue", t_torch / t_exact}};
 	std::printf("%s\n", j.dump().c_str());
@@ -503,7 +532,12 @@ static int bench_gnn(char **a)
 	j["train_steps_per_sec"] = double(nb) / secs(t0);
 	j["batch_nodes"] = double(nn) / double(nb);
 	j["batch_edges"] = double(ne) / double(nb);
-	j["batch_supervised"] = [&] { double s = 0; for (auto &b : batches) s += double(b.supervised.size()); return s / double(nb); }();
+	j["batch_supervised"] = [&] {
+		double s = 0;
+		for (auto &b : batches)
+			s += double(b.supervised.size());
+		return s / double(nb);
+	}();
 	std::printf("%s\n", j.dump().c_str());
 	return 0;
 }

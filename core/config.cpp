@@ -17,7 +17,10 @@ static const std::vector<SymbolInfo> k_symbols = {
 #include "symbols.inc"
 };
 
-const std::vector<SymbolInfo> &symbol_table() { return k_symbols; }
+const std::vector<SymbolInfo> &symbol_table()
+{
+	return k_symbols;
+}
 
 const SymbolInfo *find_symbol(const std::string &name)
 {
@@ -372,7 +375,10 @@ Config Config::load(const std::string &path, Mode mode)
 	return parse(ss.str(), path, mode);
 }
 
-void Config::set(const std::string &assignment, const std::string &origin) { set_all({assignment}, origin); }
+void Config::set(const std::string &assignment, const std::string &origin)
+{
+	set_all({assignment}, origin);
+}
 
 void Config::set_all(const std::vector<std::string> &assignments, const std::string &origin)
 {
@@ -400,6 +406,16 @@ void Config::set_all(const std::vector<std::string> &assignments, const std::str
 		assign(*sym, val, origin, Origin::Override);
 		assigned.insert(sym->name);
 	}
+	// An override of a symbol whose menu is off does nothing: say so (a matrix may set
+	// symbols some of its runs ignore, so this warns instead of failing).
+	for (const auto &name : assigned) {
+		const SymbolInfo *sym = find_symbol(name);
+		if (*sym->depends && !holds(sym->depends) && origin == "--set")
+			fmt::print(stderr, "knlp: warning: --set CONFIG_{} has no effect: it applies only with {}\n",
+				   name,
+				   find_symbol(sym->depends) ? fmt::format("CONFIG_{}=y", sym->depends)
+							     : fmt::format("'{}'", sym->depends));
+	}
 	for (const auto &s : k_symbols) {
 		auto it = followed.find(s.name);
 		if (it == followed.end() || origins_[s.name] == Origin::Override)
@@ -421,8 +437,7 @@ const SymbolInfo &Config::lookup(const std::string &name, SymbolType want) const
 	if (!s)
 		fail("internal: unknown symbol CONFIG_{} requested", name);
 	if (s->type != want)
-		fail("internal: CONFIG_{} is a {}, requested as {}", name, type_name(s->type),
-		     type_name(want));
+		fail("internal: CONFIG_{} is a {}, requested as {}", name, type_name(s->type), type_name(want));
 	return *s;
 }
 
@@ -469,20 +484,18 @@ std::string Config::to_text(bool annotate) const
 		const std::string &v = values_.at(s.name);
 		if (annotate && origins_.at(s.name) != Origin::File) {
 			const Origin o = origins_.at(s.name);
-			out += o == Origin::Override ? "# (--set) " : o == Origin::Derived ? "# (derived) " : "# (default) ";
+			out += o == Origin::Override  ? "# (--set) "
+			       : o == Origin::Derived ? "# (derived) "
+						      : "# (default) ";
 		}
 		switch (s.type) {
 		case SymbolType::Bool:
 			out += v == "y" ? fmt::format("CONFIG_{}=y\n", s.name)
 					: fmt::format("# CONFIG_{} is not set\n", s.name);
 			break;
-		case SymbolType::Int:
-			out += fmt::format("CONFIG_{}={}\n", s.name, v);
-			break;
+		case SymbolType::Int: out += fmt::format("CONFIG_{}={}\n", s.name, v); break;
 		case SymbolType::Float:
-		case SymbolType::String:
-			out += fmt::format("CONFIG_{}={}\n", s.name, config_quote(v));
-			break;
+		case SymbolType::String: out += fmt::format("CONFIG_{}={}\n", s.name, config_quote(v)); break;
 		}
 	}
 	return out;
@@ -502,6 +515,9 @@ std::vector<std::string> Config::diff(const Config &other, const std::vector<std
 	return out;
 }
 
-Config::Origin Config::origin(const std::string &name) const { return origins_.at(name); }
+Config::Origin Config::origin(const std::string &name) const
+{
+	return origins_.at(name);
+}
 
 } // namespace knlp

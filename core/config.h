@@ -22,17 +22,19 @@ struct DefaultRule {
 };
 
 struct SymbolInfo {
-	const char *name;     // without the CONFIG_ prefix
+	const char *name; // without the CONFIG_ prefix
 	SymbolType type;
-	const char *def;      // default under an all-defaults configuration
-	long long lo, hi;     // inclusive range when has_range
+	const char *def;  // default under an all-defaults configuration
+	long long lo, hi; // inclusive range when has_range
 	bool has_range;
-	const char *choice;   // name of the choice group, "" when none
+	const char *choice; // name of the choice group, "" when none
 	const char *prompt;
 	// The entry's own prompt condition (`int "..." if GPT2_SIZE_CUSTOM`): outside it the
 	// symbol cannot be set and takes the value its defaults give. "" when always settable.
 	const char *only_if;
 	std::vector<DefaultRule> defaults; // in Kconfig order; the first that holds applies
+	// Its menus' and ifs' dependencies (`if MODEL_GPT2`): outside them it does nothing.
+	const char *depends;
 };
 
 const std::vector<SymbolInfo> &symbol_table();

@@ -13,8 +13,7 @@ public:
 	explicit Error(const std::string &msg) : std::runtime_error(msg) {}
 };
 
-template <typename... Args>
-[[noreturn]] inline void fail(fmt::format_string<Args...> f, Args &&...args)
+template <typename... Args> [[noreturn]] inline void fail(fmt::format_string<Args...> f, Args &&...args)
 {
 	throw Error(fmt::format(f, std::forward<Args>(args)...));
 }

@@ -191,7 +191,8 @@ void fault_point(const char *label)
 	// KNLP_FAULT_KILL_AT=label or label#N; with KNLP_FAULT_RANK=r only in the process whose
 	// RANK is r (data-parallel crash tests).
 	static const char *want = [] {
-		const char *w = std::getenv("KNLP_FAULT_KILL_AT"), *r = std::getenv("KNLP_FAULT_RANK"), *me = std::getenv("RANK");
+		const char *w = std::getenv("KNLP_FAULT_KILL_AT"), *r = std::getenv("KNLP_FAULT_RANK"),
+			   *me = std::getenv("RANK");
 		return r && std::string(r) != std::string(me ? me : "0") ? nullptr : w;
 	}();
 	static int hits = 0;

@@ -70,11 +70,14 @@ struct Nvml {
 			if (!h)
 				return x;
 			x.init = reinterpret_cast<int (*)()>(dlsym(h, "nvmlInit_v2"));
-			x.handle = reinterpret_cast<int (*)(unsigned int, void **)>(dlsym(h, "nvmlDeviceGetHandleByIndex_v2"));
+			x.handle = reinterpret_cast<int (*)(unsigned int, void **)>(
+				dlsym(h, "nvmlDeviceGetHandleByIndex_v2"));
 			x.memory = reinterpret_cast<int (*)(void *, Memory *)>(dlsym(h, "nvmlDeviceGetMemoryInfo"));
 			x.util = reinterpret_cast<int (*)(void *, Util *)>(dlsym(h, "nvmlDeviceGetUtilizationRates"));
-			x.power = reinterpret_cast<int (*)(void *, unsigned int *)>(dlsym(h, "nvmlDeviceGetPowerUsage"));
-			x.temp = reinterpret_cast<int (*)(void *, int, unsigned int *)>(dlsym(h, "nvmlDeviceGetTemperature"));
+			x.power =
+				reinterpret_cast<int (*)(void *, unsigned int *)>(dlsym(h, "nvmlDeviceGetPowerUsage"));
+			x.temp = reinterpret_cast<int (*)(void *, int, unsigned int *)>(
+				dlsym(h, "nvmlDeviceGetTemperature"));
 			x.ok = x.init && x.handle && x.memory && x.util && x.power && x.temp && x.init() == 0;
 			return x;
 		}();
@@ -84,7 +87,8 @@ struct Nvml {
 
 } // namespace
 
-HwMonitor::HwMonitor(std::string path, int gpu, double interval_s) : path_(std::move(path)), gpu_(gpu), interval_(interval_s)
+HwMonitor::HwMonitor(std::string path, int gpu, double interval_s)
+    : path_(std::move(path)), gpu_(gpu), interval_(interval_s)
 {
 	if (gpu_ >= 0) {
 		Nvml &n = Nvml::get();
@@ -135,15 +139,16 @@ void HwMonitor::sample()
 	double cpu = w > last_wall_ ? 100.0 * (c - last_cpu_) / (w - last_wall_) : 0.0;
 	last_wall_ = w, last_cpu_ = c;
 	nlohmann::json s = {{"timestamp", iso_time()}, {"elapsed_seconds", w - t0_}, {"rss_mb", rss_mb()},
-			    {"cpu_percent", cpu},      {"memory_used", nullptr},   {"memory_total", nullptr},
-			    {"utilization", nullptr},  {"power", nullptr},	   {"temperature", nullptr}};
+			    {"cpu_percent", cpu},      {"memory_used", nullptr},     {"memory_total", nullptr},
+			    {"utilization", nullptr},  {"power", nullptr},	     {"temperature", nullptr}};
 	if (nvml_ok_) {
 		Nvml &n = Nvml::get();
 		Nvml::Memory m{};
 		Nvml::Util u{};
 		unsigned int p = 0, t = 0;
 		if (n.memory(nvml_dev_, &m) == 0)
-			s["memory_used"] = double(m.used) / (1024.0 * 1024.0), s["memory_total"] = double(m.total) / (1024.0 * 1024.0);
+			s["memory_used"] = double(m.used) / (1024.0 * 1024.0),
+			s["memory_total"] = double(m.total) / (1024.0 * 1024.0);
 		if (n.util(nvml_dev_, &u) == 0)
 			s["utilization"] = u.gpu;
 		if (n.power(nvml_dev_, &p) == 0)
@@ -181,7 +186,8 @@ nlohmann::json HwMonitor::summary() const
 		if (!s["memory_used"].is_null()) {
 			g++;
 			double m = s["memory_used"].get<double>();
-			gs += m, gp = std::max(gp, m), us += s["utilization"].is_null() ? 0.0 : s["utilization"].get<double>();
+			gs += m, gp = std::max(gp, m),
+				 us += s["utilization"].is_null() ? 0.0 : s["utilization"].get<double>();
 		}
 	}
 	nlohmann::json j = {{"samples", n},

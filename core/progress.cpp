@@ -16,12 +16,14 @@ bool &quiet()
 }
 } // namespace
 
-void Progress::set_quiet(bool q) { quiet() = q; }
+void Progress::set_quiet(bool q)
+{
+	quiet() = q;
+}
 
 Progress::Progress(std::string what, double total, std::string unit)
-    : what_(std::move(what)), unit_(std::move(unit)), total_(total),
-      start_(std::chrono::steady_clock::now()), last_(start_ - std::chrono::hours(1)),
-      tty_(isatty(fileno(stderr)))
+    : what_(std::move(what)), unit_(std::move(unit)), total_(total), start_(std::chrono::steady_clock::now()),
+      last_(start_ - std::chrono::hours(1)), tty_(isatty(fileno(stderr)))
 {
 }
 

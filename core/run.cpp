@@ -11,7 +11,10 @@
 
 namespace knlp {
 
-std::string code_version() { return KNLP_GIT_VERSION; }
+std::string code_version()
+{
+	return KNLP_GIT_VERSION;
+}
 
 std::string host_name()
 {

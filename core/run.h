@@ -8,7 +8,7 @@
 
 namespace knlp {
 
-std::string code_version();   // git describe of the source tree at build time
+std::string code_version(); // git describe of the source tree at build time
 std::string host_name();
 
 // What the numbers of a run depend on besides the code: the CPU model and the widest
@@ -18,8 +18,8 @@ struct CpuInfo {
 	std::string model, isa;
 };
 CpuInfo cpu_info(const std::string &path = "/proc/cpuinfo");
-std::string now_stamp();      // YYYYmmdd_HHMMSS, local time
-std::string iso_time();       // UTC ISO 8601
+std::string now_stamp(); // YYYYmmdd_HHMMSS, local time
+std::string iso_time();	 // UTC ISO 8601
 
 // Create (or reuse, for resume) a run folder and write config + run.json into it.
 void record_run(const std::string &dir, const Config &cfg, const std::string &command,

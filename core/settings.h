@@ -17,6 +17,9 @@ class Config;
 Settings make_settings(const Config &cfg, const std::string &where);
 
 // "SYMBOL=y" selecting a choice member, for Config::set.
-template <class E> std::string select(E member) { return std::string(symbol_of(member)) + "=y"; }
+template <class E> std::string select(E member)
+{
+	return std::string(symbol_of(member)) + "=y";
+}
 
 } // namespace knlp

@@ -6,12 +6,15 @@
 #include <torch/version.h>
 #include <ATen/autocast_mode.h>
 
-#define KNLP_TORCH_AT_LEAST(major, minor)                                                          \
+#define KNLP_TORCH_AT_LEAST(major, minor)                                                                              \
 	(TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace knlp::compat {
 
-inline bool has_fused_attention() { return KNLP_TORCH_AT_LEAST(2, 0); }
+inline bool has_fused_attention()
+{
+	return KNLP_TORCH_AT_LEAST(2, 0);
+}
 
 // Causal attention for q, k, v of shape [B, H, T, D] with keys [B, H, S, D], S >= T, where
 // query i sits at absolute position S - T + i (so cached decoding is correct). `bias` is an

@@ -9,9 +9,9 @@
 namespace knlp {
 
 struct CorpusFile {
-	std::string path;     // as opened
-	std::string relpath;  // relative to the corpus root, used for ordering and the digest
-	uint64_t disk_bytes;  // size on disk (compressed for .gz)
+	std::string path;    // as opened
+	std::string relpath; // relative to the corpus root, used for ordering and the digest
+	uint64_t disk_bytes; // size on disk (compressed for .gz)
 	bool gz;
 };
 

@@ -64,7 +64,8 @@ void make_image_batch(const ImageSet &set, const int64_t *idx, int64_t n, const 
 						float fx = std::max(0.0f, (x + 0.5f) * sx - 0.5f);
 						int x0 = std::min(int(fx), W - 1), x1 = std::min(x0 + 1, W - 1);
 						float wx = fx - float(x0);
-						float v = (1 - wy) * ((1 - wx) * src[y0 * W + x0] + wx * src[y0 * W + x1]) +
+						float v = (1 - wy) * ((1 - wx) * src[y0 * W + x0] +
+								      wx * src[y0 * W + x1]) +
 							  wy * ((1 - wx) * src[y1 * W + x0] + wx * src[y1 * W + x1]);
 						plane[size_t(y) * S + x] = v / 255.0f;
 					}
@@ -74,8 +75,9 @@ void make_image_batch(const ImageSet &set, const int64_t *idx, int64_t n, const 
 				for (int y = 0; y < S; y++)
 					for (int x = 0; x < S; x++) {
 						int sy = y - oy, sx = x - ox;
-						plane[size_t(y) * S + x] =
-							sy >= 0 && sy < H && sx >= 0 && sx < W ? src[sy * W + sx] / 255.0f : 0.0f;
+						plane[size_t(y) * S + x] = sy >= 0 && sy < H && sx >= 0 && sx < W
+										   ? src[sy * W + sx] / 255.0f
+										   : 0.0f;
 					}
 			}
 			// Normalise; crop (zero padding outside) and flip.
@@ -84,7 +86,8 @@ void make_image_batch(const ImageSet &set, const int64_t *idx, int64_t n, const 
 			for (int y = 0; y < S; y++)
 				for (int x = 0; x < S; x++) {
 					int sy = y + dy, sx = (flip ? S - 1 - x : x) + dx;
-					float v = sy >= 0 && sy < S && sx >= 0 && sx < S ? plane[size_t(sy) * S + sx] : 0.0f;
+					float v = sy >= 0 && sy < S && sx >= 0 && sx < S ? plane[size_t(sy) * S + sx]
+											 : 0.0f;
 					dst[y * S + x] = (v - m) / sd;
 				}
 		}

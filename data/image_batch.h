@@ -13,10 +13,10 @@ namespace knlp {
 
 // How raw images become model inputs.
 struct ImageTransform {
-	int out_channels = 1;       // the model's input channels (grayscale is replicated)
-	int size = 32;              // output height = width
-	bool resize = false;        // bilinear resize (LeNet: 28 -> 32); otherwise zero-pad to size
-	bool augment = false;       // random crop (pad 4) + horizontal flip, training only
+	int out_channels = 1; // the model's input channels (grayscale is replicated)
+	int size = 32;	      // output height = width
+	bool resize = false;  // bilinear resize (LeNet: 28 -> 32); otherwise zero-pad to size
+	bool augment = false; // random crop (pad 4) + horizontal flip, training only
 	std::array<float, 3> mean{}, std{};
 };
 

@@ -68,8 +68,8 @@ ImageSet read_idx(const std::string &images_path, const std::string &labels_path
 		fail("{}: implausible image size {}x{}", images_path, s.height, s.width);
 	uint64_t want = uint64_t(s.n) * uint64_t(s.height) * uint64_t(s.width);
 	if (im.size() - 16 < want)
-		fail("{}: truncated: {} images of {}x{} need {} bytes of pixels, the file has {}", images_path, s.n, s.height,
-		     s.width, want, im.size() - 16);
+		fail("{}: truncated: {} images of {}x{} need {} bytes of pixels, the file has {}", images_path, s.n,
+		     s.height, s.width, want, im.size() - 16);
 	int64_t nl = be32(lb, 4);
 	if (nl != s.n)
 		fail("{}: {} labels but {} has {} images", labels_path, nl, images_path, s.n);
@@ -79,8 +79,8 @@ ImageSet read_idx(const std::string &images_path, const std::string &labels_path
 	s.labels.assign(lb.begin() + 8, lb.begin() + 8 + nl);
 	for (int64_t i = 0; i < nl; i++)
 		if (s.labels[size_t(i)] >= num_classes)
-			fail("{}: label {} of item {} is outside the {} classes", labels_path, int(s.labels[size_t(i)]), i,
-			     num_classes);
+			fail("{}: label {} of item {} is outside the {} classes", labels_path, int(s.labels[size_t(i)]),
+			     i, num_classes);
 	return s;
 }
 
@@ -93,12 +93,13 @@ ImageSet read_cifar(const std::vector<std::string> &files, bool cifar100)
 	for (const auto &f : files) {
 		std::string d = read_maybe_gzip(f);
 		if (d.empty() || d.size() % rec != 0)
-			fail("{}: {} bytes is not a whole number of {}-byte CIFAR-{} records (truncated record?)", f, d.size(),
-			     rec, cifar100 ? 100 : 10);
+			fail("{}: {} bytes is not a whole number of {}-byte CIFAR-{} records (truncated record?)", f,
+			     d.size(), rec, cifar100 ? 100 : 10);
 		for (size_t off = 0; off < d.size(); off += rec) {
 			uint8_t label = uint8_t(d[off + head - 1]);
 			if (label >= s.num_classes)
-				fail("{}: record {} has label {}, outside the {} classes", f, off / rec, int(label), s.num_classes);
+				fail("{}: record {} has label {}, outside the {} classes", f, off / rec, int(label),
+				     s.num_classes);
 			s.labels.push_back(label);
 			s.pixels.insert(s.pixels.end(), d.begin() + long(off + head), d.begin() + long(off + rec));
 		}
@@ -174,7 +175,8 @@ Pnm parse_pnm(const std::string &d, const std::string &where)
 	for (size_t i = 0; i < plane; i++)
 		for (int c = 0; c < p.channels; c++) {
 			unsigned v = interleaved[i * size_t(p.channels) + size_t(c)];
-			p.pixels[size_t(c) * plane + i] = uint8_t(maxval == 255 ? v : (v * 255 + unsigned(maxval) / 2) / unsigned(maxval));
+			p.pixels[size_t(c) * plane + i] =
+				uint8_t(maxval == 255 ? v : (v * 255 + unsigned(maxval) / 2) / unsigned(maxval));
 		}
 	return p;
 }
@@ -227,8 +229,9 @@ ImageSet read_image_folder(const std::string &split_dir, std::vector<std::string
 				s.channels = p.channels, s.height = p.height, s.width = p.width;
 				first = false;
 			} else if (p.channels != s.channels || p.height != s.height || p.width != s.width) {
-				fail("{}: {}x{}x{} but the images before it are {}x{}x{} (one size and channel count per dataset)", f,
-				     p.channels, p.height, p.width, s.channels, s.height, s.width);
+				fail("{}: {}x{}x{} but the images before it are {}x{}x{} (one size and channel count "
+				     "per dataset)",
+				     f, p.channels, p.height, p.width, s.channels, s.height, s.width);
 			}
 			s.pixels.insert(s.pixels.end(), p.pixels.begin(), p.pixels.end());
 			s.labels.push_back(label);
@@ -284,7 +287,8 @@ ImageSet load_image_dataset(const std::string &dataset, const std::string &dir_i
 				fail("{}: {}[.gz] not found; install the Debian package dataset-fashion-mnist "
 				     "(apt-get install dataset-fashion-mnist) or set CONFIG_IMAGE_DATA_DIR",
 				     dir, base);
-			fail("{}: {}[.gz] not found (MNIST IDX files: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+			fail("{}: {}[.gz] not found (MNIST IDX files: train-images-idx3-ubyte, "
+			     "train-labels-idx1-ubyte, "
 			     "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
 			     dir, base);
 		};
@@ -306,8 +310,10 @@ ImageSet load_image_dataset(const std::string &dataset, const std::string &dir_i
 		for (const auto &n : names) {
 			std::string p = join_path(dir, n);
 			if (!file_exists(p))
-				fail("{}: {} not found; bring the CIFAR-{} binary version ({}) or set CONFIG_IMAGE_DATA_DIR", dir, n,
-				     c100 ? 100 : 10, c100 ? "train.bin, test.bin" : "data_batch_1..5.bin, test_batch.bin");
+				fail("{}: {} not found; bring the CIFAR-{} binary version ({}) or set "
+				     "CONFIG_IMAGE_DATA_DIR",
+				     dir, n, c100 ? 100 : 10,
+				     c100 ? "train.bin, test.bin" : "data_batch_1..5.bin, test_batch.bin");
 			files.push_back(p);
 		}
 		ImageSet s = read_cifar(files, c100);

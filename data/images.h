@@ -10,7 +10,7 @@
 namespace knlp {
 
 struct ImageSet {
-	std::string name;   // e.g. "fashion-mnist train"
+	std::string name; // e.g. "fashion-mnist train"
 	int64_t n = 0;
 	int channels = 1, height = 28, width = 28;
 	int num_classes = 10;

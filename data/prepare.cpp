@@ -176,18 +176,12 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 	res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
 	nlohmann::json meta = {
-		{"format", "nanogpt-uint16-le"},
-		{"tokenizer", proto->name()},
-		{"vocab_size", proto->vocab_size()},
-		{"eot_token", proto->eot_id()},
-		{"train_tokens", res.train_tokens},
-		{"val_tokens", res.val_tokens},
-		{"val_percent", opt.val_percent},
-		{"source", root},
-		{"source_files", res.files},
-		{"source_text_bytes", res.text_bytes},
-		{"source_digest", res.source_digest},
-		{"train_sha256", res.train_sha256},
+		{"format", "nanogpt-uint16-le"},      {"tokenizer", proto->name()},
+		{"vocab_size", proto->vocab_size()},  {"eot_token", proto->eot_id()},
+		{"train_tokens", res.train_tokens},   {"val_tokens", res.val_tokens},
+		{"val_percent", opt.val_percent},     {"source", root},
+		{"source_files", res.files},	      {"source_text_bytes", res.text_bytes},
+		{"source_digest", res.source_digest}, {"train_sha256", res.train_sha256},
 		{"val_sha256", res.val_sha256},
 	};
 	// meta.json goes last: its presence marks a complete preparation.

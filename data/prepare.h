@@ -7,12 +7,12 @@
 namespace knlp {
 
 struct PrepareOptions {
-	std::string corpus;          // path or "linux-doc"
+	std::string corpus; // path or "linux-doc"
 	std::string tokenizer = "byte";
-	std::string vocab_dir;       // GPT-2 files; empty: default_vocab_dir()
+	std::string vocab_dir; // GPT-2 files; empty: default_vocab_dir()
 	std::string out_dir;
 	int val_percent = 10;
-	int threads = 0;             // 0: hardware concurrency
+	int threads = 0; // 0: hardware concurrency
 	bool quiet = false;
 };
 

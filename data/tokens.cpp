@@ -19,8 +19,7 @@ TokenFile::TokenFile(const std::string &path, int vocab_size) : path_(path)
 {
 	int fd = ::open(path.c_str(), O_RDONLY);
 	if (fd < 0)
-		fail("{}: cannot open token file ({}); prepare data with `make prepare`", path,
-		     std::strerror(errno));
+		fail("{}: cannot open token file ({}); prepare data with `make prepare`", path, std::strerror(errno));
 	struct stat st;
 	if (::fstat(fd, &st) != 0) {
 		::close(fd);
@@ -96,7 +95,9 @@ DataMeta read_data_meta(const std::string &dir)
 		for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
 			std::string n = it->path().filename().string();
 			if (n == "all.bin" || n.find(".bin.tmp.") != std::string::npos)
-				fail("{}: an unfinished `knlp prepare` ({} but no meta.json); run the preparation again", dir, n);
+				fail("{}: an unfinished `knlp prepare` ({} but no meta.json); run the preparation "
+				     "again",
+				     dir, n);
 		}
 		return m;
 	}

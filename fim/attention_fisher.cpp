@@ -47,7 +47,7 @@ std::vector<HeadSpectrum> attention_spectrum(const torch::Tensor &probs, int lay
 	p = p.index_select(1, sel); // [H, R, S]
 	std::vector<HeadSpectrum> out;
 	for (int64_t h = 0; h < H; h++) {
-		auto P = p[h];                                               // [R, S]
+		auto P = p[h];							   // [R, S]
 		auto F = torch::diag(P.mean(0)) - torch::mm(P.t(), P) / double(R); // [S, S]
 		auto ev = std::get<0>(torch::linalg_eigh(F)).flip(0).contiguous(); // descending
 		const double *e = ev.data_ptr<double>();
@@ -83,8 +83,8 @@ nlohmann::json spectrum_json(const std::vector<HeadSpectrum> &heads)
 	nlohmann::json layers = nlohmann::json::array();
 	for (const auto &[layer, hs] : by_layer) {
 		double n = double(hs.size());
-		nlohmann::json lj = {{"layer", layer}, {"trace", 0.0}, {"eigmax", 0.0}, {"cond", 0.0}, {"energy8", 0.0},
-				     {"energy16", 0.0}};
+		nlohmann::json lj = {{"layer", layer}, {"trace", 0.0},	 {"eigmax", 0.0},
+				     {"cond", 0.0},    {"energy8", 0.0}, {"energy16", 0.0}};
 		nlohmann::json arr = nlohmann::json::array();
 		for (const auto *h : hs) {
 			lj["trace"] = lj["trace"].get<double>() + h->trace / n;
@@ -92,8 +92,14 @@ nlohmann::json spectrum_json(const std::vector<HeadSpectrum> &heads)
 			lj["cond"] = lj["cond"].get<double>() + h->cond / n;
 			lj["energy8"] = lj["energy8"].get<double>() + h->energy8 / n;
 			lj["energy16"] = lj["energy16"].get<double>() + h->energy16 / n;
-			arr.push_back({{"head", h->head}, {"eigmax", h->eigmax}, {"eigmin", h->eigmin}, {"trace", h->trace},
-				       {"cond", h->cond}, {"energy8", h->energy8}, {"energy16", h->energy16}, {"top8", h->top}});
+			arr.push_back({{"head", h->head},
+				       {"eigmax", h->eigmax},
+				       {"eigmin", h->eigmin},
+				       {"trace", h->trace},
+				       {"cond", h->cond},
+				       {"energy8", h->energy8},
+				       {"energy16", h->energy16},
+				       {"top8", h->top}});
 		}
 		lj["heads"] = arr;
 		layers.push_back(lj);

@@ -45,8 +45,8 @@ std::vector<int64_t> fisher_windows(uint64_t n, int chunks, int seq, const std::
 		fail("fim: --chunks and --seq must be at least 1 (got {} and {})", chunks, seq);
 	const uint64_t need = uint64_t(chunks) * uint64_t(seq) + 1;
 	if (n < need)
-		fail("{}: {} tokens, but {} windows of {} tokens need {} (use fewer --chunks or a shorter --seq)", path, n,
-		     chunks, seq, need);
+		fail("{}: {} tokens, but {} windows of {} tokens need {} (use fewer --chunks or a shorter --seq)", path,
+		     n, chunks, seq, need);
 	std::vector<int64_t> s(static_cast<size_t>(chunks), 0);
 	if (chunks > 1) {
 		// Evenly spaced over [0, n - seq - 1]; the spacing is at least seq, so windows
@@ -221,7 +221,9 @@ nlohmann::json fisher_json(const FisherResult &r)
 		for (const auto &k : kinds) {
 			auto s = sums(r.kind(k).at(name));
 			t["numel"] = s.numel;
-			t[k] = {{"trace", s.trace}, {"mean", s.trace / double(std::max<int64_t>(1, s.numel))}, {"max", s.max}};
+			t[k] = {{"trace", s.trace},
+				{"mean", s.trace / double(std::max<int64_t>(1, s.numel))},
+				{"max", s.max}};
 			auto &rr = roles[role][k];
 			if (!rr.is_object())
 				rr = json::object();
@@ -242,7 +244,8 @@ nlohmann::json fisher_json(const FisherResult &r)
 	}
 	for (auto &[role, j] : roles.items())
 		for (const auto &k : kinds)
-			j[k]["mean"] = j[k]["trace"].get<double>() / double(std::max<int64_t>(1, j[k]["numel"].get<int64_t>()));
+			j[k]["mean"] = j[k]["trace"].get<double>() /
+				       double(std::max<int64_t>(1, j[k]["numel"].get<int64_t>()));
 	std::vector<double> sorted = all_means;
 	std::sort(sorted.begin(), sorted.end());
 	for (auto &t : tensors) {
@@ -255,11 +258,19 @@ nlohmann::json fisher_json(const FisherResult &r)
 	json ls = json::array();
 	for (auto &[i, l] : layers)
 		ls.push_back(l);
-	return {{"kinds", kinds},	  {"primary", primary},	       {"chunks", r.chunks},
-		{"seq", r.seq},		  {"seed", r.seed},	       {"tokens", r.tokens},
-		{"seconds", r.seconds},	  {"tokens_per_second", r.seconds > 0 ? double(r.tokens) / r.seconds : 0.0},
-		{"mean_loss", r.mean_loss}, {"tensors", tensors},     {"roles", roles},
-		{"layers", ls},		  {"total", total}};
+	return {{"kinds", kinds},
+		{"primary", primary},
+		{"chunks", r.chunks},
+		{"seq", r.seq},
+		{"seed", r.seed},
+		{"tokens", r.tokens},
+		{"seconds", r.seconds},
+		{"tokens_per_second", r.seconds > 0 ? double(r.tokens) / r.seconds : 0.0},
+		{"mean_loss", r.mean_loss},
+		{"tensors", tensors},
+		{"roles", roles},
+		{"layers", ls},
+		{"total", total}};
 }
 
 void print_fisher_table(const FisherResult &r, const nlohmann::json &j)
@@ -267,16 +278,16 @@ void print_fisher_table(const FisherResult &r, const nlohmann::json &j)
 	const auto kinds = r.kinds();
 	const bool both = kinds.size() == 2;
 	const std::string p = j["primary"].get<std::string>();
-	fmt::print("{:<34} {:<13} {:>5} {:>10} {:>11} {:>7} {:>11} {:>7} {:>6}\n", "tensor", "role", "layer", "elements",
-		   p + " mean", "share", both ? "true mean" : "", both ? "share" : "", "z");
+	fmt::print("{:<34} {:<13} {:>5} {:>10} {:>11} {:>7} {:>11} {:>7} {:>6}\n", "tensor", "role", "layer",
+		   "elements", p + " mean", "share", both ? "true mean" : "", both ? "share" : "", "z");
 	for (const auto &t : j["tensors"]) {
 		auto share = [&](const std::string &k) {
 			double tot = j["total"][k].get<double>();
 			return tot > 0 ? 100.0 * t[k]["trace"].get<double>() / tot : 0.0;
 		};
 		fmt::print("{:<34} {:<13} {:>5} {:>10} {:>11.4e} {:>6.2f}% {:>11} {:>7} {:>6.2f}\n",
-			   short_name(t["name"].get<std::string>()), t["role"].get<std::string>(), t["layer"].get<int>(),
-			   t["numel"].get<int64_t>(), t[p]["mean"].get<double>(), share(p),
+			   short_name(t["name"].get<std::string>()), t["role"].get<std::string>(),
+			   t["layer"].get<int>(), t["numel"].get<int64_t>(), t[p]["mean"].get<double>(), share(p),
 			   both ? fmt::format("{:.4e}", t["true"]["mean"].get<double>()) : "",
 			   both ? fmt::format("{:.2f}%", share("true")) : "", t["z"].get<double>());
 	}
@@ -375,7 +386,9 @@ AdamMoments read_adam_moments(const std::string &ckpt_dir)
 		fail("{}: no optimizer state in this checkpoint; Adam's v is needed (use a checkpoint written by "
 		     "training, or --source fim where the command has one)",
 		     ckpt_dir);
-	const Settings cfg = Config::parse(st.value("config", std::string()), join_path(ckpt_dir, "state.json"), Config::Mode::Saved).settings();
+	const Settings cfg =
+		Config::parse(st.value("config", std::string()), join_path(ckpt_dir, "state.json"), Config::Mode::Saved)
+			.settings();
 	const auto &opt = st.contains("optimizer") ? st["optimizer"] : nlohmann::json::object();
 	const auto oo = optimizer_options_from(cfg.optim, 1.0);
 	a.optimizer = opt.value("name", oo.name);
@@ -502,10 +515,11 @@ nlohmann::json compare_fisher(const AdamMoments &adam, const FisherResult &f, co
 		}
 		json g = agreement(gv.data(), gf.data(), gv.size(), o);
 		double sv = sum_of(gv.data(), gv.size()), sf = sum_of(gf.data(), gf.size());
-		json scale = {{"raw", sf > 0 ? sv / sf : 0.0},
-			      {"bias_corrected", sf > 0 ? bc * sv / sf : 0.0},
-			      {"median_log10_ratio_raw", median_log10_ratio(gv.data(), gf.data(), gv.size(), 1.0)},
-			      {"median_log10_ratio_bias_corrected", median_log10_ratio(gv.data(), gf.data(), gv.size(), bc)}};
+		json scale = {
+			{"raw", sf > 0 ? sv / sf : 0.0},
+			{"bias_corrected", sf > 0 ? bc * sv / sf : 0.0},
+			{"median_log10_ratio_raw", median_log10_ratio(gv.data(), gf.data(), gv.size(), 1.0)},
+			{"median_log10_ratio_bias_corrected", median_log10_ratio(gv.data(), gf.data(), gv.size(), bc)}};
 		for (auto &s : scale)
 			if (s.is_number_float() && !std::isfinite(s.get<double>()))
 				s = nullptr;
@@ -517,9 +531,10 @@ nlohmann::json compare_fisher(const AdamMoments &adam, const FisherResult &f, co
 		}
 		auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
 		out["fisher"][k] = {{"global", {{"raw", g}, {"bias_corrected", g}, {"scale", scale}}},
-				    {"tensor_means", {{"tensors", tv.size()},
-						      {"spearman", num(spearman(tv.data(), tf.data(), tv.size()))},
-						      {"pearson", num(pearson(tv.data(), tf.data(), tv.size()))}}},
+				    {"tensor_means",
+				     {{"tensors", tv.size()},
+				      {"spearman", num(spearman(tv.data(), tf.data(), tv.size()))},
+				      {"pearson", num(pearson(tv.data(), tf.data(), tv.size()))}}},
 				    {"layers_within_role", roles},
 				    {"tensors", tensors}};
 	}
@@ -537,11 +552,14 @@ nlohmann::json compare_fisher(const AdamMoments &adam, const FisherResult &f, co
 
 void print_compare_table(const nlohmann::json &j)
 {
-	auto f = [](const nlohmann::json &x) { return x.is_null() ? std::string("n/a") : fmt::format("{:.3f}", x.get<double>()); };
-	fmt::print("Adam's v ({} at step {}, v age {}, beta2 {}, bias correction x{:.4g}, grad clip {}) vs the diagonal "
-		   "Fisher\n",
-		   j["optimizer"].get<std::string>(), j["step"].get<int64_t>(), j["v_age"].get<int64_t>(),
-		   j["beta2"].get<double>(), j["bias_correction"].get<double>(), j["grad_clip"].get<double>());
+	auto f = [](const nlohmann::json &x) {
+		return x.is_null() ? std::string("n/a") : fmt::format("{:.3f}", x.get<double>());
+	};
+	fmt::print(
+		"Adam's v ({} at step {}, v age {}, beta2 {}, bias correction x{:.4g}, grad clip {}) vs the diagonal "
+		"Fisher\n",
+		j["optimizer"].get<std::string>(), j["step"].get<int64_t>(), j["v_age"].get<int64_t>(),
+		j["beta2"].get<double>(), j["bias_correction"].get<double>(), j["grad_clip"].get<double>());
 	for (const auto &[k, r] : j["fisher"].items()) {
 		const auto &g = r["global"]["raw"];
 		const auto &s = r["global"]["scale"];
@@ -550,27 +568,30 @@ void print_compare_table(const nlohmann::json &j)
 		for (const auto &[key, val] : g.items())
 			if (key.rfind("top", 0) == 0)
 				fmt::print("  {} overlap {}", key, f(val));
-		fmt::print("\n  scale sum(v)/sum(F): raw {:.4g}, bias-corrected {:.4g} (noise-only expectation {:.4g}); "
-			   "median log10(v/F) bias-corrected {}\n",
-			   s["raw"].get<double>(), s["bias_corrected"].get<double>(), j["noise_only_scale"].get<double>(),
-			   f(s["median_log10_ratio_bias_corrected"]));
+		fmt::print(
+			"\n  scale sum(v)/sum(F): raw {:.4g}, bias-corrected {:.4g} (noise-only expectation {:.4g}); "
+			"median log10(v/F) bias-corrected {}\n",
+			s["raw"].get<double>(), s["bias_corrected"].get<double>(), j["noise_only_scale"].get<double>(),
+			f(s["median_log10_ratio_bias_corrected"]));
 		const auto &tm = r["tensor_means"];
 		fmt::print("  ranking of tensors by mean: Spearman {} over {} tensors; layers within a role:",
 			   f(tm["spearman"]), tm["tensors"].get<int>());
 		for (const auto &[role, x] : r["layers_within_role"].items())
 			fmt::print(" {} {}", role, f(x["spearman"]));
-		fmt::print("\n  {:<34} {:>9} {:>9} {:>9} {:>11}\n", "tensor", "spearman", "pearson", "top10%", "scale(bc)");
+		fmt::print("\n  {:<34} {:>9} {:>9} {:>9} {:>11}\n", "tensor", "spearman", "pearson", "top10%",
+			   "scale(bc)");
 		for (const auto &t : r["tensors"]) {
 			std::string n = t["name"].get<std::string>();
 			if (n.rfind("transformer.", 0) == 0)
 				n = n.substr(12);
 			fmt::print("  {:<34} {:>9} {:>9} {:>9} {:>11.4g}\n", n, f(t["spearman"]), f(t["pearson"]),
-				   f(t.value("top10%", nlohmann::json(nullptr))), t["scale_bias_corrected"].get<double>());
+				   f(t.value("top10%", nlohmann::json(nullptr))),
+				   t["scale_bias_corrected"].get<double>());
 		}
 	}
 	if (j.contains("empirical_vs_true"))
-		fmt::print("\nempirical vs true Fisher: Spearman {}  Pearson {}\n", f(j["empirical_vs_true"]["spearman"]),
-			   f(j["empirical_vs_true"]["pearson"]));
+		fmt::print("\nempirical vs true Fisher: Spearman {}  Pearson {}\n",
+			   f(j["empirical_vs_true"]["spearman"]), f(j["empirical_vs_true"]["pearson"]));
 }
 
 } // namespace knlp

@@ -35,7 +35,7 @@ struct FisherOptions {
 };
 
 struct FisherResult {
-	std::vector<std::string> names; // parameters, model order
+	std::vector<std::string> names;				     // parameters, model order
 	std::map<std::string, torch::Tensor> empirical, true_fisher; // per element, CPU float32
 	int chunks = 0, seq = 0;
 	uint64_t seed = 0;

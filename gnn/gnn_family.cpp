@@ -84,12 +84,12 @@ json quality_json(const Quality &q)
 		{"recall_at_1pct", q.recall_at_1pct}};
 }
 
-
 json zero_acc()
 {
-	return {{"batches", 0},	      {"loss_sum", 0.0}, {"loss_n", 0},	  {"pages", 0},	   {"loaded", 0},
-		{"supervised", 0},    {"edges", 0},	 {"io_bytes", 0}, {"io_pages", 0}, {"io_reads", 0},
-		{"io_seconds", 0.0}, {"sample_seconds", 0.0}, {"step_seconds", 0.0}};
+	return {{"batches", 0},	      {"loss_sum", 0.0}, {"loss_n", 0},	      {"pages", 0},
+		{"loaded", 0},	      {"supervised", 0}, {"edges", 0},	      {"io_bytes", 0},
+		{"io_pages", 0},      {"io_reads", 0},	 {"io_seconds", 0.0}, {"sample_seconds", 0.0},
+		{"step_seconds", 0.0}};
 }
 
 // One step's numbers in accumulator order (batches, loss x supervised, supervised, pages,
@@ -120,10 +120,10 @@ void add_acc(json &a, const std::vector<double> &v)
 		const char *key;
 		int at;
 		bool count;
-	} fields[] = {{"batches", 0, true},	 {"loss_sum", 1, false},     {"loss_n", 2, true},
-		      {"pages", 3, true},	 {"loaded", 4, true},	     {"supervised", 2, true},
-		      {"edges", 5, true},	 {"io_bytes", 6, true},	     {"io_pages", 7, true},
-		      {"io_reads", 8, true},	 {"io_seconds", 9, false},   {"sample_seconds", 10, false},
+	} fields[] = {{"batches", 0, true},	  {"loss_sum", 1, false},   {"loss_n", 2, true},
+		      {"pages", 3, true},	  {"loaded", 4, true},	    {"supervised", 2, true},
+		      {"edges", 5, true},	  {"io_bytes", 6, true},    {"io_pages", 7, true},
+		      {"io_reads", 8, true},	  {"io_seconds", 9, false}, {"sample_seconds", 10, false},
 		      {"step_seconds", 11, false}};
 	for (const auto &f : fields) {
 		const double x = v[size_t(f.at)];
@@ -138,7 +138,8 @@ void add_acc(json &a, const std::vector<double> &v)
 json ra_json(const json &a, const PageGeometry &geo)
 {
 	double pages = double(a["pages"].get<int64_t>()), loaded = double(a["loaded"].get<int64_t>()),
-	       sup = double(a["supervised"].get<int64_t>()), nb = double(std::max<int64_t>(1, a["batches"].get<int64_t>()));
+	       sup = double(a["supervised"].get<int64_t>()),
+	       nb = double(std::max<int64_t>(1, a["batches"].get<int64_t>()));
 	double pb = double(geo.page_bytes), rb = double(geo.record_bytes);
 	return {{"ra_fetch", loaded > 0 ? pages * pb / (loaded * rb) : 0.0},
 		{"ra_signal", sup > 0 ? pages * pb / (sup * rb) : 0.0},
@@ -197,7 +198,8 @@ public:
 		if (g_cfg_.layout == choice::GnnLayout::File) {
 			const std::string &lp = g_cfg_.layout_path;
 			if (lp.empty())
-				fail("CONFIG_GNN_LAYOUT_FILE=y but CONFIG_GNN_LAYOUT_PATH is empty (write a layout with `knlp gnn "
+				fail("CONFIG_GNN_LAYOUT_FILE=y but CONFIG_GNN_LAYOUT_PATH is empty (write a layout "
+				     "with `knlp gnn "
 				     "layout`)");
 			if (!file_exists(lp))
 				fail("{}: layout file not found (CONFIG_GNN_LAYOUT_PATH)", lp);
@@ -231,7 +233,8 @@ public:
 				pos += double(g_.y[size_t(v)]);
 			double n = double(g_.train.size());
 			if (pos == 0 || pos == n)
-				fail("{}: the train split holds one class only; class weights are undefined", g_.origin);
+				fail("{}: the train split holds one class only; class weights are undefined",
+				     g_.origin);
 			weight_ = torch::tensor({float(n / (2 * (n - pos))), float(n / (2 * pos))});
 		}
 		ep_ = zero_acc();
@@ -244,7 +247,8 @@ public:
 	void check(RunContext &ctx) override
 	{
 		if (ctx.world > 1 && sampler_name_ == "fim")
-			fail("ddp: the fim sampler steers its batches with each batch's gradients; it trains as one process "
+			fail("ddp: the fim sampler steers its batches with each batch's gradients; it trains as one "
+			     "process "
 			     "(choose another CONFIG_GNN_SAMPLER_* for a data-parallel run)");
 	}
 
@@ -264,15 +268,17 @@ public:
 		const int64_t labelled = int64_t(g_.train.size() + g_.valid.size() + g_.test.size());
 		return fmt::format("graphsage on {}: {} nodes, {} edges, {} features; train/valid/test {}/{}/{} ({} "
 				   "labelled)",
-				   g_.origin, g_.n, g_.edges(), g_.features, g_.train.size(), g_.valid.size(), g_.test.size(),
-				   labelled);
+				   g_.origin, g_.n, g_.edges(), g_.features, g_.train.size(), g_.valid.size(),
+				   g_.test.size(), labelled);
 	}
 	void print_setup(RunContext &) override
 	{
-		fmt::print("layout {} ({:.2f} s{}; neighbours on {:.2f} pages per node), sampler {} ({} batches per epoch), "
+		fmt::print("layout {} ({:.2f} s{}; neighbours on {:.2f} pages per node), sampler {} ({} batches per "
+			   "epoch), "
 			   "features {}\n",
 			   layout_.method == "file" ? "file" : layout_name_, layout_.build_seconds,
-			   layout_.parts ? fmt::format(", {} METIS parts", layout_.parts) : "", spread_, sampler_name_, nb_,
+			   layout_.parts ? fmt::format(", {} METIS parts", layout_.parts) : "", spread_, sampler_name_,
+			   nb_,
 			   store_ ? (store_->direct() ? "read with O_DIRECT from " + store_->path() : store_->note())
 				  : "from memory");
 	}
@@ -290,7 +296,8 @@ public:
 		if (g_cfg_.feature_store) {
 			make_dirs(ctx.run_dir); // another rank may get here before rank 0 has written into the folder
 			store_ = std::make_unique<PageStore>(
-				join_path(ctx.run_dir, ctx.world > 1 ? fmt::format("features.rank{}.bin", ctx.rank) : "features.bin"),
+				join_path(ctx.run_dir, ctx.world > 1 ? fmt::format("features.rank{}.bin", ctx.rank)
+								     : "features.bin"),
 				g_, layout_, geo_);
 		}
 	}
@@ -388,8 +395,9 @@ public:
 		Quality vq = score_quality(sv, yv_, thr);
 		json ra = ra_json(ep_, geo_), io = io_json(ep_, store_ != nullptr);
 		const double et = ep_before_ + std::chrono::duration<double>(Clock::now() - ep_t0_).count();
-		const double train_loss =
-			ep_["loss_n"].get<int64_t>() ? ep_["loss_sum"].get<double>() / double(ep_["loss_n"].get<int64_t>()) : 0.0;
+		const double train_loss = ep_["loss_n"].get<int64_t>()
+						  ? ep_["loss_sum"].get<double>() / double(ep_["loss_n"].get<int64_t>())
+						  : 0.0;
 		Evaluation ev;
 		ev.quality = vq.pr_auc;
 		ev.train_loss = train_loss;
@@ -401,10 +409,11 @@ public:
 			     {"bytes_per_batch", io["bytes_per_batch"]},
 			     {"fetch_ms_per_batch", io["fetch_ms_per_batch"]},
 			     {"epoch_time", et}};
-		ev.text = fmt::format("train loss {:.4f}, val PR-AUC {:.4f}, F1 {:.4f}, ROC-AUC {:.4f}; RA_fetch {:.2f}x, "
-				      "RA_signal {:.2f}x, {:.0f} KiB read per batch ({:.1f} s)",
-				      train_loss, vq.pr_auc, vq.f1, vq.roc_auc, ra["ra_fetch"].get<double>(),
-				      ra["ra_signal"].get<double>(), io["bytes_per_batch"].get<double>() / 1024, et);
+		ev.text = fmt::format(
+			"train loss {:.4f}, val PR-AUC {:.4f}, F1 {:.4f}, ROC-AUC {:.4f}; RA_fetch {:.2f}x, "
+			"RA_signal {:.2f}x, {:.0f} KiB read per batch ({:.1f} s)",
+			train_loss, vq.pr_auc, vq.f1, vq.roc_auc, ra["ra_fetch"].get<double>(),
+			ra["ra_signal"].get<double>(), io["bytes_per_batch"].get<double>() / 1024, et);
 		return ev;
 	}
 	std::string format_quality(double q) const override { return fmt::format("val PR-AUC {:.4f}", q); }
@@ -427,9 +436,9 @@ public:
 		st["epoch_acc"] = ep;
 		st["total_acc"] = tot_;
 		if (sampler_name_ == "fim")
-			tensors.push_back({"fim.importance", torch::from_blob(sampler_->importance().data(),
-									     {int64_t(sampler_->importance().size())},
-									     torch::kFloat)});
+			tensors.push_back({"fim.importance",
+					   torch::from_blob(sampler_->importance().data(),
+							    {int64_t(sampler_->importance().size())}, torch::kFloat)});
 		auto params = model_->named_parameters();
 		for (size_t i = 0; i < best_.size(); i++)
 			tensors.push_back({"best." + params[i].key(), best_[i]});
@@ -481,42 +490,44 @@ public:
 				a.push_back(h[key]);
 			return a;
 		};
-		const double step_s = tot_["step_seconds"].get<double>(), sample_s = tot_["sample_seconds"].get<double>();
+		const double step_s = tot_["step_seconds"].get<double>(),
+			     sample_s = tot_["sample_seconds"].get<double>();
 		const double batches = double(tot_["batches"].get<int64_t>());
-		j.update({{"dataset", g_.origin},
-			  {"final_iteration", end.pos.step},
-			  {"graph",
-			   {{"nodes", g_.n},
-			    {"edges", g_.edges()},
-			    {"features", g_.features},
-			    {"adjacency_entries", int64_t(adj_.col.size())},
-			    {"symmetric", g_cfg_.symmetric},
-			    {"train", g_.train.size()},
-			    {"valid", g_.valid.size()},
-			    {"test", g_.test.size()}}},
-			  {"gnn",
-			   {{"layout", layout_.method == "file" ? "file" : layout_name_},
-			    {"sampler", sampler_name_},
-			    {"layout_seconds", layout_.build_seconds},
-			    {"metis_parts", layout_.parts},
-			    {"neighbour_page_spread", spread_},
-			    {"page_bytes", geo_.page_bytes},
-			    {"record_bytes", geo_.record_bytes},
-			    {"read_amplification", ra_json(tot_, geo_)},
-			    {"io", io_json(tot_, store_ != nullptr)},
-			    {"io_note", store_ ? store_->note() : "features from memory (CONFIG_GNN_FEATURE_STORE=n)"}}},
-			  {"epochs", list("epoch")},
-			  {"train_losses", list("train_loss")},
-			  {"val_pr_aucs", list("val_pr_auc")},
-			  {"val_f1s", list("val_f1")},
-			  {"val_roc_aucs", list("val_roc_auc")},
-			  {"ra_fetch_per_epoch", list("ra_fetch")},
-			  {"ra_signal_per_epoch", list("ra_signal")},
-			  {"bytes_per_batch_per_epoch", list("bytes_per_batch")},
-			  {"fetch_ms_per_batch_per_epoch", list("fetch_ms_per_batch")},
-			  {"epoch_times", list("epoch_time")},
-			  {"steps_per_second", step_s > 0 ? batches / step_s : 0.0},
-			  {"sampler_batches_per_second", sample_s > 0 ? batches / sample_s : 0.0}});
+		j.update(
+			{{"dataset", g_.origin},
+			 {"final_iteration", end.pos.step},
+			 {"graph",
+			  {{"nodes", g_.n},
+			   {"edges", g_.edges()},
+			   {"features", g_.features},
+			   {"adjacency_entries", int64_t(adj_.col.size())},
+			   {"symmetric", g_cfg_.symmetric},
+			   {"train", g_.train.size()},
+			   {"valid", g_.valid.size()},
+			   {"test", g_.test.size()}}},
+			 {"gnn",
+			  {{"layout", layout_.method == "file" ? "file" : layout_name_},
+			   {"sampler", sampler_name_},
+			   {"layout_seconds", layout_.build_seconds},
+			   {"metis_parts", layout_.parts},
+			   {"neighbour_page_spread", spread_},
+			   {"page_bytes", geo_.page_bytes},
+			   {"record_bytes", geo_.record_bytes},
+			   {"read_amplification", ra_json(tot_, geo_)},
+			   {"io", io_json(tot_, store_ != nullptr)},
+			   {"io_note", store_ ? store_->note() : "features from memory (CONFIG_GNN_FEATURE_STORE=n)"}}},
+			 {"epochs", list("epoch")},
+			 {"train_losses", list("train_loss")},
+			 {"val_pr_aucs", list("val_pr_auc")},
+			 {"val_f1s", list("val_f1")},
+			 {"val_roc_aucs", list("val_roc_auc")},
+			 {"ra_fetch_per_epoch", list("ra_fetch")},
+			 {"ra_signal_per_epoch", list("ra_signal")},
+			 {"bytes_per_batch_per_epoch", list("bytes_per_batch")},
+			 {"fetch_ms_per_batch_per_epoch", list("fetch_ms_per_batch")},
+			 {"epoch_times", list("epoch_time")},
+			 {"steps_per_second", step_s > 0 ? batches / step_s : 0.0},
+			 {"sampler_batches_per_second", sample_s > 0 ? batches / sample_s : 0.0}});
 		json ra = ra_json(tot_, geo_), io = io_json(tot_, store_ != nullptr);
 		j["figures"] = {{"layout", layout_.method == "file" ? "file" : layout_name_},
 				{"sampler", sampler_name_},
@@ -538,16 +549,19 @@ public:
 	void after_run(RunContext &, const RunEnd &) override
 	{
 		json ra = ra_json(tot_, geo_), io = io_json(tot_, store_ != nullptr);
-		fmt::print("test ({} weights, threshold {:.4f}): F1 {:.4f}, PR-AUC {:.4f}, ROC-AUC {:.4f}, precision@0.5% "
-			   "{:.4f}, recall@1% {:.4f} ({} positives of {})\n",
-			   weights_, thr_, tq_.f1, tq_.pr_auc, tq_.roc_auc, tq_.precision_at_05pct, tq_.recall_at_1pct,
-			   tq_.positives, tq_.nodes);
-		fmt::print("read amplification: RA_fetch {:.2f}x, RA_signal {:.2f}x ({:.1f} pages, {:.0f} nodes loaded, "
-			   "{:.0f} supervised per batch); measured {:.0f} KiB and {:.2f} ms per batch{}\n",
-			   ra["ra_fetch"].get<double>(), ra["ra_signal"].get<double>(), ra["pages_per_batch"].get<double>(),
-			   ra["loaded_per_batch"].get<double>(), ra["supervised_per_batch"].get<double>(),
-			   io["bytes_per_batch"].get<double>() / 1024, io["fetch_ms_per_batch"].get<double>(),
-			   io["measured"].get<bool>() ? "" : " (features from memory: nothing read)");
+		fmt::print(
+			"test ({} weights, threshold {:.4f}): F1 {:.4f}, PR-AUC {:.4f}, ROC-AUC {:.4f}, precision@0.5% "
+			"{:.4f}, recall@1% {:.4f} ({} positives of {})\n",
+			weights_, thr_, tq_.f1, tq_.pr_auc, tq_.roc_auc, tq_.precision_at_05pct, tq_.recall_at_1pct,
+			tq_.positives, tq_.nodes);
+		fmt::print(
+			"read amplification: RA_fetch {:.2f}x, RA_signal {:.2f}x ({:.1f} pages, {:.0f} nodes loaded, "
+			"{:.0f} supervised per batch); measured {:.0f} KiB and {:.2f} ms per batch{}\n",
+			ra["ra_fetch"].get<double>(), ra["ra_signal"].get<double>(),
+			ra["pages_per_batch"].get<double>(), ra["loaded_per_batch"].get<double>(),
+			ra["supervised_per_batch"].get<double>(), io["bytes_per_batch"].get<double>() / 1024,
+			io["fetch_ms_per_batch"].get<double>(),
+			io["measured"].get<bool>() ? "" : " (features from memory: nothing read)");
 	}
 
 	void cleanup(RunContext &) override
@@ -649,6 +663,9 @@ SamplerOptions gnn_sampler_options(const Settings &s)
 	return so;
 }
 
-std::unique_ptr<Family> make_gnn_family(const Settings &s) { return std::make_unique<GnnFamily>(s); }
+std::unique_ptr<Family> make_gnn_family(const Settings &s)
+{
+	return std::make_unique<GnnFamily>(s);
+}
 
 } // namespace knlp

@@ -53,7 +53,8 @@ std::vector<int64_t> split_nodes(const std::map<std::string, NpyArray> &a, const
 	std::vector<int64_t> ids;
 	if (m.kind == 'b') {
 		if (m.shape[0] != g.n)
-			fail("{} is a boolean mask of length {}, expected {} (the number of nodes)", what, m.shape[0], g.n);
+			fail("{} is a boolean mask of length {}, expected {} (the number of nodes)", what, m.shape[0],
+			     g.n);
 		for (int64_t v = 0; v < g.n; v++)
 			if (m.data[size_t(v)])
 				ids.push_back(v);
@@ -88,8 +89,8 @@ Graph load_graph_npz(const std::string &path)
 	g.x = x.as_float(path + ": key 'x'");
 	for (size_t i = 0; i < g.x.size(); i++)
 		if (!std::isfinite(g.x[i]))
-			fail("{}: key 'x' holds a non-finite value at node {}, feature {}", path, int64_t(i) / g.features,
-			     int64_t(i) % g.features);
+			fail("{}: key 'x' holds a non-finite value at node {}, feature {}", path,
+			     int64_t(i) / g.features, int64_t(i) % g.features);
 	const NpyArray &y = need(a, path, "y");
 	if (y.shape.size() != 1 || y.shape[0] != g.n)
 		fail("{}: key 'y' must have shape ({},), has shape {}", path, g.n, shape_str(y));
@@ -117,12 +118,13 @@ Graph load_graph_npz(const std::string &path)
 		std::sort(s->begin(), s->end());
 		s->erase(std::unique(s->begin(), s->end()), s->end());
 	}
-	auto overlap = [&](const std::vector<int64_t> &a, const std::vector<int64_t> &b, const char *na, const char *nb) {
+	auto overlap = [&](const std::vector<int64_t> &a, const std::vector<int64_t> &b, const char *na,
+			   const char *nb) {
 		std::vector<int64_t> both;
 		std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(both));
 		if (!both.empty())
-			fail("{}: keys '{}' and '{}' share {} nodes (first: {}); the splits must be disjoint", path, na, nb,
-			     both.size(), both[0]);
+			fail("{}: keys '{}' and '{}' share {} nodes (first: {}); the splits must be disjoint", path, na,
+			     nb, both.size(), both[0]);
 	};
 	overlap(g.train, g.valid, "train_mask", "valid_mask");
 	overlap(g.train, g.test, "train_mask", "test_mask");
@@ -250,7 +252,8 @@ Graph synth_graph(int64_t nodes, uint64_t seed)
 			k++;
 		int64_t c = comm[size_t(v)];
 		for (int64_t i = 0; i < k; i++) {
-			int64_t u = r.uniform() < 0.75 ? pick(cstart[size_t(c)], cstart[size_t(c) + 1]) : pick(0, nodes);
+			int64_t u =
+				r.uniform() < 0.75 ? pick(cstart[size_t(c)], cstart[size_t(c) + 1]) : pick(0, nodes);
 			if (u < 0 || u == v)
 				continue;
 			g.src.push_back(v), g.dst.push_back(u);

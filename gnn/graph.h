@@ -9,13 +9,13 @@
 namespace knlp {
 
 struct Graph {
-	int64_t n = 0;                      // nodes
-	int features = 0;                   // F
-	std::vector<float> x;               // [n, F], row-major
-	std::vector<int64_t> y;             // [n]: 0 normal, 1 fraud, 2/3 background
-	std::vector<int64_t> src, dst;      // directed edges src -> dst
+	int64_t n = 0;				 // nodes
+	int features = 0;			 // F
+	std::vector<float> x;			 // [n, F], row-major
+	std::vector<int64_t> y;			 // [n]: 0 normal, 1 fraud, 2/3 background
+	std::vector<int64_t> src, dst;		 // directed edges src -> dst
 	std::vector<int64_t> train, valid, test; // node ids, labels in {0, 1}
-	std::string origin;                 // file name or "synthetic(N, seed)"
+	std::string origin;			 // file name or "synthetic(N, seed)"
 	int64_t edges() const { return static_cast<int64_t>(src.size()); }
 };
 

@@ -22,8 +22,9 @@ namespace {
 // time: each page starts a BFS at the highest-priority unplaced candidate and takes the nodes
 // it discovers (restricted to `allowed` when given) until the page is full; when the BFS runs
 // dry the next unplaced candidate continues the same page.
-void bfs_pages(const Csr &sym, const std::vector<int64_t> &cand, const PageGeometry &geo, const std::vector<int64_t> *part,
-	       int64_t part_id, std::vector<uint8_t> &placed, std::vector<int64_t> &order)
+void bfs_pages(const Csr &sym, const std::vector<int64_t> &cand, const PageGeometry &geo,
+	       const std::vector<int64_t> *part, int64_t part_id, std::vector<uint8_t> &placed,
+	       std::vector<int64_t> &order)
 {
 	size_t ci = 0;
 	std::vector<int64_t> queue;
@@ -130,11 +131,13 @@ Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, c
 		METIS_SetDefaultOptions(options);
 		options[METIS_OPTION_SEED] = idx_t(seed & 0x7fffffff);
 		// METIS divides by zero for a single part (SIGFPE): one part is the whole graph.
-		int rc = parts == 1 ? METIS_OK
-				    : METIS_PartGraphKway(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, nullptr, &np,
-							  nullptr, nullptr, options, &objval, part.data());
+		int rc = parts == 1
+				 ? METIS_OK
+				 : METIS_PartGraphKway(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, nullptr,
+						       &np, nullptr, nullptr, options, &objval, part.data());
 		if (rc != METIS_OK)
-			fail("gnn layout metis: METIS_PartGraphKway failed (code {}) on {} nodes, {} parts", rc, n, parts);
+			fail("gnn layout metis: METIS_PartGraphKway failed (code {}) on {} nodes, {} parts", rc, n,
+			     parts);
 		std::vector<int64_t> p64(part.begin(), part.end());
 		std::vector<std::vector<int64_t>> members(static_cast<size_t>(parts));
 		for (int64_t v = 0; v < n; v++)
@@ -150,7 +153,8 @@ Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, c
 		std::vector<uint8_t> seen(static_cast<size_t>(n));
 		std::vector<int64_t> nodes(static_cast<size_t>(n));
 		std::iota(nodes.begin(), nodes.end(), 0);
-		std::stable_sort(nodes.begin(), nodes.end(), [&](int64_t a, int64_t b) { return sym.degree(a) < sym.degree(b); });
+		std::stable_sort(nodes.begin(), nodes.end(),
+				 [&](int64_t a, int64_t b) { return sym.degree(a) < sym.degree(b); });
 		std::vector<int64_t> nb;
 		for (int64_t s : nodes) {
 			if (seen[size_t(s)])
@@ -164,7 +168,8 @@ Layout build_layout(const std::string &method, const Graph &g, const Csr &sym, c
 				for (int64_t k = sym.ptr[size_t(u)]; k < sym.ptr[size_t(u) + 1]; k++)
 					if (!seen[size_t(sym.col[size_t(k)])])
 						nb.push_back(sym.col[size_t(k)]);
-				std::stable_sort(nb.begin(), nb.end(), [&](int64_t a, int64_t b) { return sym.degree(a) < sym.degree(b); });
+				std::stable_sort(nb.begin(), nb.end(),
+						 [&](int64_t a, int64_t b) { return sym.degree(a) < sym.degree(b); });
 				for (int64_t w : nb)
 					seen[size_t(w)] = 1, order.push_back(w);
 			}
@@ -200,7 +205,8 @@ Layout load_layout(const std::string &path, int64_t n)
 	for (const char *k : {"pos", "order"}) {
 		auto it = a.find(k);
 		if (it == a.end())
-			fail("{}: missing key '{}' (a layout holds pos: node -> slot and order: slot -> node)", path, k);
+			fail("{}: missing key '{}' (a layout holds pos: node -> slot and order: slot -> node)", path,
+			     k);
 		if (it->second.shape.size() != 1 || it->second.shape[0] != n)
 			fail("{}: key '{}' must have shape ({},) for this graph", path, k, n);
 		if (it->second.kind != 'i' && it->second.kind != 'u')
@@ -213,7 +219,8 @@ Layout load_layout(const std::string &path, int64_t n)
 		if (v < 0 || v >= n)
 			fail("{}: key 'order': slot {} names node {}, outside [0, {})", path, s, v, n);
 		if (l.pos[size_t(v)] != s)
-			fail("{}: keys 'pos' and 'order' disagree: order[{}] = {} but pos[{}] = {} (pos must map node -> slot, "
+			fail("{}: keys 'pos' and 'order' disagree: order[{}] = {} but pos[{}] = {} (pos must map node "
+			     "-> slot, "
 			     "order slot -> node)",
 			     path, s, v, v, l.pos[size_t(v)]);
 	}

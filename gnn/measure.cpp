@@ -56,7 +56,8 @@ EpochIo sample_epoch(const Graph &g, const Csr &adj, const Layout &l, const Page
 			std::lock_guard<std::mutex> lk(mu);
 			r.batches++, r.pages += bt.pages_touched, r.loaded += int64_t(bt.nodes.size());
 			r.supervised += int64_t(bt.supervised.size()), r.edges += int64_t(bt.esrc.size());
-			r.io_bytes += fs.bytes, r.io_pages += fs.pages, r.io_reads += fs.reads, r.io_seconds += fs.seconds;
+			r.io_bytes += fs.bytes, r.io_pages += fs.pages, r.io_reads += fs.reads,
+				r.io_seconds += fs.seconds;
 			r.sample_seconds += ss;
 		}
 	};

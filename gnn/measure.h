@@ -15,8 +15,15 @@ struct EpochIo {
 	int64_t batches = 0, pages = 0, loaded = 0, supervised = 0, edges = 0;
 	int64_t io_bytes = 0, io_pages = 0, io_reads = 0;
 	double io_seconds = 0, sample_seconds = 0, wall_seconds = 0;
-	double ra_fetch(const PageGeometry &g) const { return loaded ? double(pages) * double(g.page_bytes) / (double(loaded) * double(g.record_bytes)) : 0; }
-	double ra_signal(const PageGeometry &g) const { return supervised ? double(pages) * double(g.page_bytes) / (double(supervised) * double(g.record_bytes)) : 0; }
+	double ra_fetch(const PageGeometry &g) const
+	{
+		return loaded ? double(pages) * double(g.page_bytes) / (double(loaded) * double(g.record_bytes)) : 0;
+	}
+	double ra_signal(const PageGeometry &g) const
+	{
+		return supervised ? double(pages) * double(g.page_bytes) / (double(supervised) * double(g.record_bytes))
+				  : 0;
+	}
 	nlohmann::json to_json(const PageGeometry &g) const;
 };
 

@@ -14,10 +14,22 @@ namespace knlp {
 
 namespace {
 
-uint16_t rd16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t rd32(const uint8_t *p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24); }
-uint64_t rd64(const uint8_t *p) { return uint64_t(rd32(p)) | (uint64_t(rd32(p + 4)) << 32); }
-void wr16(std::string &s, uint16_t v) { s.push_back(char(v & 0xff)), s.push_back(char(v >> 8)); }
+uint16_t rd16(const uint8_t *p)
+{
+	return uint16_t(p[0] | (p[1] << 8));
+}
+uint32_t rd32(const uint8_t *p)
+{
+	return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+uint64_t rd64(const uint8_t *p)
+{
+	return uint64_t(rd32(p)) | (uint64_t(rd32(p + 4)) << 32);
+}
+void wr16(std::string &s, uint16_t v)
+{
+	s.push_back(char(v & 0xff)), s.push_back(char(v >> 8));
+}
 void wr32(std::string &s, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
@@ -74,10 +86,14 @@ std::vector<int64_t> NpyArray::as_int64(const std::string &what) const
 	for (int64_t i = 0; i < n; i++, p += itemsize) {
 		int64_t v = 0;
 		if (kind == 'i') {
-			if (itemsize == 1) v = int8_t(p[0]);
-			else if (itemsize == 2) v = int16_t(rd16(p));
-			else if (itemsize == 4) v = int32_t(rd32(p));
-			else v = int64_t(rd64(p));
+			if (itemsize == 1)
+				v = int8_t(p[0]);
+			else if (itemsize == 2)
+				v = int16_t(rd16(p));
+			else if (itemsize == 4)
+				v = int32_t(rd32(p));
+			else
+				v = int64_t(rd64(p));
 		} else if (kind == 'u' || kind == 'b') {
 			uint64_t u = itemsize == 1 ? p[0] : itemsize == 2 ? rd16(p) : itemsize == 4 ? rd32(p) : rd64(p);
 			if (u > uint64_t(std::numeric_limits<int64_t>::max()))
@@ -157,7 +173,8 @@ NpyArray parse_npy(const uint8_t *p, size_t n, const std::string &origin)
 		fail("{}: unsupported dtype {}", origin, descr);
 	}
 	bool ok = (a.kind == 'f' && (a.itemsize == 2 || a.itemsize == 4 || a.itemsize == 8)) ||
-		  ((a.kind == 'i' || a.kind == 'u') && (a.itemsize == 1 || a.itemsize == 2 || a.itemsize == 4 || a.itemsize == 8)) ||
+		  ((a.kind == 'i' || a.kind == 'u') &&
+		   (a.itemsize == 1 || a.itemsize == 2 || a.itemsize == 4 || a.itemsize == 8)) ||
 		  (a.kind == 'b' && a.itemsize == 1);
 	if (!ok)
 		fail("{}: unsupported dtype {}", origin, descr);
@@ -332,7 +349,9 @@ std::map<std::string, NpyArray> read_npz(const std::string &path)
 		}
 		if (crc32(0L, raw.data(), static_cast<uInt>(raw.size())) != crc)
 			fail("{}: CRC mismatch (corrupt archive)", member);
-		std::string key = name.size() > 4 && name.substr(name.size() - 4) == ".npy" ? name.substr(0, name.size() - 4) : name;
+		std::string key = name.size() > 4 && name.substr(name.size() - 4) == ".npy"
+					  ? name.substr(0, name.size() - 4)
+					  : name;
 		out[key] = parse_npy(raw.data(), raw.size(), member);
 	}
 	return out;
@@ -355,7 +374,8 @@ void write_npz(const std::string &path, const std::map<std::string, NpyArray> &a
 		zip += body;
 		wr32(cd, 0x02014b50), wr16(cd, 20), wr16(cd, 20), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0x21);
 		wr32(cd, crc), wr32(cd, uint32_t(body.size())), wr32(cd, uint32_t(body.size()));
-		wr16(cd, uint16_t(name.size())), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0), wr32(cd, 0), wr32(cd, off);
+		wr16(cd, uint16_t(name.size())), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0), wr16(cd, 0), wr32(cd, 0),
+			wr32(cd, off);
 		cd += name;
 		count++;
 	}

@@ -10,12 +10,12 @@
 namespace knlp {
 
 struct NpyArray {
-	char kind = 'f';              // 'f' float, 'i' signed, 'u' unsigned, 'b' bool
-	int itemsize = 4;             // bytes per element
-	std::vector<int64_t> shape;   // C order (Fortran-order files are rejected)
-	std::vector<uint8_t> data;    // little-endian elements
-	int64_t size() const;         // product of the shape
-	std::string dtype() const;    // numpy spelling, e.g. "<f4", "|b1"
+	char kind = 'f';	    // 'f' float, 'i' signed, 'u' unsigned, 'b' bool
+	int itemsize = 4;	    // bytes per element
+	std::vector<int64_t> shape; // C order (Fortran-order files are rejected)
+	std::vector<uint8_t> data;  // little-endian elements
+	int64_t size() const;	    // product of the shape
+	std::string dtype() const;  // numpy spelling, e.g. "<f4", "|b1"
 	// Elements converted (integers: exact or an error naming `what`; floats: as doubles).
 	std::vector<int64_t> as_int64(const std::string &what) const;
 	std::vector<float> as_float(const std::string &what) const;

@@ -16,11 +16,11 @@
 namespace knlp {
 
 PageStore::PageStore(const std::string &path, const Graph &g, const Layout &l, const PageGeometry &geo)
-	: path_(path), F_(g.features), rec_(int64_t(g.features) * 4), page_(geo.page_bytes), pos_(l.pos)
+    : path_(path), F_(g.features), rec_(int64_t(g.features) * 4), page_(geo.page_bytes), pos_(l.pos)
 {
 	if (geo.record_bytes != rec_)
-		fail("gnn page store: records are {} bytes ({} float32 features) but the page geometry says {}", rec_, F_,
-		     geo.record_bytes);
+		fail("gnn page store: records are {} bytes ({} float32 features) but the page geometry says {}", rec_,
+		     F_, geo.record_bytes);
 	if (page_ % 512 != 0)
 		fail("gnn page store: CONFIG_GNN_PAGE_BYTES={} must be a multiple of 512 for direct I/O", page_);
 	int64_t bytes = g.n * rec_;
@@ -32,7 +32,8 @@ PageStore::PageStore(const std::string &path, const Graph &g, const Layout &l, c
 	fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
 	direct_ = fd_ >= 0;
 	if (fd_ < 0) {
-		note_ = std::string("O_DIRECT refused (") + std::strerror(errno) + "); buffered reads, the page cache may serve them";
+		note_ = std::string("O_DIRECT refused (") + std::strerror(errno) +
+			"); buffered reads, the page cache may serve them";
 		fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
 		if (fd_ >= 0)
 			::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
@@ -79,8 +80,8 @@ FetchStats PageStore::fetch(const std::vector<int64_t> &nodes, float *out) const
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0)
-				fail("{}: read of {} bytes at offset {} failed ({})", path_, len - done, off + off_t(done),
-				     r < 0 ? std::strerror(errno) : "unexpected end of file");
+				fail("{}: read of {} bytes at offset {} failed ({})", path_, len - done,
+				     off + off_t(done), r < 0 ? std::strerror(errno) : "unexpected end of file");
 			done += size_t(r);
 		}
 		st.reads++;

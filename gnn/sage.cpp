@@ -39,7 +39,8 @@ torch::Tensor GraphSageImpl::forward(const torch::Tensor &x, const torch::Tensor
 
 torch::Tensor inverse_degree(const torch::Tensor &dst, int64_t n)
 {
-	torch::Tensor deg = torch::zeros({n}, torch::kFloat).index_add(0, dst, torch::ones({dst.size(0)}, torch::kFloat));
+	torch::Tensor deg =
+		torch::zeros({n}, torch::kFloat).index_add(0, dst, torch::ones({dst.size(0)}, torch::kFloat));
 	return 1.0 / deg.clamp_min(1.0);
 }
 

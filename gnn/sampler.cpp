@@ -28,7 +28,7 @@ std::vector<int32_t> &local_map(int64_t n)
 } // namespace
 
 Sampler::Sampler(const Graph &g, const Csr &adj, const Layout &l, const PageGeometry &geo, SamplerOptions o)
-	: g_(g), adj_(adj), l_(l), geo_(geo), o_(std::move(o))
+    : g_(g), adj_(adj), l_(l), geo_(geo), o_(std::move(o))
 {
 	if (o_.kind != "neighbor" && o_.kind != "page" && o_.kind != "fim")
 		fail("gnn: unknown sampler '{}' (neighbor, page, fim)", o_.kind);
@@ -114,8 +114,9 @@ void Sampler::boundary(GnnBatch &bt, std::vector<int32_t> &local, uint64_t seed)
 				std::vector<size_t> idx(cand.size());
 				for (size_t i = 0; i < idx.size(); i++)
 					idx[i] = i;
-				std::nth_element(idx.begin(), idx.begin() + take, idx.end(),
-						 [&](size_t a, size_t b) { return key[a] < key[b] || (key[a] == key[b] && a < b); });
+				std::nth_element(idx.begin(), idx.begin() + take, idx.end(), [&](size_t a, size_t b) {
+					return key[a] < key[b] || (key[a] == key[b] && a < b);
+				});
 				std::vector<int64_t> pick;
 				for (int64_t i = 0; i < take; i++)
 					pick.push_back(cand[idx[size_t(i)]]);
@@ -156,7 +157,8 @@ GnnBatch Sampler::make(int64_t b) const
 	const uint64_t bseed = mix(mix(o_.seed, uint64_t(epoch_)), uint64_t(b) + 1);
 	if (o_.kind == "neighbor") {
 		Rng r(bseed);
-		const int64_t lo = b * o_.batch_seeds, hi = std::min<int64_t>(lo + o_.batch_seeds, int64_t(perm_.size()));
+		const int64_t lo = b * o_.batch_seeds,
+			      hi = std::min<int64_t>(lo + o_.batch_seeds, int64_t(perm_.size()));
 		for (int64_t i = lo; i < hi; i++) {
 			int64_t v = perm_[size_t(i)];
 			local[size_t(v)] = int32_t(bt.nodes.size());

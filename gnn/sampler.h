@@ -15,21 +15,21 @@
 namespace knlp {
 
 struct GnnBatch {
-	std::vector<int64_t> nodes;         // global ids; local id = index
-	std::vector<int64_t> esrc, edst;    // local edges, messages esrc -> edst
-	std::vector<int64_t> supervised;    // local ids carrying the loss
-	int64_t pages_touched = 0;          // distinct pages of `nodes` (page(v) of the spec)
-	int64_t core = 0;                   // page samplers: nodes on the chosen pages
+	std::vector<int64_t> nodes;	 // global ids; local id = index
+	std::vector<int64_t> esrc, edst; // local edges, messages esrc -> edst
+	std::vector<int64_t> supervised; // local ids carrying the loss
+	int64_t pages_touched = 0;	 // distinct pages of `nodes` (page(v) of the spec)
+	int64_t core = 0;		 // page samplers: nodes on the chosen pages
 };
 
 struct SamplerOptions {
-	std::string kind = "neighbor";      // neighbor, page, fim
+	std::string kind = "neighbor";	    // neighbor, page, fim
 	std::vector<int64_t> fanout{10, 5}; // neighbor: per hop
-	int64_t batch_seeds = 1024;         // neighbor: train seeds per batch
-	int64_t pages_per_batch = 32;       // page, fim
-	int64_t hops = 2;                   // page, fim: boundary expansion hops
-	double budget = 0.2;                // page, fim: boundary nodes as a fraction of the core
-	double fim_ema = 0.9;               // fim: EMA factor of the squared hidden gradients
+	int64_t batch_seeds = 1024;	    // neighbor: train seeds per batch
+	int64_t pages_per_batch = 32;	    // page, fim
+	int64_t hops = 2;		    // page, fim: boundary expansion hops
+	double budget = 0.2;		    // page, fim: boundary nodes as a fraction of the core
+	double fim_ema = 0.9;		    // fim: EMA factor of the squared hidden gradients
 	uint64_t seed = 0;
 };
 
@@ -53,7 +53,7 @@ private:
 	PageGeometry geo_;
 	SamplerOptions o_;
 	int64_t epoch_ = -1;
-	std::vector<int64_t> perm_;      // neighbor: train nodes; page: train pages (this epoch)
+	std::vector<int64_t> perm_; // neighbor: train nodes; page: train pages (this epoch)
 	std::vector<int64_t> train_pages_;
 	std::vector<uint8_t> is_train_;
 	std::vector<float> importance_;

@@ -34,10 +34,11 @@ const PruningAxis k_prunings[] = {
 	{choice::Pruning::Movement, &PruneSettings::enable_movement},
 	{choice::Pruning::State, &PruneSettings::enable_state},
 };
-const std::pair<int, bool PruneSettings::*> k_levels[] = {
-	{50, &PruneSettings::sparsity_enable_50}, {70, &PruneSettings::sparsity_enable_70},
-	{90, &PruneSettings::sparsity_enable_90}, {95, &PruneSettings::sparsity_enable_95},
-	{99, &PruneSettings::sparsity_enable_99}};
+const std::pair<int, bool PruneSettings::*> k_levels[] = {{50, &PruneSettings::sparsity_enable_50},
+							  {70, &PruneSettings::sparsity_enable_70},
+							  {90, &PruneSettings::sparsity_enable_90},
+							  {95, &PruneSettings::sparsity_enable_95},
+							  {99, &PruneSettings::sparsity_enable_99}};
 
 std::string upper(std::string s)
 {
@@ -72,7 +73,8 @@ std::vector<std::string> attention_variants(const Settings &st)
 		v = lower(v);
 		bool known = std::any_of(k_attn.begin(), k_attn.end(), [&](const auto &a) { return a.first == v; });
 		if (!known)
-			fail("matrix: CONFIG_GPT2_ATTN_VARIANTS: unknown attention variant '{}' (vanilla mla kvsplice hybrid "
+			fail("matrix: CONFIG_GPT2_ATTN_VARIANTS: unknown attention variant '{}' (vanilla mla kvsplice "
+			     "hybrid "
 			     "hybrid-last hybrid-first ra gate ra-gate)",
 			     v);
 		if (std::find(out.begin(), out.end(), v) == out.end())
@@ -161,7 +163,8 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 			if (st.optim.*o.enabled)
 				opts.push_back(o.kind);
 		if (opts.empty())
-			fail("matrix: no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD, _ADAM, _ADAMW, _ADAMWADV, "
+			fail("matrix: no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD, _ADAM, _ADAMW, "
+			     "_ADAMWADV, "
 			     "_ADAMWSPAM, _ADAMWPRUNE, _SINKGD (or choose CONFIG_OPTIMIZER_MODE_SINGLE)");
 	} else if (st.optim.mode == choice::OptimizerMode::None) {
 		opts.push_back(choice::Optimizer::Adamw); // the model's default optimizer (GPT-2)
@@ -176,12 +179,15 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 			if (st.prune.*enabled)
 				levels.push_back(l);
 		if (prunes.empty())
-			fail("matrix: no pruning method enabled; set CONFIG_PRUNING_ENABLE_NONE, _MAGNITUDE, _MOVEMENT or _STATE "
+			fail("matrix: no pruning method enabled; set CONFIG_PRUNING_ENABLE_NONE, _MAGNITUDE, _MOVEMENT "
+			     "or _STATE "
 			     "(or choose CONFIG_PRUNING_MODE_SINGLE)");
-		bool wants_levels = std::any_of(prunes.begin(), prunes.end(), [](choice::Pruning p) { return p != choice::Pruning::None; }) ||
+		bool wants_levels = std::any_of(prunes.begin(), prunes.end(),
+						[](choice::Pruning p) { return p != choice::Pruning::None; }) ||
 				    std::find(opts.begin(), opts.end(), choice::Optimizer::Adamwprune) != opts.end();
 		if (wants_levels && levels.empty())
-			fail("matrix: pruning runs need a sparsity level but none is enabled; set CONFIG_SPARSITY_ENABLE_50 "
+			fail("matrix: pruning runs need a sparsity level but none is enabled; set "
+			     "CONFIG_SPARSITY_ENABLE_50 "
 			     "(or _70, _90, _95, _99)");
 	} else {
 		prunes.push_back(st.prune.method);
@@ -258,27 +264,32 @@ std::vector<MatrixRun> expand_matrix(const Config &cfg)
 		models.push_back({base_model, {}});
 	std::vector<MatrixRun> runs;
 	for (const auto &[model, model_sets] : models)
-	for (const auto &c : combos)
-		for (int64_t s = 0; s < seeds; s++) {
-			MatrixRun r;
-			r.model = model;
-			r.optimizer = name_of(c.opt);
-			r.variant = c.variant;
-			r.pruning = name_of(c.prune);
-			r.sparsity_pct = c.prune == P::None ? 0 : c.pct;
-			r.seed = seed0 + s;
-			r.config_id = run_id(r.model, r.optimizer, r.variant, r.pruning, r.sparsity_pct);
-			r.id = seeds > 1 ? r.config_id + "_s" + std::to_string(r.seed) : r.config_id;
-			r.sets = {select(choice::OptimizerMode::Single), select(c.opt), select(choice::PruningMode::Single),
-				  select(c.prune), fmt::format("{}=1", sym::MATRIX_SEEDS),
-				  fmt::format("{}={}", sym::SEED, r.seed), fmt::format("{}={}", sym::RUN_NAME, r.id)};
-			if (c.prune != P::None)
-				r.sets.push_back(fmt::format("{}={}", sym::PRUNING_TARGET_SPARSITY, r.sparsity_pct / 100.0));
-			if (!c.variant.empty())
-				r.sets.push_back(fmt::format("ADAMWPRUNE_VARIANT_{}=y", upper(c.variant)));
-			r.sets.insert(r.sets.end(), model_sets.begin(), model_sets.end());
-			runs.push_back(std::move(r));
-		}
+		for (const auto &c : combos)
+			for (int64_t s = 0; s < seeds; s++) {
+				MatrixRun r;
+				r.model = model;
+				r.optimizer = name_of(c.opt);
+				r.variant = c.variant;
+				r.pruning = name_of(c.prune);
+				r.sparsity_pct = c.prune == P::None ? 0 : c.pct;
+				r.seed = seed0 + s;
+				r.config_id = run_id(r.model, r.optimizer, r.variant, r.pruning, r.sparsity_pct);
+				r.id = seeds > 1 ? r.config_id + "_s" + std::to_string(r.seed) : r.config_id;
+				r.sets = {select(choice::OptimizerMode::Single),
+					  select(c.opt),
+					  select(choice::PruningMode::Single),
+					  select(c.prune),
+					  fmt::format("{}=1", sym::MATRIX_SEEDS),
+					  fmt::format("{}={}", sym::SEED, r.seed),
+					  fmt::format("{}={}", sym::RUN_NAME, r.id)};
+				if (c.prune != P::None)
+					r.sets.push_back(fmt::format("{}={}", sym::PRUNING_TARGET_SPARSITY,
+								     r.sparsity_pct / 100.0));
+				if (!c.variant.empty())
+					r.sets.push_back(fmt::format("ADAMWPRUNE_VARIANT_{}=y", upper(c.variant)));
+				r.sets.insert(r.sets.end(), model_sets.begin(), model_sets.end());
+				runs.push_back(std::move(r));
+			}
 	return runs;
 }
 
@@ -318,8 +329,10 @@ std::vector<SweepAxis> parse_sweep(const std::string &text, const std::string &o
 			char extra = 0;
 			std::string s2 = spec;
 			std::replace(s2.begin(), s2.end(), ':', ' ');
-			if (std::sscanf(s2.c_str(), "%lf %lf %lf %c", &lo, &step, &hi, &extra) != 3 || !(step > 0) || hi < lo)
-				fail("{}: range '{}' must be start:step:end with step > 0 and end >= start", where, spec);
+			if (std::sscanf(s2.c_str(), "%lf %lf %lf %c", &lo, &step, &hi, &extra) != 3 || !(step > 0) ||
+			    hi < lo)
+				fail("{}: range '{}' must be start:step:end with step > 0 and end >= start", where,
+				     spec);
 			const double count = std::floor((hi - lo) / step + 1e-9) + 1;
 			if (!(count <= 10000)) // also catches infinities and NaN before the conversion
 				fail("{}: range '{}' has {} values (at most 10000)", where, spec, count);

@@ -11,7 +11,7 @@
 namespace knlp {
 
 struct MatrixRun {
-	std::string id;        // folder name: config_id, plus _s<seed> when there are several seeds
+	std::string id;	       // folder name: config_id, plus _s<seed> when there are several seeds
 	std::string config_id; // <model>_<optimizer>[_<variant>]_<pruning>[_<pct>]
 	std::string model, optimizer, variant, pruning;
 	int sparsity_pct = 0; // 0 for pruning "none"

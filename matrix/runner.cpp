@@ -36,9 +36,15 @@ namespace {
 
 json run_json(const MatrixRun &r, size_t index)
 {
-	return {{"index", index}, {"test_id", r.id},	   {"config_id", r.config_id}, {"model", r.model},
-		{"optimizer", r.optimizer}, {"variant", r.variant},	    {"pruning", r.pruning},
-		{"target_sparsity", r.sparsity_pct / 100.0}, {"seed", r.seed}};
+	return {{"index", index},
+		{"test_id", r.id},
+		{"config_id", r.config_id},
+		{"model", r.model},
+		{"optimizer", r.optimizer},
+		{"variant", r.variant},
+		{"pruning", r.pruning},
+		{"target_sparsity", r.sparsity_pct / 100.0},
+		{"seed", r.seed}};
 }
 
 std::string last_error_line(const std::string &log)
@@ -230,8 +236,9 @@ Planned plan_runs(const MatrixOptions &o)
 	}
 	p.all = expand_matrix(cfg);
 	if (!p.sweep_text.empty())
-		p.all = apply_sweep(cfg, p.all,
-				    parse_sweep(p.sweep_text, o.sweep_file.empty() ? join_path(p.dir, "sweep.txt") : o.sweep_file));
+		p.all = apply_sweep(
+			cfg, p.all,
+			parse_sweep(p.sweep_text, o.sweep_file.empty() ? join_path(p.dir, "sweep.txt") : o.sweep_file));
 	if (o.shard_n < 1 || o.shard_k < 1 || o.shard_k > o.shard_n)
 		fail("matrix: shard {}/{} is not valid (k/N with 1 <= k <= N)", o.shard_k, o.shard_n);
 	for (size_t i = 0; i < p.all.size(); i++)
@@ -241,7 +248,8 @@ Planned plan_runs(const MatrixOptions &o)
 	if (baseline.find('/') != std::string::npos) {
 		// Reuse the finished baseline runs of another results folder instead of re-running them.
 		std::string bid = fs::path(baseline).filename().string();
-		p.mine.erase(std::remove_if(p.mine.begin(), p.mine.end(), [&](size_t i) { return p.all[i].config_id == bid; }),
+		p.mine.erase(std::remove_if(p.mine.begin(), p.mine.end(),
+					    [&](size_t i) { return p.all[i].config_id == bid; }),
 			     p.mine.end());
 	}
 	p.jobs = o.jobs > 0 ? o.jobs : static_cast<int>(cfg.settings().matrix.jobs);
@@ -284,20 +292,23 @@ bool open_results_folder(const MatrixOptions &o, Planned &p)
 		Config saved = Config::load(join_path(p.dir, "config.txt"), Config::Mode::Saved);
 		auto d = saved.diff(cfg, {sym::MATRIX_JOBS, sym::MATRIX_STOP_ON_FAILURE});
 		if (!d.empty() && !o.force)
-			fail("{}: results folder was made from a different configuration: {}; pass --force to continue anyway",
+			fail("{}: results folder was made from a different configuration: {}; pass --force to continue "
+			     "anyway",
 			     p.dir, fmt::join(d, ", "));
 		json plan = read_json_file(join_path(p.dir, "plan.json"));
 		if (plan.value("shard", "1/1") != fmt::format("{}/{}", o.shard_k, o.shard_n))
-			fail("{}: holds shard {} but shard {}/{} was asked for", p.dir, plan.value("shard", "1/1"), o.shard_k,
-			     o.shard_n);
+			fail("{}: holds shard {} but shard {}/{} was asked for", p.dir, plan.value("shard", "1/1"),
+			     o.shard_k, o.shard_n);
 	} else {
-		p.dir = !o.out.empty() ? o.out
-				       : join_path(cfg.settings().matrix.results_dir,
-						   "test_matrix_results_" + now_stamp() +
-							   (o.shard_n > 1 ? fmt::format("_shard{}of{}", o.shard_k, o.shard_n) : ""));
+		p.dir = !o.out.empty()
+				? o.out
+				: join_path(cfg.settings().matrix.results_dir,
+					    "test_matrix_results_" + now_stamp() +
+						    (o.shard_n > 1 ? fmt::format("_shard{}of{}", o.shard_k, o.shard_n)
+								   : ""));
 		if (file_exists(join_path(p.dir, "plan.json")))
-			fail("{}: already holds a matrix; continue it with `make continue` (knlp matrix --continue {})", p.dir,
-			     p.dir);
+			fail("{}: already holds a matrix; continue it with `make continue` (knlp matrix --continue {})",
+			     p.dir, p.dir);
 	}
 	if (o.rerun) {
 		int n = 0;
@@ -316,7 +327,8 @@ bool open_results_folder(const MatrixOptions &o, Planned &p)
 		write_file_atomic(join_path(p.dir, "config.txt"), cfg.to_text());
 	if (!p.sweep_text.empty() && !file_exists(join_path(p.dir, "sweep.txt")))
 		write_file_atomic(join_path(p.dir, "sweep.txt"), p.sweep_text);
-	json plan = {{"shard", fmt::format("{}/{}", o.shard_k, o.shard_n)}, {"matrix_runs", p.all.size()},
+	json plan = {{"shard", fmt::format("{}/{}", o.shard_k, o.shard_n)},
+		     {"matrix_runs", p.all.size()},
 		     {"runs", json::array()}};
 	for (size_t i : p.mine)
 		plan["runs"].push_back(run_json(p.all[i], i));
@@ -335,7 +347,8 @@ public:
 		cpus_ = allowed_cpus();
 		gpus_ = gpu_ids(p.jobs);
 		per_job_ = std::max<int>(1, static_cast<int>(cpus_.size()) / p.jobs);
-		stop_on_failure_ = o.stop_on_failure >= 0 ? o.stop_on_failure == 1 : o.cfg.settings().matrix.stop_on_failure;
+		stop_on_failure_ =
+			o.stop_on_failure >= 0 ? o.stop_on_failure == 1 : o.cfg.settings().matrix.stop_on_failure;
 	}
 	int run();
 
@@ -364,7 +377,8 @@ bool Scheduler::launch(size_t i, int slot)
 	std::vector<std::string> args;
 	if (metrics_complete(rd)) {
 		// Finished but killed before the marker: nothing to train.
-		write_file_atomic(join_path(rd, "COMPLETE"), json({{"test_id", r.id}, {"finished", iso_time()}}).dump() + "\n");
+		write_file_atomic(join_path(rd, "COMPLETE"),
+				  json({{"test_id", r.id}, {"finished", iso_time()}}).dump() + "\n");
 		return false;
 	}
 	if (file_exists(join_path(rd, "checkpoints/LATEST")) && file_exists(join_path(rd, "matrix.config"))) {
@@ -417,7 +431,8 @@ void Scheduler::reap(pid_t pid, int status)
 		write_file_atomic(join_path(rd, "error.txt"),
 				  fmt::format("{}: {}\n", why, last_error_line(join_path(rd, "output.log"))));
 		failed_++;
-		prog_->update(finished_, fmt::format("{} FAILED ({}; see {})", r.id, why, join_path(rd, "error.txt")), true);
+		prog_->update(finished_, fmt::format("{} FAILED ({}; see {})", r.id, why, join_path(rd, "error.txt")),
+			      true);
 		if (stop_on_failure_)
 			stopping_ = true;
 	}
@@ -462,8 +477,9 @@ int Scheduler::run()
 		reap(pid, status);
 	}
 	prog_->finish();
-	fmt::print("matrix {}: {} of {} runs complete, {} failed{}\nsummary: {}\n", p_.dir, done_, p_.mine.size(), failed_,
-		   stopping_ ? " (stopped at the first failure)" : "", join_path(p_.dir, "summary_report.txt"));
+	fmt::print("matrix {}: {} of {} runs complete, {} failed{}\nsummary: {}\n", p_.dir, done_, p_.mine.size(),
+		   failed_, stopping_ ? " (stopped at the first failure)" : "",
+		   join_path(p_.dir, "summary_report.txt"));
 	return done_ == static_cast<int>(p_.mine.size()) ? 0 : 1;
 }
 

@@ -22,17 +22,17 @@ namespace knlp {
 
 struct MatrixOptions {
 	Config cfg;
-	std::string out;          // new matrix: results folder (default MATRIX_RESULTS_DIR/test_matrix_results_<stamp>)
-	bool cont = false;        // continue an existing results folder
-	std::string dir;          // with cont / rerun: the folder (empty: the newest under MATRIX_RESULTS_DIR)
-	bool rerun = false;       // re-run (from zero) the runs of `dir` matching rerun_optimizer
+	std::string out;    // new matrix: results folder (default MATRIX_RESULTS_DIR/test_matrix_results_<stamp>)
+	bool cont = false;  // continue an existing results folder
+	std::string dir;    // with cont / rerun: the folder (empty: the newest under MATRIX_RESULTS_DIR)
+	bool rerun = false; // re-run (from zero) the runs of `dir` matching rerun_optimizer
 	std::string rerun_optimizer;
 	bool dry_run = false, yes = false, force = false;
-	int jobs = 0;             // 0: CONFIG_MATRIX_JOBS
+	int jobs = 0; // 0: CONFIG_MATRIX_JOBS
 	int shard_k = 1, shard_n = 1;
 	int stop_on_failure = -1; // -1: CONFIG_MATRIX_STOP_ON_FAILURE
-	std::string sweep_file;   // RANGE_CONFIG: sweep these symbols over every run (continue: the folder's sweep.txt)
-	std::string self_exe;     // the knlp binary that runs `train`
+	std::string sweep_file;	  // RANGE_CONFIG: sweep these symbols over every run (continue: the folder's sweep.txt)
+	std::string self_exe;	  // the knlp binary that runs `train`
 };
 
 // Returns the exit status: 0 when every run of the (shard of the) matrix completed.

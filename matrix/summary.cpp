@@ -24,7 +24,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double number(const json &v) { return v.is_null() ? NAN : v.get<double>(); }
+double number(const json &v)
+{
+	return v.is_null() ? NAN : v.get<double>();
+}
 
 // One entry of all_results.json: the plan entry, its state and the run's figures.
 json result_entry(const std::string &dir, const json &plan_run)
@@ -89,9 +92,15 @@ json result_entry(const std::string &dir, const json &plan_run)
 	return e;
 }
 
-std::string pct(double x) { return fmt::format("{:.1f}%", 100 * x); }
+std::string pct(double x)
+{
+	return fmt::format("{:.1f}%", 100 * x);
+}
 
-std::string mib(double b) { return fmt::format("{:.2f}", b / (1024.0 * 1024.0)); }
+std::string mib(double b)
+{
+	return fmt::format("{:.2f}", b / (1024.0 * 1024.0));
+}
 
 // How a quality value reads: accuracies as percentages, the rest as numbers.
 std::string show(const std::string &metric, double v)
@@ -108,7 +117,8 @@ std::string show_stats(const std::string &metric, const std::vector<double> &v)
 		return "-";
 	const double k = metric == "accuracy" ? 100 : 1;
 	const char *unit = metric == "accuracy" ? "%" : "";
-	return s.n > 1 ? fmt::format("{:.4g}{} +/- {:.3g}", k * s.mean, unit, k * s.sd) : fmt::format("{:.4g}{}", k * s.mean, unit);
+	return s.n > 1 ? fmt::format("{:.4g}{} +/- {:.3g}", k * s.mean, unit, k * s.sd)
+		       : fmt::format("{:.4g}{}", k * s.mean, unit);
 }
 
 struct Group {
@@ -169,7 +179,8 @@ struct Groups {
 			g.rss_peak.push_back(e["rss_peak_mb"].get<double>());
 		if (e.contains("gpu_memory_peak_mb"))
 			g.gpu_peak.push_back(e["gpu_memory_peak_mb"].get<double>());
-		g.mem.push_back(double(e.value("optimizer_state_bytes", int64_t(0)) + e.value("pruning_buffer_bytes", int64_t(0))));
+		g.mem.push_back(double(e.value("optimizer_state_bytes", int64_t(0)) +
+				       e.value("pruning_buffer_bytes", int64_t(0))));
 		g.sparsity = e.value("final_sparsity", 0.0);
 		const json figures = e.value("figures", json::object()); // iterated below: must outlive the loop
 		for (const auto &[k, v] : figures.items()) {
@@ -213,10 +224,12 @@ std::string all_runs_table(const json &all, const Judged &j)
 		const bool ok = e["status"] == "complete" && e.contains("quality");
 		r += fmt::format("{:<44} {:<10} {:>14} {:>10} {:>9} {:>9} {:>10}\n", e["test_id"].get<std::string>(),
 				 e["status"].get<std::string>(), ok ? show(j.metric, e["quality"].get<double>()) : "-",
-				 ok && !e["eval_loss"].is_null() ? fmt::format("{:.4f}", e["eval_loss"].get<double>()) : "-",
+				 ok && !e["eval_loss"].is_null() ? fmt::format("{:.4f}", e["eval_loss"].get<double>())
+								 : "-",
 				 ok ? pct(e["final_sparsity"].get<double>()) : "-",
 				 ok ? fmt::format("{:.1f}", e["elapsed_time"].get<double>()) : "-",
-				 ok ? mib(double(e["optimizer_state_bytes"].get<int64_t>() + e["pruning_buffer_bytes"].get<int64_t>()))
+				 ok ? mib(double(e["optimizer_state_bytes"].get<int64_t>() +
+						 e["pruning_buffer_bytes"].get<int64_t>()))
 				    : "-");
 		if (e["status"] == "failed")
 			r += fmt::format("    error: {}\n", e.value("error", ""));
@@ -227,11 +240,11 @@ std::string all_runs_table(const json &all, const Judged &j)
 // Mean +/- sd per configuration, with Welch's interval against the baseline; the ranking.
 std::string configurations(Groups &gs, const Judged &j, const std::string &baseline, double conf)
 {
-	std::string r = fmt::format("\n== Configurations (final {}, {} is better; mean +/- sd over seeds){}\n", j.what(),
-				    j.higher_better ? "higher" : "lower",
+	std::string r = fmt::format("\n== Configurations (final {}, {} is better; mean +/- sd over seeds){}\n",
+				    j.what(), j.higher_better ? "higher" : "lower",
 				    baseline.empty() ? ""
-						     : fmt::format("; difference to {} with its {:.0f}% Welch interval", baseline,
-								   100 * conf));
+						     : fmt::format("; difference to {} with its {:.0f}% Welch interval",
+								   baseline, 100 * conf));
 	const double k = j.metric == "accuracy" ? 100 : 1;
 	for (const auto &id : gs.order) {
 		const Group &g = gs.by_id[id];
@@ -260,12 +273,14 @@ std::string configurations(Groups &gs, const Judged &j, const std::string &basel
 	});
 	r += fmt::format("\n== Top configurations by {}\n", j.what());
 	for (size_t i = 0; i < ranked.size() && i < 10; i++)
-		r += fmt::format("{:>2}. {:<40} {}\n", i + 1, ranked[i]->config_id, show_stats(j.metric, ranked[i]->quality));
+		r += fmt::format("{:>2}. {:<40} {}\n", i + 1, ranked[i]->config_id,
+				 show_stats(j.metric, ranked[i]->quality));
 	r += "\n== Best per optimizer\n";
 	std::set<std::string> seen;
 	for (const Group *g : ranked)
 		if (seen.insert(g->optimizer).second)
-			r += fmt::format("{:<12} {:<40} {}\n", g->optimizer, g->config_id, show_stats(j.metric, g->quality));
+			r += fmt::format("{:<12} {:<40} {}\n", g->optimizer, g->config_id,
+					 show_stats(j.metric, g->quality));
 	return r;
 }
 
@@ -322,12 +337,14 @@ void write_summaries(const std::string &dir)
 			all.push_back(result_entry(dir, r));
 	std::string baseline = cfg.settings().matrix.baseline;
 	const std::vector<json> external = external_baseline(baseline);
-	write_file_atomic(join_path(dir, "all_results.json"), all.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
+	write_file_atomic(join_path(dir, "all_results.json"),
+			  all.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
 	Judged j;
 	for (const auto &e : all)
 		if (e.contains("quality_metric")) {
-			j.metric = e["quality_metric"], j.split = e["quality_split"], j.higher_better = e["higher_is_better"];
+			j.metric = e["quality_metric"], j.split = e["quality_split"],
+			j.higher_better = e["higher_is_better"];
 			break;
 		}
 	int n_complete = 0, n_failed = 0, n_incomplete = 0;
@@ -346,8 +363,8 @@ void write_summaries(const std::string &dir)
 
 	const size_t planned = plan.at("runs").size();
 	std::string r = fmt::format("knlp test matrix: {}\n", dir);
-	r += fmt::format("runs planned {}, complete {}, failed {}, incomplete {}, not started {}\n\n", planned, n_complete,
-			 n_failed, n_incomplete, planned - n_complete - n_failed - n_incomplete);
+	r += fmt::format("runs planned {}, complete {}, failed {}, incomplete {}, not started {}\n\n", planned,
+			 n_complete, n_failed, n_incomplete, planned - n_complete - n_failed - n_incomplete);
 	r += all_runs_table(all, j);
 	r += configurations(gs, j, baseline, cfg.settings().matrix.confidence);
 	r += memory_and_time(gs);

@@ -77,8 +77,7 @@ std::shared_ptr<AttentionBase> make_attention(const GPT2Config &c, int layer)
 
 // ---------------------------------------------------------------- standard (+ gate, RA)
 
-StandardAttentionImpl::StandardAttentionImpl(const GPT2Config &c, int layer)
-	: c_(c), ra_(c.is_ra(layer)), layer_(layer)
+StandardAttentionImpl::StandardAttentionImpl(const GPT2Config &c, int layer) : c_(c), ra_(c.is_ra(layer)), layer_(layer)
 {
 	c_attn = linear(*this, "c_attn", c.n_embd, 3 * c.n_embd, c.bias);
 	c_proj = linear(*this, "c_proj", c.n_embd, c.n_embd, c.bias);
@@ -112,7 +111,7 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 	if (ra_) {
 		// Reciprocal heads: row i scores k_i . q_j for j <= i (queries and keys swapped).
 		auto q_all = append(cache, 2, q.narrow(1, H - n, n), 2); // [B, n, S, D]
-		auto k_r = k_new.narrow(1, H - n, n);                      // [B, n, T, D]
+		auto k_r = k_new.narrow(1, H - n, n);			 // [B, n, T, D]
 		auto v_r = v.narrow(1, H - n, n);
 		auto yr = merge_heads(attend(k_r, q_all, v_r, mask_bias, p, c_.fused_attention, nullptr));
 		y = y + torch::tanh(ra_rho) * ln_ra(apply_linear(ra_proj, yr));
@@ -169,7 +168,7 @@ torch::Tensor KVSpliceAttentionImpl::forward(const torch::Tensor &x, const torch
 	auto B = x.size(0), T = x.size(1);
 	const int64_t W = c_.splice_dim;
 	auto s_new = ln_splice(apply_linear(splice, apply_linear(kv_down, x))); // [B, T, W]
-	auto s = append(cache, 0, s_new, 1);                                    // cached splice [B, S, W]
+	auto s = append(cache, 0, s_new, 1);					// cached splice [B, S, W]
 	auto S = s.size(1);
 	auto q = apply_rope(apply_linear(q_proj, s_new).view({B, 1, T, W}), pos0, c_.rope_base);
 	auto kv = apply_linear(kv_up, s);
@@ -177,7 +176,7 @@ torch::Tensor KVSpliceAttentionImpl::forward(const torch::Tensor &x, const torch
 	auto v = kv.narrow(2, W, W).reshape({B, 1, S, W});
 	double p = is_training() ? c_.dropout : 0.0;
 	auto a = attend(q, k, v, mask_bias, p, c_.fused_attention, probs).view({B, T, W});
-	auto z = apply_linear(c2l, a);                                     // [B, T, d_latent]
+	auto z = apply_linear(c2l, a);					   // [B, T, d_latent]
 	auto y = torch::matmul(z, kv_down->weight) + apply_linear(res, z); // z A^T + z W_r + b_r
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }

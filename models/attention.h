@@ -76,7 +76,8 @@ public:
 	explicit KVSpliceAttentionImpl(const GPT2Config &c);
 	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
 			      std::vector<torch::Tensor> *cache, torch::Tensor *probs) override;
-	torch::nn::Linear kv_down{nullptr}, splice{nullptr}, q_proj{nullptr}, kv_up{nullptr}, c2l{nullptr}, res{nullptr};
+	torch::nn::Linear kv_down{nullptr}, splice{nullptr}, q_proj{nullptr}, kv_up{nullptr}, c2l{nullptr},
+		res{nullptr};
 	LayerNorm ln_splice{nullptr};
 
 private:

@@ -1,3 +1,6 @@
+// GPT-2, the network: LayerNorm, MLP and blocks around the attention modules, the forward
+// pass with its fused CPU head, attention probabilities for the Fisher tools and cached
+// decoding. Its configuration (shape, attention layout, counts) is models/gpt2_config.cpp.
 #include "models/gpt2.h"
 #include "models/observer.h"
 
@@ -41,8 +44,10 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor &x)
 
 MLPImpl::MLPImpl(const GPT2Config &c, int layer) : dropout_(c.dropout), layer_(layer)
 {
-	c_fc = register_module("c_fc", torch::nn::Linear(torch::nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
-	c_proj = register_module("c_proj", torch::nn::Linear(torch::nn::LinearOptions(4 * c.n_embd, c.n_embd).bias(c.bias)));
+	c_fc = register_module("c_fc",
+			       torch::nn::Linear(torch::nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
+	c_proj = register_module("c_proj",
+				 torch::nn::Linear(torch::nn::LinearOptions(4 * c.n_embd, c.n_embd).bias(c.bias)));
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor &x)
@@ -126,8 +131,8 @@ torch::Tensor GPT2Impl::mask_bias(int64_t T, int64_t S, torch::Device dev)
 	return causal_bias_.narrow(0, S - T, T).narrow(1, 0, S);
 }
 
-torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache, std::vector<torch::Tensor> *probs,
-			       const std::vector<int> *prob_layers)
+torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache,
+			       std::vector<torch::Tensor> *probs, const std::vector<int> *prob_layers)
 {
 	auto T = idx.size(1);
 	if (pos0 + T > c_.block_size)

@@ -18,22 +18,22 @@ enum class AttnKind { Standard, MLA, KVSplice };
 
 struct GPT2Config {
 	int n_layer = 12, n_head = 12, n_embd = 768, block_size = 1024;
-	int vocab_size = 50304;   // padded
-	int vocab_raw = 50257;    // ids the data can contain
+	int vocab_size = 50304; // padded
+	int vocab_raw = 50257;	// ids the data can contain
 	double dropout = 0.0;
 	bool bias = true;
 	bool fused_attention = true;
 	bool fused_head_loss = true; // CPU: chunked linear + cross-entropy (models/linear_ce.h)
 
 	// Attention variant (docs/attention.md). Empty layer_kind: every layer standard.
-	std::string variant = "vanilla"; // vanilla mla kvsplice hybrid ra gate ra-gate
+	std::string variant = "vanilla";  // vanilla mla kvsplice hybrid ra gate ra-gate
 	std::vector<AttnKind> layer_kind; // one per layer when set
-	int d_latent = 256;               // MLA latent width (the cached values per token)
-	int splice_dim = 128;             // KVSplice width (cached) = its single head's width
+	int d_latent = 256;		  // MLA latent width (the cached values per token)
+	int splice_dim = 128;		  // KVSplice width (cached) = its single head's width
 	double rope_base = 10000.0;
-	std::vector<int> ra_layers;       // layers with reciprocal attention
-	int ra_heads = 1;                 // last n heads of an RA layer attend reciprocally
-	bool sdpa_gate = false;           // sigmoid(W_g x + b_g) gate on the attention output
+	std::vector<int> ra_layers; // layers with reciprocal attention
+	int ra_heads = 1;	    // last n heads of an RA layer attend reciprocally
+	bool sdpa_gate = false;	    // sigmoid(W_g x + b_g) gate on the attention output
 
 	AttnKind kind(int layer) const { return layer_kind.empty() ? AttnKind::Standard : layer_kind[size_t(layer)]; }
 	bool is_ra(int layer) const;
@@ -59,15 +59,15 @@ const char *variant_name(choice::Gpt2Attn v);
 // Where the hybrid variant puts its KVSplice layers (MLA everywhere else).
 struct HybridPlacement {
 	std::string where = "last"; // last, first, list, fisher
-	int count = 0;              // layers for last/first/fisher; 0: n_layer / 3
-	std::string list;           // "8 9 10 11" or "8,9,10,11" for where == list
+	int count = 0;		    // layers for last/first/fisher; 0: n_layer / 3
+	std::string list;	    // "8 9 10 11" or "8,9,10,11" for where == list
 	std::string fisher_file;    // JSON of `knlp fim attention --layers all`
 };
 
 // Set c's per-layer attention from a variant name (vanilla mla kvsplice hybrid ra gate
 // ra-gate). Errors name the offending symbol.
-void set_attention_variant(GPT2Config &c, const std::string &variant, const HybridPlacement &hp = {},
-			   int ra_layers = 3, int ra_heads = 1);
+void set_attention_variant(GPT2Config &c, const std::string &variant, const HybridPlacement &hp = {}, int ra_layers = 3,
+			   int ra_heads = 1);
 
 // Per-layer cache for incremental decoding. What a layer keeps depends on its attention:
 // standard keys and values [B, H, S, D] (plus the reciprocal heads' queries in RA layers),
@@ -115,9 +115,10 @@ public:
 TORCH_MODULE(Block);
 
 struct GPT2Output {
-	torch::Tensor logits; // [B, T, V], [B, 1, V] without targets; undefined when the fused
-			      // CPU head computed the loss directly
-	torch::Tensor loss;   // defined when targets were given
+	// [B, T, V], [B, 1, V] without targets; undefined when the fused CPU head computed the
+	// loss directly.
+	torch::Tensor logits;
+	torch::Tensor loss; // defined when targets were given
 };
 
 class GPT2Impl : public torch::nn::Module {
@@ -145,7 +146,8 @@ public:
 
 private:
 	torch::Tensor hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache,
-			     std::vector<torch::Tensor> *probs = nullptr, const std::vector<int> *prob_layers = nullptr);
+			     std::vector<torch::Tensor> *probs = nullptr,
+			     const std::vector<int> *prob_layers = nullptr);
 	torch::Tensor mask_bias(int64_t T, int64_t S, torch::Device dev);
 
 	GPT2Config c_;

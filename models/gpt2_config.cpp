@@ -42,7 +42,8 @@ GPT2Config GPT2Config::from(const Settings &s, int data_vocab)
 	hp.count = static_cast<int>(a.hybrid_layers);
 	hp.list = a.hybrid_layer_list;
 	hp.fisher_file = a.hybrid_fisher_file;
-	set_attention_variant(c, variant_name(a.variant), hp, static_cast<int>(a.ra_layers), static_cast<int>(a.ra_heads));
+	set_attention_variant(c, variant_name(a.variant), hp, static_cast<int>(a.ra_layers),
+			      static_cast<int>(a.ra_heads));
 	c.validate();
 	return c;
 }
@@ -79,16 +80,20 @@ std::vector<int> kvsplice_layers(const GPT2Config &c, const HybridPlacement &hp)
 			char *end = nullptr;
 			long v = std::strtol(tok.c_str(), &end, 10);
 			if (*end || v < 0 || v >= L)
-				fail("GPT-2: CONFIG_GPT2_HYBRID_LAYER_LIST: '{}' is not a layer index in [0, {})", tok, L);
+				fail("GPT-2: CONFIG_GPT2_HYBRID_LAYER_LIST: '{}' is not a layer index in [0, {})", tok,
+				     L);
 			if (std::find(out.begin(), out.end(), int(v)) == out.end())
 				out.push_back(static_cast<int>(v));
 		}
 		if (out.empty())
-			fail("GPT-2: hybrid attention with KVSplice on 0 layers: CONFIG_GPT2_HYBRID_LAYER_LIST is empty");
+			fail("GPT-2: hybrid attention with KVSplice on 0 layers: CONFIG_GPT2_HYBRID_LAYER_LIST is "
+			     "empty");
 		return out;
 	}
 	if (n <= 0)
-		fail("GPT-2: hybrid attention with KVSplice on 0 layers ({} layers / 3 = 0); set CONFIG_GPT2_HYBRID_LAYERS", L);
+		fail("GPT-2: hybrid attention with KVSplice on 0 layers ({} layers / 3 = 0); set "
+		     "CONFIG_GPT2_HYBRID_LAYERS",
+		     L);
 	if (n > L)
 		fail("GPT-2: CONFIG_GPT2_HYBRID_LAYERS={} exceeds CONFIG_GPT2_N_LAYER={}", n, L);
 	if (hp.where == "first") {
@@ -98,7 +103,8 @@ std::vector<int> kvsplice_layers(const GPT2Config &c, const HybridPlacement &hp)
 		// The n layers whose attention Fisher trace (mean over heads) is lowest: the least
 		// sensitive layers get the strongest compression.
 		if (hp.fisher_file.empty())
-			fail("GPT-2: Fisher-guided hybrid placement needs CONFIG_GPT2_HYBRID_FISHER_FILE (from `knlp fim attention --layers all`)");
+			fail("GPT-2: Fisher-guided hybrid placement needs CONFIG_GPT2_HYBRID_FISHER_FILE (from `knlp "
+			     "fim attention --layers all`)");
 		std::ifstream f(hp.fisher_file);
 		if (!f)
 			fail("{}: cannot open the Fisher-trace file", hp.fisher_file);
@@ -110,7 +116,8 @@ std::vector<int> kvsplice_layers(const GPT2Config &c, const HybridPlacement &hp)
 		}
 		std::vector<std::pair<double, int>> tr;
 		if (!j.contains("layers") || !j["layers"].is_array())
-			fail("{}: no \"layers\" array (write it with `knlp fim attention --layers all --out FILE`)", hp.fisher_file);
+			fail("{}: no \"layers\" array (write it with `knlp fim attention --layers all --out FILE`)",
+			     hp.fisher_file);
 		for (const auto &e : j["layers"]) {
 			if (!e.contains("layer") || !e.contains("trace"))
 				fail("{}: a layer entry lacks \"layer\" or \"trace\"", hp.fisher_file);
@@ -120,8 +127,8 @@ std::vector<int> kvsplice_layers(const GPT2Config &c, const HybridPlacement &hp)
 			tr.emplace_back(e["trace"].get<double>(), li);
 		}
 		if (int(tr.size()) != L)
-			fail("{}: has traces for {} layers, the model has {} (run the spectrum with --layers all)", hp.fisher_file,
-			     tr.size(), L);
+			fail("{}: has traces for {} layers, the model has {} (run the spectrum with --layers all)",
+			     hp.fisher_file, tr.size(), L);
 		std::stable_sort(tr.begin(), tr.end());
 		for (int i = 0; i < n; i++)
 			out.push_back(tr[size_t(i)].second);
@@ -157,14 +164,16 @@ void set_attention_variant(GPT2Config &c, const std::string &variant, const Hybr
 		c.sdpa_gate = variant != "ra";
 		if (variant != "gate") {
 			if (ra_layers < 1 || ra_layers > L)
-				fail("GPT-2: CONFIG_GPT2_RA_LAYERS={} must be between 1 and CONFIG_GPT2_N_LAYER={}", ra_layers, L);
+				fail("GPT-2: CONFIG_GPT2_RA_LAYERS={} must be between 1 and CONFIG_GPT2_N_LAYER={}",
+				     ra_layers, L);
 			int first = L / 2 - ra_layers / 2;
 			first = std::max(0, std::min(first, L - ra_layers));
 			for (int i = first; i < first + ra_layers; i++)
 				c.ra_layers.push_back(i);
 		}
 	} else {
-		fail("GPT-2: unknown attention variant '{}' (vanilla, mla, kvsplice, hybrid, ra, gate, ra-gate)", variant);
+		fail("GPT-2: unknown attention variant '{}' (vanilla, mla, kvsplice, hybrid, ra, gate, ra-gate)",
+		     variant);
 	}
 }
 
@@ -173,7 +182,10 @@ bool GPT2Config::is_ra(int layer) const
 	return std::find(ra_layers.begin(), ra_layers.end(), layer) != ra_layers.end();
 }
 
-bool GPT2Config::vanilla() const { return layer_kind.empty() && ra_layers.empty() && !sdpa_gate; }
+bool GPT2Config::vanilla() const
+{
+	return layer_kind.empty() && ra_layers.empty() && !sdpa_gate;
+}
 
 int64_t GPT2Config::cache_values_per_token(int layer) const
 {
@@ -198,8 +210,8 @@ int64_t GPT2Config::attention_params(int layer) const
 	switch (kind(layer)) {
 	case AttnKind::MLA: return (C * C + b * C) + (C * dl + b * dl) + (dl * 2 * C + b * 2 * C) + (C * C + b * C);
 	case AttnKind::KVSplice:
-		return C * dl + (dl * W + b * W) + (W + b * W) + (W * W + b * W) + (W * 2 * W + b * 2 * W) + (W * dl + b * dl) +
-		       (dl * C + C);
+		return C * dl + (dl * W + b * W) + (W + b * W) + (W * W + b * W) + (W * 2 * W + b * 2 * W) +
+		       (W * dl + b * dl) + (dl * C + C);
 	default: {
 		int64_t n = (C * 3 * C + b * 3 * C) + (C * C + b * C);
 		if (sdpa_gate)

@@ -17,7 +17,8 @@ torch::Tensor to_blocked(const torch::Tensor &x)
 {
 	const int64_t B = block();
 	if (x.dim() != 4 || !blockable(x.size(1)))
-		fail("onednn: to_blocked needs [N, C, H, W] with C a multiple of {}, got {}", B, fmt::join(x.sizes(), "x"));
+		fail("onednn: to_blocked needs [N, C, H, W] with C a multiple of {}, got {}", B,
+		     fmt::join(x.sizes(), "x"));
 	const auto n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
 	return x.reshape({n, c / B, B, h, w}).permute({0, 1, 3, 4, 2}).contiguous();
 }
@@ -32,13 +33,25 @@ torch::Tensor from_blocked(const torch::Tensor &x)
 
 #ifndef KNLP_HAVE_DNNL
 
-bool available() { return false; }
+bool available()
+{
+	return false;
+}
 
-int64_t block() { return 16; }
+int64_t block()
+{
+	return 16;
+}
 
-bool uses_winograd(const torch::Tensor &, const torch::Tensor &, int64_t, int64_t) { return false; }
+bool uses_winograd(const torch::Tensor &, const torch::Tensor &, int64_t, int64_t)
+{
+	return false;
+}
 
-bool winograd_available() { return false; }
+bool winograd_available()
+{
+	return false;
+}
 
 torch::Tensor conv2d(const torch::Tensor &, const torch::Tensor &, int64_t, int64_t, bool)
 {
@@ -55,7 +68,10 @@ torch::Tensor batch_norm(const torch::Tensor &, const torch::Tensor &, const tor
 
 #else
 
-bool available() { return true; }
+bool available()
+{
+	return true;
+}
 
 int64_t block()
 {
@@ -88,15 +104,27 @@ dnnl::stream &stream()
 	return s;
 }
 
-memory mem(const memory::desc &d, const Tensor &t) { return memory(d, engine(), t.data_ptr()); }
+memory mem(const memory::desc &d, const Tensor &t)
+{
+	return memory(d, engine(), t.data_ptr());
+}
 
 // The activations' format: block() channels innermost.
-tag blocked_tag() { return block() == 16 ? tag::nChw16c : tag::nChw8c; }
+tag blocked_tag()
+{
+	return block() == 16 ? tag::nChw16c : tag::nChw8c;
+}
 
 // An uninitialised float tensor big enough for d (blocked formats may pad).
-Tensor alloc(const memory::desc &d) { return torch::empty({int64_t(d.get_size() / sizeof(float))}); }
+Tensor alloc(const memory::desc &d)
+{
+	return torch::empty({int64_t(d.get_size() / sizeof(float))});
+}
 
-Tensor scratch(const memory::desc &d) { return torch::empty({std::max<int64_t>(1, int64_t(d.get_size()))}, torch::kByte); }
+Tensor scratch(const memory::desc &d)
+{
+	return torch::empty({std::max<int64_t>(1, int64_t(d.get_size()))}, torch::kByte);
+}
 
 dnnl::primitive_attr user_scratchpad()
 {
@@ -110,8 +138,9 @@ dnnl::reorder make_reorder(const memory::desc &from, const memory::desc &to)
 	return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to));
 }
 
-template <class Plan> Plan &cached(std::unordered_map<std::string, std::unique_ptr<Plan>> &cache, std::mutex &mu,
-				  const std::string &key, const std::function<std::unique_ptr<Plan>()> &make)
+template <class Plan>
+Plan &cached(std::unordered_map<std::string, std::unique_ptr<Plan>> &cache, std::mutex &mu, const std::string &key,
+	     const std::function<std::unique_ptr<Plan>()> &make)
 {
 	std::lock_guard<std::mutex> g(mu);
 	auto &p = cache[key];
@@ -130,9 +159,13 @@ struct ConvShape {
 	int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
 	std::string key() const
 	{
-		return fmt::format("{}x{}x{}x{} o{} k{} s{} p{} {}{}", n, c, h, w, o, k, stride, pad, plain_src, winograd);
+		return fmt::format("{}x{}x{}x{} o{} k{} s{} p{} {}{}", n, c, h, w, o, k, stride, pad, plain_src,
+				   winograd);
 	}
-	memory::desc src() const { return {{n, c, h, w}, memory::data_type::f32, plain_src ? tag::nchw : blocked_tag()}; }
+	memory::desc src() const
+	{
+		return {{n, c, h, w}, memory::data_type::f32, plain_src ? tag::nchw : blocked_tag()};
+	}
 	memory::desc dst() const { return {{n, o, oh(), ow()}, memory::data_type::f32, blocked_tag()}; }
 	memory::desc wts_any() const { return {{o, c, k, k}, memory::data_type::f32, tag::any}; }
 	memory::desc wts_plain() const { return {{o, c, k, k}, memory::data_type::f32, tag::oihw}; }
@@ -165,8 +198,8 @@ std::unique_ptr<ConvPlan> make_conv_plan(const ConvShape &s)
 	const memory::dims st{s.stride, s.stride}, pd{s.pad, s.pad};
 	auto make = [&](dnnl::algorithm alg) {
 		auto p = std::make_unique<ConvPlan>();
-		dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, alg, s.src(), s.wts_any(), s.dst(), st,
-						  pd, pd);
+		dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, alg, s.src(), s.wts_any(), s.dst(),
+						  st, pd, pd);
 		p->fwd_pd = dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), engine());
 		p->alg = alg;
 		return p;
@@ -203,8 +236,9 @@ void add_backward(const ConvShape &s, ConvPlan &p)
 	} catch (const dnnl::error &) {
 		if (p.alg == dnnl::algorithm::convolution_direct)
 			throw;
-		dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-						  s.src(), s.wts_any(), s.dst(), st, pd, pd);
+		dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training,
+						  dnnl::algorithm::convolution_direct, s.src(), s.wts_any(), s.dst(),
+						  st, pd, pd);
 		make(dnnl::algorithm::convolution_direct,
 		     dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), engine()));
 	}
@@ -234,7 +268,8 @@ ConvShape conv_shape(const Tensor &x, const Tensor &w, int64_t stride, int64_t p
 	ConvShape s{};
 	s.plain_src = x.dim() == 4;
 	const int64_t B = block();
-	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == B)) || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
+	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == B)) || x.scalar_type() != torch::kFloat ||
+	    !x.device().is_cpu())
 		fail("onednn: conv2d takes a float CPU [N, C, H, W] or blocked [N, C/{}, H, W, {}] input, got {}", B, B,
 		     fmt::join(x.sizes(), "x"));
 	s.n = x.size(0), s.c = s.plain_src ? x.size(1) : x.size(1) * B, s.h = x.size(2), s.w = x.size(3);
@@ -262,7 +297,8 @@ void run(dnnl::primitive &p, const dnnl::primitive_desc_base &pd, std::unordered
 	}
 }
 
-void reorder_into(dnnl::reorder &r, const memory::desc &from, const Tensor &src, const memory::desc &to, const Tensor &dst)
+void reorder_into(dnnl::reorder &r, const memory::desc &from, const Tensor &src, const memory::desc &to,
+		  const Tensor &dst)
 {
 	r.execute(stream(), {{DNNL_ARG_FROM, mem(from, src)}, {DNNL_ARG_TO, mem(to, dst)}});
 	stream().wait();
@@ -282,7 +318,8 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 		}
 		Tensor y = torch::empty({s.n, s.o / block(), s.oh(), s.ow(), block()});
 		run(p.fwd, p.fwd_pd,
-		    {{DNNL_ARG_SRC, mem(s.src(), x)}, {DNNL_ARG_WEIGHTS, mem(p.fwd_pd.weights_desc(), wf)},
+		    {{DNNL_ARG_SRC, mem(s.src(), x)},
+		     {DNNL_ARG_WEIGHTS, mem(p.fwd_pd.weights_desc(), wf)},
 		     {DNNL_ARG_DST, mem(s.dst(), y)}});
 		ctx->save_for_backward({x, w});
 		ctx->saved_data["wf"] = wf;
@@ -311,14 +348,16 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 			}
 			gx = torch::empty_like(x);
 			run(p.bd, p.bd_pd,
-			    {{DNNL_ARG_DIFF_DST, mem(s.dst(), g)}, {DNNL_ARG_WEIGHTS, mem(p.bd_pd.weights_desc(), wb)},
+			    {{DNNL_ARG_DIFF_DST, mem(s.dst(), g)},
+			     {DNNL_ARG_WEIGHTS, mem(p.bd_pd.weights_desc(), wb)},
 			     {DNNL_ARG_DIFF_SRC, mem(s.src(), gx)}});
 		}
 		if (ctx->needs_input_grad(1)) {
 			gw = torch::empty({s.o, s.c, s.k, s.k});
 			Tensor gwb = p.dw_plain ? gw : alloc(p.bw_pd.diff_weights_desc());
 			run(p.bw, p.bw_pd,
-			    {{DNNL_ARG_SRC, mem(s.src(), x)}, {DNNL_ARG_DIFF_DST, mem(s.dst(), g)},
+			    {{DNNL_ARG_SRC, mem(s.src(), x)},
+			     {DNNL_ARG_DIFF_DST, mem(s.dst(), g)},
 			     {DNNL_ARG_DIFF_WEIGHTS, mem(p.bw_pd.diff_weights_desc(), gwb)}});
 			if (!p.dw_plain)
 				reorder_into(p.dw_to_plain, p.bw_pd.diff_weights_desc(), gwb, s.wts_plain(), gw);
@@ -367,7 +406,8 @@ BnPlan &bn_plan(const BnShape &s, bool backward)
 		auto p = std::make_unique<BnPlan>();
 		// forward_training also when the running statistics normalise but gradients are
 		// wanted: only it keeps the ReLU workspace the backward pass reads.
-		auto prop = s.batch_stats || s.grad ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+		auto prop = s.batch_stats || s.grad ? dnnl::prop_kind::forward_training
+						    : dnnl::prop_kind::forward_inference;
 		dnnl::batch_normalization_forward::desc d(prop, s.data(), s.eps, s.flags());
 		p->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(d, user_scratchpad(), engine());
 		p->fwd = dnnl::batch_normalization_forward(p->fwd_pd);
@@ -375,7 +415,8 @@ BnPlan &bn_plan(const BnShape &s, bool backward)
 	});
 	std::lock_guard<std::mutex> g(bn_mu);
 	if (backward && !p.have_bwd) {
-		dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, s.data(), s.data(), s.eps, s.flags());
+		dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, s.data(), s.data(), s.eps,
+							   s.flags());
 		p.bwd_pd = dnnl::batch_normalization_backward::primitive_desc(d, user_scratchpad(), engine(), p.fwd_pd);
 		p.bwd = dnnl::batch_normalization_backward(p.bwd_pd);
 		p.have_bwd = true;
@@ -410,15 +451,14 @@ struct BnFn : public torch::autograd::Function<BnFn> {
 		Tensor var = batch_stats ? torch::empty({s.c}) : run_var.contiguous().clone();
 		Tensor y = torch::empty_like(x);
 		const Tensor wt = weight.contiguous(), bs = bias.contiguous();
-		std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(s.data(), x)},
-						     {DNNL_ARG_DST, mem(s.data(), y)},
-						     {DNNL_ARG_MEAN, mem(s.vec(), mean)},
-						     {DNNL_ARG_VARIANCE, mem(s.vec(), var)},
-						     {DNNL_ARG_SCALE, mem(s.vec(), wt)},
-						     {DNNL_ARG_SHIFT, mem(s.vec(), bs)}};
+		std::unordered_map<int, memory> args{
+			{DNNL_ARG_SRC, mem(s.data(), x)},    {DNNL_ARG_DST, mem(s.data(), y)},
+			{DNNL_ARG_MEAN, mem(s.vec(), mean)}, {DNNL_ARG_VARIANCE, mem(s.vec(), var)},
+			{DNNL_ARG_SCALE, mem(s.vec(), wt)},  {DNNL_ARG_SHIFT, mem(s.vec(), bs)}};
 		Tensor ws;
 		if (relu && (batch_stats || grad)) {
-			ws = torch::empty({std::max<int64_t>(1, int64_t(p.fwd_pd.workspace_desc().get_size()))}, torch::kByte);
+			ws = torch::empty({std::max<int64_t>(1, int64_t(p.fwd_pd.workspace_desc().get_size()))},
+					  torch::kByte);
 			args.emplace(DNNL_ARG_WORKSPACE, mem(p.fwd_pd.workspace_desc(), ws));
 		}
 		run(p.fwd, p.fwd_pd, std::move(args));
@@ -444,15 +484,12 @@ struct BnFn : public torch::autograd::Function<BnFn> {
 		BnPlan &p = bn_plan(s, true);
 		const Tensor g = grads[0].contiguous();
 		Tensor gx = torch::empty_like(x), gw = torch::empty({s.c}), gb = torch::empty({s.c});
-		std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(s.data(), x)},
-						     {DNNL_ARG_DIFF_DST, mem(s.data(), g)},
-						     {DNNL_ARG_MEAN, mem(s.vec(), mean)},
-						     {DNNL_ARG_VARIANCE, mem(s.vec(), var)},
-						     {DNNL_ARG_SCALE, mem(s.vec(), wt)},
-						     {DNNL_ARG_SHIFT, mem(s.vec(), bs)},
-						     {DNNL_ARG_DIFF_SRC, mem(s.data(), gx)},
-						     {DNNL_ARG_DIFF_SCALE, mem(s.vec(), gw)},
-						     {DNNL_ARG_DIFF_SHIFT, mem(s.vec(), gb)}};
+		std::unordered_map<int, memory> args{
+			{DNNL_ARG_SRC, mem(s.data(), x)},	{DNNL_ARG_DIFF_DST, mem(s.data(), g)},
+			{DNNL_ARG_MEAN, mem(s.vec(), mean)},	{DNNL_ARG_VARIANCE, mem(s.vec(), var)},
+			{DNNL_ARG_SCALE, mem(s.vec(), wt)},	{DNNL_ARG_SHIFT, mem(s.vec(), bs)},
+			{DNNL_ARG_DIFF_SRC, mem(s.data(), gx)}, {DNNL_ARG_DIFF_SCALE, mem(s.vec(), gw)},
+			{DNNL_ARG_DIFF_SHIFT, mem(s.vec(), gb)}};
 		if (s.relu)
 			args.emplace(DNNL_ARG_WORKSPACE, mem(p.bwd_pd.workspace_desc(), ws));
 		run(p.bwd, p.bwd_pd, std::move(args));

@@ -23,7 +23,10 @@ bool available();
 int64_t block();
 
 // Channel counts the blocked layout takes (multiples of block()).
-inline bool blockable(int64_t channels) { return channels % block() == 0; }
+inline bool blockable(int64_t channels)
+{
+	return channels % block() == 0;
+}
 
 // [N, C, H, W] <-> [N, C/B, H, W, B], B = block(). Differentiable (ATen permutes).
 torch::Tensor to_blocked(const torch::Tensor &x);

@@ -110,7 +110,8 @@ struct ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
 		const int64_t N = codes.size(0), C = codes.size(1), Ho = H / 2, Wo = W / 2;
 		const auto g = grad_out[0].contiguous();
 		// Floor mode leaves an odd last row or column out of every window: zero it.
-		auto gin = (H % 2 || W % 2) ? torch::zeros({N, C, H, W}, g.options()) : torch::empty({N, C, H, W}, g.options());
+		auto gin = (H % 2 || W % 2) ? torch::zeros({N, C, H, W}, g.options())
+					    : torch::empty({N, C, H, W}, g.options());
 		const float *gp = g.data_ptr<float>();
 		const uint8_t *cp = codes.data_ptr<uint8_t>();
 		float *gi = gin.data_ptr<float>();

@@ -186,12 +186,14 @@ public:
 			nn::Sequential layer;
 			for (int b = 0; b < (deep ? blocks50[s] : blocks18[s]); b++) {
 				if (deep) {
-					auto blk = std::make_shared<Bottleneck>(in, width, b == 0 ? stride : 1, c.winograd);
+					auto blk = std::make_shared<Bottleneck>(in, width, b == 0 ? stride : 1,
+										c.winograd);
 					layer->push_back(blk);
 					bottlenecks_.push_back(blk);
 					in = width * Bottleneck::expansion;
 				} else {
-					auto blk = std::make_shared<BasicBlock>(in, width, b == 0 ? stride : 1, c.winograd);
+					auto blk = std::make_shared<BasicBlock>(in, width, b == 0 ? stride : 1,
+										c.winograd);
 					layer->push_back(blk);
 					basics_.push_back(blk);
 					in = width;
@@ -270,7 +272,8 @@ int64_t VisionConfig::expected_params(const VisionConfig &c)
 	const int64_t ch = c.in_channels, k = c.num_classes;
 	auto bn = [](int64_t n) { return 2 * n; };
 	if (c.arch == "lenet5")
-		return (ch * 25 * 6 + 6) + bn(6) + (6 * 25 * 16 + 16) + bn(16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * k + k);
+		return (ch * 25 * 6 + 6) + bn(6) + (6 * 25 * 16 + 16) + bn(16) + (400 * 120 + 120) + (120 * 84 + 84) +
+		       (84 * k + k);
 	int64_t n = 0;
 	if (c.arch == "resnet18") {
 		n += ch * 9 * 64 + bn(64);
@@ -307,8 +310,8 @@ int64_t VisionConfig::expected_params(const VisionConfig &c)
 std::shared_ptr<VisionModel> make_vision_model(const VisionConfig &c)
 {
 	if (c.in_channels < 1 || c.num_classes < 2)
-		fail("vision: {} needs at least one input channel and two classes (got {} and {})", c.arch, c.in_channels,
-		     c.num_classes);
+		fail("vision: {} needs at least one input channel and two classes (got {} and {})", c.arch,
+		     c.in_channels, c.num_classes);
 	if (c.arch == "lenet5")
 		return std::make_shared<LeNet5>(c);
 	if (c.arch == "resnet18" || c.arch == "resnet50")

@@ -138,7 +138,8 @@ double Optimizer::grad_norm() const
 {
 	// The fixed-chunk pass reads float32 CPU gradients; every other device and dtype sums
 	// through libtorch ops.
-	bool fast = !state_.empty() && state_[0].param.device().is_cpu() && state_[0].param.scalar_type() == torch::kFloat;
+	bool fast =
+		!state_.empty() && state_[0].param.device().is_cpu() && state_[0].param.scalar_type() == torch::kFloat;
 	for (const auto &s : state_) // the chunked pass reads each gradient's memory as one block
 		if (fast && s.param.grad().defined() && !s.param.grad().is_non_overlapping_and_dense())
 			fast = false;
@@ -453,8 +454,10 @@ OptimizerOptions optimizer_options_from(const OptimSettings &c, double lr)
 		case choice::AdamwpruneBase::Adamwspam: base = O::Adamwspam; break;
 		}
 	}
-	o.kind = base == O::Sgd ? OptimKind::SGD : base == O::Adam ? OptimKind::Adam : base == O::Sinkgd ? OptimKind::SinkGD
-													  : OptimKind::AdamW;
+	o.kind = base == O::Sgd	     ? OptimKind::SGD
+		 : base == O::Adam   ? OptimKind::Adam
+		 : base == O::Sinkgd ? OptimKind::SinkGD
+				     : OptimKind::AdamW;
 	if (sel == O::Adam && c.adam_no_weight_decay)
 		o.weight_decay = 0;
 	o.amsgrad = base == O::Adamwadv || base == O::Adamwspam;

@@ -22,12 +22,10 @@
 
 namespace knlp {
 
-
-
 struct ParamState {
 	std::string name;
 	torch::Tensor param;
-	torch::Tensor exp_avg;        // m (SGD: the momentum buffer); undefined for SinkGD
+	torch::Tensor exp_avg;	      // m (SGD: the momentum buffer); undefined for SinkGD
 	torch::Tensor exp_avg_sq;     // v; undefined for SGD and SinkGD
 	torch::Tensor max_exp_avg_sq; // v_max; defined only with AMSGrad
 	double weight_decay = 0.0;

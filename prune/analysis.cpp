@@ -43,7 +43,8 @@ json analyze_adam_state(const std::string &ckpt_dir, const StateAnalysisOptions 
 			continue;
 		torch::Tensor vt = read_tensor(of, "exp_avg_sq." + t.name), mt = read_tensor(of, "exp_avg." + t.name);
 		if (!vt.defined() || !mt.defined())
-			fail("{}: no Adam state (exp_avg, exp_avg_sq) for {}; the analysis needs an Adam-family optimizer",
+			fail("{}: no Adam state (exp_avg, exp_avg_sq) for {}; the analysis needs an Adam-family "
+			     "optimizer",
 			     opt_file, t.name);
 		auto alive = w.ne(0); // in pruned runs, score only the surviving weights
 		auto s7 = state_score(7, w, mt, vt).masked_select(alive).to(torch::kFloat).contiguous();

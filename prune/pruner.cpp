@@ -115,7 +115,10 @@ void Pruner::update_masks(int64_t step)
 			targets_[idx[j]].mask = keep[j].to(targets_[idx[j]].param.device());
 		}
 	};
-	auto keep_all = [&](size_t i) { targets_[i].mask = torch::ones(targets_[i].param.sizes(), targets_[i].param.options().dtype(torch::kBool)); };
+	auto keep_all = [&](size_t i) {
+		targets_[i].mask =
+			torch::ones(targets_[i].param.sizes(), targets_[i].param.options().dtype(torch::kBool));
+	};
 	if (o_.method == PruneMethod::State && o_.variant == 4) {
 		const int L = static_cast<int>(targets_.size());
 		for (int l = 0; l < L; l++) {
@@ -211,7 +214,9 @@ std::vector<std::pair<std::string, torch::Tensor>> Pruner::state_tensors() const
 
 nlohmann::json Pruner::extra_state() const
 {
-	return {{"method", method_name(o_.method)}, {"target_now", target_now_}, {"score_bytes_peak", score_bytes_peak_}};
+	return {{"method", method_name(o_.method)},
+		{"target_now", target_now_},
+		{"score_bytes_peak", score_bytes_peak_}};
 }
 
 void Pruner::load(const nlohmann::json &j, const std::function<torch::Tensor(const std::string &)> &get)
@@ -219,8 +224,8 @@ void Pruner::load(const nlohmann::json &j, const std::function<torch::Tensor(con
 	if (o_.method == PruneMethod::None)
 		return;
 	if (j.value("method", std::string("none")) != method_name(o_.method))
-		fail("checkpoint pruning method is {} but the configuration selects {}", j.value("method", std::string("none")),
-		     method_name(o_.method));
+		fail("checkpoint pruning method is {} but the configuration selects {}",
+		     j.value("method", std::string("none")), method_name(o_.method));
 	target_now_ = j.value("target_now", 0.0);
 	score_bytes_peak_ = j.value("score_bytes_peak", int64_t(0));
 	for (auto &t : targets_) {

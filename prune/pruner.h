@@ -18,19 +18,17 @@
 
 namespace knlp {
 
-
-
 enum class PruneMethod { None, Magnitude, Movement, State };
 
 struct PruneOptions {
 	PruneMethod method = PruneMethod::None;
 	double target = 0.5;
 	int64_t warmup = 100, frequency = 50, ramp_end = 1000;
-	int variant = 7;                 // bitter variant for state pruning
+	int variant = 7; // bitter variant for state pruning
 	bool bitter5_intended = false;
-	bool exact = true;               // exact radix selection, else sampling
+	bool exact = true; // exact radix selection, else sampling
 	double sample_fraction = 0.02;
-	uint64_t seed = 0;               // for the sampled threshold
+	uint64_t seed = 0; // for the sampled threshold
 };
 
 const char *method_name(PruneMethod m);
@@ -40,9 +38,9 @@ const char *method_name(PruneMethod m);
 bool prunable(const std::string &name, const torch::Tensor &p);
 
 struct PruneStats {
-	double sparsity = 0;         // fraction of prunable weights masked off (0 before pruning starts)
-	double target_now = 0;       // scheduled sparsity at the last mask update
-	int64_t prunable = 0;        // number of prunable parameters
+	double sparsity = 0;   // fraction of prunable weights masked off (0 before pruning starts)
+	double target_now = 0; // scheduled sparsity at the last mask update
+	int64_t prunable = 0;  // number of prunable parameters
 	int64_t mask_bytes = 0, w0_bytes = 0, score_bytes_peak = 0;
 	std::map<std::string, double> per_tensor; // name -> sparsity
 };

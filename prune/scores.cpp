@@ -14,9 +14,15 @@ double scheduled_sparsity(double target, int64_t step, int64_t warmup, int64_t r
 	return shape == ScheduleShape::Cubic ? target * p * p * p : target * p;
 }
 
-torch::Tensor magnitude_score(const torch::Tensor &w) { return w.abs(); }
+torch::Tensor magnitude_score(const torch::Tensor &w)
+{
+	return w.abs();
+}
 
-torch::Tensor movement_score(const torch::Tensor &w, const torch::Tensor &w0) { return w * (w - w0); }
+torch::Tensor movement_score(const torch::Tensor &w, const torch::Tensor &w0)
+{
+	return w * (w - w0);
+}
 
 double bitter4_layer_sparsity(double s, int layer, int n_layers)
 {
@@ -37,19 +43,15 @@ torch::Tensor state_score(int variant, const torch::Tensor &w, const torch::Tens
 	if (!m.defined() || !v.defined())
 		return aw; // no optimizer state yet
 	switch (variant) {
-	case 0:
-		return w * w * m.abs() / (v.sqrt() + eps);
+	case 0: return w * w * m.abs() / (v.sqrt() + eps);
 	case 3:
-	case 4:
-		return aw * (m.abs() + eps).sqrt();
+	case 4: return aw * (m.abs() + eps).sqrt();
 	case 5: {
 		auto dir = w.sign() * m / (v.sqrt() + eps);
 		return (bitter5_intended ? -dir : dir) + 0.1 * aw;
 	}
-	case 6:
-		return aw * (m.abs() + eps).sqrt() * (m * m / (v + eps)).sqrt();
-	case 7:
-		return aw * (v.abs() + 1e-8).pow(0.25);
+	case 6: return aw * (m.abs() + eps).sqrt() * (m * m / (v + eps)).sqrt();
+	case 7: return aw * (v.abs() + 1e-8).pow(0.25);
 	default: { // 8, 9: |w| rsqrt(rsqrt(|v| + 1e-5)) in fp16
 		// Every intermediate is rounded to half precision, as a GPU evaluating the formula
 		// in fp16 does (libtorch 1.13 has no half rsqrt on the CPU).

@@ -32,8 +32,14 @@ inline void put16(uint8_t *p, uint16_t v)
 	p[0] = uint8_t(v & 0xff);
 	p[1] = uint8_t(v >> 8);
 }
-inline uint16_t get16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
-inline float half_at(const uint8_t *p) { return fp16_to_fp32(get16(p)); }
+inline uint16_t get16(const uint8_t *p)
+{
+	return uint16_t(p[0] | (p[1] << 8));
+}
+inline float half_at(const uint8_t *p)
+{
+	return fp16_to_fp32(get16(p));
+}
 
 // ---- scale searches (the reference quantizers' choices)
 
@@ -406,7 +412,8 @@ void q3_k_block(const float *x, uint8_t *b)
 	}
 	for (int j = 0; j < QK_K; j += 128)
 		for (int l = 0; l < 32; l++)
-			qs[j / 4 + l] = uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+			qs[j / 4 + l] =
+				uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
 
 // ---- dequantization
@@ -591,11 +598,17 @@ void ggml_quantize(GgmlType t, const float *x, int64_t n, uint8_t *out)
 	const int64_t B = ti.block, S = ti.block_bytes;
 	switch (t) {
 	case GgmlType::F32: std::memcpy(out, x, size_t(n) * 4); break;
-	case GgmlType::F16: each_block(n, B, S, [&](int64_t e, int64_t o) { put16(out + o, fp32_to_fp16(x[e])); }); break;
+	case GgmlType::F16:
+		each_block(n, B, S, [&](int64_t e, int64_t o) { put16(out + o, fp32_to_fp16(x[e])); });
+		break;
 	case GgmlType::Q8_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q8_0_block(x + e, out + o); }); break;
 	case GgmlType::Q4_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q4_0_block(x + e, out + o); }); break;
-	case GgmlType::Q4_K: each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 4); }); break;
-	case GgmlType::Q5_K: each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 5); }); break;
+	case GgmlType::Q4_K:
+		each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 4); });
+		break;
+	case GgmlType::Q5_K:
+		each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 5); });
+		break;
 	case GgmlType::Q6_K: each_block(n, B, S, [&](int64_t e, int64_t o) { q6_k_block(x + e, out + o); }); break;
 	case GgmlType::Q3_K: each_block(n, B, S, [&](int64_t e, int64_t o) { q3_k_block(x + e, out + o); }); break;
 	}

@@ -31,8 +31,8 @@ enum class GgmlType : uint32_t {
 };
 
 struct GgmlTypeInfo {
-	const char *name;   // "q4_k"
-	int64_t block;      // elements per block
+	const char *name; // "q4_k"
+	int64_t block;	  // elements per block
 	int64_t block_bytes;
 	double bits_per_weight() const { return 8.0 * double(block_bytes) / double(block); }
 };

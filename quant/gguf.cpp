@@ -66,7 +66,10 @@ void put_scalar(std::string &out, GgufType t, const nlohmann::json &v, const std
 	}
 }
 
-uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+uint64_t align_up(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) / a * a;
+}
 
 class Cursor {
 public:
@@ -74,8 +77,8 @@ public:
 	void need(uint64_t n, const char *what)
 	{
 		if (pos_ + n > b_.size() || pos_ + n < pos_)
-			fail("{}: truncated GGUF file ({} at byte {} needs {} bytes, file has {})", path_, what, pos_, n,
-			     b_.size());
+			fail("{}: truncated GGUF file ({} at byte {} needs {} bytes, file has {})", path_, what, pos_,
+			     n, b_.size());
 	}
 	template <typename T> T get(const char *what)
 	{
@@ -239,7 +242,8 @@ GgufFile::GgufFile(const std::string &path) : path_(path)
 			uint64_t n = c.get<uint64_t>("an array length");
 			size_t es = scalar_size(k.array_type);
 			if (k.array_type != GgufType::STRING && es == 0)
-				fail("{}: metadata key {} is an array of unknown type {}", path, k.key, uint32_t(k.array_type));
+				fail("{}: metadata key {} is an array of unknown type {}", path, k.key,
+				     uint32_t(k.array_type));
 			c.need(es ? n * es : n * 8, "an array");
 			k.value = nlohmann::json::array();
 			for (uint64_t j = 0; j < n; j++)

@@ -17,8 +17,19 @@ namespace knlp {
 
 // GGUF metadata value types.
 enum class GgufType : uint32_t {
-	U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9,
-	U64 = 10, I64 = 11, F64 = 12,
+	U8 = 0,
+	I8 = 1,
+	U16 = 2,
+	I16 = 3,
+	U32 = 4,
+	I32 = 5,
+	F32 = 6,
+	BOOL = 7,
+	STRING = 8,
+	ARRAY = 9,
+	U64 = 10,
+	I64 = 11,
+	F64 = 12,
 };
 
 struct GgufKV {

@@ -39,12 +39,12 @@ std::string gguf_name(const std::string &name)
 {
 	static const std::regex blk(R"((?:transformer\.)?h\.(\d+)\.(.*))");
 	static const std::map<std::string, std::string> inner = {
-		{"ln_1.weight", "attn_norm.weight"},	     {"ln_1.bias", "attn_norm.bias"},
-		{"attn.c_attn.weight", "attn_qkv.weight"},   {"attn.c_attn.bias", "attn_qkv.bias"},
+		{"ln_1.weight", "attn_norm.weight"},	      {"ln_1.bias", "attn_norm.bias"},
+		{"attn.c_attn.weight", "attn_qkv.weight"},    {"attn.c_attn.bias", "attn_qkv.bias"},
 		{"attn.c_proj.weight", "attn_output.weight"}, {"attn.c_proj.bias", "attn_output.bias"},
-		{"ln_2.weight", "ffn_norm.weight"},	     {"ln_2.bias", "ffn_norm.bias"},
-		{"mlp.c_fc.weight", "ffn_up.weight"},	     {"mlp.c_fc.bias", "ffn_up.bias"},
-		{"mlp.c_proj.weight", "ffn_down.weight"},    {"mlp.c_proj.bias", "ffn_down.bias"}};
+		{"ln_2.weight", "ffn_norm.weight"},	      {"ln_2.bias", "ffn_norm.bias"},
+		{"mlp.c_fc.weight", "ffn_up.weight"},	      {"mlp.c_fc.bias", "ffn_up.bias"},
+		{"mlp.c_proj.weight", "ffn_down.weight"},     {"mlp.c_proj.bias", "ffn_down.bias"}};
 	std::smatch m;
 	if (std::regex_match(name, m, blk)) {
 		auto it = inner.find(m[2].str());
@@ -70,14 +70,14 @@ GgmlType plan_fit(GgmlType want, int64_t row, bool *fallback)
 std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
 				     const std::map<std::string, double> &scores, const PlanOptions &o)
 {
-	static const std::vector<std::string> plans = {"none",	   "magnitude", "random", "squisher",
-						       "fim", "fim-error", "imatrix"};
+	static const std::vector<std::string> plans = {"none", "magnitude", "random", "squisher",
+						       "fim",  "fim-error", "imatrix"};
 	if (std::find(plans.begin(), plans.end(), o.plan) == plans.end())
 		fail("unknown plan '{}' (none magnitude random squisher fim fim-error imatrix)", o.plan);
 	if (o.pct < 0 || o.pct > 100)
 		fail("--pct {} is outside [0, 100]", o.pct);
-	static const std::vector<std::string> roles = {"attn_qkv", "attn_output", "ffn_up", "ffn_down", "token_embd",
-						       "position_embd"};
+	static const std::vector<std::string> roles = {"attn_qkv", "attn_output", "ffn_up",
+						       "ffn_down", "token_embd",  "position_embd"};
 	for (const auto &r : o.roles)
 		if (std::find(roles.begin(), roles.end(), r) == roles.end())
 			fail("unknown role '{}' (attn_qkv attn_output ffn_up ffn_down token_embd position_embd)", r);
@@ -117,8 +117,9 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 			}
 			// The layerwise rule: top max(1, floor(L * pct / 100)) of this role.
 			int64_t k = std::max<int64_t>(1, int64_t(std::floor(double(cand.size()) * o.pct / 100.0)));
-			std::stable_sort(cand.begin(), cand.end(),
-					 [](const PlannedTensor *a, const PlannedTensor *b) { return a->score > b->score; });
+			std::stable_sort(cand.begin(), cand.end(), [](const PlannedTensor *a, const PlannedTensor *b) {
+				return a->score > b->score;
+			});
 			for (int64_t i = 0; i < k && i < int64_t(cand.size()); i++) {
 				auto *t = cand[size_t(i)];
 				bool fb;

@@ -25,7 +25,7 @@ struct PlanOptions {
 	GgmlType base = GgmlType::F16;
 	GgmlType upgrade = GgmlType::Q6_K;
 	std::vector<std::string> roles = {"ffn_down"};
-	double pct = 0;        // 0: no upgrades
+	double pct = 0; // 0: no upgrades
 	// none magnitude random squisher fim fim-error imatrix (the last three need scores
 	// computed from data outside this module: train/export.h)
 	std::string plan = "none";

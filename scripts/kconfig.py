@@ -380,9 +380,10 @@ def symbol_rows(kconf):
             for d, cond in sym.defaults:
                 c = expr_text(kconf, own_condition(kconf, cond, node.dep), sym.name)
                 rules.append(f"{{{cpp_str(d.str_value)}, {cpp_str(c)}}}")
+        depends = "" if sym.choice is not None else expr_text(kconf, sym.direct_dep, sym.name)
         rows.append(f"    {{{cpp_str(sym.name)}, SymbolType::{kind}, {cpp_str(default)}, "
                     f"{lo}LL, {hi}LL, {has_range}, {cpp_str(choice)}, {cpp_str(prompt)}, "
-                    f"{cpp_str(only_if)}, {{{', '.join(rules)}}}}},")
+                    f"{cpp_str(only_if)}, {{{', '.join(rules)}}}, {cpp_str(depends)}}},")
     return rows
 
 

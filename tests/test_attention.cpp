@@ -190,7 +190,9 @@ TEST(Attention, RopeGoldenValuesAndRelativePositions)
 	// q.k after RoPE depends only on the offset of the positions.
 	torch::manual_seed(3);
 	auto q = torch::randn({1, 1, 1, 16}, torch::kDouble), k = torch::randn({1, 1, 1, 16}, torch::kDouble);
-	auto dot = [&](int pq, int pk) { return (apply_rope(q, pq, 1e4) * apply_rope(k, pk, 1e4)).sum().item<double>(); };
+	auto dot = [&](int pq, int pk) {
+		return (apply_rope(q, pq, 1e4) * apply_rope(k, pk, 1e4)).sum().item<double>();
+	};
 	EXPECT_NEAR(dot(7, 3), dot(104, 100), 1e-10);
 	EXPECT_GT(std::abs(dot(7, 3) - dot(7, 6)), 1e-6);
 }
@@ -291,8 +293,11 @@ TEST(Attention, ReciprocalAttentionMatchesAHandComputation)
 			std::vector<double> s(size_t(i + 1)), sr(size_t(i + 1));
 			double mx = -1e300, mxr = -1e300;
 			for (int j = 0; j <= i; j++) {
-				s[size_t(j)] = (q[i].narrow(0, h * D, D) * k[j].narrow(0, h * D, D)).sum().item<double>() / 2.0;
-				sr[size_t(j)] = (k[i].narrow(0, D, D) * q[j].narrow(0, D, D)).sum().item<double>() / 2.0;
+				s[size_t(j)] =
+					(q[i].narrow(0, h * D, D) * k[j].narrow(0, h * D, D)).sum().item<double>() /
+					2.0;
+				sr[size_t(j)] =
+					(k[i].narrow(0, D, D) * q[j].narrow(0, D, D)).sum().item<double>() / 2.0;
 				mx = std::max(mx, s[size_t(j)]), mxr = std::max(mxr, sr[size_t(j)]);
 			}
 			double z = 0, zr = 0;
@@ -417,7 +422,7 @@ TEST(MultipleChoice, ScoresSummedLogProbabilitiesAndNormalisesByBytes)
 	EXPECT_NEAR(s.logprob[1], -1 - 0.4, 1e-12);
 	EXPECT_NEAR(s.logprob[2], -1 - 10.0, 1e-12);
 	EXPECT_NEAR(s.logprob[3], -1 - 0.1, 1e-12);
-	EXPECT_EQ(s.pred, 3);      // -1.1 is the largest sum
+	EXPECT_EQ(s.pred, 3);	   // -1.1 is the largest sum
 	EXPECT_EQ(s.pred_norm, 1); // -1.4 / 4 = -0.35 beats -1.1 / 1
 	EXPECT_EQ(s.bytes, (std::vector<size_t>{2, 4, 10, 1}));
 	auto r = score_items({it, it}, *tok, lp, 1024);
@@ -447,8 +452,10 @@ TEST(MultipleChoice, JsonlParsingAndErrorsWithLineNumbers)
 		return std::string("no error");
 	};
 	const std::string good = "{\"ctx\": \"c\", \"endings\": [\"a\", \"b\"], \"label\": 0}\n";
-	EXPECT_EQ(err(good + good + "{\"ctx\": \"c\", \"endings\": [\"a\", \"b\"], \"lab"), "hs.jsonl:3: not a JSON object");
-	EXPECT_EQ(err(good + "{\"endings\": [\"a\", \"b\"], \"label\": 0}"), "hs.jsonl:2: missing string field \"ctx\"");
+	EXPECT_EQ(err(good + good + "{\"ctx\": \"c\", \"endings\": [\"a\", \"b\"], \"lab"),
+		  "hs.jsonl:3: not a JSON object");
+	EXPECT_EQ(err(good + "{\"endings\": [\"a\", \"b\"], \"label\": 0}"),
+		  "hs.jsonl:2: missing string field \"ctx\"");
 	EXPECT_EQ(err("{\"ctx\": \"c\", \"endings\": [\"a\", \"b\"], \"label\": 2}"),
 		  "hs.jsonl:1: label 2 is outside the 2 endings");
 	EXPECT_EQ(err("{\"ctx\": \"c\", \"endings\": [\"a\"], \"label\": 0}"),

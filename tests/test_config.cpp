@@ -132,8 +132,9 @@ TEST(RunRecord, CpuModelAndWidestVectorExtension)
 		return cpu_info(path);
 	};
 	// Whole words only: avx512_fp16 or avx512vl alone are not avx512f.
-	auto intel = cpuinfo("intel", "processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512_fp16\n\n"
-				      "processor\t: 1\nmodel name\t: Xeon X\nflags\t\t: fpu\n");
+	auto intel = cpuinfo(
+		"intel", "processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512_fp16\n\n"
+			 "processor\t: 1\nmodel name\t: Xeon X\nflags\t\t: fpu\n");
 	EXPECT_EQ(intel.model, "Xeon X");
 	EXPECT_EQ(intel.isa, "avx512f");
 	EXPECT_EQ(cpuinfo("amd", "model name\t: EPYC Y\nflags\t\t: fpu avx avx2 avx512_fp16 avx512vl\n").isa, "avx2");
@@ -201,7 +202,8 @@ TEST(Config, CustomOnlySymbolsSaySo)
 TEST(Config, SavedConfigurationsKeepTheirShape)
 {
 	// Written before GPT2_SIZE_CUSTOM existed: a shape that differs from its size was custom.
-	const std::string legacy = "CONFIG_GPT2_SIZE_CPU=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=64\n";
+	const std::string legacy =
+		"CONFIG_GPT2_SIZE_CPU=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=64\n";
 	EXPECT_NE(error_of([&] { Config::parse(legacy, "old.config"); }), "");
 	Config c = Config::parse(legacy, "state.json", Config::Mode::Saved);
 	EXPECT_EQ(c.settings().gpt2.size, choice::Gpt2Size::Custom);

@@ -17,10 +17,10 @@
 
 using namespace knlp;
 
-#define REQUIRE_CUDA()                                                                                     \
-	do {                                                                                               \
-		if (!torch::cuda::is_available())                                                          \
-			GTEST_SKIP() << "no CUDA device";                                                  \
+#define REQUIRE_CUDA()                                                                                                 \
+	do {                                                                                                           \
+		if (!torch::cuda::is_available())                                                                      \
+			GTEST_SKIP() << "no CUDA device";                                                              \
 	} while (0)
 
 namespace {
@@ -35,14 +35,14 @@ Named toy(torch::Device dev, torch::Dtype dt)
 {
 	torch::manual_seed(21);
 	Named out;
-	for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-		     {"transformer.wte.weight", {64, 16}},
-		     {"transformer.wpe.weight", {8, 16}},
-		     {"transformer.h.0.ln_1.weight", {16}},
-		     {"transformer.h.0.attn.c_attn.weight", {48, 16}},
-		     {"transformer.h.0.attn.c_attn.bias", {48}},
-		     {"transformer.h.0.mlp.c_fc.weight", {64, 16}},
-		     {"transformer.h.0.mlp.c_proj.weight", {16, 64}}})
+	for (auto [name, shape] :
+	     std::vector<std::pair<std::string, std::vector<int64_t>>>{{"transformer.wte.weight", {64, 16}},
+								       {"transformer.wpe.weight", {8, 16}},
+								       {"transformer.h.0.ln_1.weight", {16}},
+								       {"transformer.h.0.attn.c_attn.weight", {48, 16}},
+								       {"transformer.h.0.attn.c_attn.bias", {48}},
+								       {"transformer.h.0.mlp.c_fc.weight", {64, 16}},
+								       {"transformer.h.0.mlp.c_proj.weight", {16, 64}}})
 		out.emplace_back(name, torch::randn(shape, torch::kDouble).to(dev, dt).requires_grad_(true));
 	return out;
 }
@@ -52,7 +52,9 @@ void set_grads(Named &a, Named &b, int step, double spike = 1.0)
 {
 	torch::manual_seed(1000 + step);
 	for (size_t i = 0; i < a.size(); i++) {
-		auto g = (torch::randn(a[i].second.sizes(), torch::kDouble) * 0.1 + 0.01 * a[i].second.detach().cpu().to(torch::kDouble)) * spike;
+		auto g = (torch::randn(a[i].second.sizes(), torch::kDouble) * 0.1 +
+			  0.01 * a[i].second.detach().cpu().to(torch::kDouble)) *
+			 spike;
 		a[i].second.mutable_grad() = g.to(a[i].second.device(), a[i].second.scalar_type());
 		b[i].second.mutable_grad() = g.to(b[i].second.device(), b[i].second.scalar_type());
 	}
@@ -93,9 +95,10 @@ TEST(Cuda, OptimizersOnTheDeviceMatchTheCpu)
 		OptimKind kind;
 		bool ams, spam;
 	};
-	for (Case c : {Case{"sgd", OptimKind::SGD, false, false}, Case{"adam", OptimKind::Adam, false, false},
-		       Case{"adamw", OptimKind::AdamW, false, false}, Case{"adamwadv", OptimKind::AdamW, true, false},
-		       Case{"adamwspam", OptimKind::AdamW, true, true}, Case{"sinkgd", OptimKind::SinkGD, false, false}}) {
+	for (Case c :
+	     {Case{"sgd", OptimKind::SGD, false, false}, Case{"adam", OptimKind::Adam, false, false},
+	      Case{"adamw", OptimKind::AdamW, false, false}, Case{"adamwadv", OptimKind::AdamW, true, false},
+	      Case{"adamwspam", OptimKind::AdamW, true, true}, Case{"sinkgd", OptimKind::SinkGD, false, false}}) {
 		// double: the same libtorch ops on both devices; float: the CPU's fused pass.
 		for (auto dt : {torch::kDouble, torch::kFloat}) {
 			SCOPED_TRACE(std::string(c.name) + (dt == torch::kDouble ? " double" : " float"));
@@ -168,7 +171,8 @@ TEST(Cuda, PrunerKeepsDeviceMasksAndMatchesTheCpu)
 				EXPECT_EQ(t.param.masked_select(off).abs().sum().item<double>(), 0.0);
 				if (c.m == PruneMethod::State) {
 					EXPECT_EQ(t.state->exp_avg.masked_select(off).abs().sum().item<double>(), 0.0);
-					EXPECT_EQ(t.state->exp_avg_sq.masked_select(off).abs().sum().item<double>(), 0.0);
+					EXPECT_EQ(t.state->exp_avg_sq.masked_select(off).abs().sum().item<double>(),
+						  0.0);
 				}
 			}
 		}
@@ -241,7 +245,8 @@ TEST(Cuda, Bf16AutocastStaysCloseAndLearns)
 	GPT2 m(c);
 	m->to(kGpu);
 	torch::manual_seed(6);
-	auto x = torch::randint(0, 97, {4, 32}, torch::kLong).to(kGpu), y = torch::randint(0, 97, {4, 32}, torch::kLong).to(kGpu);
+	auto x = torch::randint(0, 97, {4, 32}, torch::kLong).to(kGpu),
+	     y = torch::randint(0, 97, {4, 32}, torch::kLong).to(kGpu);
 	double fp32 = m->forward(x, y).loss.item<double>();
 	double first = 0, last = 0;
 	std::vector<std::pair<std::string, torch::Tensor>> named;

@@ -96,7 +96,7 @@ TEST_F(Corpus, PrepareWritesExactBytesAndDigests)
 	EXPECT_EQ(meta["train_sha256"], sha256_hex(train_bytes));
 	EXPECT_EQ(meta["val_sha256"], sha256_hex(val_bytes));
 	EXPECT_EQ(meta["source_digest"], sha256_hex("a.txt" + std::string(1, '\0') + a + "b_dir/b.rst" +
-						   std::string(1, '\0') + b + "c.md.gz" + std::string(1, '\0') + c));
+						    std::string(1, '\0') + b + "c.md.gz" + std::string(1, '\0') + c));
 	EXPECT_EQ(meta["vocab_size"], 256);
 	EXPECT_EQ(meta["source_files"], 3);
 	EXPECT_FALSE(file_exists(d / "out/all.bin"));
@@ -163,7 +163,8 @@ TEST(TokenFile, RejectsBadFiles)
 		  d / "odd.bin" + ": odd byte size 3 (uint16 tokens need an even size; truncated file?)");
 	EXPECT_EQ(error_of([&] { TokenFile f(d / "big.bin", 256); }),
 		  d / "big.bin" + ": token id 256 at position 1 is outside the vocabulary (256)");
-	EXPECT_NE(error_of([&] { TokenFile f(d / "nope.bin", 256); }).find("cannot open token file"), std::string::npos);
+	EXPECT_NE(error_of([&] { TokenFile f(d / "nope.bin", 256); }).find("cannot open token file"),
+		  std::string::npos);
 	TokenFile ok(d / "big.bin", 257);
 	EXPECT_EQ(error_of([&] { ok.require_window(2); }),
 		  d / "big.bin" + ": 2 tokens is smaller than one window of 2 + 1 tokens");
@@ -187,7 +188,7 @@ TEST(TokenFile, RandomWindowsAreShiftedAndInBounds)
 		for (int b = 0; b < 4; b++) {
 			starts.insert(x[b * 10]);
 			for (int t = 0; t < 10; t++) {
-				ASSERT_EQ(x[b * 10 + t], x[b * 10] + t); // contiguous
+				ASSERT_EQ(x[b * 10 + t], x[b * 10] + t);     // contiguous
 				ASSERT_EQ(y[b * 10 + t], x[b * 10 + t] + 1); // shifted by one
 				ASSERT_LE(y[b * 10 + t], 99);
 			}
@@ -203,8 +204,7 @@ TEST(Safetensors, RoundTripAndValidation)
 	std::vector<float> w = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -1.0f};
 	std::vector<int64_t> ids = {1, 2, 3};
 	write_safetensors(d / "t.safetensors",
-			  {{"w", "F32", {2, 3}, w.data(), 24}, {"ids", "I64", {3}, ids.data(), 24}},
-			  {{"k", "v"}});
+			  {{"w", "F32", {2, 3}, w.data(), 24}, {"ids", "I64", {3}, ids.data(), 24}}, {{"k", "v"}});
 	SafetensorsFile f(d / "t.safetensors");
 	ASSERT_EQ(f.tensors().size(), 2u);
 	EXPECT_EQ(f.get("w").shape, (std::vector<int64_t>{2, 3}));
@@ -219,8 +219,9 @@ TEST(Safetensors, RoundTripAndValidation)
 	EXPECT_EQ(raw.size(), 8 + hlen + 48);
 	EXPECT_EQ(error_of([&] { f.get("nope"); }), d / "t.safetensors" + ": tensor nope is missing");
 	test::write(d / "cut.safetensors", raw.substr(0, raw.size() - 4));
-	EXPECT_NE(error_of([&] { SafetensorsFile g(d / "cut.safetensors"); }).find("outside the file (truncated file?)"),
-		  std::string::npos);
+	EXPECT_NE(
+		error_of([&] { SafetensorsFile g(d / "cut.safetensors"); }).find("outside the file (truncated file?)"),
+		std::string::npos);
 	test::write(d / "tiny.safetensors", "abc");
 	EXPECT_NE(error_of([&] { SafetensorsFile g(d / "tiny.safetensors"); }).find("truncated safetensors file"),
 		  std::string::npos);

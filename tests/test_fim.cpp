@@ -52,7 +52,9 @@ TEST(Fisher, WindowsAreEvenlySpacedAndDoNotOverlap)
 	EXPECT_EQ(s, (std::vector<int64_t>{0, 299, 599, 899}));
 	EXPECT_EQ(fisher_windows(1000, 1, 100, "x.bin"), (std::vector<int64_t>{0}));
 	// 10 windows of 100 need 1001 tokens.
-	EXPECT_NE(test::error_of([] { fisher_windows(1000, 10, 100, "x.bin"); }).find("x.bin: 1000 tokens, but 10 windows"),
+	EXPECT_NE(test::error_of([] {
+			  fisher_windows(1000, 10, 100, "x.bin");
+		  }).find("x.bin: 1000 tokens, but 10 windows"),
 		  std::string::npos);
 	EXPECT_EQ(fisher_windows(1001, 10, 100, "x.bin").back(), 900);
 }
@@ -129,7 +131,8 @@ TEST(Fisher, TrueFisherIsSeededAndDiffersFromTheEmpirical)
 		sum += t["empirical"]["trace"].get<double>();
 	EXPECT_NEAR(sum, j["total"]["empirical"].get<double>(), 1e-9 * sum);
 	// Not a Fisher file: a clear error.
-	EXPECT_NE(test::error_of([&] { load_fisher(d / "nope.safetensors"); }).find("nope.safetensors"), std::string::npos);
+	EXPECT_NE(test::error_of([&] { load_fisher(d / "nope.safetensors"); }).find("nope.safetensors"),
+		  std::string::npos);
 }
 
 TEST(Fisher, CompareScoresAProportionalVPerfectly)
@@ -290,5 +293,6 @@ TEST(Imatrix, MeanSquaredInputPerChannel)
 		auto h = blk->ln_1(m->wte(x) + m->wpe(torch::arange(16, torch::kLong)));
 		sum += h.reshape({-1, 32}).to(torch::kDouble).pow(2).sum(0);
 	}
-	EXPECT_TRUE(torch::allclose(im.at("transformer.h.0.attn.c_attn.weight"), (sum / 48.0).to(torch::kFloat), 1e-5, 1e-7));
+	EXPECT_TRUE(torch::allclose(im.at("transformer.h.0.attn.c_attn.weight"), (sum / 48.0).to(torch::kFloat), 1e-5,
+				    1e-7));
 }

@@ -63,19 +63,23 @@ TEST(Npz, BadInputNamesTheFileAndMember)
 {
 	std::string d = tmpdir();
 	write_file_atomic(d + "/junk.npz", "this is not a zip archive at all, just text");
-	EXPECT_NE(test::error_of([&] { read_npz(d + "/junk.npz"); }).find("junk.npz: not an .npz archive"), std::string::npos);
+	EXPECT_NE(test::error_of([&] { read_npz(d + "/junk.npz"); }).find("junk.npz: not an .npz archive"),
+		  std::string::npos);
 	EXPECT_EQ(test::error_of([&] { read_npz(d + "/none.npz"); }), d + "/none.npz: no such file");
 	std::string npy = npy_bytes(make_npy_f32({1, 2, 3, 4}, {4}));
 	auto *u = reinterpret_cast<const uint8_t *>(npy.data());
-	EXPECT_NE(test::error_of([&] { parse_npy(u, npy.size() - 3, "m.npy"); }).find("m.npy: truncated data"), std::string::npos);
+	EXPECT_NE(test::error_of([&] { parse_npy(u, npy.size() - 3, "m.npy"); }).find("m.npy: truncated data"),
+		  std::string::npos);
 	std::string bad = npy;
 	bad[1] = 'X';
-	EXPECT_EQ(test::error_of([&] { parse_npy(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), "m.npy"); }),
-		  "m.npy: not a .npy array (bad magic)");
+	EXPECT_EQ(
+		test::error_of([&] { parse_npy(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), "m.npy"); }),
+		"m.npy: not a .npy array (bad magic)");
 	std::string fort = npy;
 	fort.replace(fort.find("False"), 5, "True ");
-	EXPECT_NE(test::error_of([&] { parse_npy(reinterpret_cast<const uint8_t *>(fort.data()), fort.size(), "m.npy"); })
-			  .find("Fortran-order"),
+	EXPECT_NE(test::error_of([&] {
+			  parse_npy(reinterpret_cast<const uint8_t *>(fort.data()), fort.size(), "m.npy");
+		  }).find("Fortran-order"),
 		  std::string::npos);
 	// A truncated archive: the end-of-directory record is gone.
 	std::map<std::string, NpyArray> a;
@@ -105,11 +109,17 @@ TEST(GraphNpz, LoaderChecksKeysShapesIdsAndLabels)
 	std::string b = d + "/b.npz";
 	EXPECT_EQ(write_with([](auto &a) { a.erase("y"); }),
 		  b + ": missing key 'y' (the archive holds: edge_index, test_mask, train_mask, valid_mask, x)");
-	EXPECT_EQ(write_with([](auto &a) { a["edge_index"] = make_npy_i64({0, 1, 2}, {3}); }),
+	EXPECT_EQ(write_with([](auto &a) {
+			  a["edge_index"] = make_npy_i64({0, 1, 2}, {3});
+		  }),
 		  b + ": key 'edge_index' must have shape (E, 2), has shape (3,)");
-	EXPECT_EQ(write_with([](auto &a) { a["edge_index"] = make_npy_i64({0, 1, 2, 9}, {2, 2}); }),
+	EXPECT_EQ(write_with([](auto &a) {
+			  a["edge_index"] = make_npy_i64({0, 1, 2, 9}, {2, 2});
+		  }),
 		  b + ": key 'edge_index': edge 1 names node 9, outside [0, 5)");
-	EXPECT_EQ(write_with([](auto &a) { a["x"] = make_npy_i64({1, 2, 3, 4, 5}, {5, 1}); }),
+	EXPECT_EQ(write_with([](auto &a) {
+			  a["x"] = make_npy_i64({1, 2, 3, 4, 5}, {5, 1});
+		  }),
 		  b + ": key 'x' has dtype <i8; expected float32 or float64 features");
 	EXPECT_EQ(write_with([](auto &a) { a["train_mask"] = make_npy_i64({3}, {1}); }),
 		  b + ": key 'train_mask': node 3 has label 2; split nodes must be labelled 0 or 1");
@@ -117,7 +127,10 @@ TEST(GraphNpz, LoaderChecksKeysShapesIdsAndLabels)
 		  b + ": key 'train_mask': the train split is empty");
 	EXPECT_EQ(write_with([](auto &a) { a["test_mask"] = make_npy_i64({2}, {1}); }),
 		  b + ": keys 'valid_mask' and 'test_mask' share 1 nodes (first: 2); the splits must be disjoint");
-	EXPECT_EQ(write_with([](auto &a) { a["y"] = make_npy_i64({0, 1}, {2}); }), b + ": key 'y' must have shape (5,), has shape (2,)");
+	EXPECT_EQ(write_with([](auto &a) {
+			  a["y"] = make_npy_i64({0, 1}, {2});
+		  }),
+		  b + ": key 'y' must have shape (5,), has shape (2,)");
 }
 
 TEST(GraphSynth, HasDGraphFinProportionsAndIsSeeded)
@@ -196,13 +209,15 @@ TEST(GnnLayout, EveryMethodIsAPermutationAndFilesRoundTrip)
 	Layout r = load_layout(p, g.n);
 	EXPECT_EQ(r.pos, l.pos);
 	EXPECT_EQ(r.order, l.order);
-	EXPECT_EQ(test::error_of([&] { load_layout(p, g.n + 1); }), p + ": key 'pos' must have shape (6001,) for this graph");
+	EXPECT_EQ(test::error_of([&] { load_layout(p, g.n + 1); }),
+		  p + ": key 'pos' must have shape (6001,) for this graph");
 	auto a = read_npz(p);
 	auto pos = a["pos"].as_int64("pos");
 	std::swap(pos[0], pos[1]);
 	a["pos"] = make_npy_i64(pos, {g.n});
 	write_npz(p, a);
-	EXPECT_NE(test::error_of([&] { load_layout(p, g.n); }).find(": keys 'pos' and 'order' disagree"), std::string::npos);
+	EXPECT_NE(test::error_of([&] { load_layout(p, g.n); }).find(": keys 'pos' and 'order' disagree"),
+		  std::string::npos);
 }
 
 TEST(GnnLayout, BfsPagesFollowThePageFormulaOnAPath)
@@ -249,7 +264,8 @@ TEST(GnnSampler, NeighbourBatchesRespectFanoutAndCoverTheSeeds)
 		std::map<int64_t, int64_t> indeg;
 		for (size_t e = 0; e < bt.esrc.size(); e++) {
 			int64_t u = bt.nodes[size_t(bt.esrc[e])], v = bt.nodes[size_t(bt.edst[e])];
-			ASSERT_TRUE(std::binary_search(s.col.begin() + s.ptr[size_t(v)], s.col.begin() + s.ptr[size_t(v) + 1], u));
+			ASSERT_TRUE(std::binary_search(s.col.begin() + s.ptr[size_t(v)],
+						       s.col.begin() + s.ptr[size_t(v) + 1], u));
 			indeg[bt.edst[e]]++;
 		}
 		for (auto [v, d] : indeg)
@@ -397,8 +413,9 @@ TEST(GraphSage, ParameterCountAndMeanAggregationByHand)
 	SageConv d(6, 2);
 	auto x6 = torch::randn({3, 6});
 	auto o6 = d->forward(x6, src, dst, inverse_degree(dst, 3));
-	auto r6 = torch::stack({torch::mv(d->lin_l->weight, (x6[1] + x6[2]) / 2) + d->lin_l->bias + torch::mv(d->lin_r->weight, x6[0]),
-				torch::mv(d->lin_l->weight, x6[2]) + d->lin_l->bias + torch::mv(d->lin_r->weight, x6[1]),
-				d->lin_l->bias + torch::mv(d->lin_r->weight, x6[2])});
+	auto r6 = torch::stack(
+		{torch::mv(d->lin_l->weight, (x6[1] + x6[2]) / 2) + d->lin_l->bias + torch::mv(d->lin_r->weight, x6[0]),
+		 torch::mv(d->lin_l->weight, x6[2]) + d->lin_l->bias + torch::mv(d->lin_r->weight, x6[1]),
+		 d->lin_l->bias + torch::mv(d->lin_r->weight, x6[2])});
 	EXPECT_TRUE(torch::allclose(o6, r6, 1e-5, 1e-6));
 }

@@ -193,7 +193,7 @@ TEST(LinearCrossEntropy, MatchesThePlainPathInLossAndGradients)
 		EXPECT_LT((x.grad() - x2.grad()).abs().max().item<double>(), 1e-6);
 		EXPECT_LT((w.grad() - w2.grad()).abs().max().item<double>(), 1e-6);
 		EXPECT_EQ(x.grad()[1].abs().sum().item<double>(), 0.0); // ignored row: no gradient
-		torch::NoGradGuard ng; // evaluation path: loss only
+		torch::NoGradGuard ng;					// evaluation path: loss only
 		EXPECT_NEAR(linear_cross_entropy(x, w, t).item<double>(), plain.item<double>(), 1e-5);
 	}
 }

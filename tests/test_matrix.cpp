@@ -21,11 +21,12 @@ std::vector<std::string> ids(const std::string &cfg)
 	return out;
 }
 
-const char *k_multi = "CONFIG_OPTIMIZER_MODE_MULTIPLE=y\n"
-		      "CONFIG_OPTIMIZER_ENABLE_SGD=y\nCONFIG_OPTIMIZER_ENABLE_ADAMW=y\nCONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE=y\n"
-		      "CONFIG_PRUNING_MODE_MULTIPLE=y\n"
-		      "CONFIG_PRUNING_ENABLE_NONE=y\nCONFIG_PRUNING_ENABLE_MAGNITUDE=y\nCONFIG_PRUNING_ENABLE_MOVEMENT=y\n"
-		      "CONFIG_PRUNING_ENABLE_STATE=y\n";
+const char *k_multi =
+	"CONFIG_OPTIMIZER_MODE_MULTIPLE=y\n"
+	"CONFIG_OPTIMIZER_ENABLE_SGD=y\nCONFIG_OPTIMIZER_ENABLE_ADAMW=y\nCONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE=y\n"
+	"CONFIG_PRUNING_MODE_MULTIPLE=y\n"
+	"CONFIG_PRUNING_ENABLE_NONE=y\nCONFIG_PRUNING_ENABLE_MAGNITUDE=y\nCONFIG_PRUNING_ENABLE_MOVEMENT=y\n"
+	"CONFIG_PRUNING_ENABLE_STATE=y\n";
 
 } // namespace
 
@@ -44,7 +45,8 @@ TEST(Matrix, SingleConfigurationIsOneRun)
 	EXPECT_EQ(ids("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"0.7\"\n"),
 		  std::vector<std::string>{"gpt2_sgd_magnitude_70"});
 	EXPECT_TRUE(is_matrix(Config::parse("CONFIG_MATRIX_SEEDS=2\n", "m")));
-	EXPECT_EQ(ids("CONFIG_OPTIMIZER_MODE_NONE=y\nCONFIG_OPTIMIZER_SGD=y\n"), std::vector<std::string>{"gpt2_adamw_none"});
+	EXPECT_EQ(ids("CONFIG_OPTIMIZER_MODE_NONE=y\nCONFIG_OPTIMIZER_SGD=y\n"),
+		  std::vector<std::string>{"gpt2_adamw_none"});
 }
 
 TEST(Matrix, ExpansionFollowsTheCompatibilityRules)
@@ -52,16 +54,27 @@ TEST(Matrix, ExpansionFollowsTheCompatibilityRules)
 	// SGD and AdamW: none + magnitude x {50,70,90} + movement x {50,70,90} = 7 each (state
 	// pairs only with AdamWPrune); AdamWPrune: bitter7 x {50,70,90} = 3. Total 17.
 	auto got = ids(k_multi);
-	std::vector<std::string> want = {
-		"gpt2_sgd_none",	     "gpt2_sgd_magnitude_50",	"gpt2_sgd_magnitude_70",    "gpt2_sgd_magnitude_90",
-		"gpt2_sgd_movement_50",	     "gpt2_sgd_movement_70",	"gpt2_sgd_movement_90",	    "gpt2_adamw_none",
-		"gpt2_adamw_magnitude_50",   "gpt2_adamw_magnitude_70", "gpt2_adamw_magnitude_90",  "gpt2_adamw_movement_50",
-		"gpt2_adamw_movement_70",    "gpt2_adamw_movement_90",	"gpt2_adamwprune_bitter7_state_50",
-		"gpt2_adamwprune_bitter7_state_70", "gpt2_adamwprune_bitter7_state_90"};
+	std::vector<std::string> want = {"gpt2_sgd_none",
+					 "gpt2_sgd_magnitude_50",
+					 "gpt2_sgd_magnitude_70",
+					 "gpt2_sgd_magnitude_90",
+					 "gpt2_sgd_movement_50",
+					 "gpt2_sgd_movement_70",
+					 "gpt2_sgd_movement_90",
+					 "gpt2_adamw_none",
+					 "gpt2_adamw_magnitude_50",
+					 "gpt2_adamw_magnitude_70",
+					 "gpt2_adamw_magnitude_90",
+					 "gpt2_adamw_movement_50",
+					 "gpt2_adamw_movement_70",
+					 "gpt2_adamw_movement_90",
+					 "gpt2_adamwprune_bitter7_state_50",
+					 "gpt2_adamwprune_bitter7_state_70",
+					 "gpt2_adamwprune_bitter7_state_90"};
 	EXPECT_EQ(got, want);
 	// Variants multiply AdamWPrune's runs only: 14 + 3 variants x 2 levels = 20.
 	auto v = ids(std::string(k_multi) + "CONFIG_ADAMWPRUNE_VARIANTS=\"bitter0 bitter7 bitter8\"\n"
-				    "# CONFIG_SPARSITY_ENABLE_90 is not set\n");
+					    "# CONFIG_SPARSITY_ENABLE_90 is not set\n");
 	EXPECT_EQ(v.size(), 16u); // SGD, AdamW: none + 2 magnitude + 2 movement; AdamWPrune 3 x 2
 	EXPECT_EQ(v.back(), "gpt2_adamwprune_bitter8_state_70");
 	// Seeds: every configuration three times, ids suffixed with the seed.
@@ -95,8 +108,9 @@ TEST(Matrix, PerRunConfiguration)
 
 TEST(Matrix, EmptyMatricesSayWhy)
 {
-	EXPECT_NE(test::error_of([] { ids("CONFIG_OPTIMIZER_MODE_MULTIPLE=y\n# CONFIG_OPTIMIZER_ENABLE_ADAMW is not set\n"); })
-			  .find("no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD"),
+	EXPECT_NE(test::error_of([] {
+			  ids("CONFIG_OPTIMIZER_MODE_MULTIPLE=y\n# CONFIG_OPTIMIZER_ENABLE_ADAMW is not set\n");
+		  }).find("no optimizer enabled; set one of CONFIG_OPTIMIZER_ENABLE_SGD"),
 		  std::string::npos);
 	EXPECT_NE(test::error_of([] {
 			  ids("CONFIG_OPTIMIZER_MODE_MULTIPLE=y\n# CONFIG_OPTIMIZER_ENABLE_ADAMW is not set\n"
@@ -110,7 +124,9 @@ TEST(Matrix, EmptyMatricesSayWhy)
 			      "# CONFIG_SPARSITY_ENABLE_90 is not set\n");
 		  }).find("pruning runs need a sparsity level but none is enabled; set CONFIG_SPARSITY_ENABLE_50"),
 		  std::string::npos);
-	EXPECT_EQ(test::error_of([] { ids("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_VARIANTS=\"bitter7 bitter11\"\n"); }),
+	EXPECT_EQ(test::error_of([] {
+			  ids("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_VARIANTS=\"bitter7 bitter11\"\n");
+		  }),
 		  "matrix: CONFIG_ADAMWPRUNE_VARIANTS: unknown variant 'bitter11' (bitter0 .. bitter9)");
 }
 
@@ -129,7 +145,7 @@ TEST(Stats, MeanSdAndStudentT)
 	// df = 2: closed form t = (2q - 1) sqrt(2 / (1 - (2q - 1)^2)); 0.975 -> 4.3026527.
 	EXPECT_NEAR(student_t_quantile(0.975, 2), 0.95 * std::sqrt(2 / (1 - 0.95 * 0.95)), 1e-8);
 	EXPECT_NEAR(student_t_quantile(0.975, 10), 2.2281388519649385, 1e-8); // tables: 2.228
-	EXPECT_NEAR(student_t_quantile(0.975, 1e7), 1.959964, 1e-5);          // the normal limit
+	EXPECT_NEAR(student_t_quantile(0.975, 1e7), 1.959964, 1e-5);	      // the normal limit
 	EXPECT_NEAR(student_t_quantile(0.025, 10), -2.2281388519649385, 1e-8);
 	EXPECT_NEAR(student_t_cdf(0, 3.3), 0.5, 1e-15);
 }
@@ -175,7 +191,8 @@ TEST(Matrix, Sweeps)
 	ASSERT_EQ(seeded.size(), 4u);
 	EXPECT_EQ(seeded[1].id, "gpt2_adamw_none_learning_rate-2e-3_s1337");
 	EXPECT_EQ(seeded[1].config_id, "gpt2_adamw_none_learning_rate-2e-3");
-	EXPECT_EQ(test::error_of([] { parse_sweep("CONFIG_NOPE=1|2\n", "r.config"); }), "r.config:1: unknown symbol CONFIG_NOPE");
+	EXPECT_EQ(test::error_of([] { parse_sweep("CONFIG_NOPE=1|2\n", "r.config"); }),
+		  "r.config:1: unknown symbol CONFIG_NOPE");
 	EXPECT_EQ(test::error_of([] { parse_sweep("CONFIG_BATCH_SIZE=5:0:9\n", "r.config"); }),
 		  "r.config:1: range '5:0:9' must be start:step:end with step > 0 and end >= start");
 	EXPECT_NE(test::error_of([] { parse_sweep("CONFIG_BATCH_SIZE=a|b\n", "r.config"); }).find("expects an integer"),

@@ -42,15 +42,16 @@ TEST(OneDnn, ConvolutionMatchesLibtorchForwardAndBackward)
 		int64_t c, h, o, k, stride, pad;
 		bool plain;
 	} cases[] = {
-		{3, 9, 16, 3, 1, 1, true},     // a stem: plain input, 3 channels
-		{16, 8, 32, 3, 2, 1, false},   // strided 3x3
-		{32, 6, 16, 1, 2, 0, false},   // 1x1 shortcut
-		{16, 10, 16, 3, 1, 1, false},  // Winograd-eligible (3x3, stride 1, >= 8x8)
+		{3, 9, 16, 3, 1, 1, true},    // a stem: plain input, 3 channels
+		{16, 8, 32, 3, 2, 1, false},  // strided 3x3
+		{32, 6, 16, 1, 2, 0, false},  // 1x1 shortcut
+		{16, 10, 16, 3, 1, 1, false}, // Winograd-eligible (3x3, stride 1, >= 8x8)
 		{32, 12, 48, 3, 1, 1, false},
 	};
 	for (const auto &c : cases) {
 		for (bool wino : {false, true}) {
-			SCOPED_TRACE(fmt::format("c{} h{} o{} k{} s{} p{} winograd {}", c.c, c.h, c.o, c.k, c.stride, c.pad, wino));
+			SCOPED_TRACE(fmt::format("c{} h{} o{} k{} s{} p{} winograd {}", c.c, c.h, c.o, c.k, c.stride,
+						 c.pad, wino));
 			auto x = torch::randn({3, c.c, c.h, c.h}).requires_grad_();
 			auto w = (torch::randn({c.o, c.c, c.k, c.k}) * 0.2).requires_grad_();
 			auto ref = torch::conv2d(x, w, {}, c.stride, c.pad);
@@ -124,16 +125,23 @@ TEST(OneDnn, BadShapesGetClearErrors)
 		return std::string("no error");
 	};
 	auto x = onednn::to_blocked(torch::randn({2, 16, 8, 8}));
-	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({16, 32, 3, 3}), 1, 1); }).find("does not fit input"),
+	EXPECT_NE(what([&] {
+			  onednn::conv2d(x, torch::randn({16, 32, 3, 3}), 1, 1);
+		  }).find("does not fit input"),
 		  std::string::npos);
-	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({20, 16, 3, 3}), 1, 1); }).find("output channels a multiple of"),
+	EXPECT_NE(what([&] {
+			  onednn::conv2d(x, torch::randn({20, 16, 3, 3}), 1, 1);
+		  }).find("output channels a multiple of"),
 		  std::string::npos);
-	EXPECT_NE(what([&] { onednn::conv2d(x, torch::randn({16, 16, 11, 11}), 1, 1); }).find("smaller than"),
+	EXPECT_NE(what([&] {
+			  onednn::conv2d(x, torch::randn({16, 16, 11, 11}), 1, 1);
+		  }).find("smaller than"),
 		  std::string::npos);
 	auto one = onednn::to_blocked(torch::randn({1, 16, 1, 1}));
 	auto w = torch::ones({16}), b = torch::zeros({16}), rm = torch::zeros({16}), rv = torch::ones({16});
-	EXPECT_NE(what([&] { onednn::batch_norm(one, w, b, rm, rv, {}, true, 0.1, 1e-5, false); })
-			  .find("more than one value per channel"),
+	EXPECT_NE(what([&] {
+			  onednn::batch_norm(one, w, b, rm, rv, {}, true, 0.1, 1e-5, false);
+		  }).find("more than one value per channel"),
 		  std::string::npos);
 }
 
@@ -155,12 +163,14 @@ static void compare_engines(const std::string &arch, int64_t batch, bool winogra
 	torch::manual_seed(7);
 	auto md = make_vision_model(b);
 	md->to(torch::kDouble);
-	EXPECT_EQ(ma->engine(), winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked");
+	EXPECT_EQ(ma->engine(),
+		  winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked");
 	EXPECT_EQ(mb->engine(), "libtorch");
 	auto x = torch::randn({batch, 3, 32, 32});
 	auto y = torch::randint(0, 10, {batch}, torch::kLong);
 	auto la = ma->forward(x), lb = mb->forward(x), ld = md->forward(x.to(torch::kDouble));
-	auto check = [&](const std::string &what, const torch::Tensor &ta, const torch::Tensor &tb, const torch::Tensor &td) {
+	auto check = [&](const std::string &what, const torch::Tensor &ta, const torch::Tensor &tb,
+			 const torch::Tensor &td) {
 		SCOPED_TRACE(what);
 		const double ea = rel_err(ta.to(torch::kDouble), td), eb = rel_err(tb.to(torch::kDouble), td);
 		EXPECT_LT(ea, slack * eb + 1e-5) << "onednn " << ea << ", libtorch float " << eb;
@@ -232,7 +242,8 @@ TEST(OneDnn, ResNetTrainingIsDeterministicAndLearns)
 			for (auto &s : opt.state())
 				s.param.mutable_grad().reset();
 		}
-		return std::make_pair(losses, torch::cat({m->parameters()[0].flatten(), m->parameters().back().flatten()}));
+		return std::make_pair(losses,
+				      torch::cat({m->parameters()[0].flatten(), m->parameters().back().flatten()}));
 	};
 	auto [l1, w1] = run();
 	auto [l2, w2] = run();

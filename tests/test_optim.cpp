@@ -123,8 +123,7 @@ TEST(Optimizer, AmsgradByHand)
 namespace {
 
 // Ten steps of ours and of a libtorch optimizer on a weight (decayed) and a bias (not).
-template <typename Ref, typename RefOpts>
-void agree_with_libtorch(OptimizerOptions o, RefOpts decay, RefOpts nodecay)
+template <typename Ref, typename RefOpts> void agree_with_libtorch(OptimizerOptions o, RefOpts decay, RefOpts nodecay)
 {
 	torch::manual_seed(6);
 	auto a = torch::randn({300, 70}), b = torch::randn({70});
@@ -179,7 +178,8 @@ TEST(Optimizer, ChannelsLastWeightsStepLikeContiguousOnes)
 			auto a = w0.clone().requires_grad_(true);
 			auto b = w0.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
 			ASSERT_FALSE(b.is_contiguous());
-			Optimizer oa({{"c.weight", a}}, opts(kind, 0.1, ams)), ob({{"c.weight", b}}, opts(kind, 0.1, ams));
+			Optimizer oa({{"c.weight", a}}, opts(kind, 0.1, ams)),
+				ob({{"c.weight", b}}, opts(kind, 0.1, ams));
 			EXPECT_EQ(ob.state_tensors()[0].second.strides(), b.strides());
 			for (int i = 0; i < 4; i++) {
 				auto g = torch::randn({6, 5, 3, 3});
@@ -216,7 +216,8 @@ TEST(Optimizer, StateIsExposedByName)
 						"exp_avg_sq.l.bias"}));
 	EXPECT_EQ(b1, 2 * 36 * 4);
 	EXPECT_EQ(names(opts(OptimKind::AdamW, 0.1, true)).second, 3 * 36 * 4);
-	EXPECT_EQ(names(opts(OptimKind::SGD)).first, (std::vector<std::string>{"momentum.l.weight", "momentum.l.bias"}));
+	EXPECT_EQ(names(opts(OptimKind::SGD)).first,
+		  (std::vector<std::string>{"momentum.l.weight", "momentum.l.bias"}));
 	auto sink = opts(OptimKind::SinkGD);
 	EXPECT_EQ(names(sink).second, 0);
 	Optimizer opt({{"l.weight", w}}, opts(OptimKind::AdamW));
@@ -354,7 +355,9 @@ TEST(Optimizer, SinkgdByHand)
 
 TEST(Optimizer, FromConfig)
 {
-	auto from = [](const std::string &text) { return optimizer_options_from(Config::parse(text, "t.config").settings().optim, 1e-3); };
+	auto from = [](const std::string &text) {
+		return optimizer_options_from(Config::parse(text, "t.config").settings().optim, 1e-3);
+	};
 	auto o = from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y\n");
 	EXPECT_EQ(o.name, "adamwprune");
 	EXPECT_TRUE(o.spam && o.amsgrad);

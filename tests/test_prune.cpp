@@ -61,13 +61,13 @@ TEST(Scores, HandComputedValues)
 	// w = -2, m = 0.5, v = 0.25 (sqrt 0.5).
 	auto w = torch::tensor({-2.0f}), m = torch::tensor({0.5f}), v = torch::tensor({0.25f});
 	auto at = [&](int var, bool intended = false) { return state_score(var, w, m, v, intended).item<double>(); };
-	EXPECT_NEAR(at(0), 4.0 * 0.5 / 0.5, 1e-6);      // w^2 |m| / (sqrt v + eps)
-	EXPECT_DOUBLE_EQ(at(1), 2.0);                    // |w|
+	EXPECT_NEAR(at(0), 4.0 * 0.5 / 0.5, 1e-6); // w^2 |m| / (sqrt v + eps)
+	EXPECT_DOUBLE_EQ(at(1), 2.0);		   // |w|
 	EXPECT_DOUBLE_EQ(at(2), 2.0);
 	EXPECT_NEAR(at(3), 2.0 * std::sqrt(0.5), 1e-6); // |w| sqrt(|m| + eps)
 	EXPECT_NEAR(at(4), 2.0 * std::sqrt(0.5), 1e-6);
-	EXPECT_NEAR(at(5), -1.0 + 0.2, 1e-6);            // sign(w) m / sqrt(v) + 0.1 |w|
-	EXPECT_NEAR(at(5, true), 1.0 + 0.2, 1e-6);       // the intended sign
+	EXPECT_NEAR(at(5), -1.0 + 0.2, 1e-6);	   // sign(w) m / sqrt(v) + 0.1 |w|
+	EXPECT_NEAR(at(5, true), 1.0 + 0.2, 1e-6); // the intended sign
 	EXPECT_NEAR(at(6), 2.0 * std::sqrt(0.5) * 1.0, 1e-6);
 	EXPECT_NEAR(at(7), 2.0 * std::pow(0.25, 0.25), 1e-6);
 	// fp16: 0.25 + 1e-5 rounds to 0.25; rsqrt -> 2; rsqrt(2) = 0.7071.. rounds to 0.70703125.
@@ -134,8 +134,9 @@ TEST(Pruner, PrunableSetOfGpt2)
 	for (auto &[n, p] : t.params)
 		if (prunable(n, p))
 			got.push_back(n);
-	EXPECT_EQ(got, (std::vector<std::string>{"transformer.wte.weight", "transformer.h.0.attn.c_attn.weight",
-						 "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight"}));
+	EXPECT_EQ(got,
+		  (std::vector<std::string>{"transformer.wte.weight", "transformer.h.0.attn.c_attn.weight",
+					    "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight"}));
 	// On a real GPT-2: the tied head/embedding plus 12 C^2 per layer, nothing else.
 	GPT2Config c;
 	c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 16, c.vocab_raw = 256, c.vocab_size = 256;
@@ -165,14 +166,16 @@ TEST(Pruner, EveryMethodReachesTheTargetAndKeepsPrunedEntriesAtZero)
 			pr.mask_grads();
 			for (auto &tg : pr.targets())
 				if (tg.mask.defined())
-					EXPECT_EQ(tg.param.grad().masked_select(~tg.mask).abs().sum().item<double>(), 0.0);
+					EXPECT_EQ(tg.param.grad().masked_select(~tg.mask).abs().sum().item<double>(),
+						  0.0);
 			opt.step(1e-2);
 			pr.after_step(opt.step_count());
 			auto st = pr.stats();
 			if (step <= 5)
 				EXPECT_EQ(st.sparsity, 0.0);
 			if (step == 9) // masks of the first update after the warmup, step 8: p = 3/12
-				EXPECT_NEAR(st.sparsity, c.m == PruneMethod::Movement ? 0.7 * 0.25 : 0.7 * 0.25 * 0.25 * 0.25, 1e-3);
+				EXPECT_NEAR(st.sparsity,
+					    c.m == PruneMethod::Movement ? 0.7 * 0.25 : 0.7 * 0.25 * 0.25 * 0.25, 1e-3);
 			if (step >= 17)
 				EXPECT_NEAR(st.sparsity, 0.7, 1e-3) << step;
 			for (auto &tg : pr.targets()) {
@@ -182,7 +185,8 @@ TEST(Pruner, EveryMethodReachesTheTargetAndKeepsPrunedEntriesAtZero)
 				EXPECT_EQ(tg.param.masked_select(off).abs().sum().item<double>(), 0.0);
 				if (c.m == PruneMethod::State) {
 					EXPECT_EQ(tg.state->exp_avg.masked_select(off).abs().sum().item<double>(), 0.0);
-					EXPECT_EQ(tg.state->exp_avg_sq.masked_select(off).abs().sum().item<double>(), 0.0);
+					EXPECT_EQ(tg.state->exp_avg_sq.masked_select(off).abs().sum().item<double>(),
+						  0.0);
 				}
 			}
 			// Masks are fixed between updates (17 is the ramp end, 20 the next update).
@@ -256,7 +260,8 @@ TEST(Pruner, ConfigValidation)
 {
 	auto from = [](const std::string &text) {
 		Config c = Config::parse(text, "t.config");
-		return prune_options_from(c.settings().prune, optimizer_options_from(c.settings().optim, 1e-3), 1000, 1);
+		return prune_options_from(c.settings().prune, optimizer_options_from(c.settings().optim, 1e-3), 1000,
+					  1);
 	};
 	auto o = from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_VARIANT_BITTER8=y\n");
 	EXPECT_EQ(o.method, PruneMethod::State);
@@ -266,16 +271,21 @@ TEST(Pruner, ConfigValidation)
 	EXPECT_EQ(from("CONFIG_PRUNING_MOVEMENT=y\n").method, PruneMethod::Movement);
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"1.0\"\n"); }),
 		  "t.config: CONFIG_PRUNING_TARGET_SPARSITY=1.0 is outside its range [0, 1)");
-	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"-0.1\"\n"); }),
-		  "t.config: CONFIG_PRUNING_TARGET_SPARSITY=-0.1 is outside its range [0, 1)");
-	EXPECT_EQ(test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_WARMUP=500\nCONFIG_PRUNING_RAMP_END=400\n"); }),
+	EXPECT_EQ(
+		test::error_of([&] { from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_TARGET_SPARSITY=\"-0.1\"\n"); }),
+		"t.config: CONFIG_PRUNING_TARGET_SPARSITY=-0.1 is outside its range [0, 1)");
+	EXPECT_EQ(test::error_of([&] {
+			  from("CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_PRUNING_WARMUP=500\nCONFIG_PRUNING_RAMP_END=400\n");
+		  }),
 		  "pruning: CONFIG_PRUNING_RAMP_END (400) must come after CONFIG_PRUNING_WARMUP (500)");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_STATE=y\n"); }),
 		  "pruning: CONFIG_PRUNING_STATE needs an optimizer that keeps a second moment; sgd keeps none");
 	EXPECT_EQ(test::error_of([&] { from("CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_PRUNING_MAGNITUDE=y\n"); }),
 		  "pruning: CONFIG_OPTIMIZER_ADAMWPRUNE prunes by its own state and does not pair with "
 		  "CONFIG_PRUNING_MAGNITUDE; choose CONFIG_PRUNING_STATE or CONFIG_PRUNING_NONE");
-	EXPECT_EQ(test::error_of([&] { from("CONFIG_ADAMWPRUNE_VARIANT_BITTER12=y\n"); }).find("CONFIG_ADAMWPRUNE_VARIANT_BITTER12"),
+	EXPECT_EQ(test::error_of([&] {
+			  from("CONFIG_ADAMWPRUNE_VARIANT_BITTER12=y\n");
+		  }).find("CONFIG_ADAMWPRUNE_VARIANT_BITTER12"),
 		  std::string("t.config:1: unknown symbol ").size());
 }
 
@@ -298,6 +308,6 @@ TEST(Pruner, TiesAtTheThresholdArePrunedExactlyToK)
 	pr.after_step(1);
 	auto mask = pr.targets()[0].mask.flatten();
 	EXPECT_EQ(pr.stats().sparsity, 0.5);
-	EXPECT_EQ(mask.slice(0, 0, 50).sum().item<int64_t>(), 0);   // 20 small + first 30 ties off
+	EXPECT_EQ(mask.slice(0, 0, 50).sum().item<int64_t>(), 0);    // 20 small + first 30 ties off
 	EXPECT_EQ(mask.slice(0, 50, 100).sum().item<int64_t>(), 50); // the rest kept
 }

@@ -18,13 +18,13 @@ TEST(Quant, HalfConversionRoundsToNearestEven)
 	EXPECT_EQ(fp32_to_fp16(0.1f), 0x2E66);
 	EXPECT_EQ(fp32_to_fp16(65504.0f), 0x7BFF);
 	EXPECT_EQ(fp32_to_fp16(65519.0f), 0x7BFF);
-	EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00); // rounds to infinity
-	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -24)), 0x0001);	 // smallest subnormal
-	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -25)), 0x0000);	 // a tie: to even (zero)
-	EXPECT_EQ(fp32_to_fp16(std::ldexp(3.0f, -25)), 0x0002);	 // 1.5 ulp: to even (2)
+	EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);		       // rounds to infinity
+	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -24)), 0x0001);	       // smallest subnormal
+	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -25)), 0x0000);	       // a tie: to even (zero)
+	EXPECT_EQ(fp32_to_fp16(std::ldexp(3.0f, -25)), 0x0002);	       // 1.5 ulp: to even (2)
 	EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00); // tie below: even
 	EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(3.0f, -11)), 0x3C02); // tie above: even
-	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -14)), 0x0400);	 // smallest normal
+	EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -14)), 0x0400);	       // smallest normal
 	EXPECT_EQ(fp16_to_fp32(0x0001), std::ldexp(1.0f, -24));
 	EXPECT_EQ(fp16_to_fp32(0x7BFF), 65504.0f);
 	EXPECT_TRUE(std::isinf(fp16_to_fp32(0xFC00)) && fp16_to_fp32(0xFC00) < 0);
@@ -90,8 +90,8 @@ TEST(Quant, Q4_0BlockByHand)
 	uint8_t b[18];
 	ggml_quantize(GgmlType::Q4_0, x, 32, b);
 	EXPECT_EQ(b[0] | (b[1] << 8), 0x3C00); // d = 1
-	EXPECT_EQ(b[2 + 0], 0x40);		  // lo q(-8) = 0, hi q(-4) = 4
-	EXPECT_EQ(b[2 + 15], 0xCF);		  // lo q(7) = 15, hi q(3.5) = 12
+	EXPECT_EQ(b[2 + 0], 0x40);	       // lo q(-8) = 0, hi q(-4) = 4
+	EXPECT_EQ(b[2 + 15], 0xCF);	       // lo q(7) = 15, hi q(3.5) = 12
 	float y[32];
 	ggml_dequantize(GgmlType::Q4_0, b, 32, y);
 	for (int j = 0; j < 16; j++)
@@ -202,7 +202,10 @@ TEST(Quant, BadInputIsAClearError)
 
 namespace {
 
-std::string tmp_path(const char *name) { return std::string("/tmp/knlp-test-quant-") + name; }
+std::string tmp_path(const char *name)
+{
+	return std::string("/tmp/knlp-test-quant-") + name;
+}
 
 } // namespace
 
@@ -234,8 +237,9 @@ TEST(Gguf, WriterAndReaderRoundTripEveryValueTypeAndTensor)
 		w.add_tensor("blk.0.ffn_down.weight", {256, 2}, GgmlType::Q4_K, q);
 		w.add_tensor("odd.bias", {3}, GgmlType::F32, std::string(12, '\1')); // 12 bytes: next offset pads
 		w.add_tensor("blk.0.ffn_up.weight", {512}, GgmlType::F32, f);
-		EXPECT_THROW(w.add_tensor("bad", {100}, GgmlType::Q8_0, std::string(100, 0)), Error); // not whole blocks
-		EXPECT_THROW(w.add_tensor("short", {32}, GgmlType::Q8_0, std::string(10, 0)), Error);	 // wrong size
+		EXPECT_THROW(w.add_tensor("bad", {100}, GgmlType::Q8_0, std::string(100, 0)),
+			     Error); // not whole blocks
+		EXPECT_THROW(w.add_tensor("short", {32}, GgmlType::Q8_0, std::string(10, 0)), Error); // wrong size
 		std::string path = tmp_path("rt.gguf");
 		uint64_t size = w.write(path);
 		EXPECT_EQ(size, file_size(path));
@@ -350,7 +354,8 @@ TEST(Gguf, PlansFollowTheLayerwiseRuleAndFallBack)
 			EXPECT_EQ(t.type, GgmlType::F32);
 		EXPECT_EQ(t.bytes, t.elements / ggml_type_info(t.type).block * ggml_type_info(t.type).block_bytes);
 	}
-	EXPECT_EQ(up, (std::vector<std::string>{"transformer.h.3.mlp.c_proj.weight", "transformer.h.6.mlp.c_proj.weight"}));
+	EXPECT_EQ(up,
+		  (std::vector<std::string>{"transformer.h.3.mlp.c_proj.weight", "transformer.h.6.mlp.c_proj.weight"}));
 	o.pct = 5; // floor(0.4) = 0, but at least one
 	plan = make_plan(shapes, score, o);
 	int n = 0;

@@ -27,6 +27,11 @@ KCONFIG_CONFIG=f.config $K defconfig gpt2-tiny-cpu frag >/dev/null
 	bad "config show --origins: derived values not marked"
 expect_fail "CONFIG_GPT2_N_LAYER=6 cannot be set: it applies only with CONFIG_GPT2_SIZE_CUSTOM=y" \
 	"$KNLP" config show --config q.config --set GPT2_N_LAYER=6
+"$KNLP" config show --config q.config --set GPT2_HYBRID_LAYERS=3 2>&1 >/dev/null |
+	grep -q "warning: --set CONFIG_GPT2_HYBRID_LAYERS has no effect: it applies only with '(GPT2_ATTN_HYBRID && MODEL_GPT2)'" &&
+	ok || bad "no warning for an override outside its menu"
+"$KNLP" config show --config q.config --set GPT2_ATTN_HYBRID=y --set GPT2_HYBRID_LAYERS=3 2>&1 >/dev/null | grep -q "no effect" &&
+	bad "warned about an override its menu opens" || ok
 printf 'CONFIG_GPT2_SIZE_TINY=y\nCONFIG_GPT2_N_EMBD=256\n' >half.config
 expect_fail "half.config: CONFIG_GPT2_N_EMBD=256 cannot be set" "$KNLP" config show --config half.config
 [ "$(params --config q.config --set GPT2_SIZE_CUSTOM=y --set GPT2_N_LAYER=2 --set GPT2_N_HEAD=2 --set GPT2_N_EMBD=64)" -lt 4000000 ] &&
@@ -81,7 +86,7 @@ assert j['spearman_bitter7_vs_absw'] > 0.5  # bitter7 = |w| (|v| + eps)^0.25 sti
 # --- the tree
 # String-keyed configuration reads outside the config layer (core/config.cpp,
 # core/settings.cpp) and the config layer's own tests: none.
-n=$(grep -rnE '\.(get_bool|get_int|get_float|get_string|selected)\("' "$TOP"/core "$TOP"/data "$TOP"/models "$TOP"/optim \
+n=$(grep -rnE '\.(get_bool|get_int|get_float|get_string|selected|raw)\("' "$TOP"/core "$TOP"/data "$TOP"/models "$TOP"/optim \
 	"$TOP"/prune "$TOP"/train "$TOP"/fim "$TOP"/quant "$TOP"/tier "$TOP"/gnn "$TOP"/matrix "$TOP"/tools "$TOP"/bench \
 	--include='*.cpp' --include='*.h' | grep -v "core/config.cpp\|core/settings.cpp" | wc -l)
 [ "$n" -eq 0 ] && ok || bad "$n string-keyed configuration reads outside the config layer"

@@ -39,10 +39,12 @@ TEST(Pretokenize, FollowsTheGpt2Pattern)
 	EXPECT_EQ(pieces(""), (V{}));
 	// Unicode letters, numbers and other symbols (UTF-8).
 	EXPECT_EQ(pieces("naïve café"), (V{"naïve", " café"}));
-	EXPECT_EQ(pieces("x ½²"), (V{"x", " ½²"}));            // No class counts as a number
+	EXPECT_EQ(pieces("x ½²"), (V{"x", " ½²"})); // No class counts as a number
 	EXPECT_EQ(pieces("日本語 テキスト"), (V{"日本語", " テキスト"}));
 	EXPECT_EQ(pieces("🙂🙂 ok"), (V{"🙂🙂", " ok"}));
-	EXPECT_EQ(pieces("a\xc2\xa0" "b"), (V{"a", "\xc2\xa0", "b"})); // no-break space is \s
+	EXPECT_EQ(pieces("a\xc2\xa0"
+			 "b"),
+		  (V{"a", "\xc2\xa0", "b"})); // no-break space is \s
 	// Invalid UTF-8 bytes are "other" characters, one byte each.
 	EXPECT_EQ(pieces("a\xff\xfe b"), (V{"a", "\xff\xfe", " b"}));
 }

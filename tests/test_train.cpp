@@ -50,20 +50,25 @@ struct TrainFixture : ::testing::Test {
 		test::write(d / "data/val.bin", as_tokens(make_text(2, 6000)));
 		test::write(d / "data/meta.json", R"({"tokenizer": "byte", "vocab_size": 256, "eot_token": -1})");
 		cfg = d / "test.config";
-		test::write(cfg, "CONFIG_DEVICE_CPU=y\n"
-				 "CONFIG_DATA_DIR=\"" + d / "data" + "\"\n"
-				 "CONFIG_NUM_THREADS=2\n"
-				 "CONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_EMBD=32\n"
-				 "CONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_GPT2_DROPOUT=\"0.1\"\n"
-				 "CONFIG_BATCH_SIZE=4\nCONFIG_GRAD_ACCUM=2\nCONFIG_MAX_ITERS=20\nCONFIG_WARMUP_ITERS=4\n"
-				 "CONFIG_LEARNING_RATE=\"3e-3\"\nCONFIG_MIN_LR=\"3e-4\"\n"
-				 "CONFIG_EVAL_INTERVAL=10\nCONFIG_EVAL_SAMPLES=2\nCONFIG_LOG_INTERVAL=1\n"
-				 "CONFIG_CHECKPOINT_INTERVAL=5\nCONFIG_KEEP_CHECKPOINTS=2\nCONFIG_SAMPLE_TOKENS=8\n");
+		test::write(
+			cfg,
+			"CONFIG_DEVICE_CPU=y\n"
+			"CONFIG_DATA_DIR=\"" +
+				d / "data" +
+				"\"\n"
+				"CONFIG_NUM_THREADS=2\n"
+				"CONFIG_GPT2_SIZE_CUSTOM=y\nCONFIG_GPT2_N_LAYER=2\nCONFIG_GPT2_N_HEAD=2\nCONFIG_GPT2_N_"
+				"EMBD=32\n"
+				"CONFIG_GPT2_BLOCK_SIZE=16\nCONFIG_GPT2_DROPOUT=\"0.1\"\n"
+				"CONFIG_BATCH_SIZE=4\nCONFIG_GRAD_ACCUM=2\nCONFIG_MAX_ITERS=20\nCONFIG_WARMUP_ITERS=4\n"
+				"CONFIG_LEARNING_RATE=\"3e-3\"\nCONFIG_MIN_LR=\"3e-4\"\n"
+				"CONFIG_EVAL_INTERVAL=10\nCONFIG_EVAL_SAMPLES=2\nCONFIG_LOG_INTERVAL=1\n"
+				"CONFIG_CHECKPOINT_INTERVAL=5\nCONFIG_KEEP_CHECKPOINTS=2\nCONFIG_SAMPLE_TOKENS=8\n");
 	}
 	test::RunResult train(const std::string &args, const std::string &env = "")
 	{
-		return test::run("KNLP_PEAK_FLOPS=1e9 " + env + " " + test::knlp_bin() + " train --config " + cfg + " " +
-				 args);
+		return test::run("KNLP_PEAK_FLOPS=1e9 " + env + " " + test::knlp_bin() + " train --config " + cfg +
+				 " " + args);
 	}
 	// Per-step records of metrics.jsonl without the timing fields.
 	std::vector<std::string> steps(const std::string &run)
@@ -101,8 +106,8 @@ TEST_F(TrainFixture, LossGoesDownAndMetricsAreWritten)
 	EXPECT_EQ(m["final_iteration"], 60);
 	EXPECT_EQ(m["status"], "complete");
 	EXPECT_EQ(m["best_iteration"], 60);
-	for (const char *k : {"train_losses", "val_losses", "train_perplexities", "val_perplexities",
-			      "learning_rates", "timestamps", "iterations"})
+	for (const char *k : {"train_losses", "val_losses", "train_perplexities", "val_perplexities", "learning_rates",
+			      "timestamps", "iterations"})
 		EXPECT_EQ(m["metrics"][k].size(), 3u) << k;
 	EXPECT_NEAR(m["metrics"]["val_perplexities"][2].get<double>(), std::exp(val[2].get<double>()), 1e-6);
 	// The run folder records what produced it.
@@ -111,7 +116,8 @@ TEST_F(TrainFixture, LossGoesDownAndMetricsAreWritten)
 	EXPECT_FALSE(runs[0]["code_version"].get<std::string>().empty());
 	EXPECT_EQ(runs[0]["cpu"], cpu_info().model);
 	EXPECT_NE(runs[0]["cpu"], "unknown"); // Linux has /proc/cpuinfo
-	EXPECT_TRUE(std::set<std::string>({"avx512f", "avx2", "avx", "sse4_2"}).count(runs[0]["cpu_isa"])) << runs[0]["cpu_isa"];
+	EXPECT_TRUE(std::set<std::string>({"avx512f", "avx2", "avx", "sse4_2"}).count(runs[0]["cpu_isa"]))
+		<< runs[0]["cpu_isa"];
 	EXPECT_NE(test::slurp(d / "run/config").find("CONFIG_GPT2_N_EMBD=32"), std::string::npos);
 	EXPECT_NE(test::slurp(d / "run/samples.txt").find("=== step 60 ==="), std::string::npos);
 	EXPECT_EQ(steps(d / "run").size(), 60u + 3u);
@@ -180,7 +186,8 @@ TEST_F(TrainFixture, TimeBudgetStopsWithACheckpointAndResumesExactly)
 TEST_F(TrainFixture, ResumeRefusesADifferentConfiguration)
 {
 	ASSERT_EQ(train("--out " + d / "r --set MAX_ITERS=10").status, 0);
-	auto r = test::run(test::knlp_bin() + " train --resume " + d / "r" + " --set LEARNING_RATE=1e-3 --set MAX_ITERS=15");
+	auto r = test::run(test::knlp_bin() + " train --resume " + d / "r" +
+			   " --set LEARNING_RATE=1e-3 --set MAX_ITERS=15");
 	EXPECT_EQ(r.status, 1);
 	EXPECT_NE(r.output.find("configuration differs from the checkpoint's: CONFIG_LEARNING_RATE (3e-3 -> 1e-3)"),
 		  std::string::npos)
@@ -198,7 +205,7 @@ TEST_F(TrainFixture, ResumeRefusesADifferentConfiguration)
 TEST_F(TrainFixture, NonFiniteLossStopsAndKeepsTheLastCheckpoint)
 {
 	auto r = train("--out " + d / "nan --set LEARNING_RATE=1e30 --set GRAD_CLIP=0 --set WARMUP_ITERS=0 "
-		       "--set CHECKPOINT_INTERVAL=1 --set MAX_ITERS=50");
+				      "--set CHECKPOINT_INTERVAL=1 --set MAX_ITERS=50");
 	EXPECT_EQ(r.status, 1) << r.output;
 	EXPECT_NE(r.output.find("non-finite"), std::string::npos) << r.output;
 	EXPECT_NE(r.output.find("at step"), std::string::npos) << r.output;
@@ -218,12 +225,14 @@ TEST_F(TrainFixture, NonFiniteStepsAreSkippedCountedAndResumeExactly)
 	auto m = json::parse(test::slurp(d / "s/training_metrics.json"));
 	EXPECT_EQ(m["status"], "complete");
 	EXPECT_EQ(m["skipped_steps"], 1);
-	EXPECT_NE(test::slurp(d / "s/metrics.jsonl").find(R"({"skipped_steps":1,"step":1,"type":"skipped_step","what":"loss"})"),
+	EXPECT_NE(test::slurp(d / "s/metrics.jsonl")
+			  .find(R"({"skipped_steps":1,"step":1,"type":"skipped_step","what":"loss"})"),
 		  std::string::npos);
 	ASSERT_EQ(train("--out " + d / "a").status, 0);
 	EXPECT_FALSE(final_weights(d / "s") == final_weights(d / "a")); // the step was really dropped
 	// Killed after step 7 (checkpoint at 5), resumed: the same weights and count.
-	r = train("--out " + d / "k --set NONFINITE_SKIP=y", "KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT=after_step#7");
+	r = train("--out " + d / "k --set NONFINITE_SKIP=y",
+		  "KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT=after_step#7");
 	EXPECT_NE(r.status, 0);
 	r = test::run("KNLP_PEAK_FLOPS=1e9 " + test::knlp_bin() + " train --resume " + d / "k");
 	ASSERT_EQ(r.status, 0) << r.output;
@@ -231,9 +240,10 @@ TEST_F(TrainFixture, NonFiniteStepsAreSkippedCountedAndResumeExactly)
 	EXPECT_EQ(json::parse(test::slurp(d / "k/training_metrics.json"))["skipped_steps"], 1);
 	// A diverged run skips NONFINITE_MAX_SKIPS steps in a row, then stops.
 	r = train("--out " + d / "div --set NONFINITE_SKIP=y --set NONFINITE_MAX_SKIPS=3 --set LEARNING_RATE=1e30 "
-		  "--set GRAD_CLIP=0 --set WARMUP_ITERS=0");
+				 "--set GRAD_CLIP=0 --set WARMUP_ITERS=0");
 	EXPECT_EQ(r.status, 1) << r.output;
-	EXPECT_NE(r.output.find("for the 3th step in a row (CONFIG_NONFINITE_MAX_SKIPS)"), std::string::npos) << r.output;
+	EXPECT_NE(r.output.find("for the 3th step in a row (CONFIG_NONFINITE_MAX_SKIPS)"), std::string::npos)
+		<< r.output;
 	EXPECT_EQ(json::parse(test::slurp(d / "div/training_metrics.json"))["status"], "failed");
 }
 
@@ -245,11 +255,13 @@ TEST_F(TrainFixture, EvalSampleExport)
 	ASSERT_EQ(e1.status, 0) << e1.output;
 	auto j1 = json::parse(e1.output.substr(e1.output.find('{')));
 	auto j2 = json::parse(e2.output.substr(e2.output.find('{')));
-	EXPECT_EQ(j1["tokens"], make_text(2, 6000).size() - 1); // every target exactly once
+	EXPECT_EQ(j1["tokens"], make_text(2, 6000).size() - 1);			       // every target exactly once
 	EXPECT_NEAR(j1["val_loss"].get<double>(), j2["val_loss"].get<double>(), 1e-5); // batching only reorders sums
 
-	auto s1 = test::run(test::knlp_bin() + " sample --checkpoint " + d / "m" + " --prompt 'the ' --tokens 20 --seed 3");
-	auto s2 = test::run(test::knlp_bin() + " sample --checkpoint " + d / "m" + " --prompt 'the ' --tokens 20 --seed 3");
+	auto s1 = test::run(test::knlp_bin() + " sample --checkpoint " + d / "m" +
+			    " --prompt 'the ' --tokens 20 --seed 3");
+	auto s2 = test::run(test::knlp_bin() + " sample --checkpoint " + d / "m" +
+			    " --prompt 'the ' --tokens 20 --seed 3");
 	ASSERT_EQ(s1.status, 0) << s1.output;
 	EXPECT_EQ(s1.output.substr(0, s1.output.find('[')), s2.output.substr(0, s2.output.find('[')));
 	EXPECT_NE(s1.output.find("KV cache"), std::string::npos);

@@ -71,7 +71,8 @@ TEST(Vision, FusedReluMaxPoolIsLibtorchsBitForBit)
 	torch::manual_seed(3);
 	// Few distinct values: ties inside windows everywhere, at zero and above it, with -0,
 	// negative values, NaN, and odd sizes whose last row or column no window covers.
-	for (auto shape : std::vector<std::vector<int64_t>>{{4, 6, 28, 28}, {3, 16, 10, 10}, {2, 3, 7, 9}, {1, 1, 2, 2}}) {
+	for (auto shape :
+	     std::vector<std::vector<int64_t>>{{4, 6, 28, 28}, {3, 16, 10, 10}, {2, 3, 7, 9}, {1, 1, 2, 2}}) {
 		auto x = torch::randint(-3, 4, shape).to(torch::kFloat) * 0.5;
 		auto flat = x.view(-1);
 		flat.index_put_({torch::randint(0, flat.numel(), {flat.numel() / 7})}, -0.0);
@@ -126,7 +127,10 @@ TEST(Vision, LeNetTrainsTheSameWithTheFusedPool)
 		EXPECT_TRUE(same_bits(weights[0][i], weights[1][i])) << i;
 }
 
-static std::string tmp(const std::string &name) { return ::testing::TempDir() + "knlp_vision_" + name; }
+static std::string tmp(const std::string &name)
+{
+	return ::testing::TempDir() + "knlp_vision_" + name;
+}
 
 static void write_bytes(const std::string &path, const std::string &data, bool gz)
 {
@@ -208,7 +212,8 @@ TEST(Vision, CifarRecordsAndTruncation)
 	EXPECT_EQ(s100.num_classes, 100);
 	write_bytes(tmp("c10t.bin"), rec10 + rec10.substr(0, 100), false);
 	EXPECT_EQ(errof([&] { read_cifar({tmp("c10t.bin")}, false); }),
-		  tmp("c10t.bin") + ": 3173 bytes is not a whole number of 3073-byte CIFAR-10 records (truncated record?)");
+		  tmp("c10t.bin") +
+			  ": 3173 bytes is not a whole number of 3073-byte CIFAR-10 records (truncated record?)");
 	std::string msg = errof([&] { load_image_dataset("cifar10", tmp("nodir"), true); });
 	EXPECT_NE(msg.find("data_batch_1.bin not found"), std::string::npos) << msg;
 	msg = errof([&] { load_image_dataset("fashion-mnist", tmp("nodir"), true); });
@@ -229,7 +234,8 @@ TEST(Vision, NetpbmImagesAndTheirErrors)
 	EXPECT_EQ(c.pixels, (std::vector<uint8_t>{1, 4, 2, 5, 3, 6})); // R plane, G plane, B plane
 	auto odd = parse_pnm("P5 1 1 2\n\x01", "odd.pgm");
 	EXPECT_EQ(odd.pixels, (std::vector<uint8_t>{128})); // 1 * 255 / 2 = 127.5, rounded half up
-	EXPECT_EQ(errof([] { parse_pnm("P4 1 1\n\x01", "b.pbm"); }), "b.pbm: not a Netpbm image (P2, P3, P5 or P6 expected)");
+	EXPECT_EQ(errof([] { parse_pnm("P4 1 1\n\x01", "b.pbm"); }),
+		  "b.pbm: not a Netpbm image (P2, P3, P5 or P6 expected)");
 	EXPECT_EQ(errof([] { parse_pnm("P5 2 2 255\n\x01\x02\x03", "t.pgm"); }),
 		  "t.pgm: truncated: 2x2x1 pixels need 4 bytes, the file has 3");
 	EXPECT_EQ(errof([] { parse_pnm("P5 2 2 65535\n", "w.pgm"); }),
@@ -302,9 +308,9 @@ TEST(Vision, BatchTransform)
 	t.resize = false, t.out_channels = 3;
 	std::vector<float> o3(2 * 3 * 32 * 32);
 	make_image_batch(s, idx, 2, t, 0, o3.data(), labels);
-	EXPECT_NEAR(o3[0], -2.0f, 1e-6);                                   // (0 - 0.5) / 0.25
-	EXPECT_NEAR(o3[2 * 32 + 2], 2.0f, 1e-6);                           // first real pixel
-	const float *img1c2 = o3.data() + (1 * 3 + 2) * 32 * 32;           // image 1, channel 2
+	EXPECT_NEAR(o3[0], -2.0f, 1e-6);			 // (0 - 0.5) / 0.25
+	EXPECT_NEAR(o3[2 * 32 + 2], 2.0f, 1e-6);		 // first real pixel
+	const float *img1c2 = o3.data() + (1 * 3 + 2) * 32 * 32; // image 1, channel 2
 	EXPECT_NEAR(img1c2[(5 + 2) * 32 + 7 + 2], 2.0f, 1e-6);
 	EXPECT_NEAR(img1c2[(5 + 2) * 32 + 8 + 2], -2.0f, 1e-6);
 	// Augmentation: a function of (seed, image index) only.

@@ -102,7 +102,8 @@ std::map<std::string, double> adam_tier_scores(const std::string &ckpt_dir)
 		auto m = read_tensor(sf, "exp_avg." + name);
 		if (!m.defined())
 			fail("{}: exp_avg.{} missing next to exp_avg_sq.{}", f, name, name);
-		out[name] = m.to(torch::kDouble).abs().mean().item<double>() + v.clamp_min(0).sqrt().mean().item<double>();
+		out[name] =
+			m.to(torch::kDouble).abs().mean().item<double>() + v.clamp_min(0).sqrt().mean().item<double>();
 	}
 	if (out.empty())
 		fail("{}: no exp_avg_sq.* tensors (this optimizer keeps no second moment); use --source fim", f);
@@ -139,7 +140,9 @@ void assign_tiers(std::vector<TierModule> &mods, const std::map<std::string, dou
 			m.tier = at < o.cut_fast - 1e-12 ? 0 : at < o.cut_middle - 1e-12 ? 1 : 2;
 		} else { // the first floor(a n) modules, then up to floor(b n)
 			const double rr = double(r);
-			m.tier = rr < std::floor(o.cut_fast * n + 1e-9) ? 0 : rr < std::floor(o.cut_middle * n + 1e-9) ? 1 : 2;
+			m.tier = rr < std::floor(o.cut_fast * n + 1e-9)	    ? 0
+				 : rr < std::floor(o.cut_middle * n + 1e-9) ? 1
+									    : 2;
 		}
 		before += m.bytes;
 	}
@@ -168,11 +171,12 @@ nlohmann::json tier_plan_json(const std::vector<TierModule> &mods, const TierOpt
 	return {{"source", o.source},
 		{"cuts", {o.cut_fast, o.cut_middle}},
 		{"by", o.by_bytes ? "bytes" : "modules"},
-		{"semantics", fmt::format("modules ranked by score, highest first; fast = the first {:g}% of the {}{}, "
-					  "middle = up to {:g}%, slow = the rest ({:g}/{:g}/{:g})",
-					  100 * o.cut_fast, o.by_bytes ? "bytes" : "modules",
-					  o.by_bytes ? " (by where each module starts)" : " (rounded down)", 100 * o.cut_middle,
-					  100 * o.cut_fast, 100 * (o.cut_middle - o.cut_fast), 100 * (1 - o.cut_middle))},
+		{"semantics",
+		 fmt::format("modules ranked by score, highest first; fast = the first {:g}% of the {}{}, "
+			     "middle = up to {:g}%, slow = the rest ({:g}/{:g}/{:g})",
+			     100 * o.cut_fast, o.by_bytes ? "bytes" : "modules",
+			     o.by_bytes ? " (by where each module starts)" : " (rounded down)", 100 * o.cut_middle,
+			     100 * o.cut_fast, 100 * (o.cut_middle - o.cut_fast), 100 * (1 - o.cut_middle))},
 		{"score_rule", o.source == "adam" ? "mean |m| + mean sqrt(v) per tensor, mean over the module's tensors"
 						  : "mean empirical Fisher diagonal per tensor, mean over the module's "
 						    "tensors"},
@@ -193,8 +197,9 @@ void print_tier_plan(const nlohmann::json &j)
 	}
 	for (const auto &t : {"fast", "middle", "slow"}) {
 		const auto &x = j["tiers"][t];
-		fmt::print("{:<7} {:>4} modules {:>12} bytes ({:g} us + bytes / {:g} GB/s)\n", t, x["modules"].get<int>(),
-			   x["bytes"].get<int64_t>(), x["setup_us"].get<double>(), x["gbps"].get<double>());
+		fmt::print("{:<7} {:>4} modules {:>12} bytes ({:g} us + bytes / {:g} GB/s)\n", t,
+			   x["modules"].get<int>(), x["bytes"].get<int64_t>(), x["setup_us"].get<double>(),
+			   x["gbps"].get<double>());
 	}
 }
 
@@ -213,7 +218,7 @@ struct Slot {
 	torch::Tensor param;
 	std::vector<int64_t> shape;
 	int64_t bytes = 0, offset = 0; // offset inside its group's file range
-	torch::Tensor host;		// GPU middle tier: pinned host copy
+	torch::Tensor host;	       // GPU middle tier: pinned host copy
 };
 
 struct Group {
@@ -388,8 +393,8 @@ private:
 				ssize_t r = ::pread(fd_, static_cast<char *>(buf_.p) + got, size_t(gr.file_len - got),
 						    gr.file_offset + got);
 				if (r <= 0)
-					fail("{}: read of the slow tier failed at offset {}: {}", file_, gr.file_offset + got,
-					     r < 0 ? std::strerror(errno) : "file truncated");
+					fail("{}: read of the slow tier failed at offset {}: {}", file_,
+					     gr.file_offset + got, r < 0 ? std::strerror(errno) : "file truncated");
 				got += r;
 			}
 			for (auto &s : gr.slots[2]) {
@@ -496,7 +501,9 @@ nlohmann::json tier_bench(GPT2 &model, const std::vector<TierModule> &mods, cons
 	if (b.progress)
 		prog.finish();
 	tiering.set_mode("untiered");
-	auto mean_of = [](const std::vector<double> &v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); };
+	auto mean_of = [](const std::vector<double> &v) {
+		return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+	};
 	const double base_ms = ms.count("untiered") ? mean_of(ms["untiered"]) : 0.0;
 	for (const auto &mode : b.modes) {
 		const auto &v = ms[mode];
@@ -517,7 +524,8 @@ nlohmann::json tier_bench(GPT2 &model, const std::vector<TierModule> &mods, cons
 			r["extra_ms"] = mean - base_ms;
 			// The rate the reads ran at, if the extra time is theirs.
 			if (mode == "offload" && mean > base_ms)
-				r["read_rate_gbps"] = double(tiering.moved_bytes_per_forward()) / ((mean - base_ms) * 1e-3) / 1e9;
+				r["read_rate_gbps"] =
+					double(tiering.moved_bytes_per_forward()) / ((mean - base_ms) * 1e-3) / 1e9;
 		}
 		out["modes"].push_back(r);
 	}
@@ -539,7 +547,8 @@ void print_tier_bench(const nlohmann::json &j)
 		if (r.contains("bytes_read_per_forward"))
 			moved = fmt::format("{} bytes/forward{}{}", r["bytes_read_per_forward"].get<int64_t>(),
 					    r.contains("read_rate_gbps")
-						    ? fmt::format(", {:.2f} GB/s over the extra time", r["read_rate_gbps"].get<double>())
+						    ? fmt::format(", {:.2f} GB/s over the extra time",
+								  r["read_rate_gbps"].get<double>())
 						    : std::string(),
 					    r["o_direct"].get<bool>() ? " (O_DIRECT)" : " (buffered, cache dropped)");
 		fmt::print("{:<9} {:>10.3f} {:>9.3f} {:>9.3f} {:>11.0f} {:>8.2f}x {:>13.3g}  {}\n",

@@ -53,8 +53,8 @@ void print_kvcache_table(const Config &cfg, int64_t tokens, double mem_gib, cons
 	const int64_t base = rows.empty() ? 1 : rows[0].c.cache_values_per_token();
 	fmt::print("KV cache of GPT-2 {}x{}x{} (MLA latent {}, KVSplice width {}), {} values, {} tokens, {:.0f} GiB\n",
 		   mine.n_layer, mine.n_head, mine.n_embd, mine.d_latent, mine.splice_dim, dtype, tokens, mem_gib);
-	fmt::print("{:<14} {:>12} {:>14} {:>12} {:>14} {:>8} {:>16}\n", "variant", "values/tok", "per layer", "bytes/tok",
-		   fmt::format("MiB @{}", tokens), "ratio", "seqs in memory");
+	fmt::print("{:<14} {:>12} {:>14} {:>12} {:>14} {:>8} {:>16}\n", "variant", "values/tok", "per layer",
+		   "bytes/tok", fmt::format("MiB @{}", tokens), "ratio", "seqs in memory");
 	auto line = [&](const std::string &name, const GPT2Config &c, bool mark) {
 		int64_t v = c.cache_values_per_token();
 		std::string per;
@@ -117,7 +117,9 @@ struct SpectrumArgs {
 void define_spectrum(CLI::App *c, SpectrumArgs &a)
 {
 	c->add_option("--checkpoint", a.ckpt_path, "Run folder (or one checkpoint folder)")->required();
-	c->add_option("--which", a.which, "latest or best")->check(CLI::IsMember({"latest", "best"}))->capture_default_str();
+	c->add_option("--which", a.which, "latest or best")
+		->check(CLI::IsMember({"latest", "best"}))
+		->capture_default_str();
 	c->add_option("--layers", a.layers, "spec ({0, L/2, L-1}) or all")
 		->check(CLI::IsMember({"spec", "all"}))
 		->capture_default_str();
@@ -130,8 +132,8 @@ void define_spectrum(CLI::App *c, SpectrumArgs &a)
 
 void print_spectrum(const std::vector<HeadSpectrum> &all, const nlohmann::json &j)
 {
-	fmt::print("{:>5} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9}  top-8 eigenvalues\n", "layer", "head", "trace", "eigmax",
-		   "cond", "energy8", "energy16");
+	fmt::print("{:>5} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9}  top-8 eigenvalues\n", "layer", "head", "trace",
+		   "eigmax", "cond", "energy8", "energy16");
 	for (const auto &h : all) {
 		std::string top;
 		for (double e : h.top)
@@ -174,8 +176,8 @@ void run_spectrum(SpectrumArgs &a)
 	j["data"] = join_path(dir, "val.bin");
 	j["rows"] = a.rows;
 	j["attention"] = model->config().variant;
-	fmt::print("attention Fisher spectrum of {} ({} attention) on {} held-out window(s) of {}, {} rows per head\n", ckpt,
-		   model->config().variant, a.batches, join_path(dir, "val.bin"), a.rows);
+	fmt::print("attention Fisher spectrum of {} ({} attention) on {} held-out window(s) of {}, {} rows per head\n",
+		   ckpt, model->config().variant, a.batches, join_path(dir, "val.bin"), a.rows);
 	print_spectrum(all, j);
 	if (!a.out.empty()) {
 		write_file_atomic(a.out, j.dump(2) + "\n");
@@ -196,7 +198,9 @@ void define_cloze(CLI::App *c, ClozeArgs &a)
 {
 	a.config.add_to(c);
 	c->add_option("--data", a.data, "Token folder (default: CONFIG_DATA_DIR)");
-	c->add_option("--split", a.split, "train or val")->check(CLI::IsMember({"train", "val"}))->capture_default_str();
+	c->add_option("--split", a.split, "train or val")
+		->check(CLI::IsMember({"train", "val"}))
+		->capture_default_str();
 	c->add_option("--out", a.out, "Output .jsonl")->required();
 	c->add_option("--count", a.count, "Items")->capture_default_str();
 	c->add_option("--ctx-tokens", a.ctx_tokens, "Context tokens")->capture_default_str();

@@ -23,20 +23,24 @@ struct FisherArgs {
 	void add_to(CLI::App *c, bool from_file)
 	{
 		c->add_option("--checkpoint", ckpt_path, "Run folder (or one checkpoint folder)")->required();
-		c->add_option("--which", which, "latest or best")->check(CLI::IsMember({"latest", "best"}))->capture_default_str();
+		c->add_option("--which", which, "latest or best")
+			->check(CLI::IsMember({"latest", "best"}))
+			->capture_default_str();
 		c->add_option("--data", data_dir, "Token folder (default: the run's DATA_DIR)");
 		c->add_option("--split", split, "Token file of the folder: val or train")
 			->check(CLI::IsMember({"val", "train"}))
 			->capture_default_str();
 		c->add_option("--chunks", chunks, "Windows (batch 1 each)")->capture_default_str();
-		c->add_option("--seq", seq, "Tokens per window (0: 512 or the model's context when shorter)")->capture_default_str();
+		c->add_option("--seq", seq, "Tokens per window (0: 512 or the model's context when shorter)")
+			->capture_default_str();
 		c->add_option("--kind", kind, "empirical (true labels), true (labels drawn from the model) or both")
 			->check(CLI::IsMember({"empirical", "true", "both"}))
 			->capture_default_str();
 		c->add_option("--seed", seed, "Seed of the true Fisher's label draws")->capture_default_str();
 		if (from_file)
-			c->add_option("--fisher", fisher_file, "Use this fisher.safetensors of `knlp fim score` instead of "
-							      "computing the Fisher");
+			c->add_option("--fisher", fisher_file,
+				      "Use this fisher.safetensors of `knlp fim score` instead of "
+				      "computing the Fisher");
 	}
 	FisherOptions options() const
 	{
@@ -88,7 +92,8 @@ std::vector<double> parse_fracs(const std::string &s)
 				throw std::invalid_argument("range");
 			out.push_back(v);
 		} catch (const std::exception &) {
-			fail("fim compare: --topk takes fractions in (0, 1] separated by commas; '{}' is not one", item);
+			fail("fim compare: --topk takes fractions in (0, 1] separated by commas; '{}' is not one",
+			     item);
 		}
 		if (c == std::string::npos)
 			break;
@@ -140,7 +145,8 @@ struct CompareArgs {
 void define_compare(CLI::App *c, CompareArgs &a)
 {
 	a.fa.add_to(c, true);
-	c->add_option("--topk", a.topk, "Top-k overlaps to report, as fractions of the elements")->capture_default_str();
+	c->add_option("--topk", a.topk, "Top-k overlaps to report, as fractions of the elements")
+		->capture_default_str();
 	c->add_option("--out", a.out, "Also write the comparison as JSON here");
 }
 
@@ -275,8 +281,9 @@ void define_bench(CLI::App *c, BenchArgs &a)
 {
 	a.ta.add_to(c);
 	a.bo.context = 0;
-	c->add_option("--context", a.bo.context, "Tokens per forward pass, batch 1 (0: 128 or the model's context when "
-						 "shorter)")
+	c->add_option("--context", a.bo.context,
+		      "Tokens per forward pass, batch 1 (0: 128 or the model's context when "
+		      "shorter)")
 		->capture_default_str();
 	c->add_option("--warmup", a.bo.warmup, "Untimed passes first")->capture_default_str();
 	c->add_option("--iters", a.bo.iters, "Timed passes")->capture_default_str();
@@ -304,7 +311,8 @@ void run_bench(BenchArgs &a)
 	if (bo.context == 0)
 		bo.context = std::min(128, model->config().block_size);
 	if (bo.context < 1 || bo.context > model->config().block_size)
-		fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context, model->config().block_size);
+		fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context,
+		     model->config().block_size);
 	std::string dir = a.ta.fa.data_dir.empty() ? cfg.settings().data.dir : a.ta.fa.data_dir;
 	TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
 	val.require_window(bo.context);
@@ -326,7 +334,8 @@ void add_tier_commands(CLI::App &app)
 {
 	auto *tier = app.add_subcommand("tier", "Memory tiering of the weights: plan and inference bench");
 	tier->require_subcommand(1);
-	command<TierArgs>(*tier, "plan", "Assign modules to fast / middle / slow memory by score", define_plan, run_plan);
+	command<TierArgs>(*tier, "plan", "Assign modules to fast / middle / slow memory by score", define_plan,
+			  run_plan);
 	command<BenchArgs>(*tier, "bench", "Inference latency with the tiers emulated and with a real slow tier",
 			   define_bench, run_bench);
 }

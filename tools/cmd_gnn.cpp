@@ -67,8 +67,9 @@ void run_synth(SynthArgs &a)
 	fmt::print("{}: {} nodes, {} edges ({:.2f} per node), {} features; labels normal {} fraud {} ({:.2f}% of "
 		   "labelled) background {}; isolates {:.1f}%; train/valid/test {}/{}/{} ({:.1f} s)\n",
 		   a.out, g.n, g.edges(), double(g.edges()) / double(g.n), g.features, c[0], c[1],
-		   100.0 * double(c[1]) / double(c[0] + c[1]), c[2] + c[3], 100.0 * double(iso) / double(g.n), g.train.size(),
-		   g.valid.size(), g.test.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+		   100.0 * double(c[1]) / double(c[0] + c[1]), c[2] + c[3], 100.0 * double(iso) / double(g.n),
+		   g.train.size(), g.valid.size(), g.test.size(),
+		   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 // ---- gnn layout
@@ -115,10 +116,12 @@ void define_ra(CLI::App *c, RaArgs &a)
 {
 	a.config.add_to(c);
 	c->add_option("--layouts", a.layouts, "Layouts, space-separated")->capture_default_str();
-	c->add_option("--samplers", a.samplers, "Samplers, space-separated (fim draws uniformly here: no gradients yet)")
+	c->add_option("--samplers", a.samplers,
+		      "Samplers, space-separated (fim draws uniformly here: no gradients yet)")
 		->capture_default_str();
 	c->add_option("--threads", a.threads, "Sampler threads")->capture_default_str();
-	c->add_option("--max-batches", a.max_batches, "Batches per measurement (0: a whole epoch)")->capture_default_str();
+	c->add_option("--max-batches", a.max_batches, "Batches per measurement (0: a whole epoch)")
+		->capture_default_str();
 	c->add_option("--store-dir", a.store_dir, "Folder of the temporary feature file ('' : no measured reads)")
 		->capture_default_str();
 	c->add_option("--json", a.json_out, "Also write the table as JSON here");
@@ -146,15 +149,20 @@ void run_ra(RaArgs &a)
 			j["layout"] = lm, j["sampler"] = sm, j["layout_seconds"] = l.build_seconds;
 			j["measured"] = !sp.empty();
 			rows.push_back(j);
-			fmt::print("{:<9} {:<9} {:>9.2f} {:>8.2f}x {:>9.2f}x {:>9.1f} {:>9.0f} {:>11.1f} {:>10.3f} {:>9.1f}\n", lm, sm,
-				   l.build_seconds, r.ra_fetch(geo), r.ra_signal(geo), j["pages_per_batch"].get<double>(),
-				   j["loaded_per_batch"].get<double>(), j["bytes_per_batch"].get<double>() / 1024,
-				   j["fetch_ms_per_batch"].get<double>(), j["sampler_batches_per_second"].get<double>());
+			fmt::print("{:<9} {:<9} {:>9.2f} {:>8.2f}x {:>9.2f}x {:>9.1f} {:>9.0f} {:>11.1f} {:>10.3f} "
+				   "{:>9.1f}\n",
+				   lm, sm, l.build_seconds, r.ra_fetch(geo), r.ra_signal(geo),
+				   j["pages_per_batch"].get<double>(), j["loaded_per_batch"].get<double>(),
+				   j["bytes_per_batch"].get<double>() / 1024, j["fetch_ms_per_batch"].get<double>(),
+				   j["sampler_batches_per_second"].get<double>());
 		}
 	}
 	if (!a.json_out.empty())
-		write_file_atomic(a.json_out, nlohmann::json{{"graph", g.origin}, {"nodes", g.n}, {"edges", g.edges()},
-							     {"rows", rows}}.dump(2) + "\n");
+		write_file_atomic(
+			a.json_out,
+			nlohmann::json{{"graph", g.origin}, {"nodes", g.n}, {"edges", g.edges()}, {"rows", rows}}.dump(
+				2) +
+				"\n");
 }
 
 } // namespace
@@ -163,11 +171,13 @@ void add_gnn_commands(CLI::App &app)
 {
 	auto *gnn = app.add_subcommand("gnn", "Graphs for page-aware GNN training: synth, layout, ra");
 	gnn->require_subcommand(1);
-	command<SynthArgs>(*gnn, "synth", "Write a synthetic graph in DGraphFin's .npz schema", define_synth, run_synth);
+	command<SynthArgs>(*gnn, "synth", "Write a synthetic graph in DGraphFin's .npz schema", define_synth,
+			   run_synth);
 	command<LayoutArgs>(*gnn, "layout", "Build a feature layout of the configured graph and save it", define_layout,
 			    run_layout);
-	command<RaArgs>(*gnn, "ra", "Read amplification of samplers x layouts over one epoch, modelled and measured (no "
-				   "training)",
+	command<RaArgs>(*gnn, "ra",
+			"Read amplification of samplers x layouts over one epoch, modelled and measured (no "
+			"training)",
 			define_ra, run_ra);
 }
 

@@ -31,8 +31,10 @@ void define_matrix(CLI::App *m, MatrixArgs &a)
 	a.config.add_to(m);
 	m->add_flag("--dry-run", a.mo.dry_run, "Print the runs, their number and an estimated duration; run nothing");
 	m->add_flag("--yes,-y", a.mo.yes, "Do not ask for confirmation");
-	m->add_option("--out", a.mo.out, "Results folder of a new matrix (default MATRIX_RESULTS_DIR/test_matrix_results_<stamp>)");
-	m->add_flag("--continue", a.mo.cont, "Continue a results folder (--dir, or the newest under MATRIX_RESULTS_DIR)");
+	m->add_option("--out", a.mo.out,
+		      "Results folder of a new matrix (default MATRIX_RESULTS_DIR/test_matrix_results_<stamp>)");
+	m->add_flag("--continue", a.mo.cont,
+		    "Continue a results folder (--dir, or the newest under MATRIX_RESULTS_DIR)");
 	m->add_option("--dir", a.mo.dir, "Results folder for --continue or --rerun");
 	m->add_flag("--rerun", a.mo.rerun, "Re-run the runs of --dir from zero (all, or those of --optimizer)");
 	m->add_option("--optimizer", a.mo.rerun_optimizer, "With --rerun: only this optimizer's runs");
@@ -40,9 +42,11 @@ void define_matrix(CLI::App *m, MatrixArgs &a)
 	m->add_option("--shard", a.shard, "Run shard k/N of the matrix (runs i with i mod N = k - 1)");
 	m->add_option("--stop-on-failure", a.mo.stop_on_failure, "1: stop at the first failed run; 0: go on")
 		->check(CLI::Range(0, 1));
-	m->add_option("--sweep", a.mo.sweep_file, "RANGE_CONFIG file: CONFIG_X=a|b|c or CONFIG_X=start:step:end per line");
+	m->add_option("--sweep", a.mo.sweep_file,
+		      "RANGE_CONFIG file: CONFIG_X=a|b|c or CONFIG_X=start:step:end per line");
 	m->add_flag("--force", a.mo.force, "Continue even when the configuration differs from the folder's");
-	m->add_flag("--is-matrix", a.is_matrix_query, "Exit 0 when the configuration is a test matrix, 1 when it is one run");
+	m->add_flag("--is-matrix", a.is_matrix_query,
+		    "Exit 0 when the configuration is a test matrix, 1 when it is one run");
 }
 
 void run_matrix_command(MatrixArgs &a)
@@ -117,8 +121,9 @@ void run_merge(MergeArgs &a)
 
 void add_matrix_commands(CLI::App &app)
 {
-	CLI::App *m = command<MatrixArgs>(app, "matrix", "Run (or plan, continue, rerun) the test matrix a .config describes",
-					  define_matrix, run_matrix_command);
+	CLI::App *m =
+		command<MatrixArgs>(app, "matrix", "Run (or plan, continue, rerun) the test matrix a .config describes",
+				    define_matrix, run_matrix_command);
 	m->require_subcommand(0, 1);
 	command<SummaryArgs>(*m, "summary", "Rewrite all_results.json and summary_report.txt of a results folder",
 			     define_summary, run_summary);

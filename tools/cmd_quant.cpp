@@ -73,8 +73,8 @@ void define_show(CLI::App *c, ShowArgs &a)
 void run_show(ShowArgs &a)
 {
 	GgufFile f(a.file);
-	fmt::print("{}: GGUF v{}, {} keys, {} tensors, alignment {}, data at byte {}\n", a.file, f.version(), f.kv().size(),
-		   f.tensors().size(), f.alignment(), f.data_offset());
+	fmt::print("{}: GGUF v{}, {} keys, {} tensors, alignment {}, data at byte {}\n", a.file, f.version(),
+		   f.kv().size(), f.tensors().size(), f.alignment(), f.data_offset());
 	for (const auto &k : f.kv()) {
 		std::string v;
 		if (k.type == GgufType::ARRAY) {

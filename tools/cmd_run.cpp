@@ -48,7 +48,8 @@ void run_run(RunArgs &a)
 		if (!a.shard.empty())
 			parse_shard(a.shard, &mo.shard_k, &mo.shard_n);
 		mo.self_exe = self_exe();
-		fmt::print("test matrix: {} runs (knlp matrix --config {})\n", expand_matrix(cfg).size(), a.config.path);
+		fmt::print("test matrix: {} runs (knlp matrix --config {})\n", expand_matrix(cfg).size(),
+			   a.config.path);
 		if (int rc = run_matrix(mo))
 			std::exit(rc);
 		return;
@@ -58,7 +59,8 @@ void run_run(RunArgs &a)
 		std::vector<std::string> args = {"train", "--config", a.config.path};
 		for (const auto &set : a.config.sets)
 			args.insert(args.end(), {"--set", set});
-		fmt::print("data parallel: {} processes (knlp launch --nproc {} -- train --config {})\n", n, n, a.config.path);
+		fmt::print("data parallel: {} processes (knlp launch --nproc {} -- train --config {})\n", n, n,
+			   a.config.path);
 		if (int rc = launch_local(n, args, 0, 30))
 			std::exit(rc);
 		return;
@@ -72,8 +74,9 @@ void run_run(RunArgs &a)
 
 void add_run_command(CLI::App &app)
 {
-	command<RunArgs>(app, "run", "Prepare the data, then train what the .config describes: one run, a test matrix or a "
-				     "data-parallel launch",
+	command<RunArgs>(app, "run",
+			 "Prepare the data, then train what the .config describes: one run, a test matrix or a "
+			 "data-parallel launch",
 			 define_run, run_run);
 }
 

@@ -72,8 +72,12 @@ void run_interval(IntervalArgs &x)
 		j["sd_diff"] = sample_stats(diffs).sd;
 	}
 	if (d.valid)
-		j.update({{"lo", d.lo}, {"hi", d.hi}, {"df", std::isfinite(d.df) ? nlohmann::json(d.df) : nlohmann::json(nullptr)},
-			  {"verdict", d.hi < 0 ? "below" : d.lo > 0 ? "above" : "inconclusive"}});
+		j.update({{"lo", d.lo},
+			  {"hi", d.hi},
+			  {"df", std::isfinite(d.df) ? nlohmann::json(d.df) : nlohmann::json(nullptr)},
+			  {"verdict", d.hi < 0	 ? "below"
+				      : d.lo > 0 ? "above"
+						 : "inconclusive"}});
 	fmt::print("{}\n", j.dump());
 }
 

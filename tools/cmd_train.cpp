@@ -62,14 +62,17 @@ std::unique_ptr<Tokenizer> run_tokenizer(const Config &cfg)
 
 void add_score_options(CLI::App *c, ScoreSource &s)
 {
-	c->add_option("--fisher", s.fisher_file, "fim, fim-error: fisher.safetensors of `knlp fim score` (default: "
-						  "compute the empirical Fisher now)");
-	c->add_option("--calib-data", s.data_dir, "fim, fim-error, imatrix: token folder of the calibration "
-						  "windows (default: the run's DATA_DIR)");
+	c->add_option("--fisher", s.fisher_file,
+		      "fim, fim-error: fisher.safetensors of `knlp fim score` (default: "
+		      "compute the empirical Fisher now)");
+	c->add_option("--calib-data", s.data_dir,
+		      "fim, fim-error, imatrix: token folder of the calibration "
+		      "windows (default: the run's DATA_DIR)");
 	c->add_option("--calib-split", s.split, "fim, fim-error, imatrix: calibration split")
 		->check(CLI::IsMember({"train", "val"}))
 		->capture_default_str();
-	c->add_option("--calib-windows", s.chunks, "fim, fim-error, imatrix: calibration windows")->capture_default_str();
+	c->add_option("--calib-windows", s.chunks, "fim, fim-error, imatrix: calibration windows")
+		->capture_default_str();
 	c->add_option("--calib-seq", s.seq, "fim, fim-error, imatrix: tokens per window (0: min(512, context))")
 		->capture_default_str();
 }
@@ -172,11 +175,12 @@ void run_sample(SampleArgs &a)
 			std::min<int64_t>(int64_t(std::max<size_t>(ids.size(), 1) + gen.size()) - 1, mc.block_size);
 		int64_t elem = model->parameters()[0].element_size();
 		int64_t analytic = cached * mc.cache_values_per_token() * elem;
-		fmt::print(stderr,
-			   "[{} tokens in {:.2f} s, {:.1f} tok/s, {} attention; KV cache measured {} bytes, analytic {} "
-			   "bytes = {} tokens x {} values x {} bytes{}]\n",
-			   gen.size(), dt, gen.size() / std::max(dt, 1e-9), mc.variant, cache_bytes, analytic, cached,
-			   mc.cache_values_per_token(), elem, cache_bytes == analytic ? "" : " MISMATCH");
+		fmt::print(
+			stderr,
+			"[{} tokens in {:.2f} s, {:.1f} tok/s, {} attention; KV cache measured {} bytes, analytic {} "
+			"bytes = {} tokens x {} values x {} bytes{}]\n",
+			gen.size(), dt, gen.size() / std::max(dt, 1e-9), mc.variant, cache_bytes, analytic, cached,
+			mc.cache_values_per_token(), elem, cache_bytes == analytic ? "" : " MISMATCH");
 		if (i + 1 < a.samples)
 			fmt::print("---\n");
 	}
@@ -197,7 +201,8 @@ void define_eval(CLI::App *c, EvalArgs &a)
 	c->add_option("--task", a.task, "perplexity (val.bin of a token folder) or hellaswag (a jsonl file)")
 		->check(CLI::IsMember({"perplexity", "hellaswag"}))
 		->capture_default_str();
-	c->add_option("--data", a.data_dir, "Token folder (default: the run's DATA_DIR); the .jsonl file for hellaswag");
+	c->add_option("--data", a.data_dir,
+		      "Token folder (default: the run's DATA_DIR); the .jsonl file for hellaswag");
 	c->add_option("--batch", a.batch, "Windows per batch")->capture_default_str();
 	c->add_option("--limit", a.limit, "hellaswag: score only the first N examples (0: all)");
 }
@@ -216,7 +221,8 @@ void eval_hellaswag(EvalArgs &a)
 	auto t0 = std::chrono::steady_clock::now();
 	auto r = score_items(items, *tok, model_logprobs(model, dev), size_t(model->config().block_size), true);
 	double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-	fmt::print("{{\"checkpoint\": \"{}\", \"task\": \"hellaswag\", \"data\": \"{}\", \"examples\": {}, \"acc\": {:.4f}, "
+	fmt::print("{{\"checkpoint\": \"{}\", \"task\": \"hellaswag\", \"data\": \"{}\", \"examples\": {}, \"acc\": "
+		   "{:.4f}, "
 		   "\"acc_norm\": {:.4f}, \"chance\": {:.4f}, \"seconds\": {:.2f}}}\n",
 		   ckpt, a.data_dir, r.n, r.acc, r.acc_norm, 1.0 / double(items[0].endings.size()), dt);
 }
@@ -269,9 +275,11 @@ void define_export(CLI::App *c, ExportArgs &a)
 	c->add_option("--out", a.out, "Output folder (hf) or file (gguf)")->required();
 	c->add_option("--type", a.qtype, "gguf: base type of the weights: f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k")
 		->capture_default_str();
-	c->add_option("--upgrade", a.upgrade, "gguf: the higher-precision type of upgraded tensors")->capture_default_str();
-	c->add_option("--roles", a.roles, "gguf: roles the plan may upgrade (comma-separated: attn_qkv attn_output "
-					  "ffn_up ffn_down token_embd position_embd)")
+	c->add_option("--upgrade", a.upgrade, "gguf: the higher-precision type of upgraded tensors")
+		->capture_default_str();
+	c->add_option("--roles", a.roles,
+		      "gguf: roles the plan may upgrade (comma-separated: attn_qkv attn_output "
+		      "ffn_up ffn_down token_embd position_embd)")
 		->capture_default_str();
 	c->add_option("--pct", a.pct, "gguf: upgrade the top max(1, floor(L pct / 100)) layers per role (0: none)")
 		->capture_default_str();
@@ -293,14 +301,15 @@ void run_export(ExportArgs &a)
 	Config cfg;
 	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 	auto s = export_gguf(model, cfg.settings(), ckpt, a.out, po, a.src);
-	fmt::print("exported {} to {} (GGUF v3, llama.cpp gpt2): {} bytes, {:.3f} bits per weight, base {}, {} upgraded "
-		   "to {}{}; plan in {}.plan.json\n",
-		   ckpt, a.out, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), a.qtype,
-		   s["upgraded"].size(), a.upgrade,
-		   s["fallbacks"].empty()
-			   ? std::string()
-			   : fmt::format(", {} tensors fell back (rows not a multiple of the block)", s["fallbacks"].size()),
-		   a.out);
+	fmt::print(
+		"exported {} to {} (GGUF v3, llama.cpp gpt2): {} bytes, {:.3f} bits per weight, base {}, {} upgraded "
+		"to {}{}; plan in {}.plan.json\n",
+		ckpt, a.out, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), a.qtype,
+		s["upgraded"].size(), a.upgrade,
+		s["fallbacks"].empty() ? std::string()
+				       : fmt::format(", {} tensors fell back (rows not a multiple of the block)",
+						     s["fallbacks"].size()),
+		a.out);
 }
 
 // ---- quantize: a plan's GGUF file and the perplexity of the model it leaves
@@ -320,7 +329,8 @@ void define_quantize(CLI::App *c, QuantizeArgs &a)
 	c->add_option("--base", a.base, "Base type of the weights")->capture_default_str();
 	c->add_option("--upgrade", a.upgrade, "Type of the upgraded tensors")->capture_default_str();
 	c->add_option("--roles", a.roles, "Roles the plan may upgrade (comma-separated)")->capture_default_str();
-	c->add_option("--pct", a.pct, "Upgrade the top max(1, floor(L pct / 100)) layers per role")->capture_default_str();
+	c->add_option("--pct", a.pct, "Upgrade the top max(1, floor(L pct / 100)) layers per role")
+		->capture_default_str();
 	c->add_option("--plan", a.plan, kPlanHelp)->capture_default_str();
 	add_score_options(c, a.src);
 	c->add_option("--seed", a.seed, "Seed of the random plan")->capture_default_str();
@@ -339,7 +349,8 @@ void run_quantize(QuantizeArgs &a)
 	make_dirs(a.out);
 	std::string file = join_path(a.out, "model.gguf");
 	auto plan = export_gguf(model, cfg.settings(), ckpt, file, po, a.src);
-	TokenFile val(join_path(a.data.empty() ? cfg.settings().data.dir : a.data, "val.bin"), model->config().vocab_raw);
+	TokenFile val(join_path(a.data.empty() ? cfg.settings().data.dir : a.data, "val.bin"),
+		      model->config().vocab_raw);
 	auto ref = evaluate_file(model, val, a.batch, torch::kCPU, false);
 	GPT2 q = load_gguf_model(file);
 	auto got = evaluate_file(q, val, a.batch, torch::kCPU, false);

@@ -29,15 +29,24 @@ static std::string st_dtype(torch::ScalarType t)
 
 static torch::ScalarType torch_dtype(const std::string &d, const std::string &where)
 {
-	if (d == "F32") return torch::kFloat;
-	if (d == "F64") return torch::kDouble;
-	if (d == "F16") return torch::kHalf;
-	if (d == "BF16") return torch::kBFloat16;
-	if (d == "I64") return torch::kLong;
-	if (d == "I32") return torch::kInt;
-	if (d == "U8") return torch::kByte;
-	if (d == "I8") return torch::kChar;
-	if (d == "BOOL") return torch::kBool;
+	if (d == "F32")
+		return torch::kFloat;
+	if (d == "F64")
+		return torch::kDouble;
+	if (d == "F16")
+		return torch::kHalf;
+	if (d == "BF16")
+		return torch::kBFloat16;
+	if (d == "I64")
+		return torch::kLong;
+	if (d == "I32")
+		return torch::kInt;
+	if (d == "U8")
+		return torch::kByte;
+	if (d == "I8")
+		return torch::kChar;
+	if (d == "BOOL")
+		return torch::kBool;
 	fail("{}: unsupported dtype {}", where, d);
 }
 
@@ -86,7 +95,10 @@ std::vector<NamedTensor> named_parameters_of(torch::nn::Module &m)
 	return out;
 }
 
-std::string checkpoints_dir(const std::string &run_dir) { return join_path(run_dir, "checkpoints"); }
+std::string checkpoints_dir(const std::string &run_dir)
+{
+	return join_path(run_dir, "checkpoints");
+}
 
 // Folder name a pointer file (LATEST, BEST, FINAL) holds; empty when there is none.
 static std::string pointer_name(const std::string &root, const std::string &pointer)

@@ -111,7 +111,8 @@ DdpEnv ddp_env()
 	bool has_port = false;
 	e.port = env_int("MASTER_PORT", e.source == "slurm" ? 29500 : 0, &has_port);
 	if (e.world > 1 && e.addr.empty())
-		fail("ddp: WORLD_SIZE={} but MASTER_ADDR is not set (torchrun sets it; with {} export MASTER_ADDR, the host "
+		fail("ddp: WORLD_SIZE={} but MASTER_ADDR is not set (torchrun sets it; with {} export MASTER_ADDR, the "
+		     "host "
 		     "of rank 0, and MASTER_PORT)",
 		     e.world, e.source == "slurm" ? "srun" : "a manual launch");
 	if (e.world > 1 && e.source != "slurm" && !has_port)
@@ -176,7 +177,7 @@ struct Ddp::Impl {
 // The rendezvous in the order every rank must follow (store, digest check, process group,
 // first collective); kept together so the order is visible.
 Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::milliseconds timeout, const std::string &digest)
-	: impl_(std::make_unique<Impl>()), env_(env), backend_(backend)
+    : impl_(std::make_unique<Impl>()), env_(env), backend_(backend)
 {
 	impl_->timeout = timeout;
 	const double secs = double(timeout.count()) / 1000;
@@ -190,13 +191,14 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 	try {
 		impl_->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
 		if (env.agent_store) // torchrun's store: our keys apart from its own and earlier attempts'
-			impl_->store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("knlp/attempt{}", env.restart),
-									     impl_->store);
+			impl_->store = c10::make_intrusive<c10d::PrefixStore>(
+				fmt::format("knlp/attempt{}", env.restart), impl_->store);
 	} catch (const std::exception &e) {
 		std::string m = e.what();
 		m = m.substr(0, m.find('\n'));
 		if (env.rank == 0 && !env.agent_store)
-			fail("ddp: rank 0 cannot listen on {}:{} for the rendezvous (port in use? choose another MASTER_PORT): {}",
+			fail("ddp: rank 0 cannot listen on {}:{} for the rendezvous (port in use? choose another "
+			     "MASTER_PORT): {}",
 			     addr, env.port, m);
 		fail("ddp: rank {} cannot reach the rendezvous{} at {}:{} within {:.0f} s: {}", env.rank,
 		     env.agent_store ? " (torchrun's agent store)" : "", addr, env.port, secs, m);
@@ -211,10 +213,12 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 				std::string d = text(impl_->store->get(fmt::format("knlp/digest/{}", r)));
 				if (d != digest) {
 					try { // let rank r read rank 0's digest and report the mismatch too
-						impl_->store->wait({fmt::format("knlp/ack/{}", r)}, std::chrono::milliseconds(5000));
+						impl_->store->wait({fmt::format("knlp/ack/{}", r)},
+								   std::chrono::milliseconds(5000));
 					} catch (...) {
 					}
-					fail("ddp: rank {}'s configuration differs from rank 0's (digest {} vs {}); every rank must run the "
+					fail("ddp: rank {}'s configuration differs from rank 0's (digest {} vs {}); "
+					     "every rank must run the "
 					     "same .config",
 					     r, d.substr(0, 12), digest.substr(0, 12));
 				}
@@ -223,7 +227,8 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 			std::string d = text(impl_->store->get("knlp/digest/0"));
 			impl_->store->set(fmt::format("knlp/ack/{}", env.rank), bytes("1"));
 			if (d != digest)
-				fail("ddp: rank {}'s configuration differs from rank 0's (digest {} vs {}); every rank must run the "
+				fail("ddp: rank {}'s configuration differs from rank 0's (digest {} vs {}); every rank "
+				     "must run the "
 				     "same .config",
 				     env.rank, digest.substr(0, 12), d.substr(0, 12));
 		}
@@ -231,8 +236,9 @@ Ddp::Ddp(const DdpEnv &env, const std::string &backend, std::chrono::millisecond
 		throw;
 	} catch (const std::exception &e) {
 		std::string m = e.what();
-		fail("ddp: rank {}: the rendezvous did not complete within {:.0f} s (are all {} processes started?): {}", env.rank,
-		     secs, env.world, m.substr(0, m.find('\n')));
+		fail("ddp: rank {}: the rendezvous did not complete within {:.0f} s (are all {} processes started?): "
+		     "{}",
+		     env.rank, secs, env.world, m.substr(0, m.find('\n')));
 	}
 	if (backend == "nccl") {
 #ifdef KNLP_HAVE_NCCL
@@ -318,9 +324,15 @@ std::vector<double> Ddp::reduce(const std::vector<double> &v, bool max)
 	return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-std::vector<double> Ddp::sum(const std::vector<double> &v) { return reduce(v, false); }
+std::vector<double> Ddp::sum(const std::vector<double> &v)
+{
+	return reduce(v, false);
+}
 
-std::vector<double> Ddp::max(const std::vector<double> &v) { return reduce(v, true); }
+std::vector<double> Ddp::max(const std::vector<double> &v)
+{
+	return reduce(v, true);
+}
 
 void Ddp::barrier()
 {
@@ -363,10 +375,12 @@ void Ddp::lost(const std::string &what, const std::exception &e)
 		who = env_.rank == 0 ? -1 : 0;
 	}
 	if (who >= 0)
-		fail("ddp: rank {} of {} is gone ({} failed on rank {}: {}); stopped. The last complete checkpoint is intact and "
+		fail("ddp: rank {} of {} is gone ({} failed on rank {}: {}); stopped. The last complete checkpoint is "
+		     "intact and "
 		     "resumable, with any number of processes",
 		     who, env_.world, what, env_.rank, m);
-	fail("ddp: a peer of rank {} is gone ({} failed: {}); stopped. The last complete checkpoint is intact and resumable",
+	fail("ddp: a peer of rank {} is gone ({} failed: {}); stopped. The last complete checkpoint is intact and "
+	     "resumable",
 	     env_.rank, what, m);
 }
 
@@ -383,7 +397,8 @@ void Ddp::attach(const std::vector<torch::Tensor> &params, int64_t bucket_bytes,
 	std::vector<int64_t> sizes;
 	for (size_t k = n; k-- > 0;) { // reverse order: the backward pass produces the last layers first
 		const auto &p = params[k];
-		if (I.members.empty() || cur >= bucket_bytes || p.scalar_type() != I.params[size_t(I.members.back()[0])].scalar_type()) {
+		if (I.members.empty() || cur >= bucket_bytes ||
+		    p.scalar_type() != I.params[size_t(I.members.back()[0])].scalar_type()) {
 			I.members.emplace_back();
 			sizes.push_back(0);
 			cur = 0;
@@ -396,7 +411,8 @@ void Ddp::attach(const std::vector<torch::Tensor> &params, int64_t bucket_bytes,
 	}
 	I.bufs.clear();
 	for (size_t b = 0; b < I.members.size(); b++)
-		I.bufs.push_back(torch::zeros({sizes[b]}, params[size_t(I.members[b][0])].options().requires_grad(false)));
+		I.bufs.push_back(
+			torch::zeros({sizes[b]}, params[size_t(I.members[b][0])].options().requires_grad(false)));
 	I.pending.assign(I.members.size(), 0);
 	I.fired.assign(n, 0);
 	I.works.assign(I.members.size(), {});
@@ -492,8 +508,8 @@ DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const s
 	DdpEnv env = ddp_env();
 	const Settings &s = cfg.settings();
 	if (env.world > 1 && !s.ddp.enabled)
-		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process", env.world,
-		     env.source);
+		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process",
+		     env.world, env.source);
 	// A launched CONFIG_DDP run uses the process group even with one process (torchrun
 	// --nproc_per_node=1): the whole data-parallel path, on one GPU or core.
 	if (!(env.world > 1 || (env.source != "none" && s.ddp.enabled))) {
@@ -501,7 +517,8 @@ DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const s
 		return st;
 	}
 	const bool cuda = select_device(s.core).is_cuda();
-	std::string backend = s.ddp.backend == choice::DdpBackend::Auto ? (cuda ? "nccl" : "gloo") : name_of(s.ddp.backend);
+	std::string backend =
+		s.ddp.backend == choice::DdpBackend::Auto ? (cuda ? "nccl" : "gloo") : name_of(s.ddp.backend);
 	if (backend == "nccl" && !cuda)
 		fail("ddp: CONFIG_DDP_BACKEND_NCCL needs CUDA devices, but this run is on the CPU (choose "
 		     "CONFIG_DDP_BACKEND_GLOO or _AUTO)");
@@ -620,7 +637,9 @@ int launch_local(int nproc, const std::vector<std::string> &args, int port, int 
 			int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 			if (code != 0 && rc == 0) {
 				rc = code;
-				fmt::print(stderr, "launch: rank {} (pid {}) {}; the others stop on their own or in {} s\n", rank_of[p], p,
+				fmt::print(stderr,
+					   "launch: rank {} (pid {}) {}; the others stop on their own or in {} s\n",
+					   rank_of[p], p,
 					   WIFEXITED(st) ? fmt::format("exited with code {}", code)
 							 : fmt::format("was killed by signal {}", WTERMSIG(st)),
 					   grace);

@@ -37,15 +37,16 @@ DdpEnv ddp_env();
 
 struct DdpStats {
 	int64_t syncs = 0, buckets = 0, bytes = 0;
-	double comm_wait_seconds = 0;   // time the step waited for all-reduces after the backward pass
-	double backward_seconds = 0;    // time of the synchronised backward passes
+	double comm_wait_seconds = 0; // time the step waited for all-reduces after the backward pass
+	double backward_seconds = 0;  // time of the synchronised backward passes
 };
 
 class Ddp {
 public:
 	// Rendezvous and process group. `backend` is gloo or nccl; `digest` (of the configuration)
 	// must agree on every rank or every rank fails before training.
-	Ddp(const DdpEnv &env, const std::string &backend, std::chrono::milliseconds timeout, const std::string &digest);
+	Ddp(const DdpEnv &env, const std::string &backend, std::chrono::milliseconds timeout,
+	    const std::string &digest);
 	~Ddp();
 	int rank() const { return env_.rank; }
 	int world() const { return env_.world; }
@@ -89,7 +90,7 @@ struct TrainRequest;
 struct DdpStart {
 	std::unique_ptr<Ddp> ddp; // null: one plain process
 	int rank = 0, world = 1;
-	int local_rank = -1;      // the rank's GPU on CUDA; -1 without a launch
+	int local_rank = -1;	   // the rank's GPU on CUDA; -1 without a launch
 	std::string run_dir, ckpt; // rank 0's run folder and checkpoint to resume, on every rank
 };
 

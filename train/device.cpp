@@ -55,7 +55,8 @@ void setup_threads(const CoreSettings &c)
 	if (n <= 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);
-		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : std::thread::hardware_concurrency();
+		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+								 : std::thread::hardware_concurrency();
 	}
 	torch::set_num_threads(static_cast<int>(std::max(1LL, n)));
 }
@@ -75,7 +76,8 @@ double measure_matmul_peak(torch::Device dev, bool bf16)
 	if (dev.is_cuda())
 		shapes = {{8192, 8192, 8192}, {16384, 4096, 4096}};
 	else
-		shapes = {{512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {3072, 384, 1536}, {3072, 1536, 384}};
+		shapes = {
+			{512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {3072, 384, 1536}, {3072, 1536, 384}};
 	double best = 0;
 	for (auto [m, k, n] : shapes) {
 		auto a = torch::randn({m, k}, opts), b = torch::randn({k, n}, opts);
@@ -95,6 +97,9 @@ double measure_matmul_peak(torch::Device dev, bool bf16)
 	return best;
 }
 
-std::string torch_version() { return TORCH_VERSION; }
+std::string torch_version()
+{
+	return TORCH_VERSION;
+}
 
 } // namespace knlp

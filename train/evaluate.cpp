@@ -7,7 +7,10 @@
 
 namespace knlp {
 
-double perplexity_of(double loss) { return std::exp(std::min(loss, 20.0)); }
+double perplexity_of(double loss)
+{
+	return std::exp(std::min(loss, 20.0));
+}
 
 EvalResult evaluate_file(GPT2 &model, const TokenFile &data, int batch, torch::Device dev, bool show)
 {

@@ -21,7 +21,8 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 	auto st = read_checkpoint_state(ckpt_dir);
 	if (!st.contains("config") || !st["config"].is_string())
 		fail("{}: checkpoint state has no configuration", join_path(ckpt_dir, "state.json"));
-	Config cfg = Config::parse(st["config"].get<std::string>(), join_path(ckpt_dir, "state.json"), Config::Mode::Saved);
+	Config cfg =
+		Config::parse(st["config"].get<std::string>(), join_path(ckpt_dir, "state.json"), Config::Mode::Saved);
 	if (family_name(cfg.settings()) != "gpt2")
 		fail("{}: a checkpoint of an image model; this command works on GPT-2 runs (image runs report test "
 		     "accuracy in training_metrics.json)",
@@ -44,7 +45,8 @@ void export_hf(GPT2 &model, const std::string &out_dir)
 {
 	const auto &c = model->config();
 	if (!c.vanilla())
-		fail("export: the Hugging Face GPT-2 layout holds only vanilla attention; this model uses '{}' attention",
+		fail("export: the Hugging Face GPT-2 layout holds only vanilla attention; this model uses '{}' "
+		     "attention",
 		     c.variant);
 	make_dirs(out_dir);
 	std::vector<NamedTensor> out;
@@ -188,7 +190,8 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 	for (size_t w = 0; w < starts.size(); w += per) {
 		int n = int(std::min<size_t>(per, starts.size() - w));
 		for (int i = 0; i < n; i++)
-			data.window(uint64_t(starts[w + size_t(i)]), seq, x[i].data_ptr<int64_t>(), y[i].data_ptr<int64_t>());
+			data.window(uint64_t(starts[w + size_t(i)]), seq, x[i].data_ptr<int64_t>(),
+				    y[i].data_ptr<int64_t>());
 		model->forward_all(x.narrow(0, 0, n).to(dev));
 	}
 	std::map<std::string, torch::Tensor> out;
@@ -205,7 +208,8 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 {
 	const auto &c = model->config();
 	if (!c.vanilla())
-		fail("export: llama.cpp's gpt2 architecture holds only vanilla attention; this model uses '{}' attention",
+		fail("export: llama.cpp's gpt2 architecture holds only vanilla attention; this model uses '{}' "
+		     "attention",
 		     c.variant);
 	{ // what an export killed before its rename left next to `out` (out.tmp.PID, plan too)
 		std::string d = dirname_of(out), base = out.substr(out.find_last_of('/') + 1);
@@ -224,11 +228,11 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 		for (int i = 0; i < c.n_layer; i++) {
 			std::string h = "transformer.h." + std::to_string(i) + ".";
 			for (auto [n, d] : std::vector<std::pair<std::string, int>>{{"ln_1.bias", c.n_embd},
-										      {"ln_2.bias", c.n_embd},
-										      {"attn.c_attn.bias", 3 * c.n_embd},
-										      {"attn.c_proj.bias", c.n_embd},
-										      {"mlp.c_fc.bias", 4 * c.n_embd},
-										      {"mlp.c_proj.bias", c.n_embd}})
+										    {"ln_2.bias", c.n_embd},
+										    {"attn.c_attn.bias", 3 * c.n_embd},
+										    {"attn.c_proj.bias", c.n_embd},
+										    {"mlp.c_fc.bias", 4 * c.n_embd},
+										    {"mlp.c_proj.bias", c.n_embd}})
 				params.emplace_back(h + n, torch::zeros({d}));
 		}
 		params.emplace_back("transformer.ln_f.bias", torch::zeros({c.n_embd}));
@@ -285,7 +289,8 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 		int role_layer;
 		const bool scored = !gpt2_role(name, &role_layer).empty() && t.dim() == 2;
 		if (data_plan && plan.pct > 0 && scored) {
-			auto need = [&](const std::map<std::string, torch::Tensor> &m, const char *what) -> torch::Tensor {
+			auto need = [&](const std::map<std::string, torch::Tensor> &m,
+					const char *what) -> torch::Tensor {
 				auto it = m.find(name);
 				if (it == m.end())
 					fail("export: plan {} has no {} for {}", plan.plan, what, name);
@@ -297,7 +302,9 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 			if (plan.plan == "fim") {
 				scores[name] = need(fisher, "Fisher diagonal").mean(torch::kDouble).item<double>();
 			} else if (plan.plan == "fim-error") {
-				scores[name] = 0.5 * (need(fisher, "Fisher diagonal") * base_error(name, t)).sum(torch::kDouble).item<double>();
+				scores[name] = 0.5 * (need(fisher, "Fisher diagonal") * base_error(name, t))
+							     .sum(torch::kDouble)
+							     .item<double>();
 			} else {
 				auto it = imatrix.find(name);
 				// Embedding tables have no input activations: weight their rows equally.
@@ -313,7 +320,8 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 				continue;
 			const auto *v = opt->find("exp_avg_sq." + name);
 			if (!v)
-				fail("{}: no exp_avg_sq.{} (the optimizer keeps no second moment?); plan squisher needs Adam's "
+				fail("{}: no exp_avg_sq.{} (the optimizer keeps no second moment?); plan squisher "
+				     "needs Adam's "
 				     "state: use --plan magnitude",
 				     opt->path(), name);
 			if (v->dtype != "F32")
@@ -395,8 +403,8 @@ GPT2 load_gguf_model(const std::string &path, std::string *data_dir)
 	c.n_embd = u32("gpt2.embedding_length");
 	c.block_size = u32("gpt2.context_length");
 	if (u32("gpt2.feed_forward_length") != 4 * c.n_embd)
-		fail("{}: feed_forward_length {} is not 4 x {} (knlp's GPT-2 MLP)", path, u32("gpt2.feed_forward_length"),
-		     c.n_embd);
+		fail("{}: feed_forward_length {} is not 4 x {} (knlp's GPT-2 MLP)", path,
+		     u32("gpt2.feed_forward_length"), c.n_embd);
 	const auto &emb = f.tensor("token_embd.weight");
 	if (emb.ne.size() != 2 || emb.ne[0] != c.n_embd)
 		fail("{}: token_embd.weight has the wrong shape for width {}", path, c.n_embd);

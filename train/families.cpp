@@ -32,8 +32,14 @@ const FamilyRow &row_of(const Settings &s)
 
 } // namespace
 
-std::unique_ptr<Family> make_family(const Settings &s) { return row_of(s).make(s); }
+std::unique_ptr<Family> make_family(const Settings &s)
+{
+	return row_of(s).make(s);
+}
 
-std::string family_name(const Settings &s) { return row_of(s).name; }
+std::string family_name(const Settings &s)
+{
+	return row_of(s).name;
+}
 
 } // namespace knlp

@@ -42,8 +42,8 @@ uint32_t sample_logits(const torch::Tensor &logits, int vocab, double temperatur
 	return 0;
 }
 
-std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt,
-			       Rng &rng, torch::Device dev, int64_t *peak_cache_bytes)
+std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt, Rng &rng,
+			       torch::Device dev, int64_t *peak_cache_bytes)
 {
 	torch::NoGradGuard ng;
 	bool was_training = model->is_training();
@@ -63,7 +63,8 @@ std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt,
 	auto logits = model->forward_cached(to_tensor(ctx.data() + start, ctx.size() - start), cache);
 	int64_t peak = cache.bytes();
 	for (int i = 0; i < opt.tokens; i++) {
-		uint32_t id = sample_logits(logits[0][logits.size(1) - 1], c.vocab_raw, opt.temperature, opt.top_k, rng);
+		uint32_t id =
+			sample_logits(logits[0][logits.size(1) - 1], c.vocab_raw, opt.temperature, opt.top_k, rng);
 		out.push_back(id);
 		ctx.push_back(id);
 		if (i + 1 == opt.tokens)

@@ -16,8 +16,8 @@ struct SampleOptions {
 
 // Returns the generated ids (without the prompt). Deterministic for a given rng state.
 // peak_cache_bytes, when given, receives the largest KV-cache size reached.
-std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt,
-			       Rng &rng, torch::Device dev, int64_t *peak_cache_bytes = nullptr);
+std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt, Rng &rng,
+			       torch::Device dev, int64_t *peak_cache_bytes = nullptr);
 
 // Draw one id from logits (first `vocab` entries) with temperature and top-k.
 uint32_t sample_logits(const torch::Tensor &logits, int vocab, double temperature, int top_k, Rng &rng);

@@ -54,16 +54,18 @@ public:
 	{
 		const std::string &dir = cfg_.data.dir;
 		if (!is_dir(dir))
-			fail("{}: dataset folder not found; prepare it with `make prepare` (or set CONFIG_DATA_DIR)", dir);
+			fail("{}: dataset folder not found; prepare it with `make prepare` (or set CONFIG_DATA_DIR)",
+			     dir);
 		DataMeta meta = read_data_meta(dir);
 		if (!meta.present && !file_exists(join_path(dir, "train.bin")))
-			fail("{}: no train.bin and no meta.json: not a prepared token folder (an interrupted `knlp prepare`? "
+			fail("{}: no train.bin and no meta.json: not a prepared token folder (an interrupted `knlp "
+			     "prepare`? "
 			     "run it again)",
 			     dir);
 		mc_ = GPT2Config::from(cfg_, meta.present ? meta.vocab_size : 0);
 		if (meta.present && meta.vocab_size > mc_.vocab_size)
-			fail("{}: data vocabulary {} exceeds the model's {} (CONFIG_GPT2_VOCAB_SIZE)", dir, meta.vocab_size,
-			     mc_.vocab_size);
+			fail("{}: data vocabulary {} exceeds the model's {} (CONFIG_GPT2_VOCAB_SIZE)", dir,
+			     meta.vocab_size, mc_.vocab_size);
 		train_ = std::make_unique<TokenFile>(join_path(dir, "train.bin"), mc_.vocab_raw);
 		val_ = std::make_unique<TokenFile>(join_path(dir, "val.bin"), mc_.vocab_raw);
 		train_->require_window(mc_.block_size);
@@ -110,8 +112,8 @@ public:
 
 	std::string describe() const override
 	{
-		return fmt::format("GPT-2 {}x{}x{} ctx {} vocab {}, {} attention", mc_.n_layer, mc_.n_head, mc_.n_embd, T_,
-				   mc_.vocab_size, mc_.variant);
+		return fmt::format("GPT-2 {}x{}x{} ctx {} vocab {}, {} attention", mc_.n_layer, mc_.n_head, mc_.n_embd,
+				   T_, mc_.vocab_size, mc_.variant);
 	}
 	std::string global_batch_text(const RunContext &ctx) const override
 	{
@@ -196,9 +198,9 @@ public:
 		j["best_val_loss"] = std::isnan(end.best) ? json(nullptr) : json(end.best);
 		j["best_iteration"] = end.best_step;
 		j["tokens_per_second"] = j["throughput"]["value"];
-		json m = {{"train_losses", json::array()},	{"val_losses", json::array()},
+		json m = {{"train_losses", json::array()},	 {"val_losses", json::array()},
 			  {"train_perplexities", json::array()}, {"val_perplexities", json::array()},
-			  {"learning_rates", json::array()},	{"timestamps", json::array()},
+			  {"learning_rates", json::array()},	 {"timestamps", json::array()},
 			  {"iterations", json::array()}};
 		for (const auto &h : history) {
 			const double tl = h["train_loss"].get<double>(), vl = h["val_loss"].get<double>();
@@ -213,7 +215,8 @@ public:
 				m["sparsities"].push_back(h["sparsity"]);
 		}
 		j["metrics"] = m;
-		j["figures"] = {{"val_perplexity", std::isnan(end.last_quality) ? json(nullptr) : json(perplexity_of(end.last_quality))},
+		j["figures"] = {{"val_perplexity",
+				 std::isnan(end.last_quality) ? json(nullptr) : json(perplexity_of(end.last_quality))},
 				{"kv_cache_values_per_token", mc_.cache_values_per_token()}};
 	}
 
@@ -282,8 +285,12 @@ private:
 		}
 		json summary = json::array(), full = spectrum_json(heads);
 		for (const auto &l : full["layers"])
-			summary.push_back({{"layer", l["layer"]}, {"trace", l["trace"]}, {"eigmax", l["eigmax"]},
-					   {"energy8", l["energy8"]}, {"energy16", l["energy16"]}, {"cond", l["cond"]}});
+			summary.push_back({{"layer", l["layer"]},
+					   {"trace", l["trace"]},
+					   {"eigmax", l["eigmax"]},
+					   {"energy8", l["energy8"]},
+					   {"energy16", l["energy16"]},
+					   {"cond", l["cond"]}});
 		model_->train();
 		return summary;
 	}
@@ -327,6 +334,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<Family> make_gpt2_family(const Settings &s) { return std::make_unique<Gpt2Family>(s); }
+std::unique_ptr<Family> make_gpt2_family(const Settings &s)
+{
+	return std::make_unique<Gpt2Family>(s);
+}
 
 } // namespace knlp

@@ -18,7 +18,8 @@ void check_gpt2_tools(const Settings &cfg, const GPT2Config &mc, const Optimizer
 	if (cfg.quant.gguf) {
 		auto qp = plan_options_from(cfg.quant);
 		if (!mc.vanilla())
-			fail("CONFIG_QUANT_GGUF=y: llama.cpp's gpt2 architecture holds only vanilla attention, not '{}'",
+			fail("CONFIG_QUANT_GGUF=y: llama.cpp's gpt2 architecture holds only vanilla attention, not "
+			     "'{}'",
 			     mc.variant);
 		if (qp.plan == "squisher" && !opt.has_second_moment())
 			fail("CONFIG_QUANT_PLAN_SQUISHER=y: the {} optimizer keeps no second moment (exp_avg_sq)",
@@ -37,7 +38,8 @@ void check_gpt2_tools(const Settings &cfg, const GPT2Config &mc, const Optimizer
 			     "CONFIG_TIER_SOURCE_FIM=y",
 			     opt.options().name);
 		if (cfg.tier.context > mc.block_size)
-			fail("CONFIG_TIER_CONTEXT={} exceeds the model's context of {} tokens", cfg.tier.context, mc.block_size);
+			fail("CONFIG_TIER_CONTEXT={} exceeds the model's context of {} tokens", cfg.tier.context,
+			     mc.block_size);
 	}
 }
 
@@ -63,11 +65,13 @@ FisherResult fisher_scores(const Settings &cfg, GPT2 &model, const FisherOptions
 		write_file_atomic(join_path(dir, "compare.json"), c.dump(2) + "\n");
 		for (const auto &[k, r] : c["fisher"].items()) {
 			const auto &g = r["global"]["raw"];
-			fmt::print("fim: Adam's v vs the {} Fisher: Spearman {:.3f}, Pearson {:.3f}, top-10% overlap {:.3f} over "
+			fmt::print("fim: Adam's v vs the {} Fisher: Spearman {:.3f}, Pearson {:.3f}, top-10% overlap "
+				   "{:.3f} over "
 				   "{} elements\n",
 				   k, g["spearman"].is_null() ? NAN : g["spearman"].get<double>(),
 				   g["pearson"].is_null() ? NAN : g["pearson"].get<double>(),
-				   g["top10%"].is_null() ? NAN : g["top10%"].get<double>(), g["elements"].get<int64_t>());
+				   g["top10%"].is_null() ? NAN : g["top10%"].get<double>(),
+				   g["elements"].get<int64_t>());
 		}
 	}
 	return fisher;
@@ -140,10 +144,11 @@ void run_gpt2_tools(const Settings &cfg, GPT2 &model, const std::string &ckpt, c
 		src.chunks = static_cast<int>(cfg.fim.chunks);
 		src.seq = static_cast<int>(cfg.fim.seq);
 		auto s = export_gguf(model, cfg, ckpt, file, plan_options_from(cfg.quant), src);
-		fmt::print("gguf: {} ({} bytes, {:.3f} bits per weight, {} upgraded, {} fallbacks; `knlp eval --gguf {}` "
-			   "for its perplexity)\n",
-			   file, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), s["upgraded"].size(),
-			   s["fallbacks"].size(), file);
+		fmt::print(
+			"gguf: {} ({} bytes, {:.3f} bits per weight, {} upgraded, {} fallbacks; `knlp eval --gguf {}` "
+			"for its perplexity)\n",
+			file, s["file_bytes"].get<uint64_t>(), s["bits_per_weight"].get<double>(), s["upgraded"].size(),
+			s["fallbacks"].size(), file);
 	}
 }
 

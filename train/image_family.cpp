@@ -46,8 +46,8 @@ public:
 		train_ = load_image_dataset(dataset_, dir, true);
 		test_ = load_image_dataset(dataset_, dir, false);
 		if (test_.channels != train_.channels || test_.height != train_.height || test_.width != train_.width)
-			fail("{}: test images are {}x{}x{} but training images are {}x{}x{}", test_.name, test_.channels,
-			     test_.height, test_.width, train_.channels, train_.height, train_.width);
+			fail("{}: test images are {}x{}x{} but training images are {}x{}x{}", test_.name,
+			     test_.channels, test_.height, test_.width, train_.channels, train_.height, train_.width);
 		vc_.arch = arch_;
 		vc_.onednn = cfg_.image.onednn;
 		vc_.winograd = cfg_.image.winograd;
@@ -56,11 +56,11 @@ public:
 		if (vc_.num_classes == 0)
 			vc_.num_classes = train_.num_classes;
 		if (vc_.num_classes != train_.num_classes)
-			fail("{}: the dataset has {} classes but CONFIG_IMAGE_NUM_CLASSES={}", train_.name, train_.num_classes,
-			     vc_.num_classes);
+			fail("{}: the dataset has {} classes but CONFIG_IMAGE_NUM_CLASSES={}", train_.name,
+			     train_.num_classes, vc_.num_classes);
 		if (arch_ == "lenet5" && train_.channels != 1)
-			fail("{}: LeNet-5 takes one channel; {} has {} (use a ResNet for colour images)", train_.name, dataset_,
-			     train_.channels);
+			fail("{}: LeNet-5 takes one channel; {} has {} (use a ResNet for colour images)", train_.name,
+			     dataset_, train_.channels);
 		tf_train_.out_channels = vc_.in_channels;
 		tf_train_.size = 32;
 		// LeNet-5 resizes 28x28 to 32x32 (the original); the ResNets zero-pad MNIST-sized
@@ -133,8 +133,8 @@ public:
 
 	std::string describe() const override
 	{
-		return fmt::format("{} on {} ({} train, {} test images, {}x{}x{} inputs)", arch_, dataset_, train_.n, test_.n,
-				   tf_train_.out_channels, tf_train_.size, tf_train_.size);
+		return fmt::format("{} on {} ({} train, {} test images, {}x{}x{} inputs)", arch_, dataset_, train_.n,
+				   test_.n, tf_train_.out_channels, tf_train_.size, tf_train_.size);
 	}
 	void print_setup(RunContext &ctx) override
 	{
@@ -147,7 +147,8 @@ public:
 					   eng == "onednn-blocked-winograd" ? ", Winograd 3x3 convolutions" : "");
 			else if (cfg_.image.onednn)
 				fmt::print("engine: libtorch's ops; CONFIG_IMAGE_ONEDNN needs {}\n",
-					   ctx.dev.is_cuda() ? "the CPU" : "a build with oneDNN's headers (libdnnl-dev)");
+					   ctx.dev.is_cuda() ? "the CPU"
+							     : "a build with oneDNN's headers (libdnnl-dev)");
 		}
 		if (adv_recipe_)
 			fmt::print("{}: the original's CNN recipe, cosine per epoch to 1e-6 and gradient-norm clip 1.0 "
@@ -224,9 +225,9 @@ public:
 		ev.eval_loss = tl;
 		ev.record = {{"test_loss", tl}, {"test_accuracy", ta}, {"epoch_time", et}};
 		const bool pruning = ctx.pruner->enabled();
-		ev.text = fmt::format("train loss {:.4f}, test loss {:.4f}, accuracy {:.2f}%{} ({:.1f} s)", train_loss, tl,
-				      100 * ta,
-				      pruning ? fmt::format(", sparsity {:.1f}%", 100 * ctx.pruner->stats().sparsity) : "", et);
+		ev.text = fmt::format(
+			"train loss {:.4f}, test loss {:.4f}, accuracy {:.2f}%{} ({:.1f} s)", train_loss, tl, 100 * ta,
+			pruning ? fmt::format(", sparsity {:.1f}%", 100 * ctx.pruner->stats().sparsity) : "", et);
 		return ev;
 	}
 	std::string format_quality(double q) const override { return fmt::format("test accuracy {:.2f}%", 100 * q); }
@@ -252,7 +253,8 @@ public:
 	{
 		const int64_t g = st.at("global_batch").get<int64_t>();
 		if (g != G_)
-			fail("{}: the checkpoint's steps take {} images (BATCH_SIZE x GRAD_ACCUM x processes) but this run's "
+			fail("{}: the checkpoint's steps take {} images (BATCH_SIZE x GRAD_ACCUM x processes) but this "
+			     "run's "
 			     "take {}; resume with the same global batch (e.g. fewer processes and more GRAD_ACCUM)",
 			     f.path(), g, G_);
 		epoch_loss_sum_ = st.at("epoch_loss_sum").get<double>();
@@ -316,8 +318,9 @@ private:
 			return {};
 		auto x = torch::empty({n, tf_train_.out_channels, tf_train_.size, tf_train_.size});
 		auto y = torch::empty({n}, torch::kLong);
-		make_image_batch(train_, order.data() + start, n, tf_train_, seed_ * 6364136223846793005ULL + uint64_t(epoch),
-				 x.data_ptr<float>(), y.data_ptr<int64_t>());
+		make_image_batch(train_, order.data() + start, n, tf_train_,
+				 seed_ * 6364136223846793005ULL + uint64_t(epoch), x.data_ptr<float>(),
+				 y.data_ptr<int64_t>());
 		if (channels_last_)
 			x = x.contiguous(at::MemoryFormat::ChannelsLast);
 		return {x, y, n};
@@ -325,8 +328,9 @@ private:
 	// This rank's micro-batch j of step b, built on another thread.
 	std::future<Batch> fetch(int64_t epoch, int64_t b, int j)
 	{
-		return std::async(std::launch::async,
-				  [this, order = order_, epoch, b, m = first_micro_ + j] { return make_batch(*order, epoch, b, m); });
+		return std::async(std::launch::async, [this, order = order_, epoch, b, m = first_micro_ + j] {
+			return make_batch(*order, epoch, b, m);
+		});
 	}
 
 	// Test loss and accuracy. Data parallel: BatchNorm statistics are rank 0's everywhere (as
@@ -359,7 +363,8 @@ private:
 			auto yd = y.to(ctx.dev);
 			auto logits = model_->forward(x.to(ctx.dev)).to(torch::kFloat);
 			total += torch::nn::functional::cross_entropy(
-					 logits, yd, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+					 logits, yd,
+					 torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
 					 .item<double>();
 			right += logits.argmax(1).eq(yd).sum().item<int64_t>();
 		}
@@ -392,6 +397,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<Family> make_image_family(const Settings &s) { return std::make_unique<ImageFamily>(s); }
+std::unique_ptr<Family> make_image_family(const Settings &s)
+{
+	return std::make_unique<ImageFamily>(s);
+}
 
 } // namespace knlp

@@ -31,7 +31,10 @@ namespace {
 // Checkpoint state written by this loop. Version 1 was the three trainers' own formats.
 constexpr int k_state_version = 2;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t)
+{
+	return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 int64_t count_parameters(torch::nn::Module &m)
 {
@@ -44,7 +47,7 @@ int64_t count_parameters(torch::nn::Module &m)
 class Loop {
 public:
 	explicit Loop(TrainRequest req)
-		: req_(std::move(req)), cfg_(req_.cfg.settings()), family_(make_family(cfg_)), ctx_(cfg_)
+	    : req_(std::move(req)), cfg_(req_.cfg.settings()), family_(make_family(cfg_)), ctx_(cfg_)
 	{
 	}
 	int run();
@@ -57,10 +60,7 @@ private:
 	void begin();
 	std::string train_steps();
 	void end(const std::string &status);
-	bool at_end() const
-	{
-		return cad_.epochs ? pos_.epoch >= cad_.total_epochs : pos_.step >= cad_.total_steps;
-	}
+	bool at_end() const { return cad_.epochs ? pos_.epoch >= cad_.total_epochs : pos_.step >= cad_.total_steps; }
 	bool step();
 	void log_step(double loss, double lr);
 	void evaluate_now();
@@ -72,7 +72,8 @@ private:
 	bool skip_nonfinite(const std::string &what, double value);
 	std::string where() const
 	{
-		return cad_.epochs ? fmt::format("epoch {}, step {}", pos_.epoch, pos_.step) : fmt::format("step {}", pos_.step);
+		return cad_.epochs ? fmt::format("epoch {}, step {}", pos_.epoch, pos_.step)
+				   : fmt::format("step {}", pos_.step);
 	}
 	double elapsed() const { return elapsed_before_ + seconds_since(t_start_); }
 	void phase(int i);
@@ -167,7 +168,8 @@ void Loop::resume(const std::string &ckpt)
 	const std::string state_file = join_path(ckpt, "state.json");
 	json st = read_checkpoint_state(ckpt);
 	if (st.value("state_version", 1) != k_state_version)
-		fail("{}: written by an older knlp (checkpoint state version {}, this one reads {}); resume it with the "
+		fail("{}: written by an older knlp (checkpoint state version {}, this one reads {}); resume it with "
+		     "the "
 		     "version that wrote it (`knlp eval`, `sample` and `export` still read its weights)",
 		     state_file, st.value("state_version", 1), k_state_version);
 	load_tensors(join_path(ckpt, "model.safetensors"), named_parameters_of(family_->model()));
@@ -194,7 +196,9 @@ void Loop::resume(const std::string &ckpt)
 	}
 	if (of.find("rng.torch_cpu")) {
 		const TensorView &g = of.get("rng.torch_cpu");
-		auto state = torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte).clone();
+		auto state =
+			torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte)
+				.clone();
 		compat::set_generator_state(torch::kCPU, state);
 	}
 	last_ckpt_step_ = pos_.step;
@@ -215,10 +219,11 @@ void Loop::print_start()
 			   cfg_.ddp.overlap ? ", sent during the backward pass" : "");
 	if (pruner_->enabled()) {
 		const auto &po = pruner_->options();
-		fmt::print("optimizer {}; pruning {}{} to {:.1f}% of {} prunable weights (warmup {}, every {} steps, ramp end {})\n",
+		fmt::print("optimizer {}; pruning {}{} to {:.1f}% of {} prunable weights (warmup {}, every {} steps, "
+			   "ramp end {})\n",
 			   opt_->options().name, method_name(po.method),
-			   po.method == PruneMethod::State ? fmt::format(" (bitter{})", po.variant) : "", 100 * po.target,
-			   pruner_->stats().prunable, po.warmup, po.frequency, po.ramp_end);
+			   po.method == PruneMethod::State ? fmt::format(" (bitter{})", po.variant) : "",
+			   100 * po.target, pruner_->stats().prunable, po.warmup, po.frequency, po.ramp_end);
 	} else {
 		fmt::print("optimizer {}; no pruning\n", opt_->options().name);
 	}
@@ -298,10 +303,12 @@ bool Loop::step()
 			const double factor = opt_->before_clip();
 			const double norm = opt_->grad_norm();
 			if (!std::isfinite(norm))
-				skipped = skip_nonfinite("gradient (first in " + opt_->first_nonfinite_grad() + ")", norm);
+				skipped = skip_nonfinite("gradient (first in " + opt_->first_nonfinite_grad() + ")",
+							 norm);
 			if (!skipped) {
 				guard_.step_ok();
-				const double scale = cad_.clip > 0 && norm > cad_.clip ? cad_.clip / (norm + 1e-6) : 1.0;
+				const double scale =
+					cad_.clip > 0 && norm > cad_.clip ? cad_.clip / (norm + 1e-6) : 1.0;
 				phase(3);
 				opt_->step(lr * factor, scale);
 				pruner_->after_step(opt_->step_count());
@@ -321,7 +328,8 @@ bool Loop::step()
 	pos_.in_epoch++;
 	prof_.after_step(pos_.step, ctx_.dev);
 	fault_point("after_step");
-	bool stop = cfg_.train.max_time > 0 && (elapsed() >= double(cfg_.train.max_time) || fault_time_up("after_step"));
+	bool stop =
+		cfg_.train.max_time > 0 && (elapsed() >= double(cfg_.train.max_time) || fault_time_up("after_step"));
 	if (ddp_) { // the stop decision is agreed by every rank
 		ddp_->heartbeat(pos_.step);
 		stop = ddp_->max({stop ? 1.0 : 0.0})[0] > 0;
@@ -344,7 +352,7 @@ void Loop::log_step(double loss, double lr)
 		rec["epoch"] = pos_.epoch;
 	rec.update({{"loss", loss}, {"lr", lr}, {"grad_norm", last_norm_}, {"throughput", last_rate_}});
 	std::string text = cad_.epochs ? fmt::format("epoch {}/{} step {}/{}", pos_.epoch + 1, cad_.total_epochs,
-						      pos_.in_epoch, steps_in_epoch_)
+						     pos_.in_epoch, steps_in_epoch_)
 				       : fmt::format("step {}", pos_.step);
 	text += fmt::format(" loss {:.4f} lr {:.2e} {:.0f} {}/s", loss, lr, last_rate_, cad_.unit);
 	if (cad_.flops_per_item > 0) {
@@ -384,7 +392,10 @@ void Loop::evaluate_now()
 	if (cad_.epochs)
 		rec["epoch"] = pos_.epoch + 1; // the epoch just finished
 	auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-	rec.update({{"lr", lr}, {"train_loss", num(ev.train_loss)}, {"eval_loss", num(ev.eval_loss)}, {"quality", ev.quality}});
+	rec.update({{"lr", lr},
+		    {"train_loss", num(ev.train_loss)},
+		    {"eval_loss", num(ev.eval_loss)},
+		    {"quality", ev.quality}});
 	rec.update(ev.record);
 	if (pruner_->enabled()) {
 		PruneStats ps = pruner_->stats();
@@ -396,7 +407,8 @@ void Loop::evaluate_now()
 	if (!ctx_.main_rank())
 		return;
 	fmt::print("{}{}: {}{}\n", isatty(fileno(stdout)) ? "\r\033[K" : "",
-		   cad_.epochs ? fmt::format("epoch {}/{}", pos_.epoch + 1, cad_.total_epochs) : fmt::format("step {}", pos_.step),
+		   cad_.epochs ? fmt::format("epoch {}/{}", pos_.epoch + 1, cad_.total_epochs)
+			       : fmt::format("step {}", pos_.step),
 		   ev.text, just_best_ ? " [best]" : "");
 	json line = {{"type", "eval"}};
 	line.update(rec);
@@ -580,7 +592,8 @@ std::string Loop::train_steps()
 			evaluate_now();
 		}
 		const int64_t ckpt_interval = cfg_.train.checkpoint_interval;
-		const bool due = pos_.step > 0 && (ckpt_interval > 0 ? pos_.step % ckpt_interval == 0 : last_eval_ == pos_.step);
+		const bool due =
+			pos_.step > 0 && (ckpt_interval > 0 ? pos_.step % ckpt_interval == 0 : last_eval_ == pos_.step);
 		if ((due || just_best_ || final_point) && last_ckpt_step_ != pos_.step)
 			checkpoint_now(just_best_);
 		if (final_point)
@@ -615,13 +628,14 @@ void Loop::end(const std::string &status)
 		family_->after_run(ctx_, run_end(status));
 		if (ph_.on && ph_.steps > 10) {
 			double n = double(ph_.steps - 10) / 1e3;
-			fmt::print("phase ms per step: data {:.2f} forward {:.2f} backward {:.2f} norm+clip {:.2f} update {:.2f}\n",
+			fmt::print("phase ms per step: data {:.2f} forward {:.2f} backward {:.2f} norm+clip {:.2f} "
+				   "update {:.2f}\n",
 				   ph_.t[0] / n, ph_.t[1] / n, ph_.t[2] / n, ph_.t[3] / n, ph_.t[4] / n);
 		}
 		fmt::print("done: {} steps{}, best {} at step {}, {:.1f} s; run folder {}\n", pos_.step,
 			   cad_.epochs ? fmt::format(" ({} epochs)", pos_.epoch) : "",
-			   std::isnan(best_) ? std::string("(none)") : family_->format_quality(best_), best_step_, elapsed(),
-			   ctx_.run_dir);
+			   std::isnan(best_) ? std::string("(none)") : family_->format_quality(best_), best_step_,
+			   elapsed(), ctx_.run_dir);
 	}
 	family_->cleanup(ctx_);
 }

@@ -30,10 +30,10 @@ class SafetensorsFile;
 
 struct TrainRequest {
 	Config cfg;
-	std::string out_dir;    // --out (empty: OUTPUT_DIR/RUN_NAME or a generated name)
+	std::string out_dir;	// --out (empty: OUTPUT_DIR/RUN_NAME or a generated name)
 	std::string resume_dir; // --resume RUN_DIR
-	bool force = false;     // resume even when the configuration differs
-	std::string command;    // command line, recorded in run.json
+	bool force = false;	// resume even when the configuration differs
+	std::string command;	// command line, recorded in run.json
 };
 
 // `knlp train`: the family the configuration's model belongs to, trained by the loop.
@@ -53,10 +53,10 @@ struct RunContext {
 	const Settings &cfg;
 	torch::Device dev = torch::kCPU;
 	int rank = 0, world = 1;
-	int local_rank = -1;     // the rank's GPU under a launcher, else -1
+	int local_rank = -1; // the rank's GPU under a launcher, else -1
 	uint64_t seed = 0;
 	std::string run_dir;
-	Ddp *ddp = nullptr;      // null: one plain process
+	Ddp *ddp = nullptr;	  // null: one plain process
 	Optimizer *opt = nullptr; // set once the model is built
 	Pruner *pruner = nullptr;
 	std::string last_checkpoint; // folder of the newest checkpoint ("" before the first)
@@ -72,21 +72,21 @@ struct RunContext {
 // micro-batches and ranks; `backprop` is what backward() runs on, already divided the way
 // the family's mean needs (so gradients do not depend on how a step is split).
 struct MicroLoss {
-	torch::Tensor backprop;  // undefined: this micro-batch adds nothing (past an epoch's end)
-	torch::Tensor value;     // detached, read after the step's backward passes (no sync between)
+	torch::Tensor backprop; // undefined: this micro-batch adds nothing (past an epoch's end)
+	torch::Tensor value;	// detached, read after the step's backward passes (no sync between)
 	double weight = 0;
 };
 
 // How a family trains.
 struct Cadence {
-	bool epochs = false;        // evaluate and checkpoint at the end of every epoch
+	bool epochs = false; // evaluate and checkpoint at the end of every epoch
 	int64_t total_epochs = 1;
-	int64_t total_steps = 0;    // the run's length (progress, schedules, pruning ramps)
-	int64_t eval_interval = 0;  // without epochs: evaluate every N steps, at step 0 and at the end
-	int micro_batches = 1;      // per rank and step
-	double clip = 0;            // global gradient-norm clip (0: off)
-	std::string unit;           // what throughput counts: "tokens", "images", "batches"
-	double flops_per_item = 0;  // training FLOPs per unit (MFU); 0: not reported
+	int64_t total_steps = 0;   // the run's length (progress, schedules, pruning ramps)
+	int64_t eval_interval = 0; // without epochs: evaluate every N steps, at step 0 and at the end
+	int micro_batches = 1;	   // per rank and step
+	double clip = 0;	   // global gradient-norm clip (0: off)
+	std::string unit;	   // what throughput counts: "tokens", "images", "batches"
+	double flops_per_item = 0; // training FLOPs per unit (MFU); 0: not reported
 };
 
 // The figure a family is judged by.
@@ -97,29 +97,29 @@ struct QualityMetric {
 };
 
 struct Evaluation {
-	double quality = NAN;    // in Quality's metric
+	double quality = NAN;	 // in Quality's metric
 	double train_loss = NAN; // the family's training loss at this point
-	double eval_loss = NAN;  // loss on the held-out split (NaN: the family reports none)
-	nlohmann::json record;   // named figures (val_loss, test_accuracy, ...) for the logs and history
-	std::string text;        // for the console: "train loss 1.23, val loss 1.30 (ppl 3.67)"
+	double eval_loss = NAN;	 // loss on the held-out split (NaN: the family reports none)
+	nlohmann::json record;	 // named figures (val_loss, test_accuracy, ...) for the logs and history
+	std::string text;	 // for the console: "train loss 1.23, val loss 1.30 (ppl 3.67)"
 };
 
 // What the loop reports to a family after a step.
 struct StepOutcome {
-	double loss = NAN;              // the step's loss (sum of values / sum of weights)
-	double weight = 0;              // sum of weights over micro-batches and ranks (0: nothing trained)
-	bool updated = false;           // the optimizer stepped (not skipped as non-finite)
-	std::vector<double> stats;      // the family's step_stats(), summed over ranks
-	double seconds = 0;             // wall time of the step on this rank
+	double loss = NAN;	   // the step's loss (sum of values / sum of weights)
+	double weight = 0;	   // sum of weights over micro-batches and ranks (0: nothing trained)
+	bool updated = false;	   // the optimizer stepped (not skipped as non-finite)
+	std::vector<double> stats; // the family's step_stats(), summed over ranks
+	double seconds = 0;	   // wall time of the step on this rank
 };
 
 // The run's end, for a family's summary.
 struct RunEnd {
-	std::string status;             // complete, stopped_time_budget
+	std::string status; // complete, stopped_time_budget
 	Position pos;
-	double best = NAN;              // best quality seen at an evaluation
+	double best = NAN; // best quality seen at an evaluation
 	int64_t best_step = -1, best_epoch = -1;
-	double last_quality = NAN;      // at the last evaluation
+	double last_quality = NAN; // at the last evaluation
 };
 
 class Family {
@@ -127,7 +127,7 @@ public:
 	virtual ~Family() = default;
 
 	// ---- identity and set-up
-	virtual const char *name() const = 0; // "gpt2", "image", "gnn": run-folder prefix, metrics "family"
+	virtual const char *name() const = 0;	    // "gpt2", "image", "gnn": run-folder prefix, metrics "family"
 	virtual std::string model_name() const = 0; // "gpt2", "lenet5", "graphsage"
 	// Data first, then (with libtorch seeded by the loop) the model, on ctx.dev.
 	virtual void load_data(RunContext &ctx) = 0;

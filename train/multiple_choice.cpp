@@ -34,8 +34,8 @@ MCScore score_item(const MCItem &item, Tokenizer &tok, const TokenLogprobs &lp, 
 		if (seq.size() > max_tokens) // keep the newest tokens; the ending must fit
 			seq.erase(seq.begin(), seq.begin() + long(seq.size() - max_tokens));
 		if (end.size() >= seq.size())
-			fail("multiple choice (line {}): ending {} has {} tokens, more than the context length allows", item.line,
-			     e, end.size());
+			fail("multiple choice (line {}): ending {} has {} tokens, more than the context length allows",
+			     item.line, e, end.size());
 		auto l = lp(seq); // l[i] = log p(seq[i+1] | seq[0..i])
 		double sum = 0;
 		for (size_t i = seq.size() - end.size(); i < seq.size(); i++)
@@ -80,7 +80,8 @@ TokenLogprobs model_logprobs(GPT2 &model, torch::Device dev)
 		model->eval();
 		std::vector<int64_t> ids(tokens.begin(), tokens.end());
 		auto x = torch::tensor(ids, torch::kLong).view({1, int64_t(ids.size())}).to(dev);
-		auto logp = torch::log_softmax(model->forward_all(x).to(torch::kFloat)[0], -1).to(torch::kCPU); // [n, V]
+		auto logp =
+			torch::log_softmax(model->forward_all(x).to(torch::kFloat)[0], -1).to(torch::kCPU); // [n, V]
 		std::vector<double> out(tokens.size() - 1);
 		auto acc = logp.accessor<float, 2>();
 		for (size_t i = 0; i + 1 < tokens.size(); i++)
@@ -96,8 +97,8 @@ TokenLogprobs model_logprobs(GPT2 &model, torch::Device dev)
 
 namespace knlp {
 
-std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int count, int ctx_tokens, int ending_tokens,
-			       int choices, uint64_t seed)
+std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int count, int ctx_tokens,
+			       int ending_tokens, int choices, uint64_t seed)
 {
 	if (count < 1 || ctx_tokens < 1 || ending_tokens < 1 || choices < 2)
 		fail("cloze: need count >= 1, context and ending of at least one token, at least two choices");
@@ -127,7 +128,7 @@ std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int 
 	for (int i = 0; i < count; i++) {
 		MCItem it;
 		it.line = i + 1;
-		uint64_t at = word_start(span + 32) , cut = at;
+		uint64_t at = word_start(span + 32), cut = at;
 		// Context: ctx_tokens tokens before a word boundary (or fewer, never more).
 		at = cut >= uint64_t(ctx_tokens) ? cut - uint64_t(ctx_tokens) : 0;
 		if (cut == at)
@@ -142,7 +143,8 @@ std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int 
 			}
 			std::string e;
 			auto taken = [&](const std::string &x) {
-				return x.empty() || x == right || std::find(it.endings.begin(), it.endings.end(), x) != it.endings.end();
+				return x.empty() || x == right ||
+				       std::find(it.endings.begin(), it.endings.end(), x) != it.endings.end();
 			};
 			for (int tries = 0; tries < 100 && taken(e); tries++)
 				e = text(word_start(uint64_t(ending_tokens)), uint64_t(ending_tokens));

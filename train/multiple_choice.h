@@ -52,7 +52,7 @@ class Rng;
 // A cloze set from a token file: `count` items whose context is `ctx_tokens` tokens of the
 // file and whose right ending is the next `ending_tokens` tokens; the other endings are
 // windows of the same length from random other places. Labels are uniform.
-std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int count, int ctx_tokens, int ending_tokens,
-			       int choices, uint64_t seed);
+std::vector<MCItem> make_cloze(const TokenFile &data, const Tokenizer &tok, int count, int ctx_tokens,
+			       int ending_tokens, int choices, uint64_t seed);
 
 } // namespace knlp

@@ -38,7 +38,8 @@ struct NonfiniteGuard {
 		if (in_row >= max_in_row)
 			stop(fmt::format("{} for the {}th step in a row (CONFIG_NONFINITE_MAX_SKIPS)", what, in_row));
 		log({{"type", "skipped_step"}, {"what", what}, {"skipped_steps", skipped}});
-		fmt::print(stderr, "knlp: warning: non-finite {} ({}); step skipped ({} so far)\n", what, value, skipped);
+		fmt::print(stderr, "knlp: warning: non-finite {} ({}); step skipped ({} so far)\n", what, value,
+			   skipped);
 		return true;
 	}
 	void step_ok() { in_row = 0; }

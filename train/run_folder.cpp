@@ -12,8 +12,8 @@ namespace knlp {
 
 const std::vector<std::string> &resume_tolerant_symbols()
 {
-	static const std::vector<std::string> s = {sym::MAX_ITERS,	sym::MAX_TIME,	  sym::LOG_INTERVAL,
-						   sym::OUTPUT_DIR,	sym::RUN_NAME,	  sym::DEBUG_VERBOSE,
+	static const std::vector<std::string> s = {sym::MAX_ITERS,	sym::MAX_TIME,	       sym::LOG_INTERVAL,
+						   sym::OUTPUT_DIR,	sym::RUN_NAME,	       sym::DEBUG_VERBOSE,
 						   sym::SAMPLE_AT_EVAL, sym::KEEP_CHECKPOINTS, sym::GNN_EPOCHS};
 	return s;
 }
@@ -41,7 +41,8 @@ std::string open_run_dir(const TrainRequest &req, const Config &cfg, const std::
 		dir = join_path(cfg.settings().core.output_dir, name);
 	}
 	if (!checkpoint_pointer(dir, "LATEST").empty())
-		fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out", dir, dir);
+		fail("{}: already holds a run with checkpoints; continue it with --resume {} or choose --out", dir,
+		     dir);
 	ckpt->clear();
 	return dir;
 }

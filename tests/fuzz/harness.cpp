@@ -48,7 +48,10 @@ template <typename F> void expect_clean(F &&f)
 	}
 }
 
-std::string text(const uint8_t *d, size_t n) { return std::string(reinterpret_cast<const char *>(d), n); }
+std::string text(const uint8_t *d, size_t n)
+{
+	return std::string(reinterpret_cast<const char *>(d), n);
+}
 
 void fuzz_config(const uint8_t *d, size_t n)
 {
@@ -143,7 +146,8 @@ void fuzz_pnm(const uint8_t *d, size_t n)
 {
 	expect_clean([&] {
 		Pnm p = parse_pnm(text(d, n), "fuzz.pnm");
-		require(p.pixels.size() == size_t(p.channels) * size_t(p.height) * size_t(p.width), "one byte per sample");
+		require(p.pixels.size() == size_t(p.channels) * size_t(p.height) * size_t(p.width),
+			"one byte per sample");
 		require(p.channels == 1 || p.channels == 3, "grey or colour");
 	});
 }
@@ -186,7 +190,8 @@ void fuzz_results(const uint8_t *d, size_t n)
 		std::remove(t.c_str());
 		make_dirs(t + "/r/checkpoints");
 		write_file_atomic(t + "/config.txt", Config().to_text());
-		write_file_atomic(t + "/plan.json", R"({"runs": [{"index": 0, "test_id": "r", "config_id": "c", "model": "gpt2",
+		write_file_atomic(t + "/plan.json",
+				  R"({"runs": [{"index": 0, "test_id": "r", "config_id": "c", "model": "gpt2",
 			"optimizer": "adamw", "variant": "", "pruning": "none", "target_sparsity": 0, "seed": 1}]})");
 		write_file_atomic(t + "/r/COMPLETE", "");
 		write_file_atomic(t + "/r/checkpoints/FINAL", "iter_00000001\n");
@@ -213,11 +218,19 @@ void fuzz_hellaswag(const uint8_t *d, size_t n)
 
 const std::vector<Target> &targets()
 {
-	static const std::vector<Target> t = {
-		{"config", fuzz_config}, {"set", fuzz_set},   {"tokenizer", fuzz_tokenizer},	 {"tokens", fuzz_tokens},
-		{"idx", fuzz_idx},	 {"cifar", fuzz_cifar}, {"npz", fuzz_npz},		 {"safetensors", fuzz_safetensors},
-		{"gguf", fuzz_gguf},	 {"sweep", fuzz_sweep}, {"results", fuzz_results},
-		{"hellaswag", fuzz_hellaswag}, {"pnm", fuzz_pnm}};
+	static const std::vector<Target> t = {{"config", fuzz_config},
+					      {"set", fuzz_set},
+					      {"tokenizer", fuzz_tokenizer},
+					      {"tokens", fuzz_tokens},
+					      {"idx", fuzz_idx},
+					      {"cifar", fuzz_cifar},
+					      {"npz", fuzz_npz},
+					      {"safetensors", fuzz_safetensors},
+					      {"gguf", fuzz_gguf},
+					      {"sweep", fuzz_sweep},
+					      {"results", fuzz_results},
+					      {"hellaswag", fuzz_hellaswag},
+					      {"pnm", fuzz_pnm}};
 	return t;
 }
 
