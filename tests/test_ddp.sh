@@ -130,6 +130,29 @@ grep -q "rank 1 of 2 is gone" killed.log && grep -q "launch: rank 1 (pid [0-9]*)
 "$KNLP" train --resume killed --set GRAD_ACCUM=4 --force >kres.log 2>&1 && $PYTHON cmp.py one killed 1e-6 >cmp3.log 2>&1 && ok ||
 	bad "resume on 1 process after the kill: $(tail -n 3 kres.log cmp3.log)"
 
+# The launcher killed with SIGKILL: both ranks stop (they watch their parent), the last
+# complete checkpoint resumes. The premise is checked: the launcher was killed while its
+# ranks were training (a checkpoint written, none final).
+"$KNLP" launch --nproc 2 -- train --config a.config --set DDP=y --set GRAD_ACCUM=2 --set MAX_ITERS=100000 \
+	--set CHECKPOINT_INTERVAL=1 --out orphan >orphan.log 2>&1 &
+lpid=$!
+for i in $(seq 1 600); do [ -e orphan/checkpoints/LATEST ] && break; sleep 0.1; done
+ranks=$(pgrep -f -- "train --config a.config --set DDP=y --set GRAD_ACCUM=2 --set MAX_ITERS=100000" | grep -v "^$lpid$" | tr '\n' ' ')
+kill -9 $lpid
+wait $lpid 2>/dev/null
+[ -e orphan/checkpoints/LATEST ] && [ ! -e orphan/checkpoints/FINAL ] && [ "$(echo $ranks | wc -w)" -eq 2 ] && ok ||
+	bad "premise: the launcher was not killed while 2 ranks trained (ranks '$ranks', $(ls orphan/checkpoints 2>&1))"
+alive=$ranks
+for i in $(seq 1 60); do
+	alive=$(for p in $ranks; do kill -0 $p 2>/dev/null && echo $p; done)
+	[ -z "$alive" ] && break
+	sleep 0.5
+done
+[ -z "$alive" ] && ok || { bad "ranks $alive still alive 30 s after their launcher was killed"; kill -9 $alive 2>/dev/null; }
+"$KNLP" launch --nproc 2 -- train --resume orphan --set MAX_ITERS=$(( $(cat orphan/checkpoints/LATEST | sed 's/iter_0*//') + 2 )) \
+	>ores.log 2>&1 && grep -q resumed ores.log && grep -q '"status": "complete"' orphan/training_metrics.json && ok ||
+	bad "resume after the launcher was killed: $(tail -3 ores.log)"
+
 # Bad launches: clear errors before training.
 expect_fail "MASTER_ADDR is not set" env WORLD_SIZE=2 RANK=0 "$KNLP" train --config a.config --set DDP=y --out e1
 expect_fail "MASTER_PORT is not set" env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 "$KNLP" train --config a.config --set DDP=y --out e1

@@ -502,10 +502,57 @@ void Ddp::end_sync()
 	stats_.comm_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_bwd).count();
 }
 
+bool gloo_available()
+{
+#ifdef KNLP_HAVE_GLOO
+	return true;
+#else
+	return false;
+#endif
+}
+
+bool nccl_available()
+{
+#ifdef KNLP_HAVE_NCCL
+	return true;
+#else
+	return false;
+#endif
+}
+
+void watch_launcher(const DdpEnv &env)
+{
+	if (env.source == "none")
+		return;
+	// A rank dies with the process that launched it (knlp launch, torchrun's agent, Slurm's
+	// step daemon): a launcher killed with SIGKILL cannot stop its ranks, and they would
+	// train on to the end. PR_SET_PDEATHSIG would do it but follows the launching thread,
+	// not the process (a launcher whose spawning thread ends would kill its ranks), so a
+	// watchdog thread checks the parent instead; the last complete checkpoint stays.
+	static bool started = false;
+	if (started)
+		return;
+	started = true;
+	const pid_t parent = getppid();
+	const int rank = env.rank;
+	std::thread([parent, rank] {
+		while (true) {
+			std::this_thread::sleep_for(std::chrono::milliseconds(250));
+			if (getppid() != parent) {
+				std::fprintf(stderr, "knlp: error: rank %d: its launcher (pid %d) is gone; stopping\n",
+					     rank, int(parent));
+				std::fflush(stderr);
+				_exit(1);
+			}
+		}
+	}).detach();
+}
+
 DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const std::string &prefix)
 {
 	DdpStart st;
 	DdpEnv env = ddp_env();
+	watch_launcher(env);
 	const Settings &s = cfg.settings();
 	if (env.world > 1 && !s.ddp.enabled)
 		fail("ddp: WORLD_SIZE={} ({} launch) but CONFIG_DDP is not set; enable it or start one process",

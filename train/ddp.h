@@ -102,6 +102,15 @@ struct DdpStart {
 // folder (every rank stops with rank 0's reason).
 DdpStart start_data_parallel(const TrainRequest &req, const Config &cfg, const std::string &prefix);
 
+// Under a launcher (DdpEnv::source other than "none"), a thread that ends this process when
+// its parent (knlp launch, torchrun's agent, slurmstepd) is gone. Called by
+// start_data_parallel; once per process.
+void watch_launcher(const DdpEnv &env);
+
+// The process-group backends this build has (Gloo: CPU; NCCL: CUDA libtorch with nccl.h).
+bool gloo_available();
+bool nccl_available();
+
 // Ranks other than 0 print nothing (one progress line and one set of messages: rank 0's).
 void silence_other_ranks(int rank);
 
