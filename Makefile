@@ -153,7 +153,8 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
 CHECK_TARGETS := knlp test_ml test_base test_cuda
 check: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) --target $(CHECK_TARGETS)
-	cd $(BUILD) && $(if $(SANITIZE),$(SAN_ENV)) ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),)
+	@cd $(BUILD) && { $(if $(SANITIZE),$(SAN_ENV)) ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),); rc=$$?; \
+		$(PYTHON) $(CURDIR)/scripts/check_summary.py Testing/Temporary/LastTest.log; exit $$rc; }
 
 bench: deps
 	@$(MAKE) --no-print-directory build

