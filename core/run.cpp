@@ -82,6 +82,7 @@ void record_run(const std::string &dir, const Config &cfg, const std::string &co
 	nlohmann::json j = {
 		{"command", command},
 		{"seed", cfg.settings().core.seed},
+		{"project", cfg.settings().tracking.project},
 		{"code_version", code_version()},
 		{"host", host_name()},
 		{"cpu", cpu.model},

@@ -4,14 +4,18 @@
 # seconds: GPT-2 1 x 32 on a 16-token context, 3 iterations; image models and the GNN
 # stopped by a 5 s budget on a 2,000-node graph; the CPU and Fashion-MNIST pinned). Every configuration must either train
 # with finite losses or be rejected up front with one clear "knlp: error:" line; nothing
-# may crash, hang (60 s) or leave a failed run marked complete. Prints one line per
-# configuration and a summary; exit status 1 when any configuration failed.
-# usage: scripts/randconfig_sweep.sh KNLP N [FIRST] [OUTDIR]
+# may crash, hang (60 s) or leave a failed run marked complete; an error after training has
+# started (a logged step or a checkpoint) is a failure, not a rejection. At least MIN_TRAINED
+# configurations (default half) must train, so a sweep that rejects everything fails too.
+# Prints one line per configuration and a summary; exit status 1 when any configuration
+# failed or too few trained.
+# usage: scripts/randconfig_sweep.sh KNLP N [FIRST] [OUTDIR] [MIN_TRAINED]
 set -u
 K=$1
 N=${2:-50}
 first=${3:-1}
 out=${4:-$(mktemp -d /tmp/knlp-randsweep-XXXXXX)}
+min_trained=${5:-$(( (N + 1) / 2 ))}
 top=$(cd "$(dirname "$0")/.." && pwd)
 PY=/usr/bin/python3
 mkdir -p "$out/configs"
@@ -41,11 +45,14 @@ for ((s = first; s < first + N; s++)); do
 	status=$($PY -c "import json,sys; print(json.load(open('$run/training_metrics.json')).get('status',''))" 2>/dev/null)
 	if [ $rc -eq 0 ]; then
 		if $PY - "$run/training_metrics.json" <<'PY' 2>/dev/null; then
-import json, math, sys
+import json, math, os, sys
 m = json.load(open(sys.argv[1]))
 assert m["status"] in ("complete", "stopped_time_budget"), m["status"]
-vals = m.get("train_losses") or m.get("metrics", {}).get("train_losses") or []
-assert all(math.isfinite(v) for v in vals), vals
+vals = [h["train_loss"] for h in m["history"] if h.get("train_loss") is not None]
+vals += [m["progress"]["train_loss"]] if m["progress"].get("train_loss") is not None else []
+jl = os.path.join(os.path.dirname(sys.argv[1]), "metrics.jsonl")
+vals += [json.loads(l)["loss"] for l in open(jl) if '"type":"train"' in l] if os.path.exists(jl) else []
+assert vals and all(math.isfinite(v) for v in vals), vals
 PY
 			trained=$((trained + 1)); echo "rand-$s $model: trained ($status)"
 		else
@@ -55,12 +62,20 @@ PY
 		failed=$((failed + 1)); echo "rand-$s $model: FAILED: crashed or hung (exit $rc): $(tail -n 2 "$out/r$s.log" | tr '\n' ' ')"
 	else
 		err=$(grep -c '^knlp: error: ' "$out/r$s.log")
-		if [ "$err" -eq 1 ] && [ "$status" != "complete" ]; then
+		started=0 # a logged step or a checkpoint: the error came after training began
+		{ grep -q '"type":"train"' "$run/metrics.jsonl" 2>/dev/null || [ -e "$run/checkpoints/LATEST" ]; } && started=1
+		if [ "$err" -eq 1 ] && [ "$status" != "complete" ] && [ $started -eq 0 ]; then
 			rejected=$((rejected + 1)); echo "rand-$s $model: rejected: $(grep '^knlp: error: ' "$out/r$s.log" | cut -c1-160)"
 		else
-			failed=$((failed + 1)); echo "rand-$s $model: FAILED: exit $rc without one clear error line: $(tail -n 3 "$out/r$s.log" | tr '\n' ' ')"
+			why="exit $rc without one clear error line"
+			[ $started -eq 1 ] && why="failed after training had started (exit $rc)"
+			failed=$((failed + 1)); echo "rand-$s $model: FAILED: $why: $(tail -n 3 "$out/r$s.log" | tr '\n' ' ')"
 		fi
 	fi
 done
 echo "randconfig sweep: $N configurations (seeds $first..$((first + N - 1))): $trained trained, $rejected rejected cleanly, $failed failed; logs in $out"
+if [ $trained -lt $min_trained ]; then
+	echo "randconfig sweep: FAILED: only $trained trained (at least $min_trained must; a sweep that rejects everything tests nothing)"
+	exit 1
+fi
 [ $failed -eq 0 ]

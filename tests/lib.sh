@@ -51,6 +51,19 @@ os.makedirs(d, exist_ok=True)
 make(ntrain, "train"); make(ntest, "t10k")
 PY
 }
+# killed_run DIR CMD...: run CMD (its output to DIR.log), which a fault hook kills with
+# SIGKILL; the premise of a kill-and-resume check is verified: the run was killed (exit
+# 137) before its end (no FINAL pointer, metrics not complete).
+killed_run() {
+	local dir=$1; shift
+	("$@" >"$dir.log" 2>&1) 2>/dev/null
+	local rc=$?
+	if [ $rc -eq 137 ] && [ ! -e "$dir/checkpoints/FINAL" ] && ! grep -q '"status": "complete"' "$dir/training_metrics.json" 2>/dev/null; then
+		ok
+	else
+		bad "premise: $dir was not killed before its end (exit $rc; $(ls "$dir/checkpoints" 2>&1 | tr '\n' ' '))"
+	fi
+}
 finish() {
 	echo "$pass passed, $fail failed"
 	[ $fail -eq 0 ]

@@ -76,6 +76,9 @@ PY
 # Exact resume: stopped mid-epoch (step 7 of 4 x ~9) and resumed equals the uninterrupted run.
 KNLP_FAULT_TIME_UP_AT="after_step#7" "$KNLP" train --config g.config --out cut --set MAX_TIME=100000 >cut.log 2>&1 || bad "cut run: $(tail -3 cut.log)"
 grep -q stopped_time_budget cut/training_metrics.json && ok || bad "the cut run is not marked stopped"
+# The premise: the cut fell inside an epoch (the checkpoint holds a part-done epoch).
+$PYTHON -c "import json; s = json.load(open('cut/checkpoints/' + open('cut/checkpoints/LATEST').read().strip() + '/state.json')); assert s['in_epoch'] > 0, s['in_epoch']" &&
+	ok || bad "premise: the cut run did not stop inside an epoch"
 "$KNLP" train --resume cut --set MAX_TIME=100000 >res.log 2>&1 && grep -q "resumed" res.log || bad "resume: $(tail -3 res.log)"
 "$KNLP" train --config g.config --out whole --set MAX_TIME=100000 >whole.log 2>&1 || bad "whole run"
 $PYTHON - <<'PY' && ok || bad "resumed run differs from the uninterrupted one"
@@ -88,7 +91,8 @@ PY
 cmp cut/checkpoints/$(cat cut/checkpoints/FINAL)/model.safetensors whole/checkpoints/$(cat whole/checkpoints/FINAL)/model.safetensors && ok || bad "resumed weights differ"
 # The FIM sampler carries its importance scores through a resume.
 KNLP_FAULT_TIME_UP_AT="after_step#11" "$KNLP" train --config g.config --out fcut --set GNN_SAMPLER_FIM=y --set MAX_TIME=100000 >f1.log 2>&1 &&
-	"$KNLP" train --resume fcut --set MAX_TIME=100000 >f2.log 2>&1 &&
+	grep -q stopped_time_budget fcut/training_metrics.json && ok || bad "premise: the fim run was not cut: $(tail -2 f1.log)"
+"$KNLP" train --resume fcut --set MAX_TIME=100000 >f2.log 2>&1 &&
 	"$KNLP" train --config g.config --out fwhole --set GNN_SAMPLER_FIM=y --set MAX_TIME=100000 >f3.log 2>&1 || bad "fim runs: $(tail -2 f1.log f2.log f3.log)"
 cmp fcut/checkpoints/$(cat fcut/checkpoints/FINAL)/model.safetensors fwhole/checkpoints/$(cat fwhole/checkpoints/FINAL)/model.safetensors && ok || bad "fim resume differs"
 

@@ -46,13 +46,14 @@ $PYTHON - runs/one <<'PY' && ok || bad "the metrics envelope: $(head -c 600 runs
 import json, sys
 m = json.load(open(sys.argv[1] + "/training_metrics.json"))
 assert m["schema"] == "knlp.training_metrics/2" and m["family"] == "gpt2" and m["status"] == "complete", m
-assert m["progress"] == {"step": 6, "total_steps": 6}, m["progress"]
+rec = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+assert m["progress"] == {"step": 6, "total_steps": 6, "train_loss": rec[-2]["loss"]}, (m["progress"], rec[-2:])
+assert m["project"] == "knlp" and json.load(open(sys.argv[1] + "/run.json"))[-1]["project"] == "knlp"
 q = m["quality"]
 assert q["metric"] == "loss" and q["split"] == "val" and q["higher_is_better"] is False and q["value"] > 0, q
 assert [h["step"] for h in m["history"]] == [0, 3, 6] and all("eval_loss" in h and "lr" in h for h in m["history"])
 assert m["throughput"]["unit"] == "tokens/s" and m["parameters"] > 0 and m["optimizer"] == "adamw"
 assert m["metrics"]["val_losses"] == [h["val_loss"] for h in m["history"]]  # the original's names
-rec = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
 assert [r["step"] for r in rec if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
 PY
 "$KNLP" run --config r.config --set MATRIX_SEEDS=2 --set RUN_NAME="" --yes >m.log 2>&1 && grep -q "test matrix: 2 runs" m.log && ok ||

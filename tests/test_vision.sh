@@ -52,8 +52,7 @@ assert ja["test_accuracies"] == jb["test_accuracies"] and ja["train_losses"] == 
 PY
 }
 # Killed in the middle of epoch 2: resume from the epoch-1 checkpoint, bit-identical result.
-( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --out k >k.log 2>&1; : ) 2>/dev/null
-[ -f k/COMPLETE ] && bad "killed run marked complete"
+killed_run k env KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --out k
 "$KNLP" train --resume k >>k.log 2>&1 || bad "resume after kill: $(tail -3 k.log)"
 same a k && ok || bad "resume after SIGKILL differs from the uninterrupted run"
 # metrics.jsonl of the resumed run: no record past the checkpoint counted twice.
@@ -76,7 +75,7 @@ a, c = (json.load(open(f)) for f in sys.argv[1:3])
 assert c["final_accuracy"] >= 0.9, c["test_accuracies"]
 assert abs(a["train_losses"][0] - c["train_losses"][0]) < 1e-2 * a["train_losses"][0], (a["train_losses"], c["train_losses"])
 PY
-( KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set IMAGE_CHANNELS_LAST=y --out ck >ck.log 2>&1; : ) 2>/dev/null
+killed_run ck env KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set IMAGE_CHANNELS_LAST=y --out ck
 "$KNLP" train --resume ck >>ck.log 2>&1 || bad "channels-last resume: $(tail -3 ck.log)"
 same c ck && ok || bad "channels-last resume differs from the uninterrupted run"
 
@@ -85,7 +84,7 @@ same c ck && ok || bad "channels-last resume differs from the uninterrupted run"
 expect_fail "non-finite loss (nan) at epoch 0, step 2" env KNLP_FAULT_NAN_AT=loss#3 "$KNLP" train --config l.config --out nan0
 KNLP_FAULT_NAN_AT=loss#3 "$KNLP" train --config l.config --set NONFINITE_SKIP=y --out ns >ns.log 2>&1 || bad "skip run: $(tail -3 ns.log)"
 grep -q '"skipped_steps": 1' ns/training_metrics.json && grep -q '"type":"skipped_step"' ns/metrics.jsonl && ok || bad "skip counted"
-( KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set NONFINITE_SKIP=y --out nk >nk.log 2>&1; : ) 2>/dev/null
+killed_run nk env KNLP_FAULT_NAN_AT=loss#3 KNLP_FAULT_KILL_AT='after_step#15' "$KNLP" train --config l.config --set NONFINITE_SKIP=y --out nk
 "$KNLP" train --resume nk >>nk.log 2>&1 || bad "resume skip run: $(tail -3 nk.log)"
 same ns nk && grep -q '"skipped_steps": 1' nk/training_metrics.json && ok || bad "skip run resumed differs"
 
@@ -119,7 +118,7 @@ EOC
 "$KNLP" train --config r.config --out r >r.log 2>&1 || bad "resnet18 run: $(tail -3 r.log)"
 if grep -q "engine: oneDNN primitives" r.log; then
 	grep -q '"engine": "onednn-blocked' r/run.json && ok || bad "run.json engine: $(grep engine r/run.json)"
-	( KNLP_FAULT_KILL_AT='after_step#8' "$KNLP" train --config r.config --out rk >rk.log 2>&1; : ) 2>/dev/null
+	killed_run rk env KNLP_FAULT_KILL_AT='after_step#8' "$KNLP" train --config r.config --out rk
 	"$KNLP" train --resume rk >>rk.log 2>&1 || bad "resnet18 resume: $(tail -3 rk.log)"
 	same r rk && ok || bad "resnet18 (oneDNN blocked) resume differs from the uninterrupted run"
 	"$KNLP" train --config r.config --set IMAGE_ONEDNN=n --set EPOCHS=1 --out rl >rl.log 2>&1 || bad "libtorch ops: $(tail -3 rl.log)"

@@ -93,7 +93,8 @@ private:
 	std::string resume_ckpt_;
 	int64_t steps_in_epoch_ = 0, last_eval_ = -1, last_ckpt_step_ = -1, best_step_ = -1, best_epoch_ = -1;
 	bool epoch_started_ = false, just_best_ = false;
-	double best_ = NAN, last_quality_ = NAN, last_norm_ = 0, last_rate_ = 0, last_mfu_ = 0, peak_flops_ = 0;
+	double best_ = NAN, last_quality_ = NAN, last_loss_ = NAN, last_norm_ = 0, last_rate_ = 0, last_mfu_ = 0,
+	       peak_flops_ = 0;
 	double elapsed_before_ = 0, replica_spread_ = 0;
 	json history_ = json::array(), hw_summary_;
 	Clock::time_point t_start_, window_t0_;
@@ -347,6 +348,7 @@ void Loop::log_step(double loss, double lr)
 	last_mfu_ = peak_flops_ > 0 ? cad_.flops_per_item * last_rate_ / (peak_flops_ * ctx_.world) : 0;
 	window_t0_ = Clock::now();
 	window_items_ = 0;
+	last_loss_ = loss;
 	json rec = {{"type", "train"}, {"step", pos_.step}};
 	if (cad_.epochs)
 		rec["epoch"] = pos_.epoch;
@@ -477,16 +479,19 @@ void Loop::write_metrics(const std::string &status) const
 	if (!ctx_.main_rank())
 		return;
 	const RunEnd end = run_end(status);
-	json progress = {{"step", pos_.step}, {"total_steps", cad_.total_steps}};
+	auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+	// train_loss: the last logged step's, so a run stopped before its first evaluation or
+	// epoch end still shows how training went.
+	json progress = {{"step", pos_.step}, {"total_steps", cad_.total_steps}, {"train_loss", num(last_loss_)}};
 	if (cad_.epochs)
 		progress.update({{"epoch", pos_.epoch}, {"total_epochs", cad_.total_epochs}});
-	auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
 	json j = {{"schema", k_metrics_schema},
 		  {"family", family_->name()},
 		  {"model", family_->model_name()},
 		  {"run", std::filesystem::path(ctx_.run_dir).filename().string()},
 		  {"status", status},
 		  {"seed", ctx_.seed},
+		  {"project", cfg_.tracking.project},
 		  {"code_version", code_version()},
 		  {"progress", progress},
 		  {"total_time", elapsed()},
