@@ -42,7 +42,17 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor &x)
 	return torch::layer_norm(x, {dim_}, weight, bias, 1e-5);
 }
 
-MLPImpl::MLPImpl(const GPT2Config &c, int layer) : dropout_(c.dropout), layer_(layer)
+torch::Tensor gelu(const torch::Tensor &x, Gelu kind)
+{
+	if (kind == Gelu::Erf)
+		return torch::gelu(x);
+	if (kind == Gelu::Tanh)
+		return torch::gelu(x, "tanh");
+	auto y = torch::gelu(x.to(torch::kHalf).to(x.scalar_type()), "tanh").to(torch::kHalf).to(x.scalar_type());
+	return torch::where(x <= -10.0, torch::zeros_like(x), torch::where(x >= 10.0, x, y));
+}
+
+MLPImpl::MLPImpl(const GPT2Config &c, int layer) : dropout_(c.dropout), layer_(layer), gelu_(c.gelu)
 {
 	c_fc = register_module("c_fc",
 			       torch::nn::Linear(torch::nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
@@ -55,7 +65,7 @@ torch::Tensor MLPImpl::forward(const torch::Tensor &x)
 	auto *o = forward_observer();
 	if (o)
 		o->linear_input(layer_, "mlp.c_fc", x);
-	auto a = torch::gelu(apply_linear(c_fc, x));
+	auto a = gelu(apply_linear(c_fc, x), gelu_);
 	if (o)
 		o->linear_input(layer_, "mlp.c_proj", a);
 	auto y = apply_linear(c_proj, a);
@@ -113,6 +123,13 @@ void GPT2Impl::init_weights()
 		else
 			t.normal_(0.0, 0.02);
 	}
+}
+
+void GPT2Impl::set_gelu(Gelu g)
+{
+	c_.gelu = g;
+	for (size_t i = 0; i < h->size(); i++)
+		h[i]->as<BlockImpl>()->mlp->set_gelu(g);
 }
 
 int64_t GPT2Impl::count_parameters()

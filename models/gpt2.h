@@ -15,6 +15,7 @@ namespace knlp {
 // Attention of one block: standard multi-head, MLA (cached latent) or KVSplice (cached
 // LayerNorm'd splice of the latent, one RoPE head). See models/attention.h.
 enum class AttnKind { Standard, MLA, KVSplice };
+enum class Gelu { Erf, Tanh, GgmlTable };
 
 struct GPT2Config {
 	int n_layer = 12, n_head = 12, n_embd = 768, block_size = 1024;
@@ -34,6 +35,11 @@ struct GPT2Config {
 	std::vector<int> ra_layers; // layers with reciprocal attention
 	int ra_heads = 1;	    // last n heads of an RA layer attend reciprocally
 	bool sdpa_gate = false;	    // sigmoid(W_g x + b_g) gate on the attention output
+	// The MLP's GELU: exact (erf, knlp's and nanoGPT's); the tanh approximation OpenAI's
+	// GPT-2 used; or that approximation as ggml's CPU backend computes it, looked up in a
+	// table indexed by the input rounded to fp16 (inputs beyond +-10 pass through / give 0),
+	// which is what llama.cpp evaluates for a gpt2 GGUF file (knlp's GGUF loads use it).
+	Gelu gelu = Gelu::Erf;
 
 	AttnKind kind(int layer) const { return layer_kind.empty() ? AttnKind::Standard : layer_kind[size_t(layer)]; }
 	bool is_ra(int layer) const;
@@ -90,16 +96,21 @@ private:
 };
 TORCH_MODULE(LayerNorm);
 
+// The MLP's activation of GPT2Config::gelu.
+torch::Tensor gelu(const torch::Tensor &x, Gelu kind);
+
 class AttentionBase;
 class MLPImpl : public torch::nn::Module {
 public:
 	explicit MLPImpl(const GPT2Config &c, int layer = 0);
 	torch::Tensor forward(const torch::Tensor &x);
+	void set_gelu(Gelu g) { gelu_ = g; }
 	torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
 
 private:
 	double dropout_;
 	int layer_;
+	Gelu gelu_;
 };
 TORCH_MODULE(MLP);
 
@@ -137,6 +148,9 @@ public:
 	std::vector<torch::Tensor> attention_probs(const torch::Tensor &idx, const std::vector<int> &layers);
 
 	const GPT2Config &config() const { return c_; }
+	// Switch every MLP's activation (same weights): quantize compares the float model with
+	// the GGUF file's as llama.cpp computes both.
+	void set_gelu(Gelu g);
 	int64_t count_parameters();
 	void init_weights(); // spec init: N(0, 0.02), c_proj N(0, 0.02/sqrt(2L)), biases 0
 

@@ -28,6 +28,25 @@ TEST(Gpt2, VocabularyPadding)
 	EXPECT_EQ(pad_vocab(50257, 1), 50257);
 }
 
+// The three GELUs at points computed by hand (Python, float64): exact erf; the tanh form;
+// ggml's table, tanh of the input rounded to fp16 with the result rounded to fp16, and the
+// pass-through / zero beyond +-10.
+TEST(Gpt2, GeluVariants)
+{
+	auto x = torch::tensor({0.5f, 1.0001f, -2.3f, 3.14159f, -11.f, 12.25f});
+	auto erf = gelu(x, Gelu::Erf), tanh = gelu(x, Gelu::Tanh), table = gelu(x, Gelu::GgmlTable);
+	const double want_erf[] = {
+		0.34573123063700656, 0.8414530788253343, -0.024665453049854423, 3.1389505435814526, 0, 12.25};
+	const double want_tanh[] = {
+		0.34571400982514394, 0.8413002882272821, -0.024327029795919095, 3.139305692184514, 0, 12.25};
+	const double want_table[] = {0.345703125, 0.84130859375, -0.0242767333984375, 3.138671875, 0, 12.25};
+	for (int i = 0; i < 6; i++) {
+		EXPECT_NEAR(erf[i].item<double>(), want_erf[i], 1e-6) << i;
+		EXPECT_NEAR(tanh[i].item<double>(), want_tanh[i], 1e-6) << i;
+		EXPECT_EQ(table[i].item<float>(), float(want_table[i])) << i;
+	}
+}
+
 TEST(Gpt2, ParameterCountsOfThePresets)
 {
 	// Hand-derived: 12 L C^2 + 13 L C (blocks) + V C + T C + 2 C (final norm).

@@ -97,7 +97,7 @@ $PYTHON "$TOP/scripts/ref/gguf_oracle.py" "$LIB" p.gguf rp/checkpoints/iter_0000
 	'tokenizer.ggml.token_type=array[50257]' 'tokenizer.ggml.merges=array[50000]' 'tokenizer.ggml.merges[0]=Ġ t' \
 	tokenizer.ggml.eos_token_id=50256 gpt2.block_count=1 >o.log 2>&1 && ok || bad "bpe gguf vs ggml: $(cat o.log)"
 
-# The model a GGUF file leaves: f32 evaluates like the checkpoint; quantize writes the plan's
+# The model a GGUF file leaves: f32 evaluates close to the checkpoint; quantize writes the plan's
 # file and the perplexities of the dequantized and the float model.
 "$KNLP" eval --checkpoint rb >e1.log 2>/dev/null && "$KNLP" eval --gguf b_f32.gguf >e2.log 2>/dev/null \
 	|| bad "eval: $(cat e1.log e2.log)"
@@ -109,8 +109,10 @@ import json, math
 e1, e2, e3 = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("e1.log", "e2.log", "e3.log"))
 q = json.load(open("qz/quantize.json"))
 assert e1["tokens"] == e2["tokens"] == q["val_tokens"] > 3000
-assert abs(e1["val_loss"] - e2["val_loss"]) < 1e-6, (e1, e2)
-assert abs(q["float_val_loss"] - e1["val_loss"]) < 1e-6
+# The GGUF evaluates as llama.cpp does (tanh GELU through ggml's fp16 table, tests/test_llama.sh),
+# the checkpoint with knlp's erf GELU: close, not equal.
+assert 0 < abs(e1["val_loss"] - e2["val_loss"]) < 2e-3, (e1, e2)
+assert abs(q["float_val_loss"] - e2["val_loss"]) < 1e-6  # the f32 file as llama.cpp runs it
 assert abs(q["val_loss"] - e3["val_loss"]) < 1e-6 and q["val_loss"] != q["float_val_loss"]
 assert abs(q["val_perplexity"] - math.exp(q["val_loss"])) < 1e-6 * q["val_perplexity"]
 assert len(q["upgraded"]) == 1 and q["upgraded"][0].endswith("mlp.c_proj.weight")

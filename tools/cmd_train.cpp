@@ -351,6 +351,9 @@ void run_quantize(QuantizeArgs &a)
 	auto plan = export_gguf(model, cfg.settings(), ckpt, file, po, a.src);
 	TokenFile val(join_path(a.data.empty() ? cfg.settings().data.dir : a.data, "val.bin"),
 		      model->config().vocab_raw);
+	// The float reference as llama.cpp would run it (the GGUF's GELU), so the change is the
+	// quantization's alone.
+	model->set_gelu(Gelu::GgmlTable);
 	auto ref = evaluate_file(model, val, a.batch, torch::kCPU, false);
 	GPT2 q = load_gguf_model(file);
 	auto got = evaluate_file(q, val, a.batch, torch::kCPU, false);

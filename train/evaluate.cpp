@@ -48,6 +48,12 @@ EvalResult evaluate_file(GPT2 &model, const TokenFile &data, int batch, torch::D
 		auto xt = torch::from_blob(x.data(), {B, T}, torch::kLong).to(dev);
 		auto yt = torch::from_blob(y.data(), {B, T}, torch::kLong).to(dev);
 		auto logits = model->forward_all(xt).to(torch::kFloat);
+		// Score over the ids the data can hold: the rows padding the vocabulary to a
+		// multiple of 64 are not tokens, and llama.cpp (which sees the file's vocabulary
+		// only) leaves them out of its softmax too.
+		int V = model->config().vocab_raw;
+		if (V > 0 && V < logits.size(-1))
+			logits = logits.narrow(-1, 0, V);
 		auto loss = torch::nn::functional::cross_entropy(
 			logits.view({-1, logits.size(-1)}), yt.view({-1}),
 			torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kSum));

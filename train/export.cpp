@@ -1,5 +1,7 @@
 #include "train/export.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -88,7 +90,7 @@ void export_hf(GPT2 &model, const std::string &out_dir)
 		{"n_layer", c.n_layer},
 		{"n_head", c.n_head},
 		{"n_inner", nullptr},
-		{"activation_function", "gelu"},
+		{"activation_function", c.gelu == Gelu::Erf ? "gelu" : "gelu_new"},
 		{"resid_pdrop", c.dropout},
 		{"embd_pdrop", c.dropout},
 		{"attn_pdrop", c.dropout},
@@ -412,6 +414,10 @@ GPT2 load_gguf_model(const std::string &path, std::string *data_dir)
 	c.vocab_size = pad_vocab(c.vocab_raw, 64);
 	c.dropout = 0.0;
 	c.bias = true;
+	c.gelu = Gelu::GgmlTable; // what llama.cpp computes for a gpt2 file, whatever wrote it
+	if (const auto *eps = f.find("gpt2.attention.layer_norm_epsilon"))
+		if (!eps->value.is_number() || std::abs(eps->value.get<double>() - 1e-5) > 1e-9)
+			fail("{}: gpt2.attention.layer_norm_epsilon is not 1e-5 (knlp's LayerNorm)", path);
 	c.validate();
 	GPT2 model(c);
 	torch::NoGradGuard ng;
