@@ -194,8 +194,10 @@ double Optimizer::before_clip()
 	torch::NoGradGuard ng;
 	const int64_t per_iter = opt_.spam_double_step ? 2 : 1;
 	const int64_t t = (step_ + 1) * per_iter; // SPAM's counter for the step about to happen
-	// 1. Spike-aware clip, once the moments hold something (not on the first step, nor
-	//    on the first step after a periodic reset, where v = 0 would zero every gradient).
+	// 1. Spike-aware clip, once v means something: not on the first step (v = 0: the bound
+	//    7e-6 would clip every gradient), nor on the first step after a periodic reset (v
+	//    then holds one step, (1 - b2) g^2, a bound of 0.22 |g| that would cut nearly
+	//    every entry; docs/optimizers.md).
 	const bool have_v = step_ > 0 && (spam_reset_at_ < 0 || t - spam_reset_at_ > per_iter);
 	if (have_v)
 		for (auto &s : state_) {
@@ -464,6 +466,20 @@ OptimizerOptions optimizer_options_from(const OptimSettings &c, double lr)
 	o.spam = base == O::Adamwspam;
 	o.name = name_of(sel);
 	return o;
+}
+
+bool apply_original_gpt2_adamwprune(const OptimSettings &c, OptimizerOptions &o)
+{
+	if (!c.adamwprune_gpt2_original_compat || c.mode == choice::OptimizerMode::None ||
+	    c.kind != choice::Optimizer::Adamwprune)
+		return false;
+	o.kind = OptimKind::AdamW;
+	o.beta1 = 0.9;
+	o.beta2 = 0.999;
+	o.weight_decay = 0.0;
+	o.amsgrad = false;
+	o.spam = false;
+	return true;
 }
 
 } // namespace knlp

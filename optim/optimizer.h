@@ -101,6 +101,10 @@ private:
 
 // The optimizer CONFIG_OPTIMIZER_* selects, with its CONFIG_* parameters, validated.
 OptimizerOptions optimizer_options_from(const OptimSettings &c, double lr);
+// CONFIG_ADAMWPRUNE_GPT2_ORIGINAL_COMPAT on a GPT-2 AdamWPrune run: what the original's GPT-2
+// trainer effectively ran (plain AdamW, betas 0.9 / 0.999, no weight decay, no AMSGrad);
+// true when it changed o.
+bool apply_original_gpt2_adamwprune(const OptimSettings &c, OptimizerOptions &o);
 
 // SinkGD's transform of one gradient (exposed for tests).
 torch::Tensor sinkgd_transform(const torch::Tensor &g, double tau, int iters);

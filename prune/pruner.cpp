@@ -120,9 +120,20 @@ void Pruner::update_masks(int64_t step)
 			torch::ones(targets_[i].param.sizes(), targets_[i].param.options().dtype(torch::kBool));
 	};
 	if (o_.method == PruneMethod::State && o_.variant == 4) {
+		// The original's order of "layers": its Linear modules in model order, so GPT-2's
+		// tied token embedding comes last (as the LM head) and gets the highest level;
+		// knlp's parameter order would put it first.
+		std::vector<size_t> order;
+		for (size_t i = 0; i < targets_.size(); i++)
+			if (targets_[i].name.find("wte") == std::string::npos)
+				order.push_back(i);
+		for (size_t i = 0; i < targets_.size(); i++)
+			if (targets_[i].name.find("wte") != std::string::npos)
+				order.push_back(i);
 		const int L = static_cast<int>(targets_.size());
-		for (int l = 0; l < L; l++) {
-			double sl = bitter4_layer_sparsity(target_now_, l, L);
+		for (int pos = 0; pos < L; pos++) {
+			const size_t l = order[size_t(pos)];
+			double sl = bitter4_layer_sparsity(target_now_, pos, L);
 			int64_t k = std::llround(sl * double(scores[l].numel()));
 			if (k > 0)
 				prune_k({size_t(l)}, k, kth_smallest({scores[l]}, k));

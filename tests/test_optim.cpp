@@ -353,6 +353,32 @@ TEST(Optimizer, SinkgdByHand)
 	EXPECT_NEAR(p[1][0].item<double>(), 0.99 - 0.1 * x[1][0] * scale, 1e-6);
 }
 
+// The original's GPT-2 AdamWPrune: plain AdamW, betas 0.9 / 0.999, no decay, no AMSGrad,
+// whatever the configuration says; only when asked and only for AdamWPrune.
+TEST(Optimizer, OriginalGpt2AdamWPruneCompat)
+{
+	auto settings = [](const std::string &text) { return Config::parse(text, "t.config").settings().optim; };
+	const std::string spam = "CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y\n"
+				 "CONFIG_ADAMW_BETA2=\"0.95\"\nCONFIG_WEIGHT_DECAY=\"0.1\"\n";
+	auto c = settings(spam + "CONFIG_ADAMWPRUNE_GPT2_ORIGINAL_COMPAT=y\n");
+	auto o = optimizer_options_from(c, 1e-3);
+	EXPECT_TRUE(o.spam && o.amsgrad && o.beta2 == 0.95 && o.weight_decay == 0.1);
+	EXPECT_TRUE(apply_original_gpt2_adamwprune(c, o));
+	EXPECT_EQ(o.kind, OptimKind::AdamW);
+	EXPECT_FALSE(o.spam || o.amsgrad);
+	EXPECT_EQ(o.beta1, 0.9);
+	EXPECT_EQ(o.beta2, 0.999);
+	EXPECT_EQ(o.weight_decay, 0.0);
+	EXPECT_EQ(o.name, "adamwprune");
+	auto off = settings(spam);
+	auto o2 = optimizer_options_from(off, 1e-3);
+	EXPECT_FALSE(apply_original_gpt2_adamwprune(off, o2));
+	EXPECT_EQ(o2.weight_decay, 0.1);
+	auto adamw = settings("CONFIG_OPTIMIZER_ADAMW=y\nCONFIG_ADAMWPRUNE_GPT2_ORIGINAL_COMPAT=y\n");
+	auto o3 = optimizer_options_from(adamw, 1e-3);
+	EXPECT_FALSE(apply_original_gpt2_adamwprune(adamw, o3));
+}
+
 TEST(Optimizer, FromConfig)
 {
 	auto from = [](const std::string &text) {

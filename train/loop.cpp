@@ -146,6 +146,10 @@ void Loop::build()
 	cad_ = family_->cadence();
 	quality_ = family_->quality();
 	OptimizerOptions oo = optimizer_options_from(cfg_.optim, cfg_.train.learning_rate);
+	if (std::string(family_->name()) == "gpt2" && apply_original_gpt2_adamwprune(cfg_.optim, oo) &&
+	    ctx_.main_rank())
+		fmt::print("optimizer: AdamWPrune as the original's GPT-2 trainer ran it (plain AdamW, betas 0.9 / "
+			   "0.999, no weight decay; CONFIG_ADAMWPRUNE_GPT2_ORIGINAL_COMPAT)\n");
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	for (auto &p : family_->model().named_parameters())
 		named.emplace_back(p.key(), p.value());
