@@ -42,16 +42,16 @@ mk() { # preset name extra-lines...
 	printf '%s\n' "$@" >>$G/$name.config
 	KCONFIG_CONFIG=$G/$name.config $PY scripts/kconfig.py olddefconfig >/dev/null
 }
-mk gpt2-vanilla-baseline c124 CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
+mk gpt2-vanilla-iters c124 CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
 	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
 	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y
 # 124M like for like with eager PyTorch (no dropout, no samples), and the same through the
 # data-parallel path with NCCL (launched with one process: the backend on one GPU).
-mk gpt2-vanilla-baseline c124-nd CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
+mk gpt2-vanilla-iters c124-nd CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
 	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
 	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y 'CONFIG_GPT2_DROPOUT="0.0"' \
 	'# CONFIG_SAMPLE_AT_EVAL is not set'
-mk gpt2-vanilla-baseline c124-nccl CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
+mk gpt2-vanilla-iters c124-nccl CONFIG_DEVICE_CUDA=y 'CONFIG_DATA_DIR=".gpu/data/gpt2"' CONFIG_MAX_ITERS=30 \
 	CONFIG_GRAD_ACCUM=1 CONFIG_WARMUP_ITERS=10 CONFIG_EVAL_INTERVAL=1000 CONFIG_EVAL_SAMPLES=2 \
 	CONFIG_CHECKPOINT_INTERVAL=1000 CONFIG_LOG_INTERVAL=5 CONFIG_AMP_BF16=y 'CONFIG_GPT2_DROPOUT="0.0"' \
 	'# CONFIG_SAMPLE_AT_EVAL is not set' CONFIG_DDP=y CONFIG_DDP_BACKEND_NCCL=y

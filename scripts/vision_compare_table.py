@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The lenet5-compare table of docs/vision.md from finished matrix folders (one per shard or
+"""The lenet5-fashion-compare table of docs/vision.md from finished matrix folders (one per shard or
 one merged): final test accuracy mean +/- sd over seeds, sparsity reached, time per run,
 optimizer state + mask memory, peak RSS, and the original's MNIST figure where the spec
 gives one. Also draws accuracy against sparsity per optimizer and method.

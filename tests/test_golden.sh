@@ -1,6 +1,6 @@
 #!/bin/bash
 # Behaviour kept bit for bit across refactors: the quickstart preset of each model family
-# (gpt2-tiny-cpu for 200 iterations; lenet5-adamw for one epoch on a Fashion-MNIST subset;
+# (gpt2-tiny-cpu for 200 iterations; lenet5-fashion-adamw for one epoch on a Fashion-MNIST subset;
 # gnn-synthetic on a small graph for two epochs) must log the same losses and evaluation
 # figures and end with the same tensors as tests/golden/refactor.json, which the trainers
 # wrote before the single training loop replaced them.
@@ -46,7 +46,7 @@ for split, n in (("train", 2048), ("t10k", 512)):
 PY
 
 preset gpt2-tiny-cpu
-preset lenet5-adamw
+preset lenet5-fashion-adamw
 preset gnn-synthetic
 common="--set NUM_THREADS=1 --set HW_MONITOR=n"
 run() { # family run-folder knlp-train-arguments...
@@ -56,7 +56,7 @@ run() { # family run-folder knlp-train-arguments...
 }
 run gpt2 lm_run --config gpt2-tiny-cpu.config --set DATA_DIR="\"$T/lm\"" --set MAX_ITERS=200 --set EVAL_INTERVAL=100 \
 	--set EVAL_SAMPLES=4 --set LOG_INTERVAL=10
-run image img_run --config lenet5-adamw.config --set IMAGE_DATA_DIR="\"$T/fm\"" --set EPOCHS=1 --set BATCH_SIZE=128 --set LOG_INTERVAL=2
+run image img_run --config lenet5-fashion-adamw.config --set IMAGE_DATA_DIR="\"$T/fm\"" --set EPOCHS=1 --set BATCH_SIZE=128 --set LOG_INTERVAL=2
 run gnn gnn_run --config gnn-synthetic.config --set GNN_SYNTH_NODES=20000 --set GNN_EPOCHS=2 --set LOG_INTERVAL=5
 
 $PYTHON - "$GOLDEN" "$UPDATE" <<'PY' && ok || bad "the runs differ from tests/golden/refactor.json"

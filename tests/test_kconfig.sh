@@ -18,6 +18,44 @@ for p in $(ls "$TOP/defconfigs"); do
 		bad "preset $p does not round-trip:"; cat "$T/d"
 	fi
 done
+# Presets named like the original's resolve to the original's settings
+# (tests/golden/original_presets.txt), and every such preset is listed there.
+if $PYTHON - "$TOP/tests/golden/original_presets.txt" "$TOP/defconfigs" "$T/rt" >"$T/orig" 2>&1 <<'PY'; then ok; else bad "original-named presets: $(cat "$T/orig")"; fi
+import os, re, sys
+golden, presets, rt = sys.argv[1:4]
+names, want = set(), {}
+for line in open(golden):
+    if not line.strip() or line.startswith("#"):
+        continue
+    head, rest = line.split(None, 1)
+    if head == "original-names":
+        names.update(rest.split())
+    else:
+        want[head] = re.findall(r'(\w+)=("[^"]*"|\S+)', rest)
+errors = []
+ours = set(os.listdir(presets))
+for p in sorted(ours & names):
+    if p not in want:
+        errors.append(f"{p} shares a name with the original's preset but has no line in the golden file")
+for p, kvs in sorted(want.items()):
+    if p not in ours:
+        errors.append(f"{p}: listed but not in defconfigs/")
+        continue
+    cfg = {}
+    for l in open(os.path.join(rt, p + ".config")):
+        l = l.strip()
+        if l.startswith("CONFIG_") and "=" in l:
+            k, v = l[7:].split("=", 1)
+            cfg[k] = v
+        elif l.startswith("# CONFIG_") and l.endswith(" is not set"):
+            cfg[l[9:-11]] = "n"
+    for k, v in kvs:
+        got = cfg.get(k, "n")
+        if got != v:
+            errors.append(f"{p}: CONFIG_{k} is {got}, the original's is {v}")
+print("; ".join(errors))
+sys.exit(1 if errors else 0)
+PY
 # knlp accepts every preset (one process checks them all: libtorch loads once).
 "$KNLP" config check "$T"/rt/*.config >"$T/check" 2>&1 && [ "$(grep -c ': ok$' "$T/check")" -eq "$(ls "$TOP/defconfigs" | wc -l)" ] &&
 	ok || bad "knlp rejects a preset: $(grep -v ': ok$' "$T/check")"
