@@ -5,7 +5,7 @@ case "$KNLP" in /*) ;; *) KNLP="$PWD/$KNLP" ;; esac
 PYTHON=/usr/bin/python3
 TOP=$PWD
 T=$(mktemp -d /tmp/knlp-sh-XXXXXX)
-trap 'rm -rf "$T"' EXIT
+trap '[ -n "${KEEP_T:-}" ] || rm -rf "$T"' EXIT
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); }

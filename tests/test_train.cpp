@@ -70,14 +70,17 @@ struct TrainFixture : ::testing::Test {
 		return test::run("KNLP_PEAK_FLOPS=1e9 " + env + " " + test::knlp_bin() + " train --config " + cfg +
 				 " " + args);
 	}
-	// Per-step records of metrics.jsonl without the timing fields.
-	std::vector<std::string> steps(const std::string &run)
+	// Per-step records of metrics.jsonl without the timing fields: the train and eval records,
+	// or (samples = true) only the sample records.
+	std::vector<std::string> steps(const std::string &run, bool samples = false)
 	{
 		std::vector<std::string> out;
 		std::istringstream in(test::slurp(run + "/metrics.jsonl"));
 		std::string line;
 		while (std::getline(in, line)) {
 			auto j = json::parse(line);
+			if ((j["type"] == "sample") != samples)
+				continue;
 			for (const char *k : {"throughput", "mfu", "elapsed"})
 				j.erase(k);
 			out.push_back(j.dump());
@@ -121,6 +124,7 @@ TEST_F(TrainFixture, LossGoesDownAndMetricsAreWritten)
 	EXPECT_NE(test::slurp(d / "run/config").find("CONFIG_GPT2_N_EMBD=32"), std::string::npos);
 	EXPECT_NE(test::slurp(d / "run/samples.txt").find("=== step 60 ==="), std::string::npos);
 	EXPECT_EQ(steps(d / "run").size(), 60u + 3u);
+	EXPECT_EQ(steps(d / "run", true).size(), 3u * 3u); // the three default prompts at each evaluation
 }
 
 TEST_F(TrainFixture, ResumeIsBitExactAfterKills)
@@ -138,6 +142,7 @@ TEST_F(TrainFixture, ResumeIsBitExactAfterKills)
 	EXPECT_NE(r.output.find("at step 10"), std::string::npos) << r.output;
 	EXPECT_TRUE(final_weights(d / "b") == want);
 	EXPECT_EQ(steps(d / "b"), want_steps);
+	EXPECT_EQ(steps(d / "b", true), steps(d / "a", true)); // samples too, text for text
 
 	// Killed in the middle of writing the model file of the checkpoint at 15 (the 5th
 	// safetensors write: two per checkpoint).

@@ -79,8 +79,12 @@ double measure_matmul_peak(torch::Device dev, bool bf16)
 		shapes = {
 			{512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {3072, 384, 1536}, {3072, 1536, 384}};
 	double best = 0;
+	at::Generator gen = at::detail::createCPUGenerator(1);
 	for (auto [m, k, n] : shapes) {
-		auto a = torch::randn({m, k}, opts), b = torch::randn({k, n}, opts);
+		// Values from a generator of its own: the training run's random stream (dropout) must not
+		// depend on whether this measurement ran, e.g. after a resume.
+		auto a = torch::empty({m, k}).uniform_(-1, 1, gen).to(opts),
+		     b = torch::empty({k, n}).uniform_(-1, 1, gen).to(opts);
 		auto c = torch::mm(a, b);
 		synchronize(dev);
 		int reps = 0;

@@ -311,6 +311,7 @@ private:
 			auto gen = generate(model_, ids, so, rng, ctx.dev);
 			std::string text = prompt + tok_->decode(gen);
 			out << text << "\n---\n";
+			ctx.log({{"type", "sample"}, {"step", p.step}, {"prompt", k - 1}, {"text", text}});
 			std::string shown = text.substr(0, 160);
 			for (char &c : shown)
 				if (c == '\n' || c == '\r')

@@ -91,6 +91,7 @@ private:
 	QualityMetric quality_;
 	Position pos_;
 	std::string resume_ckpt_;
+	torch::Tensor rng_after_start_; // the CPU generator state of the checkpoint resumed from
 	int64_t steps_in_epoch_ = 0, last_eval_ = -1, last_ckpt_step_ = -1, best_step_ = -1, best_epoch_ = -1;
 	bool epoch_started_ = false, just_best_ = false;
 	double best_ = NAN, last_quality_ = NAN, last_loss_ = NAN, last_norm_ = 0, last_rate_ = 0, last_mfu_ = 0,
@@ -161,7 +162,7 @@ void Loop::build()
 	ctx_.fail_nonfinite = [this](const std::string &what, double v) { nonfinite(what, v); };
 	ctx_.log = [this](const json &rec) {
 		if (ctx_.main_rank())
-			append_jsonl(ctx_.run_dir, cfg_.tracking, rec);
+			log_record(ctx_.run_dir, cfg_.tracking, rec);
 	};
 	family_->check(ctx_);
 	if (ddp_)
@@ -204,12 +205,12 @@ void Loop::resume(const std::string &ckpt)
 		auto state =
 			torch::from_blob(const_cast<void *>(g.data), {static_cast<int64_t>(g.nbytes)}, torch::kByte)
 				.clone();
-		compat::set_generator_state(torch::kCPU, state);
+		rng_after_start_ = state; // set once start-up is over (begin): nothing there may shift it
 	}
 	last_ckpt_step_ = pos_.step;
 	ctx_.last_checkpoint = ckpt;
 	if (ctx_.main_rank())
-		truncate_jsonl(join_path(ctx_.run_dir, "metrics.jsonl"), pos_.step);
+		truncate_records(ctx_.run_dir, pos_.step);
 	fmt::print("resumed {} at {}\n", ckpt, where());
 }
 
@@ -558,6 +559,8 @@ void Loop::begin()
 		for (const auto &[k, v] : family_->run_record())
 			extra[k] = v;
 		record_run(ctx_.run_dir, req_.cfg, req_.command, extra);
+		if (resume_ckpt_.empty())
+			log_config(ctx_.run_dir, cfg_.tracking, req_.cfg.to_text());
 	}
 	t_start_ = Clock::now();
 	if (!resume_ckpt_.empty())
@@ -571,6 +574,8 @@ void Loop::begin()
 		const char *pf = std::getenv("KNLP_PEAK_FLOPS");
 		peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(ctx_.dev, cfg_.train.amp == choice::Amp::Bf16);
 	}
+	if (rng_after_start_.defined())
+		compat::set_generator_state(torch::kCPU, rng_after_start_);
 	print_start();
 }
 
