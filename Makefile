@@ -146,11 +146,13 @@ quickstart: deps
 
 # Sanitizer runs (SANITIZE=address,undefined) build into build-san and use the suppressions
 # of tests/sanitizers/ (only what lies inside libtorch itself; each one explained there).
-SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
+# Stacks in leak reports name functions only with a symbolizer (clang's llvm-symbolizer).
+SYMBOLIZER := $(firstword $(wildcard /usr/bin/llvm-symbolizer /usr/lib/llvm-*/bin/llvm-symbolizer))
+SAN_ENV := $(if $(SYMBOLIZER),ASAN_SYMBOLIZER_PATH=$(SYMBOLIZER)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/ubsan.supp
 # Only what the tests run (the benchmark binary is built by make bench).
-CHECK_TARGETS := knlp test_ml test_base test_cuda
+CHECK_TARGETS := knlp test_ml test_base test_cuda $(if $(SANITIZE),san_leak_probe)
 check: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) --target $(CHECK_TARGETS)
 	@cd $(BUILD) && { $(if $(SANITIZE),$(SAN_ENV)) ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),); rc=$$?; \
