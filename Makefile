@@ -46,7 +46,7 @@ endif
 
 .PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
-	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report ddp fuzz randconfig-sweep check-san-base check-san format
+	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report dashboard ddp fuzz randconfig-sweep check-san-base check-san format
 
 all: run
 
@@ -83,6 +83,10 @@ summary: build
 
 report: build
 	$(KNLP) matrix summary $(if $(TARGET),$(TARGET),--latest) --report
+
+# The live dashboard (docs/dashboard.md): PORT=8080 HOST=127.0.0.1, DIRS="runs ..." to choose folders.
+dashboard: build
+	$(KNLP) dashboard --port $(if $(PORT),$(PORT),8080) --host $(if $(HOST),$(HOST),127.0.0.1) $(DIRS)
 
 .PHONY: $(CONFIG)-exists
 $(CONFIG)-exists:
@@ -225,7 +229,8 @@ help:
 	@echo "  sweep               RANGE_CONFIG=<file>: lines CONFIG_X=a|b|c or start:step:end, crossed with the matrix"
 	@echo "  SHARD=k/N           run one shard; merge-results OUT=<dir> DIRS=\"a b\" joins them"
 	@echo "  slurm               SHARDS=<n>: write a Slurm job-array script for the shards"
-	@echo "  summary / report    knlp matrix summary: tables + plots / + self-contained report.html"
+	@echo "  summary / report    knlp matrix summary: tables + plots / + self-contained report.html and dashboard.html"
+	@echo "  dashboard           live web dashboard of runs/ and test_matrix_results_* (PORT=, HOST=, DIRS=)"
 	@echo "  SEEDS=<n> BASELINE=<config id or folder/config id>  seeds and comparisons"
 	@echo "Development:"
 	@echo "  deps                install Debian packages and the GPT-2 vocabulary"

@@ -39,7 +39,10 @@ void varint(std::string &out, uint64_t v)
 	}
 	out.push_back(static_cast<char>(v));
 }
-void key(std::string &out, int field, int wire) { varint(out, (static_cast<uint64_t>(field) << 3) | wire); }
+void key(std::string &out, int field, int wire)
+{
+	varint(out, (static_cast<uint64_t>(field) << 3) | wire);
+}
 void bytes_field(std::string &out, int field, std::string_view b)
 {
 	key(out, field, 2);
@@ -121,7 +124,10 @@ uint32_t crc32c(std::string_view data, uint32_t crc)
 	return ~crc;
 }
 
-uint32_t tfrecord_mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
+uint32_t tfrecord_mask(uint32_t crc)
+{
+	return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
+}
 
 std::string tfrecord(std::string_view payload)
 {
@@ -134,7 +140,10 @@ std::string tfrecord(std::string_view payload)
 	return r;
 }
 
-std::string tf_event_file_version(double wall_time) { return event(wall_time, 0, nullptr, "brain.Event:2"); }
+std::string tf_event_file_version(double wall_time)
+{
+	return event(wall_time, 0, nullptr, "brain.Event:2");
+}
 
 std::string tf_event_scalar(double wall_time, int64_t step, std::string_view tag, float value)
 {

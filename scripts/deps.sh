@@ -10,7 +10,7 @@ pkgs="build-essential cmake ninja-build git libtorch-dev python3-kconfiglib libc
 nlohmann-json3-dev libfmt-dev zlib1g-dev googletest libgtest-dev libbenchmark-dev
 linux-doc-6.1 dataset-fashion-mnist python3-matplotlib python3-numpy python3-torch
 libopenblas0-openmp python3-scipy chromium libmetis-dev libgloo-dev libdnnl-dev
-clang libclang-rt-14-dev clang-format"
+clang libclang-rt-14-dev clang-format libcpp-httplib-dev pkg-config"
 
 missing=""
 for p in $pkgs; do
@@ -48,6 +48,20 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -s "$ggml/libggml-base.so" ]; then
 	mkdir -p "$ggml"
 	cp "$tmp/package/bins/linux-x64/libggml-base.so" "$ggml/libggml-base.so.tmp" &&
 		mv "$ggml/libggml-base.so.tmp" "$ggml/libggml-base.so"
+	rm -rf "$tmp"
+fi
+# uPlot, the charting library of `knlp dashboard` and its reports (npm package uplot): two
+# files copied from the package, no front-end build.
+uplot="$top/datasets/uplot"
+if [ ! -s "$uplot/uPlot.iife.min.js" ] || [ ! -s "$uplot/uPlot.min.css" ]; then
+	echo "deps: fetching uPlot (npm package uplot)"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent uplot@1.6.32 >/dev/null && tar xzf uplot-1.6.32.tgz package/dist package/LICENSE)
+	mkdir -p "$uplot"
+	for f in uPlot.iife.min.js uPlot.min.css; do
+		cp "$tmp/package/dist/$f" "$uplot/$f.tmp" && mv "$uplot/$f.tmp" "$uplot/$f"
+	done
+	cp "$tmp/package/LICENSE" "$uplot/LICENSE"
 	rm -rf "$tmp"
 fi
 # llama.cpp itself (node-llama-cpp with its prebuilt CPU binaries), which evaluates knlp's

@@ -1,7 +1,7 @@
 #!/bin/bash
 # What `make deps` installs must be built in and present: a missing oneDNN, METIS, Gloo,
 # ggml reference library, llama.cpp (node-llama-cpp), Chromium or Node.js fails make check
-# here instead of letting the tests that need them skip and the suite stay green (the
+# (and the dashboard's web server and charting library) here instead of letting the tests that need them skip and the suite stay green (the
 # ResNets' engine, the METIS layout, data parallel on the CPU, the GGUF checks against ggml
 # and llama.cpp, the HTML report check).
 . "$(dirname "$0")/lib.sh"
@@ -12,6 +12,8 @@ need() { # feature
 need onednn
 need metis
 need gloo
+need dashboard
+need dashboard-charts
 if [ "$(uname -m)" = x86_64 ]; then
 	need ggml-reference
 	need llama-cpp

@@ -225,6 +225,9 @@ void run_version(VersionArgs &a)
 	line("ggml-reference", file_exists(ggml), ggml + " (scripts/deps.sh, x86-64)");
 	std::string llama = join_path(KNLP_SOURCE_DIR, "datasets/llama/node_modules/node-llama-cpp/package.json");
 	line("llama-cpp", file_exists(llama), "node-llama-cpp's llama.cpp (scripts/deps.sh, x86-64)");
+	line("dashboard", dashboard_available(), "knlp dashboard's web server (libcpp-httplib-dev)");
+	std::string uplot = join_path(KNLP_SOURCE_DIR, "datasets/uplot/uPlot.iife.min.js");
+	line("dashboard-charts", file_exists(uplot), uplot + " (npm package uplot, scripts/deps.sh)");
 }
 
 } // namespace

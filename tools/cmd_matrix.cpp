@@ -74,7 +74,9 @@ void define_summary(CLI::App *c, SummaryArgs &a)
 	c->add_flag("--latest", a.latest, "The newest test_matrix_results_* folder (under --in)");
 	c->add_option("--in", a.parent, "Where --latest looks")->capture_default_str();
 	c->add_flag("--graphs", a.graphs, "Also draw graphs/*.png (scripts/matrix_report.py)");
-	c->add_flag("--report", a.report, "Also write report.html with the graphs (scripts/matrix_report.py)");
+	c->add_flag("--report", a.report,
+		    "Also write report.html with the graphs (scripts/matrix_report.py) and dashboard.html (the "
+		    "dashboard's pages)");
 }
 
 void run_summary(SummaryArgs &a)
@@ -97,6 +99,10 @@ void run_summary(SummaryArgs &a)
 						    a.report ? "" : " --graphs-only");
 		if (int rc = std::system(cmd.c_str()))
 			fail("matrix summary: {} exited with {}", cmd, rc);
+	}
+	if (a.report) { // the dashboard's interactive pages of this matrix, in one file
+		export_dashboard({dir}, join_path(dir, "dashboard.html"));
+		fmt::print("wrote {}\n", join_path(dir, "dashboard.html"));
 	}
 }
 

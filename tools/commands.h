@@ -47,6 +47,11 @@ void add_gguf_commands(CLI::App &app);
 void add_fim_commands(CLI::App *fim);
 void add_gnn_commands(CLI::App &app);
 void add_tier_commands(CLI::App &app); // under `knlp fim`, next to `fim attention`
+void add_dashboard_command(CLI::App &app);
+bool dashboard_available(); // built with cpp-httplib
+// One self-contained HTML file with the dashboard's pages over `roots` (knlp dashboard --export).
+void export_dashboard(const std::vector<std::string> &roots, const std::string &out,
+		      const std::string &assets_dir = "");
 extern std::string g_command_line;
 
 // The path of the running knlp binary (for commands that start more of it).

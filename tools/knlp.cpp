@@ -58,6 +58,7 @@ int main(int argc, char **argv)
 	knlp::add_tier_commands(app);
 	knlp::add_gnn_commands(app);
 	knlp::add_stats_commands(app);
+	knlp::add_dashboard_command(app);
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::ParseError &e) {

@@ -1,0 +1,181 @@
+#!/bin/bash
+# knlp dashboard against two runs and a 2 x 2 matrix this test trains: the API (byte-offset
+# reads of metrics.jsonl with a torn tail and a resume's cut, the matrix statistics checked
+# against scipy's Welch interval), then every page in a real browser (Debian's headless
+# Chromium driven over the DevTools protocol, tests/browser/cdp.py): table cells equal the
+# values in the files, charts are drawn, a line appended to metrics.jsonl while the page is
+# open appears on it, no sparsity plot for a matrix without pruning; the self-contained
+# export shows the same from a file:// URL. KNLP_SCREENSHOTS=DIR keeps screenshots of each
+# page (docs/img/dashboard_*.png come from here).
+. "$(dirname "$0")/lib.sh"
+cd "$T"
+cycle_data data
+cat >base.config <<EOF
+CONFIG_DEVICE_CPU=y
+CONFIG_GPT2_SIZE_CUSTOM=y
+CONFIG_GPT2_N_LAYER=2
+CONFIG_GPT2_N_EMBD=64
+CONFIG_GPT2_N_HEAD=2
+CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_MAX_ITERS=20
+CONFIG_WARMUP_ITERS=5
+CONFIG_EVAL_INTERVAL=10
+CONFIG_EVAL_SAMPLES=2
+CONFIG_LOG_INTERVAL=1
+CONFIG_SAMPLE_TOKENS=8
+CONFIG_DATA_DIR="$T/data"
+CONFIG_OUTPUT_DIR="$T/runs"
+EOF
+"$KNLP" train --config base.config --set RUN_NAME=a >a.log 2>&1 || bad "run a: $(tail -2 a.log)"
+"$KNLP" train --config base.config --set RUN_NAME=b --set SEED=7 --set LEARNING_RATE=\"1e-3\" >b.log 2>&1 ||
+	bad "run b: $(tail -2 b.log)"
+"$KNLP" matrix --config base.config --set OPTIMIZER_MODE_MULTIPLE=y --set OPTIMIZER_ENABLE_SGD=y --set MATRIX_SEEDS=2 \
+	--set 'MATRIX_BASELINE="gpt2_adamw_none"' -y --out tm >tm.log 2>&1 || bad "matrix: $(tail -3 tm.log)"
+
+# Bad input: one clear line each.
+expect_fail "no_such_dir: no such folder" "$KNLP" dashboard --port 0 no_such_dir
+expect_fail "no_such_dir: no such folder" "$KNLP" dashboard --export x.html no_such_dir
+
+"$KNLP" dashboard --port 0 runs tm >dash.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; [ -n "${KEEP_T:-}" ] || rm -rf "$T"' EXIT
+for _ in $(seq 50); do grep -q "^dashboard: http" dash.log && break; sleep 0.2; done
+port=$(grep -o '127.0.0.1:[0-9]*' dash.log | cut -d: -f2)
+[ -n "$port" ] && ok || bad "the server did not start: $(cat dash.log)"
+expect_fail "cannot listen on 127.0.0.1:$port" "$KNLP" dashboard --port "$port" runs
+
+"$KNLP" dashboard --export report.html runs tm >export.log 2>&1 && [ -s report.html ] && ok ||
+	bad "export: $(tail -2 export.log)"
+
+$PYTHON - "$port" "$TOP" "${KNLP_SCREENSHOTS:-}" >check.log 2>&1 <<'PY' && ok || bad "dashboard checks: $(tail -5 check.log)"
+import json, os, statistics, sys, urllib.error, urllib.request
+sys.path.insert(0, os.path.join(sys.argv[2], "tests", "browser"))
+from cdp import Browser
+from scipy import stats
+
+port, shots = sys.argv[1], sys.argv[3]
+base = f"http://127.0.0.1:{port}"
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def get(path):
+    return json.loads(opener.open(base + path).read())
+def status(path):
+    try:
+        opener.open(base + path)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+# ---- the API
+lst = get("/api/runs")
+ids = sorted(r["id"] for r in lst["runs"])
+plan = json.load(open("tm/plan.json"))["runs"]
+assert "runs/a" in ids and "runs/b" in ids, ids
+assert all(f"tm/{p['test_id']}" in ids for p in plan), (ids, plan)
+m = [x for x in lst["matrices"] if x["id"] == "tm"]
+assert m and m[0]["runs"] == 4 and m[0]["complete"] == 4, lst["matrices"]
+ra = [r for r in lst["runs"] if r["id"] == "runs/a"][0]
+tm_a = json.load(open("runs/a/training_metrics.json"))
+assert ra["status"] == "complete" and ra["step"] == 20 and ra["best"] == tm_a["quality"]["best"], ra
+assert status("/api/run?id=nope") == 404 and status("/api/matrix?id=nope") == 404
+assert status("/api/run?id=runs/a&since=abc") == 400
+
+# byte offsets over a copy of run a: a torn tail waits for its end; a cut restarts
+jl = "runs/a/metrics.jsonl"
+orig = open(jl).read()
+lines = orig.splitlines(keepends=True)
+d = get("/api/run?id=runs/a&since=0")
+assert len(d["records"]) == len(lines) and d["offset"] == len(orig.encode()), (len(d["records"]), len(lines))
+full = '{"type":"train","step":99,"loss":0.5}\n'
+with open(jl, "a") as f:
+    f.write(full + '{"type":"train","st')
+d2 = get(f"/api/run?id=runs/a&since={d['offset']}")
+assert [r["step"] for r in d2["records"]] == [99] and d2["offset"] == d["offset"] + len(full), d2["offset"]
+with open(jl, "a") as f:
+    f.write('ep":100,"loss":0.25}\n')
+d3 = get(f"/api/run?id=runs/a&since={d2['offset']}")
+assert [r["step"] for r in d3["records"]] == [100], d3["records"]
+open(jl, "w").write("".join(lines[:3]))
+d4 = get(f"/api/run?id=runs/a&since={d3['offset']}")
+assert d4["reset"] and len(d4["records"]) == 3, d4
+open(jl, "w").write(orig)
+
+# the matrix statistics against scipy's Welch interval
+mt = get("/api/matrix?id=tm")
+res = json.load(open("tm/all_results.json"))
+q = {}
+for e in res:
+    q.setdefault(e["config_id"], []).append(e["quality"])
+assert mt["baseline"] == "gpt2_adamw_none" and len(mt["rows"]) == 2, mt
+for row in mt["rows"]:
+    v = q[row["config_id"]]
+    assert row["n"] == 2 and abs(row["mean"] - statistics.mean(v)) < 1e-12 and abs(row["sd"] - statistics.stdev(v)) < 1e-12, row
+    if row["config_id"] != "gpt2_adamw_none":
+        a, b = v, q["gpt2_adamw_none"]
+        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        h = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
+        diff = statistics.mean(a) - statistics.mean(b)
+        assert abs(row["diff"] - diff) < 1e-12 and abs(row["lo"] - (diff - h)) < 1e-9 and abs(row["hi"] - (diff + h)) < 1e-9, (row, diff, h)
+assert mt["pruned"] is False
+
+# ---- the pages, in Chromium
+B = Browser()
+def shot(name):
+    if shots:
+        B.screenshot(os.path.join(shots, f"dashboard_{name}.png"))
+def value(sel):
+    return B.eval(f'(document.querySelector({json.dumps(sel)}) || {{dataset: {{}}}}).dataset.value')
+
+B.open(base + "/#/")
+B.wait('document.querySelectorAll("#runs tbody tr").length >= 6')
+assert float(value('tr[data-run="runs/a"] td[data-col=best]')) == tm_a["quality"]["best"]
+assert B.eval('document.querySelector("tr[data-matrix=tm]") !== null')
+shot("runs")
+
+B.open(base + "/#/run/runs%2Fa")
+B.wait('document.querySelectorAll("canvas").length >= 5')
+recs = [json.loads(l) for l in open(jl)]
+last = [r for r in recs if r["type"] == "train"][-1]
+B.wait('document.querySelector("tr[data-k=loss] td") !== null')
+assert float(value("tr[data-k=loss] td")) == last["loss"], (value("tr[data-k=loss] td"), last)
+assert float(value("tr[data-k=best] td")) == tm_a["quality"]["best"]
+assert B.eval('document.querySelectorAll(".sample").length') == 3
+assert "CONFIG_GPT2_N_EMBD=64" in B.eval('document.querySelector("#config").textContent')
+shot("run")
+# live: a step appended while the page is open, then a torn line that must not break it
+with open(jl, "a") as f:
+    f.write('{"type":"train","step":21,"loss":1.2345,"lr":0.0001,"grad_norm":1.0,"elapsed":99.0}\n{"type":"tr')
+B.wait('document.querySelector("tr[data-k=loss] td").dataset.value === "1.2345"', 15)
+assert B.eval('document.querySelector("tr[data-k=step] td").dataset.value') == "21"
+assert not B.eval('document.querySelector("#live").textContent.startsWith("error")')
+open(jl, "w").write(orig)
+
+B.open(base + "/#/compare/runs%2Fa,runs%2Fb")
+B.wait('document.querySelectorAll("#legend tbody tr").length == 2 && document.querySelectorAll("canvas").length >= 2')
+shot("compare")
+
+B.open(base + "/#/matrix/tm")
+B.wait('document.querySelectorAll("#rows tbody tr").length == 2')
+for row in mt["rows"]:
+    got = float(value(f'tr[data-config="{row["config_id"]}"] td[data-col=mean]'))
+    assert got == row["mean"], (got, row)
+assert B.eval('document.querySelector("[data-chart=sparsity]") === null'), "a sparsity plot without pruning"
+assert B.eval('document.querySelector("[data-chart=means] canvas") !== null')
+assert B.eval('document.querySelectorAll("#mruns tbody tr").length') == 4
+shot("matrix")
+
+# the self-contained export, from a file:// URL
+B.open("file://" + os.path.abspath("report.html") + "#/run/runs%2Fa")
+B.wait('document.querySelectorAll("canvas").length >= 5')
+assert float(value("tr[data-k=loss] td")) == last["loss"]
+assert B.eval('document.querySelector("#live").textContent.startsWith("report of")')
+B.open("file://" + os.path.abspath("report.html") + "#/matrix/tm")
+B.wait('document.querySelectorAll("#rows tbody tr").length == 2')
+B.close()
+print("ok")
+PY
+kill $server 2>/dev/null
+wait $server 2>/dev/null
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
