@@ -168,7 +168,7 @@ async function viewRun(id) {
 <div class="controls"><label>smoothing <input id="smooth" type="range" min="0" max="0.99" step="0.01" value="0.6"> <span id="smoothv">0.6</span></label></div>
 <div class="charts" id="charts"></div>
 <h2>Samples</h2><div id="samples"></div>
-<h2>Configuration</h2><pre id="config"></pre>`;
+<h2>Configuration</h2><p class="about" id="differs-about"></p><pre id="differs"></pre><pre id="config"></pre>`;
 	const feed = new RunFeed(id);
 	let alpha = 0.6;
 	$("#smooth").oninput = (e) => {
@@ -217,6 +217,10 @@ async function viewRun(id) {
 			.map((s) => `<div class="sample" data-step="${s.step}">step ${s.step}: ${esc(s.text)}</div>`)
 			.join("") || "<p>none logged</p>";
 		$("#config").textContent = d.config || "";
+		if (d.preset) {
+			$("#differs-about").textContent = `What differs from ${d.preset === "defaults" ? "the defaults" : `the preset ${d.preset}`} (its value -> this run's):`;
+			$("#differs").textContent = (d.differs || []).join("\n") || "nothing";
+		}
 		$("#title").textContent = `${id} (${m.family || "run"})`;
 	}
 	poll(async () => {

@@ -142,6 +142,8 @@ assert float(value("tr[data-k=loss] td")) == last["loss"], (value("tr[data-k=los
 assert float(value("tr[data-k=best] td")) == tm_a["quality"]["best"]
 assert B.eval('document.querySelectorAll(".sample").length') == 3
 assert "CONFIG_GPT2_N_EMBD=64" in B.eval('document.querySelector("#config").textContent')
+differs = B.eval('document.querySelector("#differs").textContent')
+assert "CONFIG_GPT2_N_EMBD (" in differs and "-> 64)" in differs and "CONFIG_MAX_ITERS (2000 -> 20)" in differs, differs
 shot("run")
 # live: a step appended while the page is open, then a torn line that must not break it
 with open(jl, "a") as f:

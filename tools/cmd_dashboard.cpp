@@ -181,6 +181,10 @@ private:
 		}
 		if (runs.is_array() && !runs.empty())
 			s["project"] = runs.back().value("project", "");
+		// A run that says "running" but has not logged for 10 minutes was most likely killed.
+		if (status == "running" && s["updated"].get<double>() > 0 &&
+		    now_seconds() - s["updated"].get<double>() > 600)
+			status = "stalled";
 		s["status"] = status;
 		s["step"] = step;
 		s["total_steps"] = total;
@@ -201,7 +205,10 @@ private:
 				failed += e.value("status", "") == "failed";
 			}
 		size_t n = plan.is_object() && plan.contains("runs") ? plan["runs"].size() : 0;
-		return {{"id", id}, {"name", fs::path(dir).filename().string()}, {"runs", n}, {"complete", complete},
+		return {{"id", id},
+			{"name", fs::path(dir).filename().string()},
+			{"runs", n},
+			{"complete", complete},
 			{"failed", failed}};
 	}
 
@@ -222,6 +229,21 @@ json run_detail(const std::string &dir, int64_t since)
 			rss.push_back({smp.value("elapsed_seconds", 0.0), smp.value("rss_mb", 0.0),
 				       smp.contains("memory_used") ? smp["memory_used"] : json(nullptr)});
 	out["memory"] = rss;
+	out["preset"] = nullptr;
+	out["differs"] = json::array();
+	try { // what differs from the preset the run is named after, or from the defaults
+		Config run =
+			Config::parse(out["config"].get<std::string>(), join_path(dir, "config"), Config::Mode::Saved);
+		std::string name = run.get_string("RUN_NAME"),
+			    preset = join_path(KNLP_SOURCE_DIR, "defconfigs/" + name);
+		bool named = !name.empty() && name.find('/') == std::string::npos && file_exists(preset);
+		Config base = named ? Config::load(preset, Config::Mode::Saved) : Config();
+		out["preset"] = named ? json(name) : json("defaults");
+		for (auto &d : base.diff(run, {"RUN_NAME", "OUTPUT_DIR", "SEED"}))
+			out["differs"].push_back(d);
+	} catch (const Error &) {
+		// a configuration this knlp cannot read: shown as text only
+	}
 	if (out["metrics"].is_object() && out["metrics"].contains("history"))
 		out["metrics"].erase("history"); // the page has the records
 	return out;
@@ -284,7 +306,9 @@ json matrix_detail(const std::string &dir)
 				r.update({{"diff", d.diff},
 					  {"lo", d.lo},
 					  {"hi", d.hi},
-					  {"verdict", better ? "better" : worse ? "worse" : "inconclusive"}});
+					  {"verdict", better  ? "better"
+						      : worse ? "worse"
+							      : "inconclusive"}});
 			}
 		}
 		rows.push_back(r);
@@ -296,8 +320,13 @@ json matrix_detail(const std::string &dir)
 				{"status", e.value("status", "")},
 				{"quality", e.contains("quality") ? e["quality"] : json(nullptr)},
 				{"run", fs::path(join_path(dir, e.value("test_id", ""))).lexically_normal().string()}});
-	return {{"rows", rows},		{"runs", runs},		  {"baseline", baseline}, {"metric", metric},
-		{"higher_is_better", higher}, {"confidence", confidence}, {"pruned", pruned}};
+	return {{"rows", rows},
+		{"runs", runs},
+		{"baseline", baseline},
+		{"metric", metric},
+		{"higher_is_better", higher},
+		{"confidence", confidence},
+		{"pruned", pruned}};
 }
 
 std::string content_type(const std::string &path)
@@ -315,8 +344,14 @@ std::string content_type(const std::string &path)
 	return "application/octet-stream";
 }
 
-std::string default_assets() { return join_path(KNLP_SOURCE_DIR, "dashboard"); }
-std::string uplot_dir() { return join_path(KNLP_SOURCE_DIR, "datasets/uplot"); }
+std::string default_assets()
+{
+	return join_path(KNLP_SOURCE_DIR, "dashboard");
+}
+std::string uplot_dir()
+{
+	return join_path(KNLP_SOURCE_DIR, "datasets/uplot");
+}
 
 // Text for inside <script>: "</" cannot end the element early.
 std::string script_safe(std::string s)
@@ -330,12 +365,16 @@ std::atomic<void *> g_server{nullptr};
 
 void define_dashboard(CLI::App *c, DashboardArgs &x)
 {
-	c->add_option("--port", x.port, "TCP port (0: any free one, printed)")->check(CLI::Range(0, 65535))->capture_default_str();
+	c->add_option("--port", x.port, "TCP port (0: any free one, printed)")
+		->check(CLI::Range(0, 65535))
+		->capture_default_str();
 	c->add_option("--host", x.host, "Address to listen on (0.0.0.0: every interface)")->capture_default_str();
 	c->add_option("--assets", x.assets, "Folder of the page files (default: the source tree's dashboard/)");
-	c->add_option("--export", x.export_path,
-		      "Write one self-contained HTML file with every page of the given folders (no server, no network)");
-	c->add_option("dirs", x.dirs, "Run or matrix folders, or folders holding them (default: runs and test_matrix_results_* here)");
+	c->add_option(
+		"--export", x.export_path,
+		"Write one self-contained HTML file with every page of the given folders (no server, no network)");
+	c->add_option("dirs", x.dirs,
+		      "Run or matrix folders, or folders holding them (default: runs and test_matrix_results_* here)");
 }
 
 void run_dashboard(DashboardArgs &x)
@@ -350,7 +389,8 @@ void run_dashboard(DashboardArgs &x)
 	}
 #ifndef KNLP_HAVE_HTTPLIB
 	(void)x;
-	fail("dashboard: this knlp was built without cpp-httplib (Debian's libcpp-httplib-dev; `make deps` installs it)");
+	fail("dashboard: this knlp was built without cpp-httplib (Debian's libcpp-httplib-dev; `make deps` installs "
+	     "it)");
 #else
 	std::vector<std::string> roots = x.dirs;
 	if (roots.empty()) {
@@ -384,15 +424,19 @@ void run_dashboard(DashboardArgs &x)
 		res.set_header("Cache-Control", "no-store");
 		res.set_content(read_file(path), content_type(path).c_str());
 	};
-	srv.Get("/", [=](const httplib::Request &, httplib::Response &res) { send_file(res, join_path(assets, "index.html")); });
+	srv.Get("/", [=](const httplib::Request &, httplib::Response &res) {
+		send_file(res, join_path(assets, "index.html"));
+	});
 	for (const char *f : {"app.js", "app.css"})
-		srv.Get(std::string("/") + f,
-			[=](const httplib::Request &, httplib::Response &res) { send_file(res, join_path(assets, f)); });
+		srv.Get(std::string("/") + f, [=](const httplib::Request &, httplib::Response &res) {
+			send_file(res, join_path(assets, f));
+		});
 	srv.Get("/uplot.js", [=](const httplib::Request &, httplib::Response &res) {
 		send_file(res, join_path(uplot, "uPlot.iife.min.js"));
 	});
-	srv.Get("/uplot.css",
-		[=](const httplib::Request &, httplib::Response &res) { send_file(res, join_path(uplot, "uPlot.min.css")); });
+	srv.Get("/uplot.css", [=](const httplib::Request &, httplib::Response &res) {
+		send_file(res, join_path(uplot, "uPlot.min.css"));
+	});
 	srv.Get("/api/runs", [=](const httplib::Request &, httplib::Response &res) {
 		std::lock_guard<std::mutex> g(*mu);
 		send_json(res, cat->list());
@@ -467,7 +511,8 @@ void export_dashboard(const std::vector<std::string> &roots, const std::string &
 	for (const char *f : {"index.html", "app.js", "app.css"})
 		if (!file_exists(join_path(assets, f)))
 			fail("dashboard: {}: missing (give --assets)", join_path(assets, f));
-	const std::string up = join_path(uplot_dir(), "uPlot.iife.min.js"), upc = join_path(uplot_dir(), "uPlot.min.css");
+	const std::string up = join_path(uplot_dir(), "uPlot.iife.min.js"),
+			  upc = join_path(uplot_dir(), "uPlot.min.css");
 	if (!file_exists(up) || !file_exists(upc))
 		fail("dashboard: {}: uPlot is missing (make deps fetches the npm package uplot)", uplot_dir());
 	Catalogue cat(roots);
@@ -486,11 +531,13 @@ void export_dashboard(const std::vector<std::string> &roots, const std::string &
 		html.replace(i, tag.size(), with);
 	};
 	swap("<link rel=\"stylesheet\" href=\"/uplot.css\">", "<style>" + read_file(upc) + "</style>");
-	swap("<link rel=\"stylesheet\" href=\"/app.css\">", "<style>" + read_file(join_path(assets, "app.css")) + "</style>");
+	swap("<link rel=\"stylesheet\" href=\"/app.css\">",
+	     "<style>" + read_file(join_path(assets, "app.css")) + "</style>");
 	swap("<script src=\"/uplot.js\"></script>", "<script>" + script_safe(read_file(up)) + "</script>");
 	swap("<script src=\"/app.js\"></script>",
-	     "<script>window.KNLP_SNAPSHOT = " + script_safe(snap.dump(-1, ' ', false, json::error_handler_t::replace)) +
-		     ";</script>\n<script>" + script_safe(read_file(join_path(assets, "app.js"))) + "</script>");
+	     "<script>window.KNLP_SNAPSHOT = " +
+		     script_safe(snap.dump(-1, ' ', false, json::error_handler_t::replace)) + ";</script>\n<script>" +
+		     script_safe(read_file(join_path(assets, "app.js"))) + "</script>");
 	write_file_atomic(out, html);
 }
 
