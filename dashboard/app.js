@@ -11,7 +11,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const num = (v, d = 4) =>
 	v === null || v === undefined || Number.isNaN(v) ? "-" : Number.isInteger(v) && Math.abs(v) < 1e9 ? String(v) : Math.abs(v) >= 1e5 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : (+v).toFixed(d);
-const tick = (v) => (v === null ? "" : v === 0 ? "0" : Math.abs(v) >= 1e4 || Math.abs(v) < 1e-2 ? v.toExponential(1) : String(+v.toPrecision(3)));
+const tick = (v) => (v === null ? "" : v === 0 ? "0" : Math.abs(v) >= 1e4 || Math.abs(v) < 1e-2 ? v.toExponential(1) : String(+v.toPrecision(6)));
 const cell = (v, col = "", d = 4) => `<td class="num"${col ? ` data-col="${col}"` : ""} data-value="${v === null || v === undefined ? "" : esc(String(v))}">${num(v, d)}</td>`;
 const dur = (s) => (s === undefined || s === null ? "-" : s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 
@@ -167,6 +167,7 @@ async function viewRun(id) {
 <table id="latest"><tbody></tbody></table>
 <div class="controls"><label>smoothing <input id="smooth" type="range" min="0" max="0.99" step="0.01" value="0.6"> <span id="smoothv">0.6</span></label></div>
 <div class="charts" id="charts"></div>
+<div id="research"></div>
 <h2>Samples</h2><div id="samples"></div>
 <h2>Configuration</h2><p class="about" id="differs-about"></p><pre id="differs"></pre><pre id="config"></pre>`;
 	const feed = new RunFeed(id);
@@ -210,6 +211,7 @@ async function viewRun(id) {
 		if (tr.some((r) => r.sparsity > 0)) plot(host, "sparsity", "sparsity", xs, [{ label: "sparsity", values: seriesOf(tr, "sparsity") }]);
 		const mem = d.memory || [];
 		if (mem.length) plot(host, "memory", "process memory (RSS, MB)", mem.map((r) => r[0]), [{ label: "RSS MB", values: mem.map((r) => r[1]) }], { xLabel: "seconds" });
+		research(feed, $("#research"));
 		const smp = feed.of("sample");
 		const lastStep = smp.length ? smp[smp.length - 1].step : null;
 		$("#samples").innerHTML = smp
@@ -227,6 +229,68 @@ async function viewRun(id) {
 		await feed.update();
 		draw();
 	});
+}
+
+// ---- research views of one run, from what the run folder holds
+
+function section(host, key, title, about) {
+	let el = host.querySelector(`[data-section="${key}"]`);
+	if (!el) {
+		el = document.createElement("section");
+		el.dataset.section = key;
+		el.innerHTML = `<h2>${esc(title)}</h2><p class="about">${about}</p><div class="charts"></div><div class="tables"></div>`;
+		host.appendChild(el);
+	}
+	return el;
+}
+
+function research(feed, host) {
+	const ev = feed.of("eval"), r = feed.detail.research || {};
+	// attention Fisher per layer over the evaluations (CONFIG_FIM_ATTENTION_AT_EVAL)
+	const af = ev.filter((e) => Array.isArray(e.attention_fisher));
+	if (af.length) {
+		const el = section(host, "attention", "Attention Fisher per layer",
+			"The trace of the attention-probability Fisher of each layer (mean over heads) at every evaluation. Low-trace layers are where the original's hybrid placed KVSplice: the cheap ones to compress. Flat or falling traces late in training say that placement has settled.");
+		const layers = [...new Set(af.flatMap((e) => e.attention_fisher.map((l) => l.layer)))].sort((a, b) => a - b);
+		plot($(".charts", el), "attn_trace", "attention Fisher trace by layer", af.map((e) => e.step),
+			layers.map((l) => ({ label: `layer ${l}`, values: af.map((e) => ((e.attention_fisher.find((x) => x.layer === l) || {}).trace ?? null)), points: true })));
+	}
+	// sparsity per tensor over the evaluations (pruning)
+	const sp = ev.filter((e) => e.sparsity_per_tensor && Object.values(e.sparsity_per_tensor).some((v) => v > 0));
+	if (sp.length) {
+		const el = section(host, "pruning", "Sparsity per tensor",
+			"The fraction of each prunable tensor's weights that the masks hold at zero, at every evaluation. A global threshold lets tensors end at different sparsities; bitter4 sets them by layer.");
+		const names = Object.keys(sp[sp.length - 1].sparsity_per_tensor);
+		plot($(".charts", el), "sparsity_tensors", "sparsity by tensor", sp.map((e) => e.step),
+			names.map((n) => ({ label: n, values: sp.map((e) => e.sparsity_per_tensor[n] ?? null) })), { width: 620, height: 300 });
+	}
+	// Fisher against Adam's v (knlp fim compare)
+	if (r.fim_compare && r.fim_compare.fisher) {
+		const el = section(host, "fisher", "Fisher diagonal against Adam's v",
+			"Each point is one tensor: its mean Fisher diagonal against its mean exp_avg_sq (both log10). Spearman over all elements says how well v ranks weights as the Fisher does; tensor-level agreement is what a per-tensor quantization or tiering plan relies on.");
+		const tables = [];
+		for (const [kind, f] of Object.entries(r.fim_compare.fisher)) {
+			const t = f.tensors.filter((x) => x.mean_fisher > 0 && x.mean_v > 0).sort((a, b) => a.mean_fisher - b.mean_fisher);
+			plot($(".charts", el), `fisher_${kind}`, `${kind} Fisher (x) vs v (y), log10 of tensor means`, t.map((x) => Math.log10(x.mean_fisher)), [{ label: "log10 mean v", values: t.map((x) => Math.log10(x.mean_v)), points: true, width: 0 }], { xLabel: "log10 mean Fisher" });
+			const g = f.global.raw;
+			tables.push(`<table data-fisher="${esc(kind)}"><tr><th>${esc(kind)} Fisher</th><th>Spearman</th><th>Pearson</th></tr>
+<tr><td>all elements</td>${cell(g.spearman, "spearman")}${cell(g.pearson, "pearson")}</tr>
+<tr><td>tensor means</td>${cell(f.tensor_means.spearman, "tensor_spearman")}${cell(f.tensor_means.pearson)}</tr></table>`);
+		}
+		$(".tables", el).innerHTML = tables.join("<br>");
+	}
+	// quantization plans (*.plan.json next to GGUF exports)
+	for (const [i, q] of (r.quant_plans || []).entries()) {
+		const el = section(host, `quant${i}`, `Quantization plan ${q.file}`,
+			"The type each tensor gets, its bytes and its plan score; the upgraded tensors are those the plan lifted from the base type. Bits per weight sets the file size; compare plans of one model at equal bits.");
+		const p = q.plan;
+		$(".tables", el).innerHTML = `<p>plan <b>${esc(p.plan)}</b>, base ${esc(p.base)}, upgrade ${esc(p.upgrade)}: <span data-bpw="${p.bits_per_weight}">${num(p.bits_per_weight, 3)}</span> bits per weight, ${p.upgraded.length} upgraded, ${p.fallbacks.length} fallbacks</p>
+<table><tr><th>tensor</th><th>role</th><th>type</th><th>bytes</th><th>score</th></tr>${p.tensors
+			.map((t) => `<tr data-tensor="${esc(t.name)}"><td>${esc(t.name)}</td><td>${esc(t.role)}</td><td>${esc(t.type)}${t.upgraded ? " (upgraded)" : ""}${t.fallback ? " (fallback)" : ""}</td><td class="num">${t.bytes}</td>${cell(t.score)}</tr>`)
+			.join("")}</table>`;
+		const types = [...new Set(p.tensors.map((t) => t.type))];
+		plot($(".charts", el), `quant_bytes${i}`, "bytes by tensor (plan order)", p.tensors.map((_, k) => k), [{ label: "bytes", values: p.tensors.map((t) => t.bytes), points: true, width: 0 }], { xLabel: `tensor (${types.join(", ")})`, integerX: true });
+	}
 }
 
 // ---- several runs overlaid
@@ -285,6 +349,8 @@ async function viewMatrix(id) {
 <p class="about">Each configuration of the matrix with the mean and standard deviation of its quality over seeds, and Welch's interval for the difference from the baseline at the matrix's confidence: "better" or "worse" only when the interval excludes zero. Click a column to sort. A sparsity plot appears only when something was pruned.</p>
 <table id="rows"><thead><tr><th data-s="config_id">configuration</th><th data-s="n">seeds</th><th data-s="mean">mean</th><th data-s="sd">sd</th><th data-s="diff">diff vs baseline</th><th>interval</th><th data-s="verdict">verdict</th></tr></thead><tbody></tbody></table>
 <div class="charts" id="charts"></div>
+<h2>Family figures</h2><p class="about">What each model family reports besides its quality, averaged over seeds: for GPT-2 the KV-cache values per token (the memory an attention variant saves at inference) and perplexity; for GraphSAGE the layout, sampler and read amplification; for images the best accuracy and throughput.</p>
+<table id="figures"><thead></thead><tbody></tbody></table>
 <h2>Runs</h2><table id="mruns"><thead><tr><th>run</th><th>configuration</th><th>status</th><th>quality</th></tr></thead><tbody></tbody></table>`;
 	let sortKey = "mean", dir = 1;
 	let d = null;
@@ -308,6 +374,11 @@ async function viewMatrix(id) {
 			.join("");
 		$("#mruns tbody").innerHTML = d.runs
 			.map((r) => `<tr><td><a href="#/run/${encodeURIComponent(r.run)}">${esc(r.test_id)}</a></td><td>${esc(r.config_id)}</td><td>${esc(r.status)}</td>${cell(r.quality, "quality")}</tr>`)
+			.join("");
+		const fnames = [...new Set(d.rows.flatMap((r) => Object.keys(r.figures || {})))];
+		$("#figures thead").innerHTML = `<tr><th>configuration</th>${fnames.map((f) => `<th>${esc(f)}</th>`).join("")}</tr>`;
+		$("#figures tbody").innerHTML = d.rows
+			.map((r) => `<tr data-config="${esc(r.config_id)}"><td>${esc(r.config_id)}</td>${fnames.map((f) => { const v = (r.figures || {})[f]; return typeof v === "number" ? cell(v, f) : `<td data-col="${esc(f)}">${esc(v ?? "-")}</td>`; }).join("")}</tr>`)
 			.join("");
 		const idx = d.rows.map((_, i) => i);
 		plot($("#charts"), "means", `${d.metric || "quality"} by configuration (index in the table of the plan)`, idx, [{ label: "mean", values: d.rows.map((r) => r.mean), points: true, width: 0 }], { xLabel: "configuration", integerX: true });

@@ -501,6 +501,8 @@ nlohmann::json compare_fisher(const AdamMoments &adam, const FisherResult &f, co
 			t["name"] = n;
 			t["role"] = role;
 			t["layer"] = layer;
+			t["mean_v"] = sv / double(m); // raw v; the per-tensor scatter of the dashboard
+			t["mean_fisher"] = sf / double(m);
 			t["scale_raw"] = sf > 0 ? sv / sf : 0.0;
 			t["scale_bias_corrected"] = sf > 0 ? bc * sv / sf : 0.0;
 			t["v_zeros"] = int64_t(std::count(pv, pv + m, 0.0f));

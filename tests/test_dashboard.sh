@@ -27,8 +27,14 @@ CONFIG_SAMPLE_TOKENS=8
 CONFIG_DATA_DIR="$T/data"
 CONFIG_OUTPUT_DIR="$T/runs"
 EOF
-"$KNLP" train --config base.config --set RUN_NAME=a >a.log 2>&1 || bad "run a: $(tail -2 a.log)"
-"$KNLP" train --config base.config --set RUN_NAME=b --set SEED=7 --set LEARNING_RATE=\"1e-3\" >b.log 2>&1 ||
+# a: Fisher scoring and the comparison with Adam's v at its end, and a q8_0 GGUF export with
+# its plan; b: magnitude pruning to 50% (research views of the run page).
+"$KNLP" train --config base.config --set RUN_NAME=a --set FIM_SCORE=y --set FIM_COMPARE=y --set FIM_CHUNKS=4 >a.log 2>&1 ||
+	bad "run a: $(tail -2 a.log)"
+"$KNLP" export --checkpoint runs/a --format gguf --type q8_0 --out runs/a/model.gguf >export_a.log 2>&1 ||
+	bad "gguf export: $(tail -2 export_a.log)"
+"$KNLP" train --config base.config --set RUN_NAME=b --set SEED=7 --set LEARNING_RATE=\"1e-3\" --set PRUNING_MAGNITUDE=y \
+	--set PRUNING_TARGET_SPARSITY=\"0.5\" --set PRUNING_WARMUP=5 --set PRUNING_FREQUENCY=2 --set PRUNING_RAMP_END=15 >b.log 2>&1 ||
 	bad "run b: $(tail -2 b.log)"
 "$KNLP" matrix --config base.config --set OPTIMIZER_MODE_MULTIPLE=y --set OPTIMIZER_ENABLE_SGD=y --set MATRIX_SEEDS=2 \
 	--set 'MATRIX_BASELINE="gpt2_adamw_none"' -y --out tm >tm.log 2>&1 || bad "matrix: $(tail -3 tm.log)"
@@ -142,6 +148,15 @@ assert float(value("tr[data-k=loss] td")) == last["loss"], (value("tr[data-k=los
 assert float(value("tr[data-k=best] td")) == tm_a["quality"]["best"]
 assert B.eval('document.querySelectorAll(".sample").length') == 3
 assert "CONFIG_GPT2_N_EMBD=64" in B.eval('document.querySelector("#config").textContent')
+# research views: attention Fisher (eval records), Fisher vs v (fim/compare.json), the plan
+cmp = json.load(open("runs/a/fim/compare.json"))
+B.wait('document.querySelector("[data-section=fisher] table") !== null')
+assert float(value('[data-fisher=empirical] td[data-col=spearman]')) == cmp["fisher"]["empirical"]["global"]["raw"]["spearman"]
+assert B.eval('document.querySelector("[data-section=attention] canvas") !== null')
+plan = json.load(open("runs/a/model.gguf.plan.json"))
+assert float(B.eval('document.querySelector("[data-bpw]").dataset.bpw')) == plan["bits_per_weight"]
+assert B.eval('document.querySelectorAll("[data-section=quant0] tr[data-tensor]").length') == len(plan["tensors"])
+assert B.eval('document.querySelector("[data-section=pruning]") === null'), "a sparsity view for a dense run"
 differs = B.eval('document.querySelector("#differs").textContent')
 assert "CONFIG_GPT2_N_EMBD (" in differs and "-> 64)" in differs and "CONFIG_MAX_ITERS (2000 -> 20)" in differs, differs
 shot("run")
@@ -153,6 +168,9 @@ assert B.eval('document.querySelector("tr[data-k=step] td").dataset.value') == "
 assert not B.eval('document.querySelector("#live").textContent.startsWith("error")')
 open(jl, "w").write(orig)
 
+B.open(base + "/#/run/runs%2Fb")
+B.wait('document.querySelector("[data-section=pruning] canvas") !== null')
+shot("run_pruned")
 B.open(base + "/#/compare/runs%2Fa,runs%2Fb")
 B.wait('document.querySelectorAll("#legend tbody tr").length == 2 && document.querySelectorAll("canvas").length >= 2')
 shot("compare")
@@ -165,6 +183,8 @@ for row in mt["rows"]:
 assert B.eval('document.querySelector("[data-chart=sparsity]") === null'), "a sparsity plot without pruning"
 assert B.eval('document.querySelector("[data-chart=means] canvas") !== null')
 assert B.eval('document.querySelectorAll("#mruns tbody tr").length') == 4
+kv = [e["figures"]["kv_cache_values_per_token"] for e in res if e["config_id"] == "gpt2_sgd_none"]
+assert float(value('#figures tr[data-config="gpt2_sgd_none"] td[data-col=kv_cache_values_per_token]')) == statistics.mean(kv)
 shot("matrix")
 
 # the self-contained export, from a file:// URL

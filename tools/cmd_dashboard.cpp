@@ -229,6 +229,28 @@ json run_detail(const std::string &dir, int64_t since)
 			rss.push_back({smp.value("elapsed_seconds", 0.0), smp.value("rss_mb", 0.0),
 				       smp.contains("memory_used") ? smp["memory_used"] : json(nullptr)});
 	out["memory"] = rss;
+	// Research outputs kept in the run folder: `fim compare` (RUN/fim/compare.json, written by
+	// CONFIG_FIM_COMPARE) and quantization plans (*.plan.json next to exported GGUF files).
+	json research = {{"fim_compare", read_json_or_null(join_path(dir, "fim/compare.json"))},
+			 {"quant_plans", json::array()}};
+	std::error_code ec;
+	for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator();
+	     it.increment(ec)) {
+		if (ec)
+			break;
+		if (it.depth() > 1 || it->path().filename() == "checkpoints") {
+			it.disable_recursion_pending();
+			continue;
+		}
+		std::string n = it->path().filename().string();
+		if (n.size() > 10 && n.compare(n.size() - 10, 10, ".plan.json") == 0) {
+			json plan = read_json_or_null(it->path().string());
+			if (plan.is_object())
+				research["quant_plans"].push_back(
+					{{"file", fs::relative(it->path(), dir).string()}, {"plan", plan}});
+		}
+	}
+	out["research"] = research;
 	out["preset"] = nullptr;
 	out["differs"] = json::array();
 	try { // what differs from the preset the run is named after, or from the defaults
@@ -265,6 +287,8 @@ json matrix_detail(const std::string &dir)
 	} catch (const Error &) {
 	}
 	std::map<std::string, std::vector<double>> q;
+	std::map<std::string, std::map<std::string, std::vector<double>>> fig_num; // config -> figure -> values
+	std::map<std::string, std::map<std::string, std::string>> fig_text;
 	std::map<std::string, json> first;
 	std::vector<std::string> order;
 	std::string metric;
@@ -280,6 +304,13 @@ json matrix_detail(const std::string &dir)
 			pruned = true;
 		if (e.value("status", "") == "complete" && e.contains("quality") && e["quality"].is_number()) {
 			q[cid].push_back(e["quality"].get<double>());
+			const json figures = e.value("figures", json::object()); // a named copy outlives the loop
+			for (const auto &[k, v] : figures.items()) {
+				if (v.is_number())
+					fig_num[cid][k].push_back(v.get<double>());
+				else if (v.is_string())
+					fig_text[cid][k] = v.get<std::string>();
+			}
 			metric = e.value("quality_metric", metric);
 			higher = e.value("higher_is_better", higher);
 		}
@@ -299,6 +330,12 @@ json matrix_detail(const std::string &dir)
 			  {"mean", st.n ? json(st.mean) : json(nullptr)},
 			  {"sd", st.n > 1 ? json(st.sd) : json(nullptr)},
 			  {"baseline", cid == baseline}};
+		json figs = json::object(); // the family's figures: numbers averaged over seeds
+		for (const auto &[k, v] : fig_num[cid])
+			figs[k] = sample_stats(v).mean;
+		for (const auto &[k, v] : fig_text[cid])
+			figs[k] = v;
+		r["figures"] = figs;
 		if (cid != baseline && q.count(baseline)) {
 			DiffCI d = welch_interval(q[cid], q[baseline], confidence);
 			if (d.valid) {
@@ -458,7 +495,12 @@ void run_dashboard(DashboardArgs &x)
 			res.status = 400;
 			return send_json(res, {{"error", "since must be a byte offset"}});
 		}
-		send_json(res, run_detail(dir, since));
+		try {
+			send_json(res, run_detail(dir, since));
+		} catch (const std::exception &e) {
+			res.status = 500;
+			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
+		}
 	});
 	srv.Get("/api/matrix", [=](const httplib::Request &req, httplib::Response &res) {
 		std::string dir;
@@ -470,7 +512,12 @@ void run_dashboard(DashboardArgs &x)
 			res.status = 404;
 			return send_json(res, {{"error", "no such matrix: " + req.get_param_value("id")}});
 		}
-		send_json(res, matrix_detail(dir));
+		try {
+			send_json(res, matrix_detail(dir));
+		} catch (const std::exception &e) {
+			res.status = 500;
+			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
+		}
 	});
 
 	// SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second
