@@ -256,7 +256,7 @@ json run_detail(const std::string &dir, int64_t since)
 	try { // what differs from the preset the run is named after, or from the defaults
 		Config run =
 			Config::parse(out["config"].get<std::string>(), join_path(dir, "config"), Config::Mode::Saved);
-		std::string name = run.get_string("RUN_NAME"),
+		std::string name = run.settings().core.run_name,
 			    preset = join_path(KNLP_SOURCE_DIR, "defconfigs/" + name);
 		bool named = !name.empty() && name.find('/') == std::string::npos && file_exists(preset);
 		Config base = named ? Config::load(preset, Config::Mode::Saved) : Config();
