@@ -279,6 +279,17 @@ function research(feed, host) {
 		}
 		$(".tables", el).innerHTML = tables.join("<br>");
 	}
+	// knlp quantize results: perplexity against bits per weight, one point per plan
+	const qz = r.quantize || [];
+	if (qz.length) {
+		const el = section(host, "quantize", "Quantization: perplexity against size",
+			"Each point is one `knlp quantize` result kept in this run folder: the validation perplexity of the quantized model against its bits per weight. Lower and further left is better; at equal bits, a plan that spends its upgrades on the right tensors sits lower. The float model's perplexity is the reference each change is measured from.");
+		const pts = [...qz].sort((a, b) => a.result.bits_per_weight - b.result.bits_per_weight);
+		plot($(".charts", el), "quantize", "validation perplexity against bits per weight", pts.map((q) => q.result.bits_per_weight), [{ label: "perplexity", values: pts.map((q) => q.result.val_perplexity), points: true, width: 0 }], { xLabel: "bits per weight" });
+		$(".tables", el).innerHTML = `<table><tr><th>result</th><th>plan</th><th>base / upgrade</th><th>bits per weight</th><th>perplexity</th><th>change vs float</th></tr>${pts
+			.map((q) => `<tr data-quantize="${esc(q.file)}"><td>${esc(q.file)}</td><td>${esc(q.result.plan)}</td><td>${esc(q.result.base)} / ${esc(q.result.upgrade)}</td>${cell(q.result.bits_per_weight, "bpw", 3)}${cell(q.result.val_perplexity, "ppl")}${cell(q.result.perplexity_change_pct, "change", 2)}</tr>`)
+			.join("")}<tr><td>float</td><td></td><td>f32</td><td class="num">32</td>${cell(pts[0].result.float_val_perplexity, "float_ppl")}<td></td></tr></table>`;
+	}
 	// quantization plans (*.plan.json next to GGUF exports)
 	for (const [i, q] of (r.quant_plans || []).entries()) {
 		const el = section(host, `quant${i}`, `Quantization plan ${q.file}`,

@@ -33,6 +33,9 @@ EOF
 	bad "run a: $(tail -2 a.log)"
 "$KNLP" export --checkpoint runs/a --format gguf --type q8_0 --out runs/a/model.gguf >export_a.log 2>&1 ||
 	bad "gguf export: $(tail -2 export_a.log)"
+"$KNLP" quantize --checkpoint runs/a --base q8_0 --out runs/a/quant/q8_0 >q1.log 2>&1 || bad "quantize: $(tail -2 q1.log)"
+"$KNLP" quantize --checkpoint runs/a --base q4_0 --upgrade q8_0 --roles ffn_down --pct 50 --plan magnitude \
+	--out runs/a/quant/q4_0 >q2.log 2>&1 || bad "quantize: $(tail -2 q2.log)"
 "$KNLP" train --config base.config --set RUN_NAME=b --set SEED=7 --set LEARNING_RATE=\"1e-3\" --set PRUNING_MAGNITUDE=y \
 	--set PRUNING_TARGET_SPARSITY=\"0.5\" --set PRUNING_WARMUP=5 --set PRUNING_FREQUENCY=2 --set PRUNING_RAMP_END=15 >b.log 2>&1 ||
 	bad "run b: $(tail -2 b.log)"
@@ -154,9 +157,17 @@ B.wait('document.querySelector("[data-section=fisher] table") !== null')
 assert float(value('[data-fisher=empirical] td[data-col=spearman]')) == cmp["fisher"]["empirical"]["global"]["raw"]["spearman"]
 assert B.eval('document.querySelector("[data-section=attention] canvas") !== null')
 plan = json.load(open("runs/a/model.gguf.plan.json"))
-assert float(B.eval('document.querySelector("[data-bpw]").dataset.bpw')) == plan["bits_per_weight"]
-assert B.eval('document.querySelectorAll("[data-section=quant0] tr[data-tensor]").length') == len(plan["tensors"])
+sec = B.eval('[...document.querySelectorAll("section[data-section^=quant]")].map(e => e.querySelector("h2").textContent + "|" + e.dataset.section).join(";")')
+key = [x.split("|")[1] for x in sec.split(";") if x.startswith("Quantization plan model.gguf.plan.json")][0]
+assert B.eval(f'document.querySelectorAll("[data-section={key}] tr[data-tensor]").length') == len(plan["tensors"]), sec
+assert float(B.eval(f'document.querySelector("[data-section={key}] [data-bpw]").dataset.bpw')) == plan["bits_per_weight"]
 assert B.eval('document.querySelector("[data-section=pruning]") === null'), "a sparsity view for a dense run"
+for qd in ("q8_0", "q4_0"):
+    qr = json.load(open(f"runs/a/quant/{qd}/quantize.json"))
+    row = f'[data-section=quantize] tr[data-quantize="quant/{qd}/quantize.json"]'
+    assert float(value(row + " td[data-col=ppl]")) == qr["val_perplexity"], qd
+    assert float(value(row + " td[data-col=bpw]")) == qr["bits_per_weight"], qd
+assert B.eval('document.querySelector("[data-section=quantize] canvas") !== null')
 differs = B.eval('document.querySelector("#differs").textContent')
 assert "CONFIG_GPT2_N_EMBD (" in differs and "-> 64)" in differs and "CONFIG_MAX_ITERS (2000 -> 20)" in differs, differs
 shot("run")

@@ -229,20 +229,28 @@ json run_detail(const std::string &dir, int64_t since)
 			rss.push_back({smp.value("elapsed_seconds", 0.0), smp.value("rss_mb", 0.0),
 				       smp.contains("memory_used") ? smp["memory_used"] : json(nullptr)});
 	out["memory"] = rss;
-	// Research outputs kept in the run folder: `fim compare` (RUN/fim/compare.json, written by
-	// CONFIG_FIM_COMPARE) and quantization plans (*.plan.json next to exported GGUF files).
+	// Research outputs kept in the run folder (two levels down): `fim compare` (RUN/fim/
+	// compare.json, written by CONFIG_FIM_COMPARE), quantization plans (*.plan.json next to
+	// exported GGUF files) and `knlp quantize` results (quantize.json).
 	json research = {{"fim_compare", read_json_or_null(join_path(dir, "fim/compare.json"))},
-			 {"quant_plans", json::array()}};
+			 {"quant_plans", json::array()},
+			 {"quantize", json::array()}};
 	std::error_code ec;
 	for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator();
 	     it.increment(ec)) {
 		if (ec)
 			break;
-		if (it.depth() > 1 || it->path().filename() == "checkpoints") {
+		if (it.depth() > 2 || it->path().filename() == "checkpoints") {
 			it.disable_recursion_pending();
 			continue;
 		}
 		std::string n = it->path().filename().string();
+		if (n == "quantize.json") { // knlp quantize --out DIR: a plan's size and perplexity
+			json q = read_json_or_null(it->path().string());
+			if (q.is_object())
+				research["quantize"].push_back(
+					{{"file", fs::relative(it->path(), dir).string()}, {"result", q}});
+		}
 		if (n.size() > 10 && n.compare(n.size() - 10, 10, ".plan.json") == 0) {
 			json plan = read_json_or_null(it->path().string());
 			if (plan.is_object())
