@@ -210,7 +210,11 @@ async function viewRun(id) {
 		plot(host, "grad_norm", "gradient norm (before clipping)", xs, [{ label: "norm", values: seriesOf(tr, "grad_norm") }]);
 		if (tr.some((r) => r.sparsity > 0)) plot(host, "sparsity", "sparsity", xs, [{ label: "sparsity", values: seriesOf(tr, "sparsity") }]);
 		const mem = d.memory || [];
-		if (mem.length) plot(host, "memory", "process memory (RSS, MB)", mem.map((r) => r[0]), [{ label: "RSS MB", values: mem.map((r) => r[1]) }], { xLabel: "seconds" });
+		if (mem.length) {
+			plot(host, "memory", "process memory (RSS, MB)", mem.map((r) => r[0]), [{ label: "RSS MB", values: mem.map((r) => r[1]) }], { xLabel: "seconds" });
+			if (mem.some((r) => r[2] !== null)) plot(host, "gpu_memory", "GPU memory used (MB)", mem.map((r) => r[0]), [{ label: "MB", values: mem.map((r) => r[2]) }], { xLabel: "seconds" });
+			plot(host, "cpu", "CPU utilisation (%)", mem.map((r) => r[0]), [{ label: "%", values: mem.map((r) => r[3]) }], { xLabel: "seconds" });
+		}
 		research(feed, $("#research"));
 		const smp = feed.of("sample");
 		const lastStep = smp.length ? smp[smp.length - 1].step : null;

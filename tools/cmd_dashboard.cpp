@@ -227,7 +227,8 @@ json run_detail(const std::string &dir, int64_t since)
 	if (hw.is_object())
 		for (const auto &smp : hw.value("samples", json::array()))
 			rss.push_back({smp.value("elapsed_seconds", 0.0), smp.value("rss_mb", 0.0),
-				       smp.contains("memory_used") ? smp["memory_used"] : json(nullptr)});
+				       smp.contains("memory_used") ? smp["memory_used"] : json(nullptr),
+				       smp.contains("cpu_percent") ? smp["cpu_percent"] : json(nullptr)});
 	out["memory"] = rss;
 	// Research outputs kept in the run folder (two levels down): `fim compare` (RUN/fim/
 	// compare.json, written by CONFIG_FIM_COMPARE), quantization plans (*.plan.json next to
