@@ -402,9 +402,21 @@ async function viewMatrix(id) {
 			plot($("#charts"), "sparsity", `${d.metric || "quality"} against target sparsity`, pr.map((r) => r.sparsity), [{ label: "mean", values: pr.map((r) => r.mean), points: true, width: 0 }], { xLabel: "sparsity" });
 		}
 	}
+	let masksAsked = false;
 	poll(async () => {
 		d = await api(`/api/matrix?id=${encodeURIComponent(id)}`);
 		draw();
+		if (d.pruned && !masksAsked) {
+			masksAsked = true; // reads every pruned run's final masks: once per page
+			const mo = await api(`/api/masks?id=${encodeURIComponent(id)}`);
+			const el = section($("#main"), "masks", "Mask overlap between pruning methods",
+				"For each pair of pruned configurations at the same target sparsity, the Jaccard index of the weights their final masks keep (|A and B| / |A or B|), averaged over seeds, next to what two independent masks of the same densities would give. Far above that, the methods keep largely the same weights; near it, they choose differently.");
+			$(".tables", el).innerHTML = mo.pairs.length
+				? `<table><tr><th>configuration A</th><th>configuration B</th><th>sparsity</th><th>seeds</th><th>Jaccard</th><th>independent masks</th></tr>${mo.pairs
+						.map((p) => `<tr data-pair="${esc(p.a)}|${esc(p.b)}"><td>${esc(p.a)}</td><td>${esc(p.b)}</td>${cell(p.sparsity, "sparsity", 2)}<td class="num">${p.seeds}</td>${cell(p.jaccard, "jaccard")}${cell(p.independent, "independent")}</tr>`)
+						.join("")}</table>`
+				: "<p>no two pruned configurations at one sparsity</p>";
+		}
 	});
 }
 

@@ -42,11 +42,16 @@ EOF
 "$KNLP" matrix --config base.config --set OPTIMIZER_MODE_MULTIPLE=y --set OPTIMIZER_ENABLE_SGD=y --set MATRIX_SEEDS=2 \
 	--set 'MATRIX_BASELINE="gpt2_adamw_none"' -y --out tm >tm.log 2>&1 || bad "matrix: $(tail -3 tm.log)"
 
+# A pruned matrix: magnitude and movement to 50%, one seed (the mask-overlap view).
+"$KNLP" matrix --config base.config --set PRUNING_MODE_MULTIPLE=y --set PRUNING_ENABLE_NONE=n --set SPARSITY_ENABLE_70=n \
+	--set SPARSITY_ENABLE_90=n --set PRUNING_WARMUP=5 --set PRUNING_FREQUENCY=2 --set PRUNING_RAMP_END=15 -y --out tp \
+	>tp.log 2>&1 || bad "pruned matrix: $(tail -3 tp.log)"
+
 # Bad input: one clear line each.
 expect_fail "no_such_dir: no such folder" "$KNLP" dashboard --port 0 no_such_dir
 expect_fail "no_such_dir: no such folder" "$KNLP" dashboard --export x.html no_such_dir
 
-"$KNLP" dashboard --port 0 runs tm >dash.log 2>&1 &
+"$KNLP" dashboard --port 0 runs tm tp >dash.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; [ -n "${KEEP_T:-}" ] || rm -rf "$T"' EXIT
 for _ in $(seq 50); do grep -q "^dashboard: http" dash.log && break; sleep 0.2; done
@@ -54,7 +59,7 @@ port=$(grep -o '127.0.0.1:[0-9]*' dash.log | cut -d: -f2)
 [ -n "$port" ] && ok || bad "the server did not start: $(cat dash.log)"
 expect_fail "cannot listen on 127.0.0.1:$port" "$KNLP" dashboard --port "$port" runs
 
-"$KNLP" dashboard --export report.html runs tm >export.log 2>&1 && [ -s report.html ] && ok ||
+"$KNLP" dashboard --export report.html runs tm tp >export.log 2>&1 && [ -s report.html ] && ok ||
 	bad "export: $(tail -2 export.log)"
 
 $PYTHON - "$port" "$TOP" "${KNLP_SCREENSHOTS:-}" >check.log 2>&1 <<'PY' && ok || bad "dashboard checks: $(tail -5 check.log)"
@@ -128,6 +133,28 @@ for row in mt["rows"]:
         assert abs(row["diff"] - diff) < 1e-12 and abs(row["lo"] - (diff - h)) < 1e-9 and abs(row["hi"] - (diff + h)) < 1e-9, (row, diff, h)
 assert mt["pruned"] is False
 
+# mask overlap against an independent reading of the checkpoints' safetensors
+def masks(run):
+    ck = os.path.join(run, "checkpoints", open(os.path.join(run, "checkpoints", "FINAL")).read().strip())
+    raw = open(os.path.join(ck, "optimizer.safetensors"), "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    head = json.loads(raw[8:8 + n])
+    kept = []
+    for name in sorted(k for k in head if k.startswith("mask.")):
+        t = head[name]
+        a, b = t["data_offsets"]
+        assert t["dtype"] in ("BOOL", "U8"), t["dtype"]
+        kept += [x != 0 for x in raw[8 + n + a:8 + n + b]]
+    return kept
+tp = {e["config_id"]: "tp/" + e["test_id"] for e in json.load(open("tp/all_results.json"))}
+assert sorted(tp) == ["gpt2_adamw_magnitude_50", "gpt2_adamw_movement_50"], tp
+ma, mb = masks(tp["gpt2_adamw_magnitude_50"]), masks(tp["gpt2_adamw_movement_50"])
+both = sum(x and y for x, y in zip(ma, mb)); either = sum(x or y for x, y in zip(ma, mb))
+mo = get("/api/masks?id=tp")["pairs"]
+assert len(mo) == 1 and abs(mo[0]["jaccard"] - both / either) < 1e-12, (mo, both / either)
+p, q = sum(ma) / len(ma), sum(mb) / len(mb)
+assert abs(p - 0.5) < 0.02 and abs(mo[0]["independent"] - p * q / (p + q - p * q)) < 1e-12, (p, mo)
+
 # ---- the pages, in Chromium
 B = Browser()
 def shot(name):
@@ -198,13 +225,19 @@ kv = [e["figures"]["kv_cache_values_per_token"] for e in res if e["config_id"] =
 assert float(value('#figures tr[data-config="gpt2_sgd_none"] td[data-col=kv_cache_values_per_token]')) == statistics.mean(kv)
 shot("matrix")
 
+B.open(base + "/#/matrix/tp")
+B.wait('document.querySelector("[data-section=masks] td[data-col=jaccard]") !== null')
+assert float(value("[data-section=masks] td[data-col=jaccard]")) == mo[0]["jaccard"]
+assert B.eval('document.querySelector("[data-chart=sparsity] canvas") !== null'), "no sparsity plot for a pruned matrix"
+shot("matrix_pruned")
+
 # the self-contained export, from a file:// URL
 B.open("file://" + os.path.abspath("report.html") + "#/run/runs%2Fa")
 B.wait('document.querySelectorAll("canvas").length >= 5')
 assert float(value("tr[data-k=loss] td")) == last["loss"]
 assert B.eval('document.querySelector("#live").textContent.startsWith("report of")')
-B.open("file://" + os.path.abspath("report.html") + "#/matrix/tm")
-B.wait('document.querySelectorAll("#rows tbody tr").length == 2')
+B.open("file://" + os.path.abspath("report.html") + "#/matrix/tp")
+B.wait('document.querySelector("[data-section=masks] td[data-col=jaccard]") !== null')
 B.close()
 print("ok")
 PY

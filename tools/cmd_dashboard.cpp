@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,7 +17,9 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/safetensors.h"
 #include "matrix/stats.h"
+#include "train/checkpoint.h"
 #include "tools/commands.h"
 
 #ifdef KNLP_HAVE_HTTPLIB
@@ -375,6 +378,90 @@ json matrix_detail(const std::string &dir)
 		{"pruned", pruned}};
 }
 
+// Kept (nonzero) weights of every mask.* tensor of a run's final checkpoint, in name order.
+std::vector<bool> final_masks(const std::string &run_dir)
+{
+	SafetensorsFile f(join_path(resolve_checkpoint(run_dir, "final"), "optimizer.safetensors"));
+	std::vector<const TensorView *> masks;
+	for (const auto &t : f.tensors())
+		if (t.name.rfind("mask.", 0) == 0)
+			masks.push_back(&t);
+	std::sort(masks.begin(), masks.end(), [](auto *a, auto *b) { return a->name < b->name; });
+	std::vector<bool> kept;
+	for (const TensorView *t : masks) {
+		const size_t w = dtype_size(t->dtype);
+		if (w == 0)
+			fail("{}: {} has dtype {}, not a mask", f.path(), t->name, t->dtype);
+		const auto *b = static_cast<const unsigned char *>(t->data);
+		const bool f32 = t->dtype == "F32";
+		for (uint64_t i = 0; i + w <= t->nbytes; i += w) {
+			bool nz = false;
+			if (f32) {
+				float v;
+				std::memcpy(&v, b + i, 4);
+				nz = v != 0.0f;
+			} else {
+				for (size_t k = 0; k < w; k++)
+					nz |= b[i + k] != 0;
+			}
+			kept.push_back(nz);
+		}
+	}
+	return kept;
+}
+
+// Agreement of the final masks of a matrix's pruned configurations at equal target sparsity,
+// per seed: Jaccard |A and B| / |A or B| of the kept weights, against what independent masks
+// of the same densities would give, p q / (p + q - p q).
+json mask_overlap(const std::string &dir)
+{
+	json all = read_json_or_null(join_path(dir, "all_results.json"));
+	std::map<std::pair<int64_t, double>, std::vector<std::pair<std::string, std::string>>>
+		groups; // (seed, sparsity)
+	if (all.is_array())
+		for (const auto &e : all)
+			if (e.value("status", "") == "complete" && e.value("pruning", "none") != "none")
+				groups[{e.value("seed", int64_t(0)), e.value("target_sparsity", 0.0)}].push_back(
+					{e.value("config_id", ""), join_path(dir, e.value("test_id", ""))});
+	std::map<std::tuple<std::string, std::string, double>, std::vector<std::pair<double, double>>> acc;
+	for (const auto &[key, runs] : groups) {
+		std::vector<std::vector<bool>> m;
+		for (const auto &r : runs)
+			m.push_back(final_masks(r.second));
+		for (size_t i = 0; i < runs.size(); i++)
+			for (size_t j = i + 1; j < runs.size(); j++) {
+				if (m[i].size() != m[j].size() || m[i].empty())
+					continue;
+				double both = 0, either = 0, a = 0, b = 0;
+				for (size_t k = 0; k < m[i].size(); k++) {
+					both += m[i][k] && m[j][k];
+					either += m[i][k] || m[j][k];
+					a += m[i][k];
+					b += m[j][k];
+				}
+				const double n = double(m[i].size()), p = a / n, q = b / n;
+				acc[{runs[i].first, runs[j].first, key.second}].push_back(
+					{either > 0 ? both / either : 1.0,
+					 p + q - p * q > 0 ? p * q / (p + q - p * q) : 1.0});
+			}
+	}
+	json pairs = json::array();
+	for (const auto &[k, v] : acc) {
+		double jac = 0, rnd = 0;
+		for (const auto &[x, y] : v) {
+			jac += x;
+			rnd += y;
+		}
+		pairs.push_back({{"a", std::get<0>(k)},
+				 {"b", std::get<1>(k)},
+				 {"sparsity", std::get<2>(k)},
+				 {"seeds", v.size()},
+				 {"jaccard", jac / double(v.size())},
+				 {"independent", rnd / double(v.size())}});
+	}
+	return {{"pairs", pairs}};
+}
+
 std::string content_type(const std::string &path)
 {
 	auto ends = [&](const char *s) {
@@ -535,6 +622,23 @@ void run_dashboard(DashboardArgs &x)
 		int yes = 1;
 		setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char *>(&yes), sizeof yes);
 	});
+	srv.Get("/api/masks", [=](const httplib::Request &req, httplib::Response &res) {
+		std::string dir;
+		{
+			std::lock_guard<std::mutex> g(*mu);
+			dir = cat->matrix_dir(req.get_param_value("id"));
+		}
+		if (dir.empty()) {
+			res.status = 404;
+			return send_json(res, {{"error", "no such matrix: " + req.get_param_value("id")}});
+		}
+		try {
+			send_json(res, mask_overlap(dir));
+		} catch (const std::exception &e) {
+			res.status = 500;
+			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
+		}
+	});
 	int port = x.port;
 	if (port == 0)
 		port = srv.bind_to_any_port(x.host.c_str());
@@ -577,8 +681,11 @@ void export_dashboard(const std::vector<std::string> &roots, const std::string &
 	snap["runs"] = list;
 	for (const auto &r : list["runs"])
 		snap["run:" + r["id"].get<std::string>()] = run_detail(cat.run_dir(r["id"]), 0);
-	for (const auto &m : list["matrices"])
-		snap["matrix:" + m["id"].get<std::string>()] = matrix_detail(cat.matrix_dir(m["id"]));
+	for (const auto &m : list["matrices"]) {
+		const std::string md = cat.matrix_dir(m["id"]);
+		snap["matrix:" + m["id"].get<std::string>()] = matrix_detail(md);
+		snap["masks:" + m["id"].get<std::string>()] = mask_overlap(md);
+	}
 	std::string html = read_file(join_path(assets, "index.html"));
 	auto swap = [&](const std::string &tag, const std::string &with) {
 		size_t i = html.find(tag);
