@@ -254,10 +254,18 @@ function research(feed, host) {
 	const af = ev.filter((e) => Array.isArray(e.attention_fisher));
 	if (af.length) {
 		const el = section(host, "attention", "Attention Fisher per layer",
-			"The trace of the attention-probability Fisher of each layer (mean over heads) at every evaluation. Low-trace layers are where the original's hybrid placed KVSplice: the cheap ones to compress. Flat or falling traces late in training say that placement has settled.");
+			"The attention-probability Fisher of each layer (mean over heads) at every evaluation: its trace, its largest eigenvalue, and at the last evaluation the share of the trace its top 8 and 16 eigenvalues hold. Low-trace layers are where the original's hybrid placed KVSplice, the cheap ones to compress; a spectrum concentrated in a few eigenvalues says a low-rank cache loses little there.");
 		const layers = [...new Set(af.flatMap((e) => e.attention_fisher.map((l) => l.layer)))].sort((a, b) => a - b);
+		const at = (e, l, k) => (e.attention_fisher.find((x) => x.layer === l) || {})[k] ?? null;
 		plot($(".charts", el), "attn_trace", "attention Fisher trace by layer", af.map((e) => e.step),
-			layers.map((l) => ({ label: `layer ${l}`, values: af.map((e) => ((e.attention_fisher.find((x) => x.layer === l) || {}).trace ?? null)), points: true })));
+			layers.map((l) => ({ label: `layer ${l}`, values: af.map((e) => at(e, l, "trace")), points: true })));
+		plot($(".charts", el), "attn_eigmax", "largest eigenvalue by layer", af.map((e) => e.step),
+			layers.map((l) => ({ label: `layer ${l}`, values: af.map((e) => at(e, l, "eigmax")), points: true })));
+		// the spectrum's shape at the last evaluation: how much of the trace the top 8 and 16
+		// eigenvalues hold (near 1: a few directions carry it, the layer compresses well)
+		const last = af[af.length - 1];
+		plot($(".charts", el), "attn_energy", `spectrum at step ${last.step}: energy in the top eigenvalues`, layers,
+			[{ label: "top 8", values: layers.map((l) => at(last, l, "energy8")), points: true }, { label: "top 16", values: layers.map((l) => at(last, l, "energy16")), points: true }], { xLabel: "layer", integerX: true });
 	}
 	// sparsity per tensor over the evaluations (pruning)
 	const sp = ev.filter((e) => e.sparsity_per_tensor && Object.values(e.sparsity_per_tensor).some((v) => v > 0));

@@ -182,7 +182,7 @@ assert "CONFIG_GPT2_N_EMBD=64" in B.eval('document.querySelector("#config").text
 cmp = json.load(open("runs/a/fim/compare.json"))
 B.wait('document.querySelector("[data-section=fisher] table") !== null')
 assert float(value('[data-fisher=empirical] td[data-col=spearman]')) == cmp["fisher"]["empirical"]["global"]["raw"]["spearman"]
-assert B.eval('document.querySelector("[data-section=attention] canvas") !== null')
+assert B.eval('document.querySelectorAll("[data-section=attention] canvas").length') == 3
 plan = json.load(open("runs/a/model.gguf.plan.json"))
 sec = B.eval('[...document.querySelectorAll("section[data-section^=quant]")].map(e => e.querySelector("h2").textContent + "|" + e.dataset.section).join(";")')
 key = [x.split("|")[1] for x in sec.split(";") if x.startswith("Quantization plan model.gguf.plan.json")][0]
