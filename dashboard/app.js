@@ -403,6 +403,17 @@ async function viewMatrix(id) {
 		$("#figures tbody").innerHTML = d.rows
 			.map((r) => `<tr data-config="${esc(r.config_id)}"><td>${esc(r.config_id)}</td>${fnames.map((f) => { const v = (r.figures || {})[f]; return typeof v === "number" ? cell(v, f) : `<td data-col="${esc(f)}">${esc(v ?? "-")}</td>`; }).join("")}</tr>`)
 			.join("");
+		// curves by configuration, mean over seeds (the page's own smoothing of the training loss)
+		for (const [key, title, src, smooth] of [["train_curves", "training loss by configuration (mean over seeds, smoothed)", d.train_curves, true], ["eval_curves", `validation ${d.metric || "quality"} by configuration (mean over seeds)`, d.eval_curves, false]]) {
+			const ids = Object.keys(src || {});
+			if (!ids.length) continue;
+			const xs = [...new Set(ids.flatMap((c) => src[c].steps))].sort((a, b) => a - b);
+			plot($("#charts"), key, title, xs, ids.map((c) => {
+				const at = new Map(src[c].steps.map((s, i) => [s, src[c].mean[i]]));
+				const v = xs.map((x) => (at.has(x) ? at.get(x) : null));
+				return { label: c, values: smooth ? ema(v, 0.6) : v, points: !smooth };
+			}), { width: 620, height: 300 });
+		}
 		const idx = d.rows.map((_, i) => i);
 		plot($("#charts"), "means", `${d.metric || "quality"} by configuration (index in the table of the plan)`, idx, [{ label: "mean", values: d.rows.map((r) => r.mean), points: true, width: 0 }], { xLabel: "configuration", integerX: true });
 		if (d.pruned) {

@@ -132,6 +132,16 @@ for row in mt["rows"]:
         diff = statistics.mean(a) - statistics.mean(b)
         assert abs(row["diff"] - diff) < 1e-12 and abs(row["lo"] - (diff - h)) < 1e-9 and abs(row["hi"] - (diff + h)) < 1e-9, (row, diff, h)
 assert mt["pruned"] is False
+# curves: the training loss per step averaged over the seeds of a configuration
+losses = {}
+for e in res:
+    for line in open(os.path.join("tm", e["test_id"], "metrics.jsonl")):
+        r = json.loads(line)
+        if r["type"] == "train":
+            losses.setdefault(e["config_id"], {}).setdefault(r["step"], []).append(r["loss"])
+for cid, by_step in losses.items():
+    c = mt["train_curves"][cid]
+    assert c["steps"] == sorted(by_step) and all(abs(m - statistics.mean(by_step[s])) < 1e-12 for s, m in zip(c["steps"], c["mean"])), cid
 
 # mask overlap against an independent reading of the checkpoints' safetensors
 def masks(run):
@@ -220,6 +230,7 @@ for row in mt["rows"]:
     assert got == row["mean"], (got, row)
 assert B.eval('document.querySelector("[data-chart=sparsity]") === null'), "a sparsity plot without pruning"
 assert B.eval('document.querySelector("[data-chart=means] canvas") !== null')
+assert B.eval('document.querySelector("[data-chart=train_curves] canvas") !== null and document.querySelector("[data-chart=eval_curves] canvas") !== null'.replace(" and ", " && "))
 assert B.eval('document.querySelectorAll("#mruns tbody tr").length') == 4
 kv = [e["figures"]["kv_cache_values_per_token"] for e in res if e["config_id"] == "gpt2_sgd_none"]
 assert float(value('#figures tr[data-config="gpt2_sgd_none"] td[data-col=kv_cache_values_per_token]')) == statistics.mean(kv)

@@ -362,6 +362,37 @@ json matrix_detail(const std::string &dir)
 		}
 		rows.push_back(r);
 	}
+	// Curves per configuration: the training loss of every logged step and the validation
+	// figure of every evaluation, averaged over the seeds that reached that step.
+	std::map<std::string, std::map<int64_t, std::pair<double, int>>> tr, ev;
+	for (const auto &e : all) {
+		const std::string cid = e.value("config_id", ""),
+				  jl = join_path(join_path(dir, e.value("test_id", "")), "metrics.jsonl");
+		const json recs = read_records(jl, 0); // named: a reference into a temporary would dangle
+		for (const auto &r : recs["records"]) {
+			if (!r.is_object() || !r.contains("step"))
+				continue;
+			const std::string type = r.value("type", "");
+			const char *key = type == "train" ? "loss" : type == "eval" ? "quality" : nullptr;
+			if (!key || !r.contains(key) || !r[key].is_number())
+				continue;
+			auto &slot = (type == "train" ? tr : ev)[cid][r["step"].get<int64_t>()];
+			slot.first += r[key].get<double>();
+			slot.second++;
+		}
+	}
+	auto curves = [&](std::map<std::string, std::map<int64_t, std::pair<double, int>>> &m) {
+		json c = json::object();
+		for (auto &[cid, steps] : m) {
+			json xs = json::array(), ys = json::array();
+			for (auto &[step, sum] : steps) {
+				xs.push_back(step);
+				ys.push_back(sum.first / sum.second);
+			}
+			c[cid] = {{"steps", xs}, {"mean", ys}};
+		}
+		return c;
+	};
 	json runs = json::array();
 	for (const auto &e : all)
 		runs.push_back({{"test_id", e.value("test_id", "")},
@@ -369,7 +400,9 @@ json matrix_detail(const std::string &dir)
 				{"status", e.value("status", "")},
 				{"quality", e.contains("quality") ? e["quality"] : json(nullptr)},
 				{"run", fs::path(join_path(dir, e.value("test_id", ""))).lexically_normal().string()}});
-	return {{"rows", rows},
+	return {{"train_curves", curves(tr)},
+		{"eval_curves", curves(ev)},
+		{"rows", rows},
 		{"runs", runs},
 		{"baseline", baseline},
 		{"metric", metric},
