@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 
 namespace knlp {
@@ -40,6 +42,12 @@ int run_matrix(const MatrixOptions &o);
 
 // Rewrite all_results.json and summary_report.txt of a results folder from its run folders.
 void write_summaries(const std::string &dir);
+
+// Each configuration of a results folder (its all_results.json) with the mean and sd of its
+// quality over seeds, Welch's interval and verdict against the baseline (an external one
+// too), its family figures averaged over seeds: what summary_report.txt's tables show, as
+// JSON ({rows, baseline, metric, higher_is_better, confidence}) for knlp dashboard.
+nlohmann::json configuration_stats(const std::string &dir);
 
 // Merge shard folders (same config.txt) into `out`; refuses runs present twice with
 // different results. Returns the number of runs merged.

@@ -122,7 +122,8 @@ std::string show_stats(const std::string &metric, const std::vector<double> &v)
 }
 
 struct Group {
-	std::string config_id, optimizer;
+	std::string config_id, optimizer, model, pruning;
+	double target_sparsity = 0;
 	std::vector<double> quality, time, mem;
 	std::vector<double> rss_peak, gpu_peak; // CONFIG_HW_MONITOR
 	std::map<std::string, std::vector<double>> figures;
@@ -171,6 +172,9 @@ struct Groups {
 			order.push_back(cid);
 			by_id[cid].config_id = cid;
 			by_id[cid].optimizer = e.value("optimizer", "");
+			by_id[cid].model = e.value("model", "");
+			by_id[cid].pruning = e.value("pruning", "");
+			by_id[cid].target_sparsity = e.value("target_sparsity", 0.0);
 		}
 		Group &g = by_id[cid];
 		g.quality.push_back(e["quality"].get<double>());
@@ -215,6 +219,14 @@ std::vector<json> external_baseline(std::string &baseline)
 	return external;
 }
 
+// A Welch interval read against the baseline: "better" or "worse" only when it excludes zero.
+const char *verdict(const DiffCI &d, bool higher_better)
+{
+	return (higher_better ? d.lo > 0 : d.hi < 0)   ? "better"
+	       : (higher_better ? d.hi < 0 : d.lo > 0) ? "worse"
+						       : "inconclusive";
+}
+
 std::string all_runs_table(const json &all, const Judged &j)
 {
 	std::string r = "== All runs\n";
@@ -255,9 +267,7 @@ std::string configurations(Groups &gs, const Judged &j, const std::string &basel
 				cmp = fmt::format("diff {:+.4g} (interval needs 2+ seeds on both sides)", k * d.diff);
 			else
 				cmp = fmt::format("diff {:+.4g} [{:+.4g}, {:+.4g}] {}", k * d.diff, k * d.lo, k * d.hi,
-						  (j.higher_better ? d.lo > 0 : d.hi < 0)   ? "better"
-						  : (j.higher_better ? d.hi < 0 : d.lo > 0) ? "worse"
-											    : "inconclusive");
+						  verdict(d, j.higher_better));
 		} else if (id == baseline) {
 			cmp = "baseline";
 		}
@@ -325,7 +335,88 @@ std::string family_figures(Groups &gs)
 	return r;
 }
 
+Judged judged_by(const json &all)
+{
+	Judged j;
+	for (const auto &e : all)
+		if (e.contains("quality_metric")) {
+			j.metric = e["quality_metric"], j.split = e["quality_split"],
+			j.higher_better = e["higher_is_better"];
+			break;
+		}
+	return j;
+}
+
+// The complete runs of `all` by configuration; the external baseline's when the baseline is
+// not among them.
+Groups group_complete(const json &all, const std::string &baseline, const std::vector<json> &external)
+{
+	Groups gs;
+	for (const auto &e : all)
+		if (e.value("status", "") == "complete")
+			gs.add(e);
+	if (!gs.by_id.count(baseline))
+		for (const auto &e : external)
+			gs.add(e);
+	return gs;
+}
+
 } // namespace
+
+json configuration_stats(const std::string &dir)
+{
+	json all = file_exists(join_path(dir, "all_results.json")) ? read_json_file(join_path(dir, "all_results.json"))
+								   : json::array();
+	Config cfg = Config::load(join_path(dir, "config.txt"), Config::Mode::Saved);
+	std::string baseline = cfg.settings().matrix.baseline;
+	const std::vector<json> external = external_baseline(baseline);
+	const double conf = cfg.settings().matrix.confidence;
+	const Judged j = judged_by(all);
+	Groups gs = group_complete(all, baseline, external);
+	for (const auto &e : all) { // configurations without a complete run yet, in plan order
+		std::string cid = e.value("config_id", "");
+		if (!gs.by_id.count(cid)) {
+			gs.order.push_back(cid);
+			Group &g = gs.by_id[cid];
+			g.config_id = cid, g.optimizer = e.value("optimizer", ""), g.model = e.value("model", "");
+			g.pruning = e.value("pruning", ""), g.target_sparsity = e.value("target_sparsity", 0.0);
+		}
+	}
+	json rows = json::array();
+	for (const auto &id : gs.order) {
+		const Group &g = gs.by_id[id];
+		SampleStats st = sample_stats(g.quality);
+		json figs = json::object(); // the family's figures: numbers averaged over seeds
+		for (const auto &[k, v] : g.figures)
+			figs[k] = sample_stats(v).mean;
+		for (const auto &[k, v] : g.names)
+			figs[k] = v;
+		json r = {{"config_id", id},
+			  {"model", g.model},
+			  {"optimizer", g.optimizer},
+			  {"pruning", g.pruning},
+			  {"sparsity", g.target_sparsity},
+			  {"n", st.n},
+			  {"mean", st.n ? json(st.mean) : json(nullptr)},
+			  {"sd", st.n > 1 ? json(st.sd) : json(nullptr)},
+			  {"baseline", id == baseline},
+			  {"figures", figs}};
+		if (id != baseline && gs.by_id.count(baseline)) {
+			DiffCI d = welch_interval(g.quality, gs.by_id[baseline].quality, conf);
+			if (d.valid)
+				r.update({{"diff", d.diff},
+					  {"lo", d.lo},
+					  {"hi", d.hi},
+					  {"verdict", verdict(d, j.higher_better)}});
+		}
+		rows.push_back(r);
+	}
+	return {{"rows", rows},
+		{"baseline", baseline},
+		{"metric", j.metric},
+		{"higher_is_better", j.higher_better},
+		{"confidence", conf}};
+}
 
 void write_summaries(const std::string &dir)
 {
@@ -340,26 +431,15 @@ void write_summaries(const std::string &dir)
 	write_file_atomic(join_path(dir, "all_results.json"),
 			  all.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
-	Judged j;
-	for (const auto &e : all)
-		if (e.contains("quality_metric")) {
-			j.metric = e["quality_metric"], j.split = e["quality_split"],
-			j.higher_better = e["higher_is_better"];
-			break;
-		}
+	const Judged j = judged_by(all);
 	int n_complete = 0, n_failed = 0, n_incomplete = 0;
-	Groups gs;
 	for (const auto &e : all) {
 		std::string st = e["status"];
 		n_complete += st == "complete";
 		n_failed += st == "failed";
 		n_incomplete += st == "incomplete";
-		if (st == "complete")
-			gs.add(e);
 	}
-	if (!gs.by_id.count(baseline))
-		for (const auto &e : external)
-			gs.add(e);
+	Groups gs = group_complete(all, baseline, external);
 
 	const size_t planned = plan.at("runs").size();
 	std::string r = fmt::format("knlp test matrix: {}\n", dir);

@@ -28,6 +28,16 @@ open("corpus.txt", "w").write(s)
 PY
 	"$KNLP" prepare --corpus corpus.txt --out "$1" >/dev/null 2>&1
 }
+# tiny_gpt2 FILE DATA_DIR [CONFIG_LINE...]: a .config of a seconds-long CPU GPT-2 (2 layers,
+# width 64, context 32, 20 steps, evaluations at 0, 10 and 20, every step logged) on DATA_DIR,
+# then the extra lines.
+tiny_gpt2() {
+	local f=$1 data=$2; shift 2
+	printf '%s\n' CONFIG_DEVICE_CPU=y CONFIG_GPT2_SIZE_CUSTOM=y CONFIG_GPT2_N_LAYER=2 CONFIG_GPT2_N_EMBD=64 \
+		CONFIG_GPT2_N_HEAD=2 CONFIG_GPT2_BLOCK_SIZE=32 CONFIG_BATCH_SIZE=4 CONFIG_MAX_ITERS=20 CONFIG_WARMUP_ITERS=5 \
+		CONFIG_EVAL_INTERVAL=10 CONFIG_EVAL_SAMPLES=2 CONFIG_LOG_INTERVAL=1 CONFIG_SAMPLE_TOKENS=8 \
+		"CONFIG_DATA_DIR=\"$data\"" "$@" >"$f"
+}
 # bar_idx DIR NTRAIN NTEST: a synthetic MNIST-format dataset (gzip'd IDX, 28x28, 10
 # classes): class k is a bright horizontal bar at row 2k+4 over noise.
 bar_idx() {

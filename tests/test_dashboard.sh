@@ -10,23 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 cycle_data data
-cat >base.config <<EOF
-CONFIG_DEVICE_CPU=y
-CONFIG_GPT2_SIZE_CUSTOM=y
-CONFIG_GPT2_N_LAYER=2
-CONFIG_GPT2_N_EMBD=64
-CONFIG_GPT2_N_HEAD=2
-CONFIG_GPT2_BLOCK_SIZE=32
-CONFIG_BATCH_SIZE=4
-CONFIG_MAX_ITERS=20
-CONFIG_WARMUP_ITERS=5
-CONFIG_EVAL_INTERVAL=10
-CONFIG_EVAL_SAMPLES=2
-CONFIG_LOG_INTERVAL=1
-CONFIG_SAMPLE_TOKENS=8
-CONFIG_DATA_DIR="$T/data"
-CONFIG_OUTPUT_DIR="$T/runs"
-EOF
+tiny_gpt2 base.config "$T/data" "CONFIG_OUTPUT_DIR=\"$T/runs\""
 # a: Fisher scoring and the comparison with Adam's v at its end, and a q8_0 GGUF export with
 # its plan; b: magnitude pruning to 50% (research views of the run page).
 "$KNLP" train --config base.config --set RUN_NAME=a --set FIM_SCORE=y --set FIM_COMPARE=y --set FIM_CHUNKS=4 >a.log 2>&1 ||

@@ -11,24 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 cycle_data data
-cat >base.config <<EOF
-CONFIG_DEVICE_CPU=y
-CONFIG_GPT2_SIZE_CUSTOM=y
-CONFIG_GPT2_N_LAYER=2
-CONFIG_GPT2_N_EMBD=64
-CONFIG_GPT2_N_HEAD=2
-CONFIG_GPT2_BLOCK_SIZE=32
-CONFIG_BATCH_SIZE=4
-CONFIG_MAX_ITERS=20
-CONFIG_WARMUP_ITERS=5
-CONFIG_EVAL_INTERVAL=10
-CONFIG_EVAL_SAMPLES=2
-CONFIG_LOG_INTERVAL=1
-CONFIG_CHECKPOINT_INTERVAL=10
-CONFIG_SAMPLE_TOKENS=8
-CONFIG_DATA_DIR="$T/data"
-CONFIG_TRACKER_TENSORBOARD=y
-EOF
+tiny_gpt2 base.config "$T/data" CONFIG_CHECKPOINT_INTERVAL=10 CONFIG_TRACKER_TENSORBOARD=y
 train() { "$KNLP" train --config base.config --set RUN_NAME="$1" --set OUTPUT_DIR="\"$T/runs\"" "${@:2}" >"$1.log" 2>&1; }
 train u || bad "uninterrupted run: $(tail -2 u.log)"
 train r || bad "second run: $(tail -2 r.log)"

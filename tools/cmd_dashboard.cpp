@@ -12,13 +12,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/safetensors.h"
-#include "matrix/stats.h"
+#include "matrix/runner.h"
 #include "train/checkpoint.h"
 #include "tools/commands.h"
 
@@ -283,85 +284,17 @@ json run_detail(const std::string &dir, int64_t since)
 	return out;
 }
 
-// Configurations of a matrix with mean, sd and Welch's interval against the baseline, computed
-// by the code the summaries use (matrix/stats.h).
+// A matrix's page: its configurations with the statistics summary_report.txt shows
+// (configuration_stats, matrix/summary.cpp), the curves per configuration and its runs.
 json matrix_detail(const std::string &dir)
 {
 	json all = read_json_or_null(join_path(dir, "all_results.json"));
 	if (!all.is_array())
 		all = json::array();
-	std::string baseline;
-	double confidence = 0.95;
-	try {
-		Config cfg = Config::load(join_path(dir, "config.txt"), Config::Mode::Saved);
-		baseline = cfg.settings().matrix.baseline;
-		confidence = cfg.settings().matrix.confidence;
-	} catch (const Error &) {
-	}
-	std::map<std::string, std::vector<double>> q;
-	std::map<std::string, std::map<std::string, std::vector<double>>> fig_num; // config -> figure -> values
-	std::map<std::string, std::map<std::string, std::string>> fig_text;
-	std::map<std::string, json> first;
-	std::vector<std::string> order;
-	std::string metric;
-	bool higher = false, pruned = false;
-	for (const auto &e : all) {
-		std::string cid = e.value("config_id", e.value("test_id", ""));
-		if (!first.count(cid)) {
-			order.push_back(cid);
-			first[cid] = e;
-			q[cid];
-		}
-		if (e.value("sparsity", 0.0) > 0 || e.value("pruning", "none") != "none")
-			pruned = true;
-		if (e.value("status", "") == "complete" && e.contains("quality") && e["quality"].is_number()) {
-			q[cid].push_back(e["quality"].get<double>());
-			const json figures = e.value("figures", json::object()); // a named copy outlives the loop
-			for (const auto &[k, v] : figures.items()) {
-				if (v.is_number())
-					fig_num[cid][k].push_back(v.get<double>());
-				else if (v.is_string())
-					fig_text[cid][k] = v.get<std::string>();
-			}
-			metric = e.value("quality_metric", metric);
-			higher = e.value("higher_is_better", higher);
-		}
-	}
-	if (baseline.empty() && !order.empty())
-		baseline = order.front();
-	json rows = json::array();
-	for (const auto &cid : order) {
-		SampleStats st = sample_stats(q[cid]);
-		const json &e = first[cid];
-		json r = {{"config_id", cid},
-			  {"model", e.value("model", "")},
-			  {"optimizer", e.value("optimizer", "")},
-			  {"pruning", e.value("pruning", "")},
-			  {"sparsity", e.value("target_sparsity", e.value("sparsity", 0.0))},
-			  {"n", st.n},
-			  {"mean", st.n ? json(st.mean) : json(nullptr)},
-			  {"sd", st.n > 1 ? json(st.sd) : json(nullptr)},
-			  {"baseline", cid == baseline}};
-		json figs = json::object(); // the family's figures: numbers averaged over seeds
-		for (const auto &[k, v] : fig_num[cid])
-			figs[k] = sample_stats(v).mean;
-		for (const auto &[k, v] : fig_text[cid])
-			figs[k] = v;
-		r["figures"] = figs;
-		if (cid != baseline && q.count(baseline)) {
-			DiffCI d = welch_interval(q[cid], q[baseline], confidence);
-			if (d.valid) {
-				bool better = higher ? d.lo > 0 : d.hi < 0, worse = higher ? d.hi < 0 : d.lo > 0;
-				r.update({{"diff", d.diff},
-					  {"lo", d.lo},
-					  {"hi", d.hi},
-					  {"verdict", better  ? "better"
-						      : worse ? "worse"
-							      : "inconclusive"}});
-			}
-		}
-		rows.push_back(r);
-	}
+	json out = configuration_stats(dir);
+	bool pruned = false;
+	for (const auto &e : all)
+		pruned |= e.value("pruning", "none") != "none";
 	// Curves per configuration: the training loss of every logged step and the validation
 	// figure of every evaluation, averaged over the seeds that reached that step.
 	std::map<std::string, std::map<int64_t, std::pair<double, int>>> tr, ev;
@@ -400,15 +333,8 @@ json matrix_detail(const std::string &dir)
 				{"status", e.value("status", "")},
 				{"quality", e.contains("quality") ? e["quality"] : json(nullptr)},
 				{"run", fs::path(join_path(dir, e.value("test_id", ""))).lexically_normal().string()}});
-	return {{"train_curves", curves(tr)},
-		{"eval_curves", curves(ev)},
-		{"rows", rows},
-		{"runs", runs},
-		{"baseline", baseline},
-		{"metric", metric},
-		{"higher_is_better", higher},
-		{"confidence", confidence},
-		{"pruned", pruned}};
+	out.update({{"train_curves", curves(tr)}, {"eval_curves", curves(ev)}, {"runs", runs}, {"pruned", pruned}});
+	return out;
 }
 
 // Kept (nonzero) weights of every mask.* tensor of a run's final checkpoint, in name order.
@@ -607,70 +533,45 @@ void run_dashboard(DashboardArgs &x)
 		std::lock_guard<std::mutex> g(*mu);
 		send_json(res, cat->list());
 	});
-	srv.Get("/api/run", [=](const httplib::Request &req, httplib::Response &res) {
-		std::string dir;
-		{
-			std::lock_guard<std::mutex> g(*mu);
-			dir = cat->run_dir(req.get_param_value("id"));
-		}
-		if (dir.empty()) {
-			res.status = 404;
-			return send_json(res, {{"error", "no such run: " + req.get_param_value("id")}});
-		}
-		int64_t since = 0;
-		try {
-			since = req.has_param("since") ? std::stoll(req.get_param_value("since")) : 0;
-		} catch (const std::exception &) {
-			res.status = 400;
-			return send_json(res, {{"error", "since must be a byte offset"}});
-		}
-		try {
-			send_json(res, run_detail(dir, since));
-		} catch (const std::exception &e) {
-			res.status = 500;
-			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
-		}
+	// /api/run, /api/matrix, /api/masks: the folder the id names (404 when none), then an
+	// answer built from it (500 with the reason when that fails).
+	auto folder_api = [&](const char *path, bool matrix,
+			      std::function<json(const std::string &, const httplib::Request &)> answer) {
+		srv.Get(path, [=](const httplib::Request &req, httplib::Response &res) {
+			const std::string id = req.get_param_value("id");
+			std::string dir;
+			{
+				std::lock_guard<std::mutex> g(*mu);
+				dir = matrix ? cat->matrix_dir(id) : cat->run_dir(id);
+			}
+			if (dir.empty()) {
+				res.status = 404;
+				return send_json(
+					res, {{"error", fmt::format("no such {}: {}", matrix ? "matrix" : "run", id)}});
+			}
+			try {
+				send_json(res, answer(dir, req));
+			} catch (const std::invalid_argument &) {
+				res.status = 400;
+				send_json(res, {{"error", "since must be a byte offset"}});
+			} catch (const std::exception &e) {
+				res.status = 500;
+				send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
+			}
+		});
+	};
+	folder_api("/api/run", false, [](const std::string &dir, const httplib::Request &req) {
+		return run_detail(dir, req.has_param("since") ? std::stoll(req.get_param_value("since")) : 0);
 	});
-	srv.Get("/api/matrix", [=](const httplib::Request &req, httplib::Response &res) {
-		std::string dir;
-		{
-			std::lock_guard<std::mutex> g(*mu);
-			dir = cat->matrix_dir(req.get_param_value("id"));
-		}
-		if (dir.empty()) {
-			res.status = 404;
-			return send_json(res, {{"error", "no such matrix: " + req.get_param_value("id")}});
-		}
-		try {
-			send_json(res, matrix_detail(dir));
-		} catch (const std::exception &e) {
-			res.status = 500;
-			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
-		}
-	});
-
+	folder_api("/api/matrix", true,
+		   [](const std::string &dir, const httplib::Request &) { return matrix_detail(dir); });
+	folder_api("/api/masks", true,
+		   [](const std::string &dir, const httplib::Request &) { return mask_overlap(dir); });
 	// SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second
 	// dashboard on a taken port would start and share it silently.
 	srv.set_socket_options([](socket_t sock) {
 		int yes = 1;
 		setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char *>(&yes), sizeof yes);
-	});
-	srv.Get("/api/masks", [=](const httplib::Request &req, httplib::Response &res) {
-		std::string dir;
-		{
-			std::lock_guard<std::mutex> g(*mu);
-			dir = cat->matrix_dir(req.get_param_value("id"));
-		}
-		if (dir.empty()) {
-			res.status = 404;
-			return send_json(res, {{"error", "no such matrix: " + req.get_param_value("id")}});
-		}
-		try {
-			send_json(res, mask_overlap(dir));
-		} catch (const std::exception &e) {
-			res.status = 500;
-			send_json(res, {{"error", fmt::format("{}: {}", dir, e.what())}});
-		}
 	});
 	int port = x.port;
 	if (port == 0)
