@@ -14,25 +14,26 @@
 #include "core/sha256.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
+#include "data/tokens.h"
 
 namespace knlp {
 
 namespace {
 
-// Little-endian uint16 writer into an AtomicFile with a running SHA-256.
+// Little-endian uint16 or uint32 writer into an AtomicFile with a running SHA-256.
 struct TokenSink {
 	AtomicFile file;
 	Sha256 sha;
 	uint64_t count = 0;
+	int width;
 	std::vector<uint8_t> buf;
-	explicit TokenSink(const std::string &path) : file(path) {}
+	TokenSink(const std::string &path, int width) : file(path), width(width) {}
 	void put(const uint32_t *ids, size_t n)
 	{
-		buf.resize(2 * n);
-		for (size_t i = 0; i < n; i++) {
-			buf[2 * i] = static_cast<uint8_t>(ids[i] & 0xff);
-			buf[2 * i + 1] = static_cast<uint8_t>(ids[i] >> 8);
-		}
+		buf.resize(width * n);
+		for (size_t i = 0; i < n; i++)
+			for (int b = 0; b < width; b++)
+				buf[width * i + b] = static_cast<uint8_t>(ids[i] >> (8 * b));
 		file.write(buf.data(), buf.size());
 		sha.update(buf.data(), buf.size());
 		count += n;
@@ -52,8 +53,7 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 	std::string root = resolve_corpus(opt.corpus);
 	auto files = list_corpus(root);
 	auto proto = make_tokenizer(opt.tokenizer, opt.vocab_dir);
-	if (proto->vocab_size() > 65536)
-		fail("prepare: vocabulary of {} ids does not fit uint16 .bin files", proto->vocab_size());
+	const int width = token_bytes_for(proto->vocab_size());
 	make_dirs(opt.out_dir);
 	// No meta.json while the folder is being rewritten: a reader never mistakes a half-done
 	// preparation for a complete one.
@@ -77,7 +77,7 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 	Sha256 source;
 	Progress progress("prepare", total_disk / 1e6, "MB");
 	{
-		TokenSink all(all_path);
+		TokenSink all(all_path, width);
 		const size_t batch_bytes = 16u << 20;
 		size_t next_file = 0;
 		uint64_t disk_done = 0;
@@ -156,7 +156,7 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 		auto copy = [&](const std::string &path, uint64_t tokens, std::string &digest) {
 			AtomicFile out(path);
 			Sha256 sha;
-			uint64_t left = tokens * 2;
+			uint64_t left = tokens * width;
 			while (left) {
 				size_t n = std::fread(buf.data(), 1, std::min<uint64_t>(left, buf.size()), in);
 				if (n == 0)
@@ -176,12 +176,19 @@ PrepareResult prepare_corpus(const PrepareOptions &opt)
 	res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
 	nlohmann::json meta = {
-		{"format", "nanogpt-uint16-le"},      {"tokenizer", proto->name()},
-		{"vocab_size", proto->vocab_size()},  {"eot_token", proto->eot_id()},
-		{"train_tokens", res.train_tokens},   {"val_tokens", res.val_tokens},
-		{"val_percent", opt.val_percent},     {"source", root},
-		{"source_files", res.files},	      {"source_text_bytes", res.text_bytes},
-		{"source_digest", res.source_digest}, {"train_sha256", res.train_sha256},
+		{"format", width == 2 ? "nanogpt-uint16-le" : "uint32-le"},
+		{"token_bytes", width},
+		{"tokenizer", proto->name()},
+		{"vocab_size", proto->vocab_size()},
+		{"eot_token", proto->eot_id()},
+		{"train_tokens", res.train_tokens},
+		{"val_tokens", res.val_tokens},
+		{"val_percent", opt.val_percent},
+		{"source", root},
+		{"source_files", res.files},
+		{"source_text_bytes", res.text_bytes},
+		{"source_digest", res.source_digest},
+		{"train_sha256", res.train_sha256},
 		{"val_sha256", res.val_sha256},
 	};
 	// meta.json goes last: its presence marks a complete preparation.

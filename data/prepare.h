@@ -1,4 +1,5 @@
-// `knlp prepare`: corpus -> nanoGPT-compatible train.bin / val.bin (little-endian uint16)
+// `knlp prepare`: corpus -> nanoGPT-compatible train.bin / val.bin (little-endian uint16, or uint32
+// for vocabularies above 65,536 ids)
 // + meta.json. Documents are read in order, tokenized in parallel, written in order.
 #pragma once
 #include <cstdint>

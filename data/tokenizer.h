@@ -34,7 +34,15 @@ public:
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 // GPT-2 BPE from encoder.json and vocab.bpe inside `dir`.
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string &dir);
-// "byte" or "gpt2"; the GPT-2 files are looked up in vocab_dir.
+// Byte-level BPE from a Hugging Face tokenizer.json (`path` is the file or the model folder
+// holding it): GPT-2's, Llama-3's and Qwen2's pre-tokenizers, the NFC normalizer, added and
+// special tokens. name() is the absolute path, which make_tokenizer() accepts back. Encoding
+// adds no special tokens (Hugging Face's add_special_tokens=False); the end-of-text token is
+// <|endoftext|> or <|end_of_text|> when the vocabulary has one.
+std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string &path);
+// A folder with tokenizer.json, or a .json file.
+bool is_hf_tokenizer(const std::string &path);
+// "byte", "gpt2" (files looked up in vocab_dir) or a Hugging Face tokenizer (see above).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string &name, const std::string &vocab_dir);
 // Default place for the GPT-2 vocabulary: $KNLP_VOCAB_DIR, else <source tree>/datasets/gpt2.
 std::string default_vocab_dir();

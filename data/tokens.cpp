@@ -15,8 +15,12 @@
 
 namespace knlp {
 
-TokenFile::TokenFile(const std::string &path, int vocab_size) : path_(path)
+TokenFile::TokenFile(const std::string &path, int vocab_size, int token_bytes) : path_(path)
 {
+	if (token_bytes == 0)
+		token_bytes = token_bytes_for(vocab_size);
+	if (token_bytes != 2 && token_bytes != 4)
+		fail("{}: {} bytes per token is not supported (2 or 4)", path, token_bytes);
 	int fd = ::open(path.c_str(), O_RDONLY);
 	if (fd < 0)
 		fail("{}: cannot open token file ({}); prepare data with `make prepare`", path, std::strerror(errno));
@@ -30,34 +34,45 @@ TokenFile::TokenFile(const std::string &path, int vocab_size) : path_(path)
 		::close(fd);
 		fail("{}: token file is empty", path);
 	}
-	if (bytes % 2) {
+	if (bytes % token_bytes) {
 		::close(fd);
-		fail("{}: odd byte size {} (uint16 tokens need an even size; truncated file?)", path, bytes);
+		fail("{}: byte size {} is not a multiple of {} (uint{} tokens; truncated file?)", path, bytes,
+		     token_bytes, 8 * token_bytes);
 	}
 	void *p = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
 	::close(fd);
 	if (p == MAP_FAILED)
 		fail("{}: mmap failed ({})", path, std::strerror(errno));
-	data_ = static_cast<const uint16_t *>(p);
-	n_ = bytes / 2;
+	map_ = p;
+	n_ = bytes / token_bytes;
 	map_len_ = bytes;
 	::madvise(p, bytes, MADV_WILLNEED);
 	// One pass to find the largest id (vectorizes well; about 10 GB/s).
-	uint16_t mx = 0;
-	for (uint64_t i = 0; i < n_; i++)
-		mx = data_[i] > mx ? data_[i] : mx;
-	if (mx >= vocab_size) {
-		uint64_t at = 0;
-		while (data_[at] != mx)
-			at++;
-		fail("{}: token id {} at position {} is outside the vocabulary ({})", path, mx, at, vocab_size);
+	auto check = [&](const auto *d) {
+		std::decay_t<decltype(d[0])> mx = 0;
+		for (uint64_t i = 0; i < n_; i++)
+			mx = d[i] > mx ? d[i] : mx;
+		if (static_cast<int64_t>(mx) >= vocab_size) {
+			uint64_t at = 0;
+			while (d[at] != mx)
+				at++;
+			::munmap(p, bytes);
+			fail("{}: token id {} at position {} is outside the vocabulary ({})", path, mx, at, vocab_size);
+		}
+	};
+	if (token_bytes == 4) {
+		wide_ = static_cast<const uint32_t *>(p);
+		check(wide_);
+	} else {
+		data_ = static_cast<const uint16_t *>(p);
+		check(data_);
 	}
 }
 
 TokenFile::~TokenFile()
 {
-	if (data_)
-		::munmap(const_cast<uint16_t *>(data_), map_len_);
+	if (map_)
+		::munmap(const_cast<void *>(map_), map_len_);
 }
 
 void TokenFile::require_window(int block) const
@@ -71,8 +86,8 @@ void TokenFile::window(uint64_t start, int T, int64_t *x, int64_t *y) const
 	if (start + T + 1 > n_)
 		fail("{}: window [{}, {}) is outside the file ({} tokens)", path_, start, start + T + 1, n_);
 	for (int t = 0; t < T; t++) {
-		x[t] = data_[start + t];
-		y[t] = data_[start + t + 1];
+		x[t] = at(start + t);
+		y[t] = at(start + t + 1);
 	}
 }
 
@@ -106,11 +121,17 @@ DataMeta read_data_meta(const std::string &dir)
 		m.tokenizer = j.at("tokenizer").get<std::string>();
 		m.vocab_size = j.at("vocab_size").get<int>();
 		m.eot_token = j.value("eot_token", -1);
+		m.token_bytes = j.value("token_bytes", 2);
 	} catch (const nlohmann::json::exception &e) {
 		fail("{}: malformed meta.json ({})", path, e.what());
 	}
-	if (m.vocab_size <= 0 || m.vocab_size > 65536)
-		fail("{}: vocab_size {} is invalid for uint16 token files", path, m.vocab_size);
+	if (m.token_bytes != 2 && m.token_bytes != 4)
+		fail("{}: token_bytes {} is not 2 or 4", path, m.token_bytes);
+	if (m.vocab_size <= 0 || m.vocab_size > (m.token_bytes == 2 ? 65536 : (1 << 24)))
+		fail("{}: vocab_size {} is invalid for uint{} token files", path, m.vocab_size, 8 * m.token_bytes);
+	if (m.token_bytes != token_bytes_for(m.vocab_size))
+		fail("{}: token_bytes {} does not match vocab_size {} (expected {})", path, m.token_bytes, m.vocab_size,
+		     token_bytes_for(m.vocab_size));
 	m.present = true;
 	return m;
 }

@@ -1,4 +1,5 @@
-// Token files (nanoGPT format: flat little-endian uint16), memory-mapped and bounds-checked.
+// Token files: flat little-endian uint16 (nanoGPT's format) for vocabularies up to 65,536
+// ids, uint32 above (meta.json's token_bytes says which); memory-mapped and bounds-checked.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,15 +11,17 @@ namespace knlp {
 
 class TokenFile {
 public:
-	// Maps `path`; every id must be < vocab_size (checked once, here).
-	TokenFile(const std::string &path, int vocab_size);
+	// Maps `path`; every id must be < vocab_size (checked once, here). token_bytes 0: the
+	// width `knlp prepare` uses for this vocabulary (token_bytes_for).
+	TokenFile(const std::string &path, int vocab_size, int token_bytes = 0);
 	~TokenFile();
 	TokenFile(const TokenFile &) = delete;
 	TokenFile &operator=(const TokenFile &) = delete;
 
 	uint64_t size() const { return n_; }
 	const std::string &path() const { return path_; }
-	uint16_t at(uint64_t i) const { return data_[i]; }
+	uint32_t at(uint64_t i) const { return wide_ ? wide_[i] : data_[i]; }
+	int token_bytes() const { return wide_ ? 4 : 2; }
 
 	// Check that windows of `block` inputs (+1 target) fit.
 	void require_window(int block) const;
@@ -30,15 +33,24 @@ public:
 private:
 	std::string path_;
 	const uint16_t *data_ = nullptr;
+	const uint32_t *wide_ = nullptr;
+	const void *map_ = nullptr;
 	uint64_t n_ = 0;
 	size_t map_len_ = 0;
 };
+
+// Bytes per token in the .bin files of a vocabulary: 2 up to 65,536 ids, else 4.
+inline int token_bytes_for(int vocab_size)
+{
+	return vocab_size > 65536 ? 4 : 2;
+}
 
 struct DataMeta {
 	bool present = false;
 	std::string tokenizer;
 	int vocab_size = 0;
 	int eot_token = -1;
+	int token_bytes = 2;
 };
 // meta.json of a prepared folder (present=false when there is none).
 DataMeta read_data_meta(const std::string &dir);

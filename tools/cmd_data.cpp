@@ -1,5 +1,6 @@
 // knlp prepare | config show | config check | version | encode: data preparation and the
 // configuration tools.
+#include <chrono>
 #include <iostream>
 #include <iterator>
 
@@ -8,6 +9,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/run.h"
+#include "data/corpus.h"
 #include "data/images.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
@@ -85,8 +87,8 @@ void define_prepare(CLI::App *c, PrepareArgs &a)
 {
 	a.config.add_to(c);
 	c->add_option("--corpus", a.po.corpus, "File or folder of .txt/.rst/.md (or .gz), or 'linux-doc'");
-	a.tokenizer =
-		c->add_option("--tokenizer", a.po.tokenizer, "byte or gpt2")->check(CLI::IsMember({"byte", "gpt2"}));
+	a.tokenizer = c->add_option("--tokenizer", a.po.tokenizer,
+				    "byte, gpt2, or a Hugging Face model folder (or file) with tokenizer.json");
 	c->add_option("--vocab-dir", a.po.vocab_dir, "Folder with encoder.json and vocab.bpe (GPT-2)");
 	c->add_option("--out", a.po.out_dir, "Output folder (default: CONFIG_DATA_DIR of --config)");
 	a.val_percent =
@@ -163,20 +165,63 @@ void run_check(CheckArgs &a)
 // ---- encode
 
 struct EncodeArgs {
-	std::string tokenizer = "gpt2", vocab_dir;
+	std::string tokenizer = "gpt2", vocab_dir, corpus;
 	std::vector<std::string> files;
 };
 
 void define_encode(CLI::App *c, EncodeArgs &a)
 {
-	c->add_option("--tokenizer", a.tokenizer, "byte or gpt2")->capture_default_str();
+	c->add_option("--tokenizer", a.tokenizer, "byte, gpt2, or a Hugging Face folder with tokenizer.json")
+		->capture_default_str();
 	c->add_option("--vocab-dir", a.vocab_dir, "Folder with encoder.json and vocab.bpe");
+	c->add_option("--corpus", a.corpus,
+		      "Every document of a corpus (a path or linux-doc, read as `knlp prepare` reads it), "
+		      "one line each: path<TAB>[ids]; the encoding rate (one thread) goes to standard error");
 	c->add_option("files", a.files, "Files to tokenize, each to one line (the vocabulary is loaded once)");
+}
+
+// One line per document of a corpus, and the single-thread encoding rate (encoding only:
+// reading and printing are not timed).
+void encode_corpus(Tokenizer &tok, const std::string &spec)
+{
+	std::string root = resolve_corpus(spec);
+	auto files = list_corpus(root);
+	double seconds = 0;
+	uint64_t bytes = 0, tokens = 0;
+	std::vector<uint32_t> ids;
+	std::string line;
+	for (const auto &f : files) {
+		std::string text = read_document(f);
+		ids.clear();
+		auto t0 = std::chrono::steady_clock::now();
+		tok.encode(text, ids);
+		seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+		bytes += text.size();
+		tokens += ids.size();
+		line = f.relpath;
+		line += "\t[";
+		for (size_t i = 0; i < ids.size(); i++) {
+			if (i)
+				line += ',';
+			line += std::to_string(ids[i]);
+		}
+		line += "]\n";
+		std::fwrite(line.data(), 1, line.size(), stdout);
+	}
+	std::fflush(stdout);
+	fmt::print(stderr, "encode: {} documents, {} bytes, {} tokens in {:.3f} s ({:.2f} MB/s, one thread)\n",
+		   files.size(), bytes, tokens, seconds, seconds > 0 ? bytes / seconds / 1e6 : 0.0);
 }
 
 void run_encode(EncodeArgs &a)
 {
 	auto tok = make_tokenizer(a.tokenizer, a.vocab_dir);
+	if (!a.corpus.empty()) {
+		if (!a.files.empty())
+			fail("encode: give --corpus or files, not both");
+		encode_corpus(*tok, a.corpus);
+		return;
+	}
 	std::string out;
 	if (a.files.empty()) {
 		std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
