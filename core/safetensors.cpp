@@ -1,6 +1,12 @@
 #include "core/safetensors.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -60,27 +66,60 @@ void write_safetensors(const std::string &path, const std::vector<TensorView> &t
 	f.commit();
 }
 
-SafetensorsFile::SafetensorsFile(const std::string &path) : path_(path)
+SafetensorsFile::~SafetensorsFile()
+{
+	if (map_)
+		::munmap(map_, map_len_);
+}
+
+SafetensorsFile::SafetensorsFile(const std::string &path, bool map) : path_(path)
 {
 	if (!file_exists(path))
 		fail("{}: file not found", path);
-	bytes_ = read_file(path);
-	if (bytes_.size() < 8)
-		fail("{}: truncated safetensors file ({} bytes)", path, bytes_.size());
+	const char *base;
+	size_t size;
+	if (map) {
+		int fd = ::open(path.c_str(), O_RDONLY);
+		if (fd < 0)
+			fail("{}: cannot open ({})", path, std::strerror(errno));
+		struct stat st;
+		if (::fstat(fd, &st) != 0) {
+			::close(fd);
+			fail("{}: cannot stat ({})", path, std::strerror(errno));
+		}
+		size = static_cast<size_t>(st.st_size);
+		if (size < 8) {
+			::close(fd);
+			fail("{}: truncated safetensors file ({} bytes)", path, size);
+		}
+		void *p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		::close(fd);
+		if (p == MAP_FAILED)
+			fail("{}: mmap failed ({})", path, std::strerror(errno));
+		map_ = p;
+		map_len_ = size;
+		base = static_cast<const char *>(p);
+	} else {
+		bytes_ = read_file(path);
+		base = bytes_.data();
+		size = bytes_.size();
+	}
+	if (size < 8)
+		fail("{}: truncated safetensors file ({} bytes)", path, size);
 	uint64_t hlen = 0;
 	for (int i = 0; i < 8; i++)
-		hlen |= uint64_t(static_cast<uint8_t>(bytes_[i])) << (8 * i);
-	if (hlen > bytes_.size() - 8)
+		hlen |= uint64_t(static_cast<uint8_t>(base[i])) << (8 * i);
+	if (hlen > size - 8)
 		fail("{}: header length {} exceeds the file size (truncated file?)", path, hlen);
 	nlohmann::json header;
 	try {
-		header = nlohmann::json::parse(bytes_.begin() + 8, bytes_.begin() + 8 + static_cast<long>(hlen));
+		header = nlohmann::json::parse(base + 8, base + 8 + hlen);
 	} catch (const nlohmann::json::exception &e) {
 		fail("{}: malformed safetensors header ({})", path, e.what());
 	}
 	if (!header.is_object())
 		fail("{}: safetensors header is not a JSON object", path);
-	uint64_t data_start = 8 + hlen, data_len = bytes_.size() - data_start;
+	uint64_t data_start = 8 + hlen, data_len = size - data_start;
 	std::vector<std::pair<uint64_t, uint64_t>> ranges;
 	for (auto it = header.begin(); it != header.end(); ++it) {
 		if (it.key() == "__metadata__") {
@@ -110,7 +149,7 @@ SafetensorsFile::SafetensorsFile(const std::string &path) : path_(path)
 					fail("{}: tensor {} has an invalid shape", path, t.name);
 			if (numel(t.shape) * es != offs[1] - offs[0])
 				fail("{}: tensor {} size does not match its shape and dtype", path, t.name);
-			t.data = bytes_.data() + data_start + offs[0];
+			t.data = base + data_start + offs[0];
 			t.nbytes = offs[1] - offs[0];
 			ranges.emplace_back(offs[0], offs[1]);
 		} catch (const nlohmann::json::exception &e) {

@@ -24,7 +24,12 @@ void write_safetensors(const std::string &path, const std::vector<TensorView> &t
 
 class SafetensorsFile {
 public:
-	explicit SafetensorsFile(const std::string &path); // reads and validates the whole file
+	// Reads (or, with map, memory-maps privately: pages load on first touch, writes stay
+	// private to this process) and validates the whole file.
+	explicit SafetensorsFile(const std::string &path, bool map = false);
+	~SafetensorsFile();
+	SafetensorsFile(const SafetensorsFile &) = delete;
+	SafetensorsFile &operator=(const SafetensorsFile &) = delete;
 	const std::vector<TensorView> &tensors() const { return tensors_; }
 	const TensorView *find(const std::string &name) const;
 	const TensorView &get(const std::string &name) const; // error naming file and tensor
@@ -33,6 +38,8 @@ public:
 
 private:
 	std::string path_, bytes_;
+	void *map_ = nullptr;
+	size_t map_len_ = 0;
 	std::vector<TensorView> tensors_;
 	std::map<std::string, std::string> metadata_;
 };

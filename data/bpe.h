@@ -37,9 +37,9 @@ struct AddedToken {
 };
 
 struct BpeTables {
-	std::string name; // what meta.json records and make_tokenizer() accepts back
-	std::unordered_map<std::string, uint32_t> vocab;		    // raw bytes -> id
-	std::vector<std::string> id_bytes;				    // id -> bytes (added: content)
+	std::string name;				 // what meta.json records and make_tokenizer() accepts back
+	std::unordered_map<std::string, uint32_t> vocab; // raw bytes -> id
+	std::vector<std::string> id_bytes;		 // id -> bytes (added: content)
 	std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> merges; // (a,b) -> (rank, id)
 	uint32_t byte_id[256];
 	int eot = -1;

@@ -49,14 +49,15 @@ void read_pre_tokenizer(const std::string &file, const json &j, BpeTables &t)
 		     j.is_null() ? "null" : type, supported);
 	const json &seq = j.value("pretokenizers", json::array());
 	if (seq.size() != 2 || type_of(seq[0]) != "Split" || type_of(seq[1]) != "ByteLevel")
-		fail("{}: pre_tokenizer Sequence of [{}] is not implemented (knlp implements {})", file,
-		     [&] {
-			     std::string s;
-			     for (const auto &p : seq)
-				     s += (s.empty() ? "" : ", ") + type_of(p);
-			     return s;
-		     }(),
-		     supported);
+		fail(
+			"{}: pre_tokenizer Sequence of [{}] is not implemented (knlp implements {})", file,
+			[&] {
+				std::string s;
+				for (const auto &p : seq)
+					s += (s.empty() ? "" : ", ") + type_of(p);
+				return s;
+			}(),
+			supported);
 	const json &split = seq[0];
 	std::string pattern;
 	if (split.contains("pattern") && split["pattern"].is_object() && split["pattern"].contains("Regex"))
@@ -64,8 +65,8 @@ void read_pre_tokenizer(const std::string &file, const json &j, BpeTables &t)
 	else
 		fail("{}: pre_tokenizer Split without a Regex pattern is not implemented", file);
 	if (split.value("behavior", "") != "Isolated" || split.value("invert", false))
-		fail("{}: pre_tokenizer Split with behavior '{}'{} is not implemented (knlp implements Isolated)",
-		     file, split.value("behavior", ""), split.value("invert", false) ? " inverted" : "");
+		fail("{}: pre_tokenizer Split with behavior '{}'{} is not implemented (knlp implements Isolated)", file,
+		     split.value("behavior", ""), split.value("invert", false) ? " inverted" : "");
 	if (pattern == k_gpt2_pattern)
 		t.pretok = Pretok::Gpt2;
 	else if (pattern == k_llama3_pattern)
@@ -98,8 +99,7 @@ void read_normalizer(const std::string &file, const json &j, BpeTables &t)
 	fail("{}: normalizer '{}' is not implemented (knlp implements NFC)", file, type);
 }
 
-std::string key_bytes(const std::string &file, const std::string &key,
-		      const std::unordered_map<uint32_t, uint8_t> &inv)
+std::string key_bytes(const std::string &file, const std::string &key, const std::unordered_map<uint32_t, uint8_t> &inv)
 {
 	std::string out;
 	const auto *p = reinterpret_cast<const unsigned char *>(key.data());

@@ -200,7 +200,8 @@ void nfc_normalize(std::string_view text, std::string &out)
 		if (starter != SIZE_MAX && (last_class < cls || (last_class == 0 && o == starter + 1))) {
 			// Not blocked: nothing between the starter and cp has a class >= cp's, and when
 			// cp is itself a starter it must follow the starter directly.
-			if (uint32_t c = cps[starter] < RawByte && cp < RawByte ? compose_pair(t, cps[starter], cp) : 0) {
+			if (uint32_t c =
+				    cps[starter] < RawByte && cp < RawByte ? compose_pair(t, cps[starter], cp) : 0) {
 				cps[starter] = c;
 				continue;
 			}

@@ -136,4 +136,13 @@ DataMeta read_data_meta(const std::string &dir)
 	return m;
 }
 
+std::unique_ptr<TokenFile> open_split(const std::string &dir, const std::string &split, int model_vocab)
+{
+	DataMeta m = read_data_meta(dir);
+	if (m.present && m.vocab_size > model_vocab)
+		fail("{}: the data's vocabulary ({} ids, tokenizer {}) is larger than the model's ({})", dir,
+		     m.vocab_size, m.tokenizer, model_vocab);
+	return std::make_unique<TokenFile>(join_path(dir, split + ".bin"), model_vocab, m.present ? m.token_bytes : 0);
+}
+
 } // namespace knlp

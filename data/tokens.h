@@ -2,6 +2,7 @@
 // ids, uint32 above (meta.json's token_bytes says which); memory-mapped and bounds-checked.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,5 +55,8 @@ struct DataMeta {
 };
 // meta.json of a prepared folder (present=false when there is none).
 DataMeta read_data_meta(const std::string &dir);
+// dir/<split>.bin for a model of model_vocab ids, checked against dir/meta.json when there is
+// one: the data's vocabulary must fit the model's, and the token width is meta.json's.
+std::unique_ptr<TokenFile> open_split(const std::string &dir, const std::string &split, int model_vocab);
 
 } // namespace knlp

@@ -62,7 +62,7 @@ FisherResult fisher_of(const FisherArgs &a, const std::string &ckpt, std::string
 	setup_threads(cfg.settings().core);
 	torch::Device dev = select_device(cfg.settings().core);
 	model->to(dev);
-	std::string dir = a.data_dir.empty() ? cfg.settings().data.dir : a.data_dir;
+	std::string dir = data_dir_for(cfg, a.data_dir, ckpt);
 	TokenFile data(join_path(dir, a.split + ".bin"), model->config().vocab_raw);
 	*data_file = data.path();
 	auto o = a.options();
@@ -313,7 +313,7 @@ void run_bench(BenchArgs &a)
 	if (bo.context < 1 || bo.context > model->config().block_size)
 		fail("tier bench: --context {} outside [1, {}] (the model's context)", bo.context,
 		     model->config().block_size);
-	std::string dir = a.ta.fa.data_dir.empty() ? cfg.settings().data.dir : a.ta.fa.data_dir;
+	std::string dir = data_dir_for(cfg, a.ta.fa.data_dir, ckpt);
 	TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
 	val.require_window(bo.context);
 	auto x = torch::empty({1, bo.context}, torch::kLong), y = torch::empty({1, bo.context}, torch::kLong);

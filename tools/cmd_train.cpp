@@ -1,5 +1,6 @@
 // knlp train | launch | sample | eval | export | quantize: training a configuration, and
 // what is done with a trained GPT-2 afterwards.
+#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -7,6 +8,8 @@
 #include "core/rng.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
+#include "models/hf.h"
+#include "models/llama.h"
 #include "tools/commands.h"
 #include "train/checkpoint.h"
 #include "train/ddp.h"
@@ -157,10 +160,69 @@ void define_sample(CLI::App *c, SampleArgs &a)
 	c->add_option("--num-samples", a.samples, "Number of samples")->capture_default_str();
 }
 
+// Peak resident memory of this process (Linux reports ru_maxrss in KiB).
+int64_t peak_rss_bytes()
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return int64_t(ru.ru_maxrss) * 1024;
+}
+
+// A Hugging Face folder's tokenizer (tokenizer.json next to the weights).
+std::unique_ptr<Tokenizer> hf_folder_tokenizer(const std::string &dir)
+{
+	if (!file_exists(join_path(dir, "tokenizer.json")))
+		fail("{}: no tokenizer.json in the model folder", dir);
+	return make_hf_tokenizer(dir);
+}
+
+// A Llama-family folder (LlamaForCausalLM, Qwen2ForCausalLM); GPT2LMHeadModel goes through
+// load_model as a knlp GPT-2.
+bool is_hf_llama(const std::string &path)
+{
+	if (!is_hf_model_dir(path))
+		return false;
+	HfCheckpoint ck(path);
+	return ck.architecture() != "GPT2LMHeadModel";
+}
+
+void sample_hf(SampleArgs &a)
+{
+	HfCheckpoint ck(a.ck.path);
+	LlamaConfig c = llama_config_from(ck);
+	auto tok = hf_folder_tokenizer(a.ck.path);
+	setup_threads(CoreSettings{});
+	Llama model(c, ck);
+	auto ids = tok->encode(a.prompt);
+	Rng rng(a.seed);
+	for (int i = 0; i < a.samples; i++) {
+		int64_t cache_bytes = 0;
+		auto t0 = std::chrono::steady_clock::now();
+		auto gen = generate(model, ids, a.so, rng, &cache_bytes);
+		double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+		fmt::print("{}{}\n", a.prompt, tok->decode(gen));
+		int64_t cached =
+			std::min<int64_t>(int64_t(std::max<size_t>(ids.size(), 1) + gen.size()) - 1, c.max_positions);
+		int64_t analytic = cached * c.cache_values_per_token() * 4;
+		fmt::print(stderr,
+			   "[{} tokens in {:.2f} s, {:.1f} tok/s, {} ({} heads, {} kv heads); KV cache measured {} "
+			   "bytes, analytic {} bytes = {} tokens x {} values x 4 bytes{}]\n",
+			   gen.size(), dt, gen.size() / std::max(dt, 1e-9), c.hf_arch, c.n_head, c.n_kv_head,
+			   cache_bytes, analytic, cached, c.cache_values_per_token(),
+			   cache_bytes == analytic ? "" : " MISMATCH");
+		if (i + 1 < a.samples)
+			fmt::print("---\n");
+	}
+}
+
 void run_sample(SampleArgs &a)
 {
+	if (is_hf_llama(a.ck.path))
+		return sample_hf(a);
 	auto [ckpt, cfg, model, dev] = load_for_inference(a.ck);
-	auto tok = run_tokenizer(cfg);
+	auto tok = is_hf_model_dir(ckpt) ? (file_exists(join_path(ckpt, "tokenizer.json")) ? make_hf_tokenizer(ckpt)
+											   : make_tokenizer("gpt2", ""))
+					 : run_tokenizer(cfg);
 	auto ids = tok->encode(a.prompt);
 	Rng rng(a.seed);
 	const auto &mc = model->config();
@@ -191,7 +253,7 @@ void run_sample(SampleArgs &a)
 struct EvalArgs {
 	CheckpointArgs ck;
 	std::string data_dir, task = "perplexity", gguf;
-	int batch = 8, limit = 0;
+	int batch = 8, limit = 0, ctx = 0;
 };
 
 void define_eval(CLI::App *c, EvalArgs &a)
@@ -205,6 +267,35 @@ void define_eval(CLI::App *c, EvalArgs &a)
 		      "Token folder (default: the run's DATA_DIR); the .jsonl file for hellaswag");
 	c->add_option("--batch", a.batch, "Windows per batch")->capture_default_str();
 	c->add_option("--limit", a.limit, "hellaswag: score only the first N examples (0: all)");
+	c->add_option("--ctx", a.ctx,
+		      "Tokens per window for a Hugging Face folder (0: max_position_embeddings, at most 1024)");
+}
+
+void eval_hf(EvalArgs &a)
+{
+	HfCheckpoint ck(a.ck.path);
+	LlamaConfig c = llama_config_from(ck);
+	if (a.data_dir.empty())
+		fail("eval --checkpoint {}: a Hugging Face folder needs --data TOKEN_DIR (knlp prepare --tokenizer {})",
+		     a.ck.path, a.ck.path);
+	DataMeta meta = read_data_meta(a.data_dir);
+	if (!meta.present)
+		fail("{}: no meta.json (prepare it with `knlp prepare --tokenizer {}`)", a.data_dir, a.ck.path);
+	if (meta.vocab_size > c.vocab)
+		fail("{}: the data's vocabulary ({} ids, {}) is larger than the model's ({})", a.data_dir,
+		     meta.vocab_size, meta.tokenizer, c.vocab);
+	int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
+	if (ctx > c.max_positions)
+		fail("eval: --ctx {} exceeds the model's {} positions", ctx, c.max_positions);
+	setup_threads(CoreSettings{});
+	Llama model(c, ck);
+	TokenFile val(join_path(a.data_dir, "val.bin"), static_cast<int>(c.vocab), meta.token_bytes);
+	auto r = evaluate_file(model, val, a.batch, ctx);
+	fmt::print("{{\"checkpoint\": \"{}\", \"architecture\": \"{}\", \"dtype\": \"{}\", \"params\": {}, "
+		   "\"data\": \"{}\", \"ctx\": {}, \"tokens\": {}, \"val_loss\": {:.9f}, \"val_perplexity\": {:.4f}, "
+		   "\"seconds\": {:.2f}, \"peak_rss_bytes\": {}}}\n",
+		   a.ck.path, c.hf_arch, ck.dtype(), c.num_params(), join_path(a.data_dir, "val.bin"), ctx, r.tokens,
+		   r.loss, r.perplexity, r.seconds, peak_rss_bytes());
 }
 
 void eval_hellaswag(EvalArgs &a)
@@ -247,10 +338,12 @@ void run_eval(EvalArgs &a)
 	}
 	if (a.ck.path.empty())
 		fail("eval needs --checkpoint RUN_DIR (or --gguf FILE)");
+	if (is_hf_llama(a.ck.path))
+		return eval_hf(a);
 	auto [ckpt, cfg, model, dev] = load_for_inference(a.ck);
-	std::string dir = a.data_dir.empty() ? cfg.settings().data.dir : a.data_dir;
-	TokenFile val(join_path(dir, "val.bin"), model->config().vocab_raw);
-	auto r = evaluate_file(model, val, a.batch, dev);
+	std::string dir = data_dir_for(cfg, a.data_dir, ckpt);
+	auto val = open_split(dir, "val", model->config().vocab_raw);
+	auto r = evaluate_file(model, *val, a.batch, dev);
 	fmt::print("{{\"checkpoint\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.9f}, "
 		   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
 		   ckpt, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds);
@@ -349,8 +442,7 @@ void run_quantize(QuantizeArgs &a)
 	make_dirs(a.out);
 	std::string file = join_path(a.out, "model.gguf");
 	auto plan = export_gguf(model, cfg.settings(), ckpt, file, po, a.src);
-	TokenFile val(join_path(a.data.empty() ? cfg.settings().data.dir : a.data, "val.bin"),
-		      model->config().vocab_raw);
+	TokenFile val(join_path(data_dir_for(cfg, a.data, ckpt), "val.bin"), model->config().vocab_raw);
 	// The float reference as llama.cpp would run it (the GGUF's GELU), so the change is the
 	// quantization's alone.
 	model->set_gelu(Gelu::GgmlTable);

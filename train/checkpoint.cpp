@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include "models/hf.h"
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -176,7 +178,7 @@ std::string resolve_checkpoint(const std::string &path, const std::string &which
 {
 	if (!is_dir(path))
 		fail("{}: checkpoint folder not found", path);
-	if (file_exists(join_path(path, "state.json")))
+	if (file_exists(join_path(path, "state.json")) || is_hf_model_dir(path))
 		return path;
 	const char *pointer = which == "best" ? "BEST" : which == "final" ? "FINAL" : "LATEST";
 	std::string dir = checkpoint_pointer(path, pointer);

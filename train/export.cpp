@@ -14,12 +14,82 @@
 #include "quant/gguf.h"
 #include "core/run.h"
 #include "fim/fisher.h"
+#include "models/hf.h"
 #include "models/observer.h"
 
 namespace knlp {
 
+GPT2 load_hf_gpt2(const HfCheckpoint &ck)
+{
+	if (ck.architecture() != "GPT2LMHeadModel")
+		fail("{}: a {} folder; this command takes knlp runs and GPT2LMHeadModel folders (eval and sample "
+		     "also take LlamaForCausalLM and Qwen2ForCausalLM)",
+		     ck.dir(), ck.architecture());
+	const auto &j = ck.config();
+	GPT2Config mc;
+	mc.n_layer = static_cast<int>(hf_int(ck, "n_layer", 1, 1024));
+	mc.n_head = static_cast<int>(hf_int(ck, "n_head", 1, 1024));
+	mc.n_embd = static_cast<int>(hf_int(ck, "n_embd", 1, 1 << 16));
+	mc.block_size =
+		static_cast<int>(hf_int_or(ck, "n_positions", hf_int_or(ck, "n_ctx", 1024, 1, 1 << 20), 1, 1 << 20));
+	mc.vocab_size = mc.vocab_raw = static_cast<int>(hf_int(ck, "vocab_size", 1, 1 << 24));
+	if (mc.n_embd % mc.n_head)
+		fail("{}: n_embd {} is not a multiple of n_head {}", ck.config_path(), mc.n_embd, mc.n_head);
+	mc.dropout = 0;
+	mc.bias = true;
+	std::string act = j.value("activation_function", "gelu_new");
+	if (act == "gelu_new" || act == "gelu_pytorch_tanh")
+		mc.gelu = Gelu::Tanh;
+	else if (act == "gelu")
+		mc.gelu = Gelu::Erf;
+	else
+		fail("{}: activation_function '{}' is not supported (knlp supports gelu_new and gelu)",
+		     ck.config_path(), act);
+	double eps = hf_double_or(ck, "layer_norm_epsilon", 1e-5, 0, 1);
+	if (eps != 1e-5)
+		fail("{}: layer_norm_epsilon {} is not supported (knlp's GPT-2 uses 1e-5)", ck.config_path(), eps);
+	if (j.contains("n_inner") && !j["n_inner"].is_null() && j["n_inner"] != 4 * mc.n_embd)
+		fail("{}: n_inner {} is not supported (knlp's GPT-2 MLP is 4 x n_embd)", ck.config_path(),
+		     j["n_inner"].dump());
+	if (!j.value("tie_word_embeddings", true))
+		fail("{}: untied GPT-2 heads are not supported", ck.config_path());
+	for (const char *k : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"})
+		if (j.value(k, false))
+			fail("{}: {} is not supported", ck.config_path(), k);
+	mc.validate();
+	GPT2 model(mc);
+	// Files name tensors with or without the "transformer." prefix.
+	const std::string pre = ck.has("transformer.wte.weight") ? "transformer." : "";
+	torch::NoGradGuard ng;
+	for (auto &p : model->named_parameters()) {
+		std::string name = p.key();
+		if (name.rfind("transformer.", 0) == 0)
+			name = name.substr(12);
+		bool conv1d = name.find(".weight") != std::string::npos &&
+			      (name.find("c_attn") != std::string::npos || name.find("c_proj") != std::string::npos ||
+			       name.find("c_fc") != std::string::npos);
+		auto shape = p.value().sizes().vec();
+		if (conv1d)
+			std::swap(shape[0], shape[1]);
+		auto t = ck.get(pre + name, shape).to(torch::kFloat);
+		p.value().copy_(conv1d ? t.t() : t);
+	}
+	model->eval();
+	return model;
+}
+
 GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 {
+	if (is_hf_model_dir(ckpt_dir)) {
+		GPT2 model = load_hf_gpt2(HfCheckpoint(ckpt_dir));
+		model->to(dev);
+		if (cfg_out) {
+			// No run configuration: the defaults, without a data folder (commands ask for --data).
+			*cfg_out = Config();
+			cfg_out->set("DATA_DIR=\"\"", ckpt_dir);
+		}
+		return model;
+	}
 	auto st = read_checkpoint_state(ckpt_dir);
 	if (!st.contains("config") || !st["config"].is_string())
 		fail("{}: checkpoint state has no configuration", join_path(ckpt_dir, "state.json"));
@@ -41,6 +111,17 @@ GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out)
 	if (cfg_out)
 		*cfg_out = cfg;
 	return model;
+}
+
+std::string data_dir_for(const Config &cfg, const std::string &given, const std::string &ckpt)
+{
+	if (!given.empty())
+		return given;
+	if (is_hf_model_dir(ckpt))
+		fail("{}: a Hugging Face folder has no token data of its own; pass --data DIR (from `knlp prepare "
+		     "--tokenizer {}`)",
+		     ckpt, ckpt);
+	return cfg.settings().data.dir;
 }
 
 void export_hf(GPT2 &model, const std::string &out_dir)

@@ -9,8 +9,16 @@
 
 namespace knlp {
 
-// Load a model from a checkpoint folder (its config travels in state.json).
+class HfCheckpoint;
+
+// Load a model from a checkpoint folder (its config travels in state.json) or a Hugging
+// Face GPT2LMHeadModel folder (float32, tanh GELU, its config's shapes; *cfg_out gets the
+// defaults with an empty DATA_DIR).
 GPT2 load_model(const std::string &ckpt_dir, torch::Device dev, Config *cfg_out = nullptr);
+GPT2 load_hf_gpt2(const HfCheckpoint &ck);
+// The token folder a command reads: `given` when set, else the run's DATA_DIR; a Hugging
+// Face folder has none (an error asking for --data).
+std::string data_dir_for(const Config &cfg, const std::string &given, const std::string &ckpt);
 
 // HF GPT-2: names without the "transformer." prefix (as the official gpt2 files), Conv1D
 // weights transposed to [in, out], zero biases when the model has none, tied head omitted.

@@ -86,3 +86,46 @@ std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt,
 }
 
 } // namespace knlp
+
+namespace knlp {
+
+std::vector<uint32_t> generate(Llama &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt, Rng &rng,
+			       int64_t *peak_cache_bytes)
+{
+	torch::NoGradGuard ng;
+	const auto &c = model->config();
+	const int64_t window = c.max_positions;
+	std::vector<uint32_t> ctx = prompt;
+	if (ctx.empty())
+		ctx.push_back(c.bos >= 0 ? uint32_t(c.bos) : 0);
+	std::vector<uint32_t> out;
+	LlamaCache cache;
+	auto to_tensor = [&](const uint32_t *ids, size_t n) {
+		std::vector<int64_t> v(ids, ids + n);
+		return torch::tensor(v, torch::kLong).view({1, static_cast<int64_t>(n)});
+	};
+	size_t start = ctx.size() > size_t(window) ? ctx.size() - size_t(window) : 0;
+	auto logits = model->forward_cached(to_tensor(ctx.data() + start, ctx.size() - start), cache);
+	int64_t peak = cache.bytes();
+	for (int i = 0; i < opt.tokens; i++) {
+		uint32_t id = sample_logits(logits[0], int(c.vocab), opt.temperature, opt.top_k, rng);
+		out.push_back(id);
+		ctx.push_back(id);
+		if (i + 1 == opt.tokens)
+			break;
+		if (cache.len >= window) {
+			// Positions are absolute: restart on the newest half of the context.
+			cache = LlamaCache();
+			size_t keep = std::max<size_t>(1, size_t(window) / 2);
+			logits = model->forward_cached(to_tensor(ctx.data() + ctx.size() - keep, keep), cache);
+		} else {
+			logits = model->forward_cached(to_tensor(&id, 1), cache);
+		}
+		peak = std::max(peak, cache.bytes());
+	}
+	if (peak_cache_bytes)
+		*peak_cache_bytes = peak;
+	return out;
+}
+
+} // namespace knlp

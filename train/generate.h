@@ -5,6 +5,7 @@
 
 #include "core/rng.h"
 #include "models/gpt2.h"
+#include "models/llama.h"
 
 namespace knlp {
 
@@ -18,6 +19,10 @@ struct SampleOptions {
 // peak_cache_bytes, when given, receives the largest KV-cache size reached.
 std::vector<uint32_t> generate(GPT2 &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt, Rng &rng,
 			       torch::Device dev, int64_t *peak_cache_bytes = nullptr);
+
+// The same for an imported Llama-family model (CPU; the cache holds the kv heads only).
+std::vector<uint32_t> generate(Llama &model, const std::vector<uint32_t> &prompt, const SampleOptions &opt, Rng &rng,
+			       int64_t *peak_cache_bytes = nullptr);
 
 // Draw one id from logits (first `vocab` entries) with temperature and top-k.
 uint32_t sample_logits(const torch::Tensor &logits, int vocab, double temperature, int top_k, Rng &rng);

@@ -1,0 +1,343 @@
+#include "models/llama.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "models/hf.h"
+
+namespace knlp {
+
+namespace F = torch::nn::functional;
+using json = nlohmann::json;
+
+int64_t LlamaConfig::num_params() const
+{
+	int64_t q = hidden * n_head * head_dim, kv = hidden * n_kv_head * head_dim;
+	int64_t attn = q + 2 * kv + n_head * head_dim * hidden;
+	if (qkv_bias)
+		attn += n_head * head_dim + 2 * n_kv_head * head_dim;
+	if (o_bias)
+		attn += hidden;
+	int64_t mlp = 3 * hidden * intermediate + (mlp_bias ? 2 * intermediate + hidden : 0);
+	int64_t layer = attn + mlp + 2 * hidden;
+	return vocab * hidden * (tied ? 1 : 2) + n_layer * layer + hidden;
+}
+
+torch::Tensor LlamaConfig::inv_freq() const
+{
+	auto idx = torch::arange(0, head_dim, 2, torch::kLong).to(torch::kFloat);
+	auto inv = 1.0 / torch::pow(torch::tensor(static_cast<float>(rope_theta)), idx / static_cast<float>(head_dim));
+	if (rope_scaling == "linear")
+		return inv / static_cast<float>(rope_factor);
+	if (rope_scaling == "llama3") {
+		const double old_ctx = static_cast<double>(original_max_positions);
+		const double low_wavelen = old_ctx / low_freq_factor, high_wavelen = old_ctx / high_freq_factor;
+		auto wavelen = 2 * M_PI / inv;
+		auto scaled = torch::where(wavelen > low_wavelen, inv / rope_factor, inv);
+		auto smooth = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+		auto smoothed = (1 - smooth) * scaled / rope_factor + smooth * scaled;
+		auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+		return torch::where(medium, smoothed, scaled).to(torch::kFloat);
+	}
+	return inv;
+}
+
+LlamaConfig llama_config_from(const HfCheckpoint &ck)
+{
+	LlamaConfig c;
+	c.hf_arch = ck.architecture();
+	if (c.hf_arch == "LlamaForCausalLM")
+		c.arch = "llama";
+	else if (c.hf_arch == "Qwen2ForCausalLM")
+		c.arch = "qwen2";
+	else
+		fail("{}: architecture {} is not supported (knlp supports GPT2LMHeadModel, LlamaForCausalLM, "
+		     "Qwen2ForCausalLM)",
+		     ck.config_path(), c.hf_arch);
+	const json &j = ck.config();
+	c.vocab = hf_int(ck, "vocab_size", 1, 1 << 24);
+	c.hidden = hf_int(ck, "hidden_size", 1, 1 << 16);
+	c.intermediate = hf_int(ck, "intermediate_size", 1, 1 << 18);
+	c.n_layer = hf_int(ck, "num_hidden_layers", 1, 1024);
+	c.n_head = hf_int(ck, "num_attention_heads", 1, 1024);
+	c.n_kv_head = hf_int_or(ck, "num_key_value_heads", c.n_head, 1, c.n_head);
+	if (c.n_head % c.n_kv_head)
+		fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", ck.config_path(),
+		     c.n_head, c.n_kv_head);
+	c.head_dim = hf_int_or(ck, "head_dim", c.hidden / c.n_head, 2, 4096);
+	if (!j.contains("head_dim") && c.hidden % c.n_head)
+		fail("{}: hidden_size {} is not a multiple of num_attention_heads {}", ck.config_path(), c.hidden,
+		     c.n_head);
+	if (c.head_dim % 2)
+		fail("{}: head_dim {} is odd (rotary positions need pairs)", ck.config_path(), c.head_dim);
+	c.max_positions = hf_int_or(ck, "max_position_embeddings", 2048, 1, 1 << 24);
+	c.rope_theta = hf_double_or(ck, "rope_theta", 10000.0, 1.0, 1e12);
+	c.rms_eps = hf_double_or(ck, "rms_norm_eps", 1e-6, 0.0, 1.0);
+	c.tied = j.value("tie_word_embeddings", c.arch == "qwen2" ? false : false);
+	if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_boolean())
+		fail("{}: tie_word_embeddings is not a boolean", ck.config_path());
+	std::string act = j.value("hidden_act", "silu");
+	if (act != "silu")
+		fail("{}: hidden_act '{}' is not supported (knlp supports silu)", ck.config_path(), act);
+	if (c.arch == "qwen2") {
+		c.qkv_bias = true;
+		if (j.value("use_sliding_window", false))
+			fail("{}: use_sliding_window is not supported", ck.config_path());
+	} else {
+		c.qkv_bias = c.o_bias = j.value("attention_bias", false);
+		c.mlp_bias = j.value("mlp_bias", false);
+	}
+	if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+		const json &r = j["rope_scaling"];
+		std::string type = r.value("rope_type", r.value("type", std::string("default")));
+		if (type == "default") {
+		} else if (type == "linear") {
+			c.rope_scaling = "linear";
+			c.rope_factor = r.value("factor", 1.0);
+		} else if (type == "llama3") {
+			c.rope_scaling = "llama3";
+			c.rope_factor = r.value("factor", 8.0);
+			c.low_freq_factor = r.value("low_freq_factor", 1.0);
+			c.high_freq_factor = r.value("high_freq_factor", 4.0);
+			c.original_max_positions = r.value("original_max_position_embeddings", int64_t(8192));
+			if (!(c.high_freq_factor > c.low_freq_factor) || c.original_max_positions <= 0)
+				fail("{}: rope_scaling llama3 needs high_freq_factor > low_freq_factor and "
+				     "original_max_position_embeddings > 0",
+				     ck.config_path());
+		} else {
+			fail("{}: rope_scaling type '{}' is not supported (knlp supports linear and llama3)",
+			     ck.config_path(), type);
+		}
+		if (!(c.rope_factor > 0))
+			fail("{}: rope_scaling factor {} is not positive", ck.config_path(), c.rope_factor);
+	}
+	auto id = [&](const char *k) -> int64_t {
+		return j.contains(k) && j[k].is_number_integer() ? j[k].get<int64_t>() : -1;
+	};
+	c.bos = id("bos_token_id");
+	c.eos = id("eos_token_id");
+	return c;
+}
+
+int64_t LlamaCache::bytes() const
+{
+	int64_t b = 0;
+	for (size_t i = 0; i < k.size(); i++)
+		if (k[i].defined())
+			b += (k[i].numel() + v[i].numel()) * k[i].element_size();
+	return b;
+}
+
+LlamaImpl::LlamaImpl(const LlamaConfig &c, const HfCheckpoint &ck, bool copy) : c_(c)
+{
+	auto get = [&](const std::string &name, std::vector<int64_t> shape) {
+		auto t = ck.get(name, shape, copy);
+		std::string reg = name;
+		for (auto &ch : reg)
+			if (ch == '.')
+				ch = '_';
+		return register_parameter(reg, t, /*requires_grad=*/false);
+	};
+	const int64_t C = c.hidden, Dq = c.n_head * c.head_dim, Dkv = c.n_kv_head * c.head_dim, I = c.intermediate;
+	embed_ = get("model.embed_tokens.weight", {c.vocab, C});
+	for (int64_t l = 0; l < c.n_layer; l++) {
+		std::string p = "model.layers." + std::to_string(l) + ".";
+		Layer L;
+		L.in_norm = get(p + "input_layernorm.weight", {C});
+		L.post_norm = get(p + "post_attention_layernorm.weight", {C});
+		L.q = get(p + "self_attn.q_proj.weight", {Dq, C});
+		L.k = get(p + "self_attn.k_proj.weight", {Dkv, C});
+		L.v = get(p + "self_attn.v_proj.weight", {Dkv, C});
+		L.o = get(p + "self_attn.o_proj.weight", {C, Dq});
+		if (c.qkv_bias) {
+			L.q_b = get(p + "self_attn.q_proj.bias", {Dq});
+			L.k_b = get(p + "self_attn.k_proj.bias", {Dkv});
+			L.v_b = get(p + "self_attn.v_proj.bias", {Dkv});
+		}
+		if (c.o_bias)
+			L.o_b = get(p + "self_attn.o_proj.bias", {C});
+		L.gate = get(p + "mlp.gate_proj.weight", {I, C});
+		L.up = get(p + "mlp.up_proj.weight", {I, C});
+		L.down = get(p + "mlp.down_proj.weight", {C, I});
+		if (c.mlp_bias)
+			fail("{}: mlp_bias is not supported", ck.config_path());
+		layers_.push_back(L);
+	}
+	norm_ = get("model.norm.weight", {C});
+	if (!c.tied) {
+		if (!ck.has("lm_head.weight"))
+			fail("{}: tie_word_embeddings is false but lm_head.weight is missing", ck.dir());
+		lm_head_ = get("lm_head.weight", {c.vocab, C});
+	}
+	inv_freq_ = c.inv_freq();
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::named_weights() const
+{
+	std::vector<std::pair<std::string, torch::Tensor>> out;
+	out.emplace_back("model.embed_tokens.weight", embed_);
+	for (size_t l = 0; l < layers_.size(); l++) {
+		const Layer &L = layers_[l];
+		std::string p = "model.layers." + std::to_string(l) + ".";
+		out.emplace_back(p + "input_layernorm.weight", L.in_norm);
+		out.emplace_back(p + "self_attn.q_proj.weight", L.q);
+		out.emplace_back(p + "self_attn.k_proj.weight", L.k);
+		out.emplace_back(p + "self_attn.v_proj.weight", L.v);
+		if (L.q_b.defined()) {
+			out.emplace_back(p + "self_attn.q_proj.bias", L.q_b);
+			out.emplace_back(p + "self_attn.k_proj.bias", L.k_b);
+			out.emplace_back(p + "self_attn.v_proj.bias", L.v_b);
+		}
+		out.emplace_back(p + "self_attn.o_proj.weight", L.o);
+		if (L.o_b.defined())
+			out.emplace_back(p + "self_attn.o_proj.bias", L.o_b);
+		out.emplace_back(p + "post_attention_layernorm.weight", L.post_norm);
+		out.emplace_back(p + "mlp.gate_proj.weight", L.gate);
+		out.emplace_back(p + "mlp.up_proj.weight", L.up);
+		out.emplace_back(p + "mlp.down_proj.weight", L.down);
+	}
+	out.emplace_back("model.norm.weight", norm_);
+	if (!c_.tied)
+		out.emplace_back("lm_head.weight", lm_head_);
+	return out;
+}
+
+namespace {
+torch::Tensor f32(const torch::Tensor &t)
+{
+	return t.scalar_type() == torch::kFloat ? t : t.to(torch::kFloat);
+}
+
+torch::Tensor lin(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {})
+{
+	return b.defined() ? torch::linear(x, f32(w), f32(b)) : torch::linear(x, f32(w));
+}
+
+torch::Tensor rms_norm(const torch::Tensor &x, const torch::Tensor &w, double eps)
+{
+	auto var = x.pow(2).mean(-1, true);
+	return f32(w) * (x * torch::rsqrt(var + eps));
+}
+
+// x [B, H, T, D]; cos, sin [T, D]: Hugging Face's rotate_half form.
+torch::Tensor rope(const torch::Tensor &x, const torch::Tensor &cos, const torch::Tensor &sin)
+{
+	int64_t half = x.size(-1) / 2;
+	auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+	auto rot = torch::cat({-x2, x1}, -1);
+	return x * cos + rot * sin;
+}
+} // namespace
+
+torch::Tensor LlamaImpl::attention(const Layer &L, const torch::Tensor &x, int64_t pos0, int layer, LlamaCache *cache)
+{
+	const int64_t B = x.size(0), T = x.size(1), H = c_.n_head, Hkv = c_.n_kv_head, D = c_.head_dim;
+	auto q = lin(x, L.q, L.q_b).view({B, T, H, D}).transpose(1, 2);
+	auto k = lin(x, L.k, L.k_b).view({B, T, Hkv, D}).transpose(1, 2);
+	auto v = lin(x, L.v, L.v_b).view({B, T, Hkv, D}).transpose(1, 2);
+	auto pos = torch::arange(pos0, pos0 + T, torch::kLong).to(torch::kFloat);
+	auto freqs = torch::outer(pos, inv_freq_);
+	auto emb = torch::cat({freqs, freqs}, -1);
+	auto cos = emb.cos(), sin = emb.sin();
+	q = rope(q, cos, sin);
+	k = rope(k, cos, sin);
+	bool causal = true;
+	if (cache) {
+		auto &ck = cache->k[size_t(layer)], &cv = cache->v[size_t(layer)];
+		k = ck.defined() ? torch::cat({ck, k}, 2) : k;
+		v = cv.defined() ? torch::cat({cv, v}, 2) : v;
+		ck = k;
+		cv = v;
+		causal = pos0 == 0; // later steps: one new token attends to everything cached
+		if (!causal && T > 1)
+			fail("llama: cached decoding takes one new token at a time after the prompt");
+	}
+	if (Hkv != H) {
+		k = k.repeat_interleave(H / Hkv, 1);
+		v = v.repeat_interleave(H / Hkv, 1);
+	}
+	auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(D)));
+	if (causal && T > 1)
+		att = att.masked_fill(torch::ones({T, T}, torch::kBool).triu(1), -INFINITY);
+	auto y = torch::matmul(torch::softmax(att, -1), v);
+	y = y.transpose(1, 2).reshape({B, T, H * D});
+	return lin(y, L.o, L.o_b);
+}
+
+torch::Tensor LlamaImpl::hidden(const torch::Tensor &idx, LlamaCache *cache)
+{
+	int64_t pos0 = 0;
+	if (cache) {
+		if (cache->k.empty()) {
+			cache->k.resize(size_t(c_.n_layer));
+			cache->v.resize(size_t(c_.n_layer));
+		}
+		pos0 = cache->len;
+	}
+	if (pos0 + idx.size(1) > c_.max_positions)
+		fail("llama: {} positions exceed the model's {} (max_position_embeddings)", pos0 + idx.size(1),
+		     c_.max_positions);
+	auto x = f32(torch::embedding(embed_, idx));
+	for (size_t l = 0; l < layers_.size(); l++) {
+		const Layer &L = layers_[l];
+		x = x + attention(L, rms_norm(x, L.in_norm, c_.rms_eps), pos0, int(l), cache);
+		auto h = rms_norm(x, L.post_norm, c_.rms_eps);
+		x = x + lin(torch::silu(lin(h, L.gate)) * lin(h, L.up), L.down);
+	}
+	if (cache)
+		cache->len += idx.size(1);
+	return rms_norm(x, norm_, c_.rms_eps);
+}
+
+std::pair<torch::Tensor, int64_t> LlamaImpl::loss_sum(const torch::Tensor &idx, const torch::Tensor &targets)
+{
+	auto h = hidden(idx).reshape({-1, c_.hidden});
+	auto y = targets.reshape({-1});
+	const auto &W = head_weight();
+	const int64_t N = h.size(0), V = c_.vocab;
+	const int64_t rows = 1024, cols = 32768;
+	torch::Tensor total = torch::zeros({}, torch::kFloat);
+	int64_t count = 0;
+	for (int64_t r = 0; r < N; r += rows) {
+		int64_t n = std::min(rows, N - r);
+		auto hr = h.narrow(0, r, n), yr = y.narrow(0, r, n);
+		auto valid = yr >= 0;
+		auto yc = yr.clamp_min(0);
+		// Running log-sum-exp over vocabulary chunks, and the target's logit.
+		torch::Tensor m, s, tgt = torch::zeros({n}, torch::kFloat);
+		for (int64_t c0 = 0; c0 < V; c0 += cols) {
+			int64_t w = std::min(cols, V - c0);
+			auto logits = torch::matmul(hr, f32(W.narrow(0, c0, w)).t());
+			auto cm = std::get<0>(logits.max(1));
+			if (!m.defined()) {
+				m = cm;
+				s = (logits - m.unsqueeze(1)).exp().sum(1);
+			} else {
+				auto nm = torch::maximum(m, cm);
+				s = s * (m - nm).exp() + (logits - nm.unsqueeze(1)).exp().sum(1);
+				m = nm;
+			}
+			auto in = (yc >= c0).logical_and(yc < c0 + w);
+			auto local = (yc - c0).clamp(0, w - 1);
+			tgt = torch::where(in, logits.gather(1, local.unsqueeze(1)).squeeze(1), tgt);
+		}
+		auto nll = (m + s.log()) - tgt;
+		total = total + torch::where(valid, nll, torch::zeros_like(nll)).sum();
+		count += valid.sum().item<int64_t>();
+	}
+	return {total, count};
+}
+
+torch::Tensor LlamaImpl::logits(const torch::Tensor &idx)
+{
+	return torch::matmul(hidden(idx), f32(head_weight()).t());
+}
+
+torch::Tensor LlamaImpl::forward_cached(const torch::Tensor &idx, LlamaCache &cache)
+{
+	auto h = hidden(idx, &cache);
+	auto last = h.select(1, h.size(1) - 1);
+	return torch::matmul(last, f32(head_weight()).t());
+}
+
+} // namespace knlp

@@ -1,0 +1,74 @@
+// Llama-family decoders as Hugging Face defines them: LlamaForCausalLM and Qwen2ForCausalLM
+// (RMSNorm, rotary positions with the config's theta and scaling, grouped-query attention,
+// SwiGLU MLP; Qwen2's q/k/v biases; tied or untied embeddings). Parameters keep Hugging
+// Face's names and the checkpoint's dtype (bf16 stays bf16, memory-mapped); arithmetic is
+// float32 on the CPU, each weight widened as it is used.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace knlp {
+
+class HfCheckpoint;
+
+struct LlamaConfig {
+	std::string arch = "llama"; // llama.cpp's name: llama or qwen2
+	std::string hf_arch;	    // LlamaForCausalLM or Qwen2ForCausalLM
+	int64_t vocab = 0, hidden = 0, intermediate = 0, n_layer = 0, n_head = 0, n_kv_head = 0, head_dim = 0;
+	int64_t max_positions = 0;
+	double rope_theta = 10000.0, rms_eps = 1e-6;
+	std::string rope_scaling = "none"; // none, linear, llama3
+	double rope_factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+	int64_t original_max_positions = 0;
+	bool tied = false, qkv_bias = false, o_bias = false, mlp_bias = false;
+	int64_t bos = -1, eos = -1;
+
+	int64_t num_params() const;
+	// Cached values (keys and values of the kv heads) per token over all layers.
+	int64_t cache_values_per_token() const { return 2 * n_layer * n_kv_head * head_dim; }
+	// The rotary inverse frequencies [head_dim / 2] (float32, as Hugging Face computes them).
+	torch::Tensor inv_freq() const;
+};
+
+// config.json of LlamaForCausalLM / Qwen2ForCausalLM, range-checked.
+LlamaConfig llama_config_from(const HfCheckpoint &ck);
+
+struct LlamaCache {
+	std::vector<torch::Tensor> k, v; // per layer [B, n_kv_head, S, head_dim]
+	int64_t len = 0;
+	int64_t bytes() const;
+};
+
+class LlamaImpl : public torch::nn::Module {
+public:
+	// Weights from the checkpoint (shared with its mapping unless copy).
+	LlamaImpl(const LlamaConfig &c, const HfCheckpoint &ck, bool copy = false);
+	const LlamaConfig &config() const { return c_; }
+	// Final hidden states [B, T, hidden] (float32) of tokens at positions pos0.. .
+	torch::Tensor hidden(const torch::Tensor &idx, LlamaCache *cache = nullptr);
+	// Sum of the next-token cross-entropies over targets >= 0, and their count; the head and
+	// the softmax go in chunks, so no [B, T, vocab] tensor is ever whole.
+	std::pair<torch::Tensor, int64_t> loss_sum(const torch::Tensor &idx, const torch::Tensor &targets);
+	// Logits [B, T, vocab] (float32): for tests and short inputs.
+	torch::Tensor logits(const torch::Tensor &idx);
+	// Incremental decoding: logits [B, vocab] of the last new token.
+	torch::Tensor forward_cached(const torch::Tensor &idx, LlamaCache &cache);
+	// Parameters in Hugging Face's names.
+	std::vector<std::pair<std::string, torch::Tensor>> named_weights() const;
+	torch::Tensor head_weight() const { return c_.tied ? embed_ : lm_head_; }
+
+private:
+	struct Layer {
+		torch::Tensor in_norm, post_norm, q, k, v, o, q_b, k_b, v_b, o_b, gate, up, down;
+	};
+	torch::Tensor attention(const Layer &L, const torch::Tensor &x, int64_t pos0, int layer, LlamaCache *cache);
+	LlamaConfig c_;
+	torch::Tensor embed_, norm_, lm_head_;
+	std::vector<Layer> layers_;
+	torch::Tensor inv_freq_;
+};
+TORCH_MODULE(Llama);
+
+} // namespace knlp
