@@ -241,7 +241,8 @@ bool is_hf_tokenizer(const std::string &path)
 	return path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0 && fs::is_regular_file(path, ec);
 }
 
-std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string &path)
+namespace {
+std::pair<std::string, std::string> dir_and_file(const std::string &path)
 {
 	namespace fs = std::filesystem;
 	std::error_code ec;
@@ -258,6 +259,25 @@ std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string &path)
 	}
 	if (!file_exists(file))
 		fail("{}: no tokenizer.json (a Hugging Face model folder has one)", file);
+	return {dir, file};
+}
+} // namespace
+
+std::string hf_pretokenizer(const std::string &path)
+{
+	auto [dir, file] = dir_and_file(path);
+	switch (load(dir, file)->pretok) {
+	case Pretok::Gpt2: return "gpt2";
+	case Pretok::Llama3: return "llama3";
+	case Pretok::Qwen2: return "qwen2";
+	case Pretok::None: return "none";
+	}
+	return "none";
+}
+
+std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string &path)
+{
+	auto [dir, file] = dir_and_file(path);
 	return make_bpe_tokenizer(load(dir, file));
 }
 

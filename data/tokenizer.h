@@ -40,6 +40,8 @@ std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string &dir);
 // adds no special tokens (Hugging Face's add_special_tokens=False); the end-of-text token is
 // <|endoftext|> or <|end_of_text|> when the vocabulary has one.
 std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string &path);
+// Its pre-tokenizer: "gpt2", "llama3", "qwen2" or "none" (GGUF's tokenizer.ggml.pre).
+std::string hf_pretokenizer(const std::string &path);
 // A folder with tokenizer.json, or a .json file.
 bool is_hf_tokenizer(const std::string &path);
 // "byte", "gpt2" (files looked up in vocab_dir) or a Hugging Face tokenizer (see above).

@@ -95,8 +95,8 @@ HfCheckpoint::HfCheckpoint(const std::string &dir) : dir_(dir)
 	}
 	for (const auto &[t, f] : listed)
 		if (!where_.count(t))
-			fail("{}: tensor {} is listed in model.safetensors.index.json but not in the shard", join_path(dir, f),
-			     t);
+			fail("{}: tensor {} is listed in model.safetensors.index.json but not in the shard",
+			     join_path(dir, f), t);
 	dtype_ = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
 }
 
@@ -116,8 +116,8 @@ torch::Tensor HfCheckpoint::get(const std::string &name, const std::vector<int64
 	const SafetensorsFile &f = *files_[it->second.first];
 	const TensorView &v = f.tensors()[it->second.second];
 	if (v.shape != shape)
-		fail("{}: tensor {} has shape {} where config.json implies {}", f.path(), name,
-		     json(v.shape).dump(), json(shape).dump());
+		fail("{}: tensor {} has shape {} where config.json implies {}", f.path(), name, json(v.shape).dump(),
+		     json(shape).dump());
 	torch::ScalarType dt;
 	if (v.dtype == "F32")
 		dt = torch::kFloat;

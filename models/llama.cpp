@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/hf.h"
+#include "quant/gguf.h"
 
 namespace knlp {
 
@@ -130,8 +131,29 @@ int64_t LlamaCache::bytes() const
 
 LlamaImpl::LlamaImpl(const LlamaConfig &c, const HfCheckpoint &ck, bool copy) : c_(c)
 {
+	build([&](const std::string &name, const std::vector<int64_t> &shape) {
+		if (name == "lm_head.weight" && !ck.has(name))
+			fail("{}: tie_word_embeddings is false but lm_head.weight is missing", ck.dir());
+		if (name.find("mlp") != std::string::npos && name.find("bias") != std::string::npos)
+			fail("{}: mlp_bias is not supported", ck.config_path());
+		return ck.get(name, shape, copy);
+	});
+	inv_freq_ = c.inv_freq();
+}
+
+LlamaImpl::LlamaImpl(const LlamaConfig &c, const LlamaWeightSource &get, const torch::Tensor &freq_factors) : c_(c)
+{
+	build(get);
+	inv_freq_ = c.inv_freq();
+	if (freq_factors.defined())
+		inv_freq_ = inv_freq_ / freq_factors;
+}
+
+void LlamaImpl::build(const LlamaWeightSource &source)
+{
+	const LlamaConfig &c = c_;
 	auto get = [&](const std::string &name, std::vector<int64_t> shape) {
-		auto t = ck.get(name, shape, copy);
+		auto t = source(name, shape);
 		std::string reg = name;
 		for (auto &ch : reg)
 			if (ch == '.')
@@ -160,16 +182,12 @@ LlamaImpl::LlamaImpl(const LlamaConfig &c, const HfCheckpoint &ck, bool copy) : 
 		L.up = get(p + "mlp.up_proj.weight", {I, C});
 		L.down = get(p + "mlp.down_proj.weight", {C, I});
 		if (c.mlp_bias)
-			fail("{}: mlp_bias is not supported", ck.config_path());
+			get(p + "mlp.gate_proj.bias", {I}); // reports that mlp biases are unsupported
 		layers_.push_back(L);
 	}
 	norm_ = get("model.norm.weight", {C});
-	if (!c.tied) {
-		if (!ck.has("lm_head.weight"))
-			fail("{}: tie_word_embeddings is false but lm_head.weight is missing", ck.dir());
+	if (!c.tied)
 		lm_head_ = get("lm_head.weight", {c.vocab, C});
-	}
-	inv_freq_ = c.inv_freq();
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::named_weights() const
@@ -338,6 +356,131 @@ torch::Tensor LlamaImpl::forward_cached(const torch::Tensor &idx, LlamaCache &ca
 	auto h = hidden(idx, &cache);
 	auto last = h.select(1, h.size(1) - 1);
 	return torch::matmul(last, f32(head_weight()).t());
+}
+
+std::string gguf_architecture(const std::string &path)
+{
+	try {
+		GgufFile f(path);
+		const auto *a = f.find("general.architecture");
+		return a && a->value.is_string() ? a->value.get<std::string>() : "";
+	} catch (const Error &) {
+		return "";
+	}
+}
+
+Llama load_gguf_llama(const std::string &path)
+{
+	GgufFile f(path);
+	std::string arch = f.get("general.architecture").value.is_string()
+				   ? f.get("general.architecture").value.get<std::string>()
+				   : "";
+	if (arch != "llama" && arch != "qwen2")
+		fail("{}: architecture {} (knlp reads gpt2, llama and qwen2)", path, json(arch).dump());
+	auto num = [&](const std::string &key, bool required, double dflt) {
+		const auto *k = f.find(arch + "." + key);
+		if (!k) {
+			if (required)
+				fail("{}: {}.{} is missing", path, arch, key);
+			return dflt;
+		}
+		if (!k->value.is_number())
+			fail("{}: {}.{} is not a number", path, arch, key);
+		return k->value.get<double>();
+	};
+	LlamaConfig c;
+	c.arch = arch;
+	c.hf_arch = arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+	c.hidden = int64_t(num("embedding_length", true, 0));
+	c.n_layer = int64_t(num("block_count", true, 0));
+	c.intermediate = int64_t(num("feed_forward_length", true, 0));
+	c.n_head = int64_t(num("attention.head_count", true, 0));
+	c.n_kv_head = int64_t(num("attention.head_count_kv", false, double(c.n_head)));
+	c.head_dim = int64_t(num("attention.key_length", false, c.n_head ? double(c.hidden / c.n_head) : 0));
+	c.max_positions = int64_t(num("context_length", true, 0));
+	c.rope_theta = num("rope.freq_base", false, 10000.0);
+	c.rms_eps = num("attention.layer_norm_rms_epsilon", true, 0);
+	if (c.hidden <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_kv_head <= 0 || c.n_head % c.n_kv_head ||
+	    c.head_dim <= 0 || c.head_dim % 2 || c.intermediate <= 0)
+		fail("{}: inconsistent {} hyperparameters", path, arch);
+	if (const auto *t = f.find(arch + ".rope.scaling.type")) {
+		std::string type = t->value.is_string() ? t->value.get<std::string>() : "";
+		if (type == "linear") {
+			c.rope_scaling = "linear";
+			c.rope_factor = num("rope.scaling.factor", true, 1.0);
+		} else if (type != "none" && !type.empty()) {
+			fail("{}: rope scaling '{}' is not supported (knlp reads linear and rope_freqs)", path, type);
+		}
+	}
+	const auto &emb = f.tensor("token_embd.weight");
+	if (emb.ne.size() != 2 || emb.ne[0] != c.hidden)
+		fail("{}: token_embd.weight has the wrong shape for width {}", path, c.hidden);
+	c.vocab = emb.ne[1];
+	auto has = [&](const std::string &n) {
+		for (const auto &t : f.tensors())
+			if (t.name == n)
+				return true;
+		return false;
+	};
+	c.tied = !has("output.weight");
+	c.qkv_bias = has("blk.0.attn_q.bias");
+	c.o_bias = has("blk.0.attn_output.bias");
+	auto load = [&](const std::string &g, const std::vector<int64_t> &shape) {
+		const auto &t = f.tensor(g);
+		std::vector<int64_t> got(t.ne.rbegin(), t.ne.rend());
+		if (got != shape)
+			fail("{}: tensor {} has shape {} where the metadata implies {}", path, g, json(got).dump(),
+			     json(shape).dump());
+		auto vals = torch::empty(shape, torch::kFloat);
+		ggml_dequantize(t.type, t.data, t.elements(), vals.data_ptr<float>());
+		return vals;
+	};
+	// Hugging Face names -> llama.cpp names; llama's q and k rows back to rotate-half order.
+	auto source = [&](const std::string &hf, const std::vector<int64_t> &shape) {
+		static const std::vector<std::pair<std::string, std::string>> inner = {
+			{"input_layernorm.weight", "attn_norm.weight"},
+			{"self_attn.q_proj.weight", "attn_q.weight"},
+			{"self_attn.q_proj.bias", "attn_q.bias"},
+			{"self_attn.k_proj.weight", "attn_k.weight"},
+			{"self_attn.k_proj.bias", "attn_k.bias"},
+			{"self_attn.v_proj.weight", "attn_v.weight"},
+			{"self_attn.v_proj.bias", "attn_v.bias"},
+			{"self_attn.o_proj.weight", "attn_output.weight"},
+			{"self_attn.o_proj.bias", "attn_output.bias"},
+			{"post_attention_layernorm.weight", "ffn_norm.weight"},
+			{"mlp.gate_proj.weight", "ffn_gate.weight"},
+			{"mlp.up_proj.weight", "ffn_up.weight"},
+			{"mlp.down_proj.weight", "ffn_down.weight"}};
+		std::string g;
+		if (hf == "model.embed_tokens.weight")
+			g = "token_embd.weight";
+		else if (hf == "model.norm.weight")
+			g = "output_norm.weight";
+		else if (hf == "lm_head.weight")
+			g = "output.weight";
+		else {
+			const std::string pre = "model.layers.";
+			size_t dot = hf.find('.', pre.size());
+			std::string layer = hf.substr(pre.size(), dot - pre.size()), rest = hf.substr(dot + 1);
+			for (const auto &[h, n] : inner)
+				if (rest == h)
+					g = "blk." + layer + "." + n;
+		}
+		if (g.empty())
+			fail("{}: no llama.cpp name for {}", path, hf);
+		auto t = load(g, shape);
+		bool q = hf.find("q_proj") != std::string::npos, k = hf.find("k_proj") != std::string::npos;
+		if (arch == "llama" && (q || k)) {
+			int64_t heads = q ? c.n_head : c.n_kv_head, d = shape[0] / heads;
+			auto s = t.sizes().vec();
+			t = t.reshape({heads, d / 2, 2, -1}).transpose(1, 2).reshape(s).contiguous();
+		}
+		return t;
+	};
+	torch::Tensor factors;
+	if (has("rope_freqs.weight"))
+		factors = load("rope_freqs.weight", {c.head_dim / 2});
+	return Llama(c, source, factors);
 }
 
 } // namespace knlp

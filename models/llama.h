@@ -4,6 +4,7 @@
 // Face's names and the checkpoint's dtype (bf16 stays bf16, memory-mapped); arithmetic is
 // float32 on the CPU, each weight widened as it is used.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,10 +42,16 @@ struct LlamaCache {
 	int64_t bytes() const;
 };
 
+// A weight by its Hugging Face name and the shape the configuration implies.
+using LlamaWeightSource = std::function<torch::Tensor(const std::string &, const std::vector<int64_t> &)>;
+
 class LlamaImpl : public torch::nn::Module {
 public:
 	// Weights from the checkpoint (shared with its mapping unless copy).
 	LlamaImpl(const LlamaConfig &c, const HfCheckpoint &ck, bool copy = false);
+	// Weights from any source (a GGUF file's, dequantized). freq_factors: llama.cpp's
+	// rope_freqs (each rotary frequency is divided by its factor), or undefined.
+	LlamaImpl(const LlamaConfig &c, const LlamaWeightSource &get, const torch::Tensor &freq_factors = {});
 	const LlamaConfig &config() const { return c_; }
 	// Final hidden states [B, T, hidden] (float32) of tokens at positions pos0.. .
 	torch::Tensor hidden(const torch::Tensor &idx, LlamaCache *cache = nullptr);
@@ -60,6 +67,7 @@ public:
 	torch::Tensor head_weight() const { return c_.tied ? embed_ : lm_head_; }
 
 private:
+	void build(const LlamaWeightSource &get);
 	struct Layer {
 		torch::Tensor in_norm, post_norm, q, k, v, o, q_b, k_b, v_b, o_b, gate, up, down;
 	};
@@ -70,5 +78,11 @@ private:
 	torch::Tensor inv_freq_;
 };
 TORCH_MODULE(Llama);
+
+// A model rebuilt from a GGUF file of llama.cpp's llama or qwen2 architecture (knlp's export
+// or another), every tensor dequantized to float32: the model a quantization plan leaves.
+Llama load_gguf_llama(const std::string &path);
+// The architecture a GGUF file declares ("" when it cannot be read).
+std::string gguf_architecture(const std::string &path);
 
 } // namespace knlp

@@ -32,6 +32,17 @@ std::string gpt2_role(const std::string &name, int *layer)
 		return "token_embd";
 	if (name == "transformer.wpe.weight" || name == "wpe.weight")
 		return "position_embd";
+	// llama.cpp's own names (Llama-family exports plan on them): blk.N.<role>.weight.
+	static const std::regex gguf(
+		R"(blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight)");
+	if (std::regex_match(name, m, gguf)) {
+		*layer = std::stoi(m[1].str());
+		return m[2].str();
+	}
+	if (name == "token_embd.weight")
+		return "token_embd";
+	if (name == "output.weight")
+		return "output";
 	return "";
 }
 
@@ -76,11 +87,14 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 		fail("unknown plan '{}' (none magnitude random squisher fim fim-error imatrix)", o.plan);
 	if (o.pct < 0 || o.pct > 100)
 		fail("--pct {} is outside [0, 100]", o.pct);
-	static const std::vector<std::string> roles = {"attn_qkv", "attn_output", "ffn_up",
-						       "ffn_down", "token_embd",  "position_embd"};
+	static const std::vector<std::string> roles = {"attn_qkv",   "attn_output",   "ffn_up", "ffn_down",
+						       "token_embd", "position_embd", "attn_q", "attn_k",
+						       "attn_v",     "ffn_gate",      "output"};
 	for (const auto &r : o.roles)
 		if (std::find(roles.begin(), roles.end(), r) == roles.end())
-			fail("unknown role '{}' (attn_qkv attn_output ffn_up ffn_down token_embd position_embd)", r);
+			fail("unknown role '{}' (attn_qkv attn_output ffn_up ffn_down token_embd position_embd; "
+			     "Llama-family models: attn_q attn_k attn_v ffn_gate output)",
+			     r);
 	std::vector<PlannedTensor> out;
 	for (const auto &[name, shape] : tensors) {
 		PlannedTensor t;

@@ -75,18 +75,12 @@ std::map<std::string, torch::Tensor> write_model(const std::string &dir, const S
 	}
 	if (s.shards > 1)
 		write_file_atomic(join_path(dir, "model.safetensors.index.json"), index.dump());
-	json cfg = {{"architectures", {s.arch}},
-		    {"vocab_size", s.vocab},
-		    {"hidden_size", s.hidden},
-		    {"intermediate_size", s.inter},
-		    {"num_hidden_layers", s.layers},
-		    {"num_attention_heads", s.heads},
-		    {"num_key_value_heads", s.kv},
-		    {"max_position_embeddings", s.ctx},
-		    {"rope_theta", 10000.0},
-		    {"rms_norm_eps", 1e-6},
-		    {"hidden_act", "silu"},
-		    {"tie_word_embeddings", s.tied}};
+	json cfg = {{"architectures", {s.arch}},     {"vocab_size", s.vocab},
+		    {"hidden_size", s.hidden},	     {"intermediate_size", s.inter},
+		    {"num_hidden_layers", s.layers}, {"num_attention_heads", s.heads},
+		    {"num_key_value_heads", s.kv},   {"max_position_embeddings", s.ctx},
+		    {"rope_theta", 10000.0},	     {"rms_norm_eps", 1e-6},
+		    {"hidden_act", "silu"},	     {"tie_word_embeddings", s.tied}};
 	write_file_atomic(join_path(dir, "config.json"), cfg.dump());
 	return w;
 }
@@ -175,7 +169,12 @@ TEST(Llama, BadFoldersAreReported)
 	test::TempDir d;
 	Spec s;
 	write_model(d.path, s);
-	auto err = [&] { return test::error_of([&] { HfCheckpoint ck(d.path); Llama m(llama_config_from(ck), ck); }); };
+	auto err = [&] {
+		return test::error_of([&] {
+			HfCheckpoint ck(d.path);
+			Llama m(llama_config_from(ck), ck);
+		});
+	};
 	std::string cfg = read_file(join_path(d.path, "config.json"));
 	auto edit = [&](const std::function<void(json &)> &f) {
 		json j = json::parse(cfg);
@@ -208,6 +207,8 @@ TEST(Llama, BadFoldersAreReported)
 	s.shards = 2;
 	write_model(e.path, s);
 	std::remove(join_path(e.path, "model-00002-of-00002.safetensors").c_str());
-	EXPECT_NE(test::error_of([&] { HfCheckpoint ck(e.path); }).find("shard model-00002-of-00002.safetensors listed for tensor"),
+	EXPECT_NE(test::error_of([&] {
+			  HfCheckpoint ck(e.path);
+		  }).find("shard model-00002-of-00002.safetensors listed for tensor"),
 		  std::string::npos);
 }

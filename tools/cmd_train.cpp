@@ -322,6 +322,23 @@ void run_eval(EvalArgs &a)
 {
 	if (a.task == "hellaswag")
 		return eval_hellaswag(a);
+	if (!a.gguf.empty() && (gguf_architecture(a.gguf) == "llama" || gguf_architecture(a.gguf) == "qwen2")) {
+		if (a.data_dir.empty())
+			fail("eval --gguf {}: pass --data TOKEN_DIR", a.gguf);
+		setup_threads(CoreSettings{});
+		Llama model = load_gguf_llama(a.gguf);
+		const auto &c = model->config();
+		int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
+		if (ctx > c.max_positions)
+			fail("eval: --ctx {} exceeds the model's {} positions", ctx, c.max_positions);
+		auto val = open_split(a.data_dir, "val", static_cast<int>(c.vocab));
+		auto r = evaluate_file(model, *val, a.batch, ctx);
+		fmt::print(
+			"{{\"gguf\": \"{}\", \"architecture\": \"{}\", \"data\": \"{}\", \"ctx\": {}, \"tokens\": {}, "
+			"\"val_loss\": {:.9f}, \"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
+			a.gguf, c.arch, val->path(), ctx, r.tokens, r.loss, r.perplexity, r.seconds);
+		return;
+	}
 	if (!a.gguf.empty()) {
 		std::string stored;
 		setup_threads(CoreSettings{});
@@ -391,6 +408,15 @@ void run_export(ExportArgs &a)
 		return;
 	}
 	PlanOptions po = plan_options(a.qtype, a.upgrade, a.roles, a.pct, a.plan, a.plan_seed);
+	if (is_hf_llama(ckpt)) {
+		setup_threads(CoreSettings{});
+		auto s = export_hf_gguf(ckpt, a.out, po);
+		fmt::print("exported {} to {} (GGUF v3, llama.cpp {}): {} bytes, {:.3f} bits per weight, base {}, {} "
+			   "upgraded to {}; plan in {}.plan.json\n",
+			   ckpt, a.out, s["architecture"].get<std::string>(), s["file_bytes"].get<uint64_t>(),
+			   s["bits_per_weight"].get<double>(), a.qtype, s["upgraded"].size(), a.upgrade, a.out);
+		return;
+	}
 	Config cfg;
 	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 	auto s = export_gguf(model, cfg.settings(), ckpt, a.out, po, a.src);

@@ -5,7 +5,7 @@ knlp's Hugging Face import. Standard library and Debian's torch only.
 
   hf_random_model.py OUT --arch qwen2|llama|gpt2 [--dtype f32|bf16|f16] [--layers 2]
       [--hidden 64] [--heads 4] [--kv-heads 2] [--inter 160] [--vocab N] [--tokenizer DIR]
-      [--tied] [--shards 2] [--seed 0] [--rope-scaling none|linear|llama3]
+      [--tied] [--shards 2] [--seed 0] [--rope-scaling none|linear|llama3] [--mild]
 """
 import argparse, json, os, shutil, struct
 import torch
@@ -26,6 +26,9 @@ p.add_argument("--tied", action="store_true")
 p.add_argument("--shards", type=int, default=1)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--rope-scaling", default="none", choices=["none", "linear", "llama3"])
+p.add_argument("--mild", action="store_true",
+               help="smaller embedding / head scales: losses near what trained models give (for "
+                    "comparisons whose tolerance is relative to quantization noise)")
 a = p.parse_args()
 
 vocab = a.vocab
@@ -73,12 +76,12 @@ else:
                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
     # Scales chosen so that every part matters to the loss: peaked attention (rotary
     # positions visible), logits far from uniform.
-    W["model.embed_tokens.weight"] = rnd(vocab, C, std=1.0 if not a.tied else 0.5)
+    W["model.embed_tokens.weight"] = rnd(vocab, C, std=0.1 if a.mild else 1.0 if not a.tied else 0.5)
     for i in range(L):
         h = f"model.layers.{i}."
         W[h + "input_layernorm.weight"] = rnd(C, std=0.1, mean=1.0)
-        W[h + "self_attn.q_proj.weight"] = rnd(H * D, C, std=0.3)
-        W[h + "self_attn.k_proj.weight"] = rnd(KV * D, C, std=0.3)
+        W[h + "self_attn.q_proj.weight"] = rnd(H * D, C, std=0.06 if a.mild else 0.3)
+        W[h + "self_attn.k_proj.weight"] = rnd(KV * D, C, std=0.06 if a.mild else 0.3)
         W[h + "self_attn.v_proj.weight"] = rnd(KV * D, C, std=0.2)
         if a.arch == "qwen2":
             W[h + "self_attn.q_proj.bias"] = rnd(H * D, std=0.1)
@@ -91,7 +94,7 @@ else:
         W[h + "mlp.down_proj.weight"] = rnd(C, a.inter, std=0.1)
     W["model.norm.weight"] = rnd(C, std=0.1, mean=1.0)
     if not a.tied:
-        W["lm_head.weight"] = rnd(vocab, C, std=0.5)
+        W["lm_head.weight"] = rnd(vocab, C, std=0.1 if a.mild else 0.5)
 
 DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 

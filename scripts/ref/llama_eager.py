@@ -138,6 +138,8 @@ tail = covered < N - 1
 if tail:
     starts.append(N - T - 1)
 total, count = 0.0, 0
+import resource, time
+t0 = time.perf_counter()
 with torch.no_grad():
     for j, s in enumerate(starts):
         x = torch.tensor([data[s:s + T]])
@@ -150,4 +152,6 @@ with torch.no_grad():
         total += torch.nn.functional.cross_entropy(lg.view(-1, lg.shape[-1]).double(), y.view(-1),
                                                    ignore_index=-1, reduction="sum").item()
         count += int((y >= 0).sum())
-print(json.dumps({"val_loss": total / count, "tokens": count}))
+print(json.dumps({"val_loss": total / count, "tokens": count, "seconds": time.perf_counter() - t0,
+                  "threads": torch.get_num_threads(),
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))

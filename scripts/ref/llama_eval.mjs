@@ -3,8 +3,9 @@
 // windows of T tokens at 0, T, 2T, ... and one aligned to the end of the file whose
 // already-scored targets are skipped, so each of the N-1 targets counts once.
 //
-//   node llama_eval.mjs MODULES_DIR MODEL.gguf VAL.bin T
+//   node llama_eval.mjs MODULES_DIR MODEL.gguf VAL.bin T [TOKEN_BYTES]
 //
+// TOKEN_BYTES: 2 (uint16 .bin, the default) or 4 (uint32, vocabularies above 65,536).
 // MODULES_DIR is the node_modules holding node-llama-cpp. Prints one JSON line:
 // {"tokens": n, "val_loss": mean nats}. Each window starts from an empty KV cache; the loss
 // is a float64 log-softmax of llama.cpp's raw logits over the file's vocabulary (node-llama-cpp's
@@ -13,7 +14,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const [modules, modelPath, valPath, tArg] = process.argv.slice(2);
+const [modules, modelPath, valPath, tArg, widthArg] = process.argv.slice(2);
 if (!modules || !modelPath || !valPath || !tArg) {
 	console.error("usage: node llama_eval.mjs MODULES_DIR MODEL.gguf VAL.bin T");
 	process.exit(2);
@@ -22,7 +23,8 @@ const entry = path.join(modules, "node-llama-cpp", "dist", "index.js");
 const { getLlama } = await import(pathToFileURL(entry).href);
 
 const raw = fs.readFileSync(valPath);
-const ids = new Uint16Array(raw.buffer, raw.byteOffset, raw.length >> 1);
+const ids = widthArg === "4" ? new Uint32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length))
+	: new Uint16Array(raw.buffer, raw.byteOffset, raw.length >> 1);
 const N = ids.length;
 let T = Number(tArg);
 if (T + 1 > N)
