@@ -167,13 +167,14 @@ std::string fisher_role(const std::string &name, int *layer)
 	std::string role = gpt2_role(name, layer);
 	if (!role.empty())
 		return role;
-	static const std::string pre = "transformer.h.";
-	if (name.rfind(pre, 0) == 0)
-		*layer = std::atoi(name.c_str() + pre.size());
+	for (const std::string pre : {"transformer.h.", "model.layers."})
+		if (name.rfind(pre, 0) == 0)
+			*layer = std::atoi(name.c_str() + pre.size());
 	auto ends = [&](const std::string &s) {
 		return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
 	};
-	if (name.find("ln_") != std::string::npos)
+	if (name.find("ln_") != std::string::npos || name.find("layernorm") != std::string::npos ||
+	    name == "model.norm.weight")
 		return "norm";
 	if (ends(".bias"))
 		return "bias";

@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 
 #include "models/gpt2.h"
+#include "models/llama.h"
 
 namespace knlp {
 
@@ -51,6 +52,9 @@ struct FisherResult {
 std::vector<int64_t> fisher_windows(uint64_t n, int chunks, int seq, const std::string &path);
 
 FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o);
+// The same for an imported Llama-family model (fim/llama_fisher.cpp; CPU, memory bounded:
+// the weights, the accumulators and one window's activations).
+FisherResult compute_fisher(Llama &model, const TokenFile &data, const FisherOptions &o);
 
 // Role of a parameter for the Fisher tables: llama.cpp's role (attn_qkv, attn_output,
 // ffn_up, ffn_down, token_embd, position_embd), else "norm" or "bias" or "other".

@@ -21,6 +21,20 @@ bool is_hf_model_dir(const std::string &path)
 		fs::is_regular_file(p / "model.safetensors.index.json", ec));
 }
 
+bool is_hf_llama_dir(const std::string &path)
+{
+	if (!is_hf_model_dir(path))
+		return false;
+	json j;
+	try {
+		j = json::parse(read_file(join_path(path, "config.json")));
+	} catch (const json::exception &e) {
+		fail("{}: malformed JSON ({})", join_path(path, "config.json"), e.what());
+	}
+	return !(j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+		 j["architectures"][0] == "GPT2LMHeadModel");
+}
+
 HfCheckpoint::HfCheckpoint(const std::string &dir) : dir_(dir)
 {
 	config_path_ = join_path(dir, "config.json");

@@ -16,6 +16,9 @@ class SafetensorsFile;
 
 // A folder with config.json and model.safetensors or model.safetensors.index.json.
 bool is_hf_model_dir(const std::string &path);
+// Such a folder of a Llama-family architecture (anything but GPT2LMHeadModel, whose folders
+// load as knlp's GPT-2); unsupported architectures are reported when the model is built.
+bool is_hf_llama_dir(const std::string &path);
 
 class HfCheckpoint {
 public:

@@ -245,14 +245,189 @@ torch::Tensor rope(const torch::Tensor &x, const torch::Tensor &cos, const torch
 	auto rot = torch::cat({-x2, x1}, -1);
 	return x * cos + rot * sin;
 }
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+LlamaFisherTap *tap_of(AutogradContext *ctx)
+{
+	return reinterpret_cast<LlamaFisherTap *>(ctx->saved_data["tap"].toInt());
+}
+
+// y = x W^T + b whose backward squares W's (and b's) gradient into the tap.
+struct LinearTap : public torch::autograd::Function<LinearTap> {
+	static torch::Tensor forward(AutogradContext *ctx, const torch::Tensor &x, const torch::Tensor &w,
+				     const torch::Tensor &b, int64_t tap)
+	{
+		ctx->saved_data["tap"] = tap;
+		ctx->saved_data["w"] = w;
+		ctx->saved_data["b"] = b;
+		ctx->save_for_backward({x});
+		return lin(x, w, b.numel() ? b : torch::Tensor());
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		auto *t = tap_of(ctx);
+		auto x = ctx->get_saved_variables()[0];
+		auto w = ctx->saved_data["w"].toTensor(), b = ctx->saved_data["b"].toTensor();
+		auto g2 = g[0].reshape({-1, g[0].size(-1)}), x2 = x.reshape({-1, x.size(-1)});
+		auto gw = g2.t().mm(x2);
+		(*t->acc)[t->slot.at(w.data_ptr())].addcmul_(gw, gw);
+		if (b.numel()) {
+			auto gb = g2.sum(0);
+			(*t->acc)[t->slot.at(b.data_ptr())].addcmul_(gb, gb);
+		}
+		return {g[0].matmul(f32(w)), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+	}
+};
+
+// Embedding rows (float32) whose backward sums into the tap's window embedding gradient.
+struct EmbedTap : public torch::autograd::Function<EmbedTap> {
+	static torch::Tensor forward(AutogradContext *ctx, const torch::Tensor &anchor, const torch::Tensor &w,
+				     const torch::Tensor &idx, int64_t tap)
+	{
+		ctx->saved_data["tap"] = tap;
+		ctx->saved_data["idx"] = idx;
+		return f32(torch::embedding(w, idx)) + anchor * 0;
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		auto *t = tap_of(ctx);
+		auto idx = ctx->saved_data["idx"].toTensor().reshape({-1});
+		t->embed_grad.index_add_(0, idx, g[0].reshape({idx.size(0), -1}));
+		return {torch::zeros({}), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+	}
+};
+
+// Sum of the cross-entropies of `targets` under the head, in vocabulary chunks both ways;
+// the backward recomputes each chunk's logits and routes the head's gradient to the tap.
+struct HeadTap : public torch::autograd::Function<HeadTap> {
+	static constexpr int64_t cols = 32768;
+	static torch::Tensor forward(AutogradContext *ctx, const torch::Tensor &h, const torch::Tensor &w,
+				     const torch::Tensor &y, int64_t tap)
+	{
+		ctx->saved_data["tap"] = tap;
+		ctx->saved_data["w"] = w;
+		ctx->saved_data["y"] = y;
+		const int64_t V = w.size(0);
+		torch::Tensor m, s, tgt = torch::zeros({h.size(0)}, torch::kFloat);
+		for (int64_t c0 = 0; c0 < V; c0 += cols) {
+			int64_t n = std::min(cols, V - c0);
+			auto logits = torch::matmul(h, f32(w.narrow(0, c0, n)).t());
+			auto cm = std::get<0>(logits.max(1));
+			if (!m.defined()) {
+				m = cm;
+				s = (logits - m.unsqueeze(1)).exp().sum(1);
+			} else {
+				auto nm = torch::maximum(m, cm);
+				s = s * (m - nm).exp() + (logits - nm.unsqueeze(1)).exp().sum(1);
+				m = nm;
+			}
+			auto in = (y >= c0).logical_and(y < c0 + n);
+			tgt = torch::where(in, logits.gather(1, (y - c0).clamp(0, n - 1).unsqueeze(1)).squeeze(1), tgt);
+		}
+		auto lse = m + s.log();
+		ctx->save_for_backward({h, lse});
+		return (lse - tgt).sum();
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		auto *t = tap_of(ctx);
+		auto saved = ctx->get_saved_variables();
+		auto h = saved[0], lse = saved[1];
+		auto w = ctx->saved_data["w"].toTensor(), y = ctx->saved_data["y"].toTensor();
+		const int64_t V = w.size(0);
+		auto gh = torch::zeros_like(h);
+		for (int64_t c0 = 0; c0 < V; c0 += cols) {
+			int64_t n = std::min(cols, V - c0);
+			auto wc = f32(w.narrow(0, c0, n));
+			auto d = (torch::matmul(h, wc.t()) - lse.unsqueeze(1)).exp();
+			auto in = (y >= c0).logical_and(y < c0 + n);
+			auto rows = torch::nonzero(in).squeeze(1);
+			if (rows.numel())
+				d.index_put_({rows, (y.index_select(0, rows) - c0)},
+					     d.index({rows, (y.index_select(0, rows) - c0)}) - 1);
+			d = d * g[0];
+			gh.add_(d.mm(wc));
+			auto gw = d.t().mm(h);
+			if (t->tied)
+				t->embed_grad.narrow(0, c0, n).add_(gw);
+			else
+				(*t->acc)[t->head_slot].narrow(0, c0, n).addcmul_(gw, gw);
+		}
+		return {gh, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+	}
+};
 } // namespace
+
+void LlamaFisherTap::flush()
+{
+	(*acc)[embed_slot].addcmul_(embed_grad, embed_grad);
+	embed_grad.zero_();
+	for (auto &[ptr, leaf] : norm_leaf) {
+		auto &g = leaf.mutable_grad();
+		if (g.defined()) {
+			(*acc)[slot.at(ptr)].addcmul_(g, g);
+			g.zero_();
+		}
+	}
+}
+
+torch::Tensor LlamaImpl::proj(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
+{
+	if (!tap_)
+		return lin(x, w, b);
+	// (An empty tensor stands for no bias: autograd functions take defined tensors.)
+	return LinearTap::apply(x, w, b.defined() ? b : torch::empty({0}), reinterpret_cast<int64_t>(tap_));
+}
+
+torch::Tensor LlamaImpl::norm(const torch::Tensor &x, const torch::Tensor &w)
+{
+	if (!tap_)
+		return rms_norm(x, w, c_.rms_eps);
+	auto it = tap_->norm_leaf.find(w.data_ptr());
+	if (it == tap_->norm_leaf.end())
+		it = tap_->norm_leaf.emplace(w.data_ptr(), f32(w).detach().clone().requires_grad_(true)).first;
+	auto var = x.pow(2).mean(-1, true);
+	return it->second * (x * torch::rsqrt(var + c_.rms_eps));
+}
+
+torch::Tensor LlamaImpl::head_loss_sum(const torch::Tensor &h, const torch::Tensor &targets)
+{
+	return HeadTap::apply(h.reshape({-1, c_.hidden}), head_weight(), targets.reshape({-1}),
+			      reinterpret_cast<int64_t>(tap_));
+}
+
+torch::Tensor LlamaImpl::sample_labels(const torch::Tensor &h, at::Generator &gen)
+{
+	torch::NoGradGuard ng;
+	auto h2 = h.detach().reshape({-1, c_.hidden});
+	const auto &W = head_weight();
+	const int64_t V = c_.vocab, cols = 32768;
+	torch::Tensor best, arg;
+	for (int64_t c0 = 0; c0 < V; c0 += cols) {
+		int64_t n = std::min(cols, V - c0);
+		auto logits = torch::matmul(h2, f32(W.narrow(0, c0, n)).t());
+		auto u = torch::rand({h2.size(0), n}, gen, torch::TensorOptions().dtype(torch::kDouble));
+		auto z = logits.to(torch::kDouble) - torch::log(-torch::log(u.clamp(1e-300, 1.0)));
+		auto [v, i] = z.max(1);
+		if (!best.defined()) {
+			best = v;
+			arg = i;
+		} else {
+			auto better = v > best;
+			best = torch::where(better, v, best);
+			arg = torch::where(better, i + c0, arg);
+		}
+	}
+	return arg;
+}
 
 torch::Tensor LlamaImpl::attention(const Layer &L, const torch::Tensor &x, int64_t pos0, int layer, LlamaCache *cache)
 {
 	const int64_t B = x.size(0), T = x.size(1), H = c_.n_head, Hkv = c_.n_kv_head, D = c_.head_dim;
-	auto q = lin(x, L.q, L.q_b).view({B, T, H, D}).transpose(1, 2);
-	auto k = lin(x, L.k, L.k_b).view({B, T, Hkv, D}).transpose(1, 2);
-	auto v = lin(x, L.v, L.v_b).view({B, T, Hkv, D}).transpose(1, 2);
+	auto q = proj(x, L.q, L.q_b).view({B, T, H, D}).transpose(1, 2);
+	auto k = proj(x, L.k, L.k_b).view({B, T, Hkv, D}).transpose(1, 2);
+	auto v = proj(x, L.v, L.v_b).view({B, T, Hkv, D}).transpose(1, 2);
 	auto pos = torch::arange(pos0, pos0 + T, torch::kLong).to(torch::kFloat);
 	auto freqs = torch::outer(pos, inv_freq_);
 	auto emb = torch::cat({freqs, freqs}, -1);
@@ -279,7 +454,7 @@ torch::Tensor LlamaImpl::attention(const Layer &L, const torch::Tensor &x, int64
 		att = att.masked_fill(torch::ones({T, T}, torch::kBool).triu(1), -INFINITY);
 	auto y = torch::matmul(torch::softmax(att, -1), v);
 	y = y.transpose(1, 2).reshape({B, T, H * D});
-	return lin(y, L.o, L.o_b);
+	return proj(y, L.o, L.o_b);
 }
 
 torch::Tensor LlamaImpl::hidden(const torch::Tensor &idx, LlamaCache *cache)
@@ -295,16 +470,17 @@ torch::Tensor LlamaImpl::hidden(const torch::Tensor &idx, LlamaCache *cache)
 	if (pos0 + idx.size(1) > c_.max_positions)
 		fail("llama: {} positions exceed the model's {} (max_position_embeddings)", pos0 + idx.size(1),
 		     c_.max_positions);
-	auto x = f32(torch::embedding(embed_, idx));
+	auto x = tap_ ? EmbedTap::apply(tap_->anchor, embed_, idx, reinterpret_cast<int64_t>(tap_))
+		      : f32(torch::embedding(embed_, idx));
 	for (size_t l = 0; l < layers_.size(); l++) {
 		const Layer &L = layers_[l];
-		x = x + attention(L, rms_norm(x, L.in_norm, c_.rms_eps), pos0, int(l), cache);
-		auto h = rms_norm(x, L.post_norm, c_.rms_eps);
-		x = x + lin(torch::silu(lin(h, L.gate)) * lin(h, L.up), L.down);
+		x = x + attention(L, norm(x, L.in_norm), pos0, int(l), cache);
+		auto h = norm(x, L.post_norm);
+		x = x + proj(torch::silu(proj(h, L.gate)) * proj(h, L.up), L.down);
 	}
 	if (cache)
 		cache->len += idx.size(1);
-	return rms_norm(x, norm_, c_.rms_eps);
+	return norm(x, norm_);
 }
 
 std::pair<torch::Tensor, int64_t> LlamaImpl::loss_sum(const torch::Tensor &idx, const torch::Tensor &targets)

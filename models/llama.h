@@ -6,6 +6,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <torch/torch.h>
@@ -36,6 +37,24 @@ struct LlamaConfig {
 // config.json of LlamaForCausalLM / Qwen2ForCausalLM, range-checked.
 LlamaConfig llama_config_from(const HfCheckpoint &ck);
 
+// Gradient sinks of the diagonal Fisher (fim/llama_fisher.cpp). While set on a model, a
+// backward pass through it adds each weight's squared gradient into `acc` (float32, one per
+// named weight) as the gradient is produced, without keeping it and without float32 copies
+// of the weights: memory stays at the weights plus the accumulators.
+struct LlamaFisherTap {
+	std::unordered_map<const void *, size_t> slot; // weight storage -> index in named_weights()
+	std::vector<torch::Tensor> *acc = nullptr;     // the accumulators of the current pass
+	// The window's embedding gradient: summed over its uses (lookup and, tied, the head)
+	// before it is squared, by flush().
+	torch::Tensor embed_grad;
+	size_t embed_slot = 0, head_slot = 0;
+	bool tied = false;
+	// Float32 leaves of the norm weights (small), differentiated by autograd.
+	std::unordered_map<const void *, torch::Tensor> norm_leaf;
+	torch::Tensor anchor; // a leaf that makes the embedding lookup differentiable
+	void flush();	      // square what the window left in embed_grad and the norm leaves
+};
+
 struct LlamaCache {
 	std::vector<torch::Tensor> k, v; // per layer [B, n_kv_head, S, head_dim]
 	int64_t len = 0;
@@ -65,6 +84,13 @@ public:
 	// Parameters in Hugging Face's names.
 	std::vector<std::pair<std::string, torch::Tensor>> named_weights() const;
 	torch::Tensor head_weight() const { return c_.tied ? embed_ : lm_head_; }
+	// Fisher mode (nullptr: off). In it, loss_sum() differentiates through the taps.
+	void set_fisher_tap(LlamaFisherTap *t) { tap_ = t; }
+	// The final hidden states and, for the Fisher, the loss of given labels from them.
+	torch::Tensor head_loss_sum(const torch::Tensor &h, const torch::Tensor &targets);
+	// One label per position drawn from the model's predictive distribution (Gumbel-max over
+	// vocabulary chunks; `gen` seeded by the caller).
+	torch::Tensor sample_labels(const torch::Tensor &h, at::Generator &gen);
 
 private:
 	void build(const LlamaWeightSource &get);
@@ -72,6 +98,9 @@ private:
 		torch::Tensor in_norm, post_norm, q, k, v, o, q_b, k_b, v_b, o_b, gate, up, down;
 	};
 	torch::Tensor attention(const Layer &L, const torch::Tensor &x, int64_t pos0, int layer, LlamaCache *cache);
+	torch::Tensor proj(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
+	torch::Tensor norm(const torch::Tensor &x, const torch::Tensor &w);
+	LlamaFisherTap *tap_ = nullptr;
 	LlamaConfig c_;
 	torch::Tensor embed_, norm_, lm_head_;
 	std::vector<Layer> layers_;

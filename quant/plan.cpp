@@ -39,10 +39,19 @@ std::string gpt2_role(const std::string &name, int *layer)
 		*layer = std::stoi(m[1].str());
 		return m[2].str();
 	}
-	if (name == "token_embd.weight")
+	if (name == "token_embd.weight" || name == "model.embed_tokens.weight")
 		return "token_embd";
-	if (name == "output.weight")
+	if (name == "output.weight" || name == "lm_head.weight")
 		return "output";
+	// Hugging Face's Llama-family names.
+	static const std::regex hf(R"(model\.layers\.(\d+)\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.weight)");
+	if (std::regex_match(name, m, hf)) {
+		*layer = std::stoi(m[1].str());
+		static const std::map<std::string, std::string> role = {
+			{"q", "attn_q"},      {"k", "attn_k"},	{"v", "attn_v"},     {"o", "attn_output"},
+			{"gate", "ffn_gate"}, {"up", "ffn_up"}, {"down", "ffn_down"}};
+		return role.at(m[3].str());
+	}
 	return "";
 }
 

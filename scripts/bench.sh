@@ -248,11 +248,11 @@ echo "   knlp vs an eager PyTorch forward (scripts/ref/llama_eager.py, float32, 
 hf=$(mktemp -d)
 $PY "$top/scripts/ref/hf_random_model.py" "$hf/m" --arch qwen2 --dtype bf16 --hidden 896 --heads 14 --kv-heads 2 \
 	--inter 4864 --layers 24 --vocab 151936 --ctx 32768 --tied --mild --tokenizer "$top/datasets/tokenizers/qwen3" >/dev/null
-mkdir -p "$hf/c" && zcat /usr/share/doc/linux-doc-6.1/Documentation/process/coding-style.rst.gz >"$hf/c/a.txt"
+mkdir -p "$hf/c" && for f in /usr/share/doc/linux-doc-6.1/Documentation/process/*.rst.gz; do zcat "$f" >"$hf/c/$(basename "$f" .gz)"; done
 "$BUILD/knlp" prepare --corpus "$hf/c" --tokenizer "$hf/m" --out "$hf/full" >/dev/null 2>&1
 mkdir -p "$hf/d" && cp "$hf/full/meta.json" "$hf/d/" && head -c $((4 * (4 * 512 + 1))) "$hf/full/val.bin" >"$hf/d/val.bin"
 wbytes=$(stat -c %s "$hf/m/model.safetensors")
-k=$("$BUILD/knlp" eval --checkpoint "$hf/m" --data "$hf/d" --ctx 512 --batch 1 2>/dev/null | tail -1)
+k=$("$BUILD/knlp" eval --checkpoint "$hf/m" --data "$hf/d" --ctx 512 --batch 4 2>/dev/null | tail -1)
 p=$(OMP_NUM_THREADS=$(nproc) $PY "$top/scripts/ref/llama_eager.py" "$hf/m" "$hf/d/val.bin" 512 4)
 ks=$(jq_get "$k" seconds); ps=$(jq_get "$p" seconds); krss=$(jq_get "$k" peak_rss_bytes); prss=$(jq_get "$p" peak_rss_bytes)
 printf "  knlp %.1f s (%s tokens, loss %.6f), eager PyTorch %.1f s (loss %.6f): knlp %sx faster\n" "$ks" "$(jq_get "$k" tokens)" \

@@ -64,7 +64,7 @@ qwen2-f32 qwen2 f32 qwen3 --tied --kv-heads 2
 qwen2-bf16 qwen2 bf16 qwen3 --tied --kv-heads 2 --seed 3
 llama-bf16 llama bf16 llama3 --kv-heads 1 --rope-scaling llama3
 EOF2
-# The plan and its summary; a data-driven plan is refused plainly for now.
+# A plan and its summary.
 "$KNLP" export --checkpoint qwen2-f32 --format gguf --type q4_k --upgrade q8_0 --roles ffn_down,attn_v --pct 50 \
 	--plan magnitude --out mag.gguf >mag.log 2>&1 || bad "magnitude plan: $(cat mag.log)"
 $PYTHON - <<'PY' && ok || bad "magnitude plan summary: $(head -c 600 mag.gguf.plan.json)"
@@ -72,7 +72,44 @@ import json
 p = json.load(open("mag.gguf.plan.json"))
 assert p["architecture"] == "qwen2" and len(p["upgraded"]) == 2, p["upgraded"]
 PY
-expect_fail "plan fim on a Qwen2ForCausalLM folder is not implemented yet" \
-	"$KNLP" export --checkpoint qwen2-f32 --format gguf --type q4_k --plan fim --pct 10 --out fim.gguf
-[ ! -e fim.gguf ] && ok || bad "a refused export left a file"
+# The Fisher of the folder (through the model's gradient taps), and a plan it drives: the
+# upgraded tensors are the role's top layers by mean empirical Fisher; llama.cpp reads the file.
+"$KNLP" fim score --checkpoint qwen2-f32 --data data_qwen3 --split train --chunks 4 --seq 32 --out fim >fim.log 2>&1 ||
+	bad "fim score: $(tail -3 fim.log)"
+grep -q "memory: peak resident" fim.log && ok || bad "fim score does not state its memory"
+"$KNLP" export --checkpoint qwen2-f32 --format gguf --type q4_k --upgrade q8_0 --roles ffn_down,attn_v --pct 50 \
+	--plan fim --fisher fim/fisher.safetensors --out fimplan.gguf >fp.log 2>&1 || bad "fim plan: $(cat fp.log)"
+$PYTHON - <<'PY' && ok || bad "fim plan does not follow the Fisher: $(head -c 800 fimplan.gguf.plan.json)"
+import json
+p = json.load(open("fimplan.gguf.plan.json"))
+f = json.load(open("fim/fim.json"))
+mean = {t["name"]: t["empirical"]["mean"] for t in f["tensors"]}
+hf = {"ffn_down": "mlp.down_proj", "attn_v": "self_attn.v_proj"}
+up = sorted(p["upgraded"])
+want = []
+for role, part in hf.items():
+    best = max(range(2), key=lambda l: mean[f"model.layers.{l}.{part}.weight"])
+    want.append(f"blk.{best}.{role}.weight")
+assert up == sorted(want), (up, want)
+PY
+"$KNLP" eval --gguf fimplan.gguf --data small_qwen3 --ctx 32 >fk.log 2>/dev/null || bad "eval fim plan"
+node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" fimplan.gguf small_qwen3/val.bin 32 4 >fl.log 2>&1 || bad "llama.cpp fim plan"
+$PYTHON - <<'PY' && ok || bad "fim plan: knlp $(tail -1 fk.log) vs llama.cpp $(tail -1 fl.log)"
+import json
+k, l = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("fk.log", "fl.log"))
+assert abs(k["val_loss"] - l["val_loss"]) <= 1e-3 * l["val_loss"], (k, l)
+PY
+# knlp quantize: the plan's file and the perplexity it leaves, against the float folder.
+"$KNLP" quantize --checkpoint qwen2-f32 --data small_qwen3 --ctx 32 --base q4_k --upgrade q8_0 --roles ffn_down \
+	--pct 50 --plan fim --fisher fim/fisher.safetensors --out quant >q.log 2>&1 || bad "quantize: $(cat q.log)"
+$PYTHON - <<'PY' && ok || bad "quantize.json: $(head -c 600 quant/quantize.json)"
+import json
+q = json.load(open("quant/quantize.json"))
+k = json.loads(open("qwen2-f32.hf.log").read().strip().splitlines()[-1])
+assert abs(q["float_val_loss"] - k["val_loss"]) < 1e-6, (q["float_val_loss"], k["val_loss"])
+assert q["val_tokens"] == 139 and len(q["upgraded"]) == 1 and q["architecture"] == "qwen2", q
+PY
+expect_fail "plan imatrix on a Qwen2ForCausalLM folder is not implemented yet" \
+	"$KNLP" export --checkpoint qwen2-f32 --format gguf --type q4_k --plan imatrix --pct 10 --out im.gguf
+[ ! -e im.gguf ] && ok || bad "a refused export left a file"
 finish

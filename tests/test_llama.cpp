@@ -6,6 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fsutil.h"
+#include "core/rng.h"
+#include "data/tokens.h"
+#include "fim/fisher.h"
 #include "core/safetensors.h"
 #include "models/hf.h"
 #include "models/llama.h"
@@ -211,4 +214,68 @@ TEST(Llama, BadFoldersAreReported)
 			  HfCheckpoint ck(e.path);
 		  }).find("shard model-00002-of-00002.safetensors listed for tensor"),
 		  std::string::npos);
+}
+
+TEST(Llama, FisherThroughTheTapsEqualsPlainAutograd)
+{
+	for (bool tied : {false, true}) {
+		test::TempDir d;
+		Spec s;
+		s.tied = tied;
+		write_model(d.path, s);
+		// A token file of 400 ids.
+		std::string bytes;
+		Rng rng(3);
+		for (int i = 0; i < 400; i++) {
+			uint16_t v = static_cast<uint16_t>(rng.below(uint64_t(s.vocab)));
+			bytes.append(reinterpret_cast<const char *>(&v), 2);
+		}
+		write_file_atomic(join_path(d.path, "val.bin"), bytes);
+		TokenFile data(join_path(d.path, "val.bin"), int(s.vocab));
+		HfCheckpoint ck(d.path);
+		LlamaConfig c = llama_config_from(ck);
+		Llama m(c, ck);
+		FisherOptions o;
+		o.chunks = 3;
+		o.seq = 16;
+		o.progress = false;
+		auto r = compute_fisher(m, data, o);
+		// Plain autograd on float32 copies: the mean over windows of the squared gradient of
+		// the mean window loss.
+		Llama ref(c, ck, true);
+		auto named = ref->named_weights();
+		for (auto &[n, t] : named)
+			t.requires_grad_(true);
+		std::map<std::string, torch::Tensor> want;
+		for (int w = 0; w < o.chunks; w++) {
+			std::vector<int64_t> x(16), y(16);
+			data.window(uint64_t(r.starts[size_t(w)]), 16, x.data(), y.data());
+			auto logits = ref->logits(torch::tensor(x).view({1, 16}));
+			auto loss = torch::nn::functional::cross_entropy(logits.view({16, -1}), torch::tensor(y));
+			std::vector<torch::Tensor> ps;
+			for (auto &[n, t] : named)
+				ps.push_back(t);
+			auto g = torch::autograd::grad({loss}, ps, {}, false, false, true);
+			for (size_t i = 0; i < named.size(); i++) {
+				auto sq = g[i].defined() ? g[i] * g[i] : torch::zeros_like(named[i].second);
+				want[named[i].first] = want.count(named[i].first) ? want[named[i].first] + sq : sq;
+			}
+		}
+		ASSERT_EQ(r.names.size(), named.size());
+		for (auto &[n, t] : want) {
+			auto got = r.empirical.at(n);
+			auto expect = t / double(o.chunks);
+			EXPECT_TRUE(torch::allclose(got, expect, 1e-4, 1e-9 + 1e-4 * expect.abs().max().item<double>()))
+				<< n << (tied ? " (tied)" : "") << ": max difference "
+				<< (got - expect).abs().max().item<double>() << " of "
+				<< expect.abs().max().item<double>();
+		}
+		// The true Fisher: finite, non-negative, not the empirical one.
+		for (auto &[n, t] : r.true_fisher) {
+			EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << n;
+			EXPECT_GE(t.min().item<double>(), 0) << n;
+		}
+		EXPECT_FALSE(
+			torch::allclose(r.true_fisher.at("model.norm.weight"), r.empirical.at("model.norm.weight")));
+	}
 }

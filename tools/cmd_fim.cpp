@@ -1,11 +1,16 @@
 // knlp fim score | fim compare: the diagonal Fisher of a trained GPT-2 and its agreement
 // with Adam's second moment (fim/fisher.h).
+#include <filesystem>
+#include <sys/resource.h>
+
 #include <torch/torch.h>
 
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "data/tokens.h"
 #include "fim/fisher.h"
+#include "models/hf.h"
+#include "models/llama.h"
 #include "tools/commands.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
@@ -119,8 +124,50 @@ void define_score(CLI::App *c, ScoreArgs &a)
 	c->add_option("--out", a.out, "Output folder: fim.json and fisher.safetensors (default: RUN/fim)");
 }
 
+// A Hugging Face Llama-family folder: the Fisher through the model's gradient taps.
+void score_hf(ScoreArgs &a)
+{
+	const std::string &dir = a.fa.ckpt_path;
+	if (a.fa.data_dir.empty())
+		fail("fim score --checkpoint {}: a Hugging Face folder needs --data TOKEN_DIR (knlp prepare "
+		     "--tokenizer "
+		     "{})",
+		     dir, dir);
+	std::string out =
+		a.out.empty() ? "fim-" + std::filesystem::path(dir).lexically_normal().filename().string() : a.out;
+	if (out == "fim-")
+		out = "fim-model";
+	make_dirs(out);
+	HfCheckpoint ck(dir);
+	LlamaConfig c = llama_config_from(ck);
+	setup_threads(CoreSettings{});
+	Llama model(c, ck);
+	auto data = open_split(a.fa.data_dir, a.fa.split, static_cast<int>(c.vocab));
+	auto o = a.fa.options();
+	if (o.seq == 0)
+		o.seq = static_cast<int>(std::min<int64_t>(512, c.max_positions));
+	fmt::print("Fisher of {} ({}, {} parameters, {} weights) on {}: {} windows x {} tokens ({})\n", dir, c.hf_arch,
+		   c.num_params(), ck.dtype(), data->path(), o.chunks, o.seq, a.fa.kind);
+	auto r = compute_fisher(model, *data, o);
+	auto j = fisher_json(r);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	j["checkpoint"] = dir;
+	j["data"] = data->path();
+	j["peak_rss_bytes"] = int64_t(ru.ru_maxrss) * 1024;
+	j["weight_bytes"] = ck.weight_bytes();
+	print_fisher_table(r, j);
+	save_fisher(join_path(out, "fisher.safetensors"), r);
+	write_file_atomic(join_path(out, "fim.json"), j.dump(2) + "\n");
+	fmt::print("memory: peak resident {:.2f} GB ({:.2f}x the weights' {:.2f} GB)\n", ru.ru_maxrss * 1024 / 1e9,
+		   ru.ru_maxrss * 1024.0 / double(ck.weight_bytes()), ck.weight_bytes() / 1e9);
+	fmt::print("wrote {} and {}\n", join_path(out, "fim.json"), join_path(out, "fisher.safetensors"));
+}
+
 void run_score(ScoreArgs &a)
 {
+	if (is_hf_llama_dir(a.fa.ckpt_path))
+		return score_hf(a);
 	std::string ckpt = resolve_checkpoint(a.fa.ckpt_path, a.fa.which);
 	std::string out = a.out.empty() ? default_out(a.fa.ckpt_path) : a.out;
 	make_dirs(out); // fails early when the folder cannot be made

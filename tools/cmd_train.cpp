@@ -15,6 +15,7 @@
 #include "train/ddp.h"
 #include "train/device.h"
 #include "train/evaluate.h"
+#include "fim/fisher.h"
 #include "train/export.h"
 #include "train/generate.h"
 #include "train/loop.h"
@@ -176,14 +177,9 @@ std::unique_ptr<Tokenizer> hf_folder_tokenizer(const std::string &dir)
 	return make_hf_tokenizer(dir);
 }
 
-// A Llama-family folder (LlamaForCausalLM, Qwen2ForCausalLM); GPT2LMHeadModel goes through
-// load_model as a knlp GPT-2.
 bool is_hf_llama(const std::string &path)
 {
-	if (!is_hf_model_dir(path))
-		return false;
-	HfCheckpoint ck(path);
-	return ck.architecture() != "GPT2LMHeadModel";
+	return is_hf_llama_dir(path);
 }
 
 void sample_hf(SampleArgs &a)
@@ -398,6 +394,34 @@ void define_export(CLI::App *c, ExportArgs &a)
 	add_score_options(c, a.src);
 }
 
+// Mean empirical Fisher per tensor of a Llama-family folder for plan fim: from --fisher, or
+// computed on the calibration windows (--calib-data, else default_data).
+std::map<std::string, double> hf_fim_scores(const std::string &ckpt, const PlanOptions &po, const ScoreSource &src,
+					    const std::string &default_data)
+{
+	std::map<std::string, double> scores;
+	if (po.plan != "fim" || po.pct <= 0)
+		return scores;
+	FisherResult f;
+	if (!src.fisher_file.empty()) {
+		f = load_fisher(src.fisher_file);
+	} else {
+		std::string dir = src.data_dir.empty() ? default_data : src.data_dir;
+		if (dir.empty())
+			fail("plan fim on a Hugging Face folder needs --fisher FILE (knlp fim score) or --calib-data "
+			     "TOKEN_DIR");
+		HfCheckpoint ck(ckpt);
+		Llama m(llama_config_from(ck), ck);
+		auto data = open_split(dir, src.split, int(m->config().vocab));
+		FisherOptions fo;
+		fo.chunks = src.chunks;
+		fo.seq = src.seq > 0 ? src.seq : int(std::min<int64_t>(512, m->config().max_positions));
+		fo.true_fisher = false;
+		f = compute_fisher(m, *data, fo);
+	}
+	return fisher_tensor_means(f, "empirical");
+}
+
 void run_export(ExportArgs &a)
 {
 	std::string ckpt = resolve_checkpoint(a.ck.path, a.ck.which);
@@ -410,7 +434,8 @@ void run_export(ExportArgs &a)
 	PlanOptions po = plan_options(a.qtype, a.upgrade, a.roles, a.pct, a.plan, a.plan_seed);
 	if (is_hf_llama(ckpt)) {
 		setup_threads(CoreSettings{});
-		auto s = export_hf_gguf(ckpt, a.out, po);
+		auto scores = hf_fim_scores(ckpt, po, a.src, "");
+		auto s = export_hf_gguf(ckpt, a.out, po, scores);
 		fmt::print("exported {} to {} (GGUF v3, llama.cpp {}): {} bytes, {:.3f} bits per weight, base {}, {} "
 			   "upgraded to {}; plan in {}.plan.json\n",
 			   ckpt, a.out, s["architecture"].get<std::string>(), s["file_bytes"].get<uint64_t>(),
@@ -438,7 +463,7 @@ struct QuantizeArgs {
 	std::string base = "q3_k", upgrade = "q6_k", roles = "ffn_down", plan = "none", out, data;
 	double pct = 15;
 	uint64_t seed = 0;
-	int batch = 8;
+	int batch = 8, ctx = 0;
 	ScoreSource src;
 };
 
@@ -455,13 +480,68 @@ void define_quantize(CLI::App *c, QuantizeArgs &a)
 	c->add_option("--seed", a.seed, "Seed of the random plan")->capture_default_str();
 	c->add_option("--batch", a.batch, "Evaluation windows per batch")->capture_default_str();
 	c->add_option("--data", a.data, "Token folder whose val.bin is evaluated (default: the run's DATA_DIR)");
+	c->add_option("--ctx", a.ctx,
+		      "Hugging Face folders: tokens per evaluation window (0: max_position_embeddings, at most 1024)");
 	c->add_option("--out", a.out, "Output folder (model.gguf, model.gguf.plan.json, quantize.json)")->required();
+}
+
+// A Llama-family folder: the plan's GGUF file, and the perplexity of the model it leaves
+// against the folder's own (same windows).
+void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
+{
+	const std::string &ckpt = a.ck.path;
+	if (a.data.empty())
+		fail("quantize --checkpoint {}: a Hugging Face folder needs --data TOKEN_DIR", ckpt);
+	setup_threads(CoreSettings{});
+	make_dirs(a.out);
+	std::string file = join_path(a.out, "model.gguf");
+	// Calibration defaults to the training split of --data (not the text it is judged on).
+	auto scores = hf_fim_scores(ckpt, po, a.src, a.data);
+	auto plan = export_hf_gguf(ckpt, file, po, scores);
+	HfCheckpoint ck(ckpt);
+	LlamaConfig c = llama_config_from(ck);
+	int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
+	if (ctx > c.max_positions)
+		fail("quantize: --ctx {} exceeds the model's {} positions", ctx, c.max_positions);
+	auto val = open_split(a.data, "val", static_cast<int>(c.vocab));
+	Llama model(c, ck);
+	auto ref = evaluate_file(model, *val, a.batch, ctx, false);
+	Llama q = load_gguf_llama(file);
+	auto got = evaluate_file(q, *val, a.batch, ctx, false);
+	const double change = 100.0 * (got.perplexity / ref.perplexity - 1.0);
+	nlohmann::json j = {{"checkpoint", ckpt},
+			    {"architecture", c.arch},
+			    {"plan", a.plan},
+			    {"base", a.base},
+			    {"upgrade", a.upgrade},
+			    {"roles", a.roles},
+			    {"pct", a.pct},
+			    {"seed", a.seed},
+			    {"upgraded", plan["upgraded"]},
+			    {"fallbacks", plan["fallbacks"]},
+			    {"tensor_bytes", plan["bytes"]},
+			    {"file_bytes", plan["file_bytes"]},
+			    {"bits_per_weight", plan["bits_per_weight"]},
+			    {"ctx", ctx},
+			    {"val_tokens", got.tokens},
+			    {"val_loss", got.loss},
+			    {"val_perplexity", got.perplexity},
+			    {"float_val_loss", ref.loss},
+			    {"float_val_perplexity", ref.perplexity},
+			    {"perplexity_change_pct", change}};
+	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
+	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
+		   a.plan, a.base, a.upgrade, a.roles, a.pct, plan["bytes"].get<int64_t>(),
+		   plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity, change,
+		   join_path(a.out, "quantize.json"));
 }
 
 void run_quantize(QuantizeArgs &a)
 {
-	std::string ckpt = resolve_checkpoint(a.ck.path, a.ck.which);
 	PlanOptions po = plan_options(a.base, a.upgrade, a.roles, a.pct, a.plan, a.seed);
+	if (is_hf_llama(a.ck.path))
+		return quantize_hf(a, po);
+	std::string ckpt = resolve_checkpoint(a.ck.path, a.ck.which);
 	Config cfg;
 	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 	setup_threads(cfg.settings().core);

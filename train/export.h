@@ -55,9 +55,11 @@ struct ScoreSource {
 std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::string &val_file, int chunks, int seq);
 
 // GGUF of a Hugging Face LlamaForCausalLM / Qwen2ForCausalLM folder (llama.cpp's llama and
-// qwen2 architectures, its tokenizer.json as tokenizer.ggml.*), by a plan without data (none,
-// magnitude, random). Writes OUT atomically and OUT.plan.json; returns the plan summary.
-nlohmann::json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan);
+// qwen2 architectures, its tokenizer.json as tokenizer.ggml.*), by plan none, magnitude,
+// random, or fim with `scores` (mean empirical Fisher per tensor, Hugging Face names).
+// Writes OUT atomically and OUT.plan.json; returns the plan summary.
+nlohmann::json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan,
+			      const std::map<std::string, double> &scores = {});
 
 nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan, const ScoreSource &src = {});

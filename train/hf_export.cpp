@@ -54,7 +54,9 @@ void add_hf_tokenizer(GgufWriter &w, const std::string &dir, int64_t vocab, cons
 					       : m[0].get<std::string>() + " " + m[1].get<std::string>());
 	w.add("tokenizer.ggml.model", GgufType::STRING, "gpt2");
 	w.add("tokenizer.ggml.pre", GgufType::STRING,
-	      pre == "qwen2" ? "qwen2" : pre == "llama3" ? "llama-bpe" : "gpt-2");
+	      pre == "qwen2"	? "qwen2"
+	      : pre == "llama3" ? "llama-bpe"
+				: "gpt-2");
 	w.add_array("tokenizer.ggml.tokens", GgufType::STRING, tokens);
 	w.add_array("tokenizer.ggml.token_type", GgufType::I32, types);
 	w.add_array("tokenizer.ggml.merges", GgufType::STRING, merges);
@@ -79,18 +81,12 @@ torch::Tensor permute_rows(const torch::Tensor &w, int64_t heads)
 std::string gguf_llama_name(const std::string &hf)
 {
 	static const std::vector<std::pair<std::string, std::string>> inner = {
-		{"input_layernorm.weight", "attn_norm.weight"},
-		{"self_attn.q_proj.weight", "attn_q.weight"},
-		{"self_attn.q_proj.bias", "attn_q.bias"},
-		{"self_attn.k_proj.weight", "attn_k.weight"},
-		{"self_attn.k_proj.bias", "attn_k.bias"},
-		{"self_attn.v_proj.weight", "attn_v.weight"},
-		{"self_attn.v_proj.bias", "attn_v.bias"},
-		{"self_attn.o_proj.weight", "attn_output.weight"},
-		{"self_attn.o_proj.bias", "attn_output.bias"},
-		{"post_attention_layernorm.weight", "ffn_norm.weight"},
-		{"mlp.gate_proj.weight", "ffn_gate.weight"},
-		{"mlp.up_proj.weight", "ffn_up.weight"},
+		{"input_layernorm.weight", "attn_norm.weight"}, {"self_attn.q_proj.weight", "attn_q.weight"},
+		{"self_attn.q_proj.bias", "attn_q.bias"},	{"self_attn.k_proj.weight", "attn_k.weight"},
+		{"self_attn.k_proj.bias", "attn_k.bias"},	{"self_attn.v_proj.weight", "attn_v.weight"},
+		{"self_attn.v_proj.bias", "attn_v.bias"},	{"self_attn.o_proj.weight", "attn_output.weight"},
+		{"self_attn.o_proj.bias", "attn_output.bias"},	{"post_attention_layernorm.weight", "ffn_norm.weight"},
+		{"mlp.gate_proj.weight", "ffn_gate.weight"},	{"mlp.up_proj.weight", "ffn_up.weight"},
 		{"mlp.down_proj.weight", "ffn_down.weight"}};
 	const std::string pre = "model.layers.";
 	if (hf.rfind(pre, 0) == 0) {
@@ -111,13 +107,14 @@ std::string gguf_llama_name(const std::string &hf)
 
 } // namespace
 
-json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan)
+json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan,
+		    const std::map<std::string, double> &hf_scores)
 {
 	HfCheckpoint ck(hf_dir);
 	LlamaConfig c = llama_config_from(ck);
-	if (plan.plan != "none" && plan.plan != "magnitude" && plan.plan != "random")
-		fail("export: plan {} on a {} folder is not implemented yet (none, magnitude and random are)", plan.plan,
-		     c.hf_arch);
+	if (plan.plan != "none" && plan.plan != "magnitude" && plan.plan != "random" && plan.plan != "fim")
+		fail("export: plan {} on a {} folder is not implemented yet (none, magnitude, random and fim are)",
+		     plan.plan, c.hf_arch);
 	Llama model(c, ck);
 	const std::string &a = c.arch;
 	GgufWriter w;
@@ -167,6 +164,8 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 		if (plan.plan == "magnitude")
 			scores[name] = t.abs().mean().item<double>();
 	}
+	for (const auto &[hf, v] : hf_scores)
+		scores[gguf_llama_name(hf)] = v;
 	auto planned = make_plan(shapes, scores, plan);
 	for (size_t i = 0; i < tensors.size(); i++) {
 		const auto &pt = planned[i];
