@@ -67,7 +67,8 @@ FisherResult compute_fisher(Llama &model, const TokenFile &data, const FisherOpt
 			auto loss = model->head_loss_sum(h, y) / double(T);
 			double l = loss.item<double>();
 			if (!std::isfinite(l))
-				fail("fim: the loss of window {} (offset {} of {}) is not finite; the model holds NaN or "
+				fail("fim: the loss of window {} (offset {} of {}) is not finite; the model holds NaN "
+				     "or "
 				     "infinite weights",
 				     w, r.starts[size_t(w)], data.path());
 			loss_sum += l;

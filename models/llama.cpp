@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/hf.h"
+#include "data/tokens.h"
 #include "quant/gguf.h"
 
 namespace knlp {
@@ -374,6 +375,11 @@ void LlamaFisherTap::flush()
 
 torch::Tensor LlamaImpl::proj(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
 {
+	if (act_) {
+		auto sq = x.detach().reshape({-1, x.size(-1)}).pow(2).sum(0);
+		auto &a = (*act_)[w.data_ptr()];
+		a = a.defined() ? a + sq : sq;
+	}
 	if (!tap_)
 		return lin(x, w, b);
 	// (An empty tensor stands for no bias: autograd functions take defined tensors.)
@@ -657,6 +663,44 @@ Llama load_gguf_llama(const std::string &path)
 	if (has("rope_freqs.weight"))
 		factors = load("rope_freqs.weight", {c.head_dim / 2});
 	return Llama(c, source, factors);
+}
+
+std::map<std::string, torch::Tensor> collect_imatrix(Llama &model, const TokenFile &data, int chunks, int seq)
+{
+	const auto &c = model->config();
+	if (seq < 1 || seq > c.max_positions)
+		fail("imatrix: window of {} tokens outside [1, {}] (the model's positions)", seq, c.max_positions);
+	if (chunks < 1)
+		fail("imatrix: {} windows (at least 1)", chunks);
+	uint64_t n = data.size();
+	if (n < uint64_t(seq) + 1)
+		fail("{}: {} tokens is smaller than one window of {} + 1", data.path(), n, seq);
+	std::unordered_map<const void *, torch::Tensor> sums;
+	model->set_activation_sink(&sums);
+	struct Off {
+		Llama &m;
+		~Off() { m->set_activation_sink(nullptr); }
+	} off{model};
+	torch::NoGradGuard ng;
+	std::vector<int64_t> x(static_cast<size_t>(seq)), y(static_cast<size_t>(seq));
+	uint64_t span = n - uint64_t(seq) - 1;
+	for (int w = 0; w < chunks; w++) {
+		uint64_t start = chunks == 1 ? 0 : span * uint64_t(w) / uint64_t(chunks - 1);
+		data.window(start, seq, x.data(), y.data());
+		auto h = model->hidden(torch::from_blob(x.data(), {1, seq}, torch::kLong).clone());
+		// The head's input: the final normed hidden states.
+		auto sq = h.reshape({-1, c.hidden}).pow(2).sum(0);
+		auto &a = sums[model->head_weight().data_ptr()];
+		a = a.defined() ? a + sq : sq;
+	}
+	std::map<std::string, torch::Tensor> out;
+	const double tokens = double(chunks) * seq;
+	for (auto &[name, t] : model->named_weights()) {
+		auto it = sums.find(t.data_ptr());
+		if (it != sums.end() && t.dim() == 2)
+			out[name] = it->second / tokens;
+	}
+	return out;
 }
 
 } // namespace knlp

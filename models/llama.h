@@ -5,6 +5,7 @@
 // float32 on the CPU, each weight widened as it is used.
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -86,6 +87,9 @@ public:
 	torch::Tensor head_weight() const { return c_.tied ? embed_ : lm_head_; }
 	// Fisher mode (nullptr: off). In it, loss_sum() differentiates through the taps.
 	void set_fisher_tap(LlamaFisherTap *t) { tap_ = t; }
+	// Activation statistics (nullptr: off): every linear adds the sum over tokens of its
+	// input's squares, per input channel, keyed by its weight's storage.
+	void set_activation_sink(std::unordered_map<const void *, torch::Tensor> *s) { act_ = s; }
 	// The final hidden states and, for the Fisher, the loss of given labels from them.
 	torch::Tensor head_loss_sum(const torch::Tensor &h, const torch::Tensor &targets);
 	// One label per position drawn from the model's predictive distribution (Gumbel-max over
@@ -101,12 +105,19 @@ private:
 	torch::Tensor proj(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
 	torch::Tensor norm(const torch::Tensor &x, const torch::Tensor &w);
 	LlamaFisherTap *tap_ = nullptr;
+	std::unordered_map<const void *, torch::Tensor> *act_ = nullptr;
 	LlamaConfig c_;
 	torch::Tensor embed_, norm_, lm_head_;
 	std::vector<Layer> layers_;
 	torch::Tensor inv_freq_;
 };
 TORCH_MODULE(Llama);
+
+// Mean squared input activation per input channel of every linear weight (Hugging Face
+// names), over `chunks` windows of `seq` tokens spread over the file: llama.cpp's
+// importance matrix.
+class TokenFile;
+std::map<std::string, torch::Tensor> collect_imatrix(Llama &model, const TokenFile &data, int chunks, int seq);
 
 // A model rebuilt from a GGUF file of llama.cpp's llama or qwen2 architecture (knlp's export
 // or another), every tensor dequantized to float32: the model a quantization plan leaves.

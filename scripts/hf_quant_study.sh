@@ -1,7 +1,8 @@
 #!/bin/sh
 # The seed's experiment on any local Hugging Face Llama-family folder (Qwen2, Llama): base
 # q3_k with a few tensors upgraded to q6_k, chosen by the Fisher (empirical diagonal on the
-# training split), by weight magnitude and at random (3 seeds); the same budget for every
+# training split: its mean, and fim-error), by llama.cpp's importance matrix (imatrix), by
+# weight magnitude and at random (3 seeds); the same budget for every
 # plan (the same count of tensors of the same shapes, so equal bytes), next to plain q3_k
 # and q4_k. Perplexity over the validation split, the float model's in the same windows.
 # usage: scripts/hf_quant_study.sh MODEL_DIR TOKEN_DIR OUTDIR [PCT] [ROLES] [CTX]
@@ -30,6 +31,8 @@ q() { # name args...
 q q4_k --base q4_k --pct 0
 q q3_k --base q3_k --pct 0
 q fim --base q3_k --upgrade q6_k --roles "$roles" --pct "$pct" --plan fim --fisher "$out/fim/fisher.safetensors"
+q fim-error --base q3_k --upgrade q6_k --roles "$roles" --pct "$pct" --plan fim-error --fisher "$out/fim/fisher.safetensors"
+q imatrix --base q3_k --upgrade q6_k --roles "$roles" --pct "$pct" --plan imatrix --calib-windows "$CHUNKS" --calib-seq "$ctx"
 q magnitude --base q3_k --upgrade q6_k --roles "$roles" --pct "$pct" --plan magnitude
 for s in 1 2 3; do
 	q "random$s" --base q3_k --upgrade q6_k --roles "$roles" --pct "$pct" --plan random --seed "$s"
@@ -38,7 +41,7 @@ done
 import glob, json, os, sys
 out = sys.argv[1]
 rows = {os.path.basename(os.path.dirname(f))[2:]: json.load(open(f)) for f in glob.glob(out + "/q_*/quantize.json")}
-order = ["q4_k", "q3_k", "fim", "magnitude"] + sorted(k for k in rows if k.startswith("random"))
+order = ["q4_k", "q3_k", "fim", "fim-error", "imatrix", "magnitude"] + sorted(k for k in rows if k.startswith("random"))
 ref = next(iter(rows.values()))
 print(f"float: perplexity {ref['float_val_perplexity']:.4f} over {ref['val_tokens']} tokens (windows of {ref['ctx']})")
 print(f"{'plan':<11} {'upgraded':>8} {'bytes':>12} {'bits/weight':>11} {'perplexity':>11} {'vs float':>9}")

@@ -279,3 +279,41 @@ TEST(Llama, FisherThroughTheTapsEqualsPlainAutograd)
 			torch::allclose(r.true_fisher.at("model.norm.weight"), r.empirical.at("model.norm.weight")));
 	}
 }
+
+TEST(Llama, ImatrixIsTheMeanSquaredInputOfEachLinear)
+{
+	test::TempDir d;
+	Spec s;
+	write_model(d.path, s);
+	std::string bytes;
+	Rng rng(5);
+	for (int i = 0; i < 200; i++) {
+		uint16_t v = static_cast<uint16_t>(rng.below(uint64_t(s.vocab)));
+		bytes.append(reinterpret_cast<const char *>(&v), 2);
+	}
+	write_file_atomic(join_path(d.path, "val.bin"), bytes);
+	TokenFile data(join_path(d.path, "val.bin"), int(s.vocab));
+	HfCheckpoint ck(d.path);
+	Llama m(llama_config_from(ck), ck);
+	auto im = collect_imatrix(m, data, 3, 10);
+	// Layer 0's q, k and v see the RMS-normed embedding: computed here by hand.
+	auto E = ck.get("model.embed_tokens.weight", {s.vocab, s.hidden}, true);
+	auto g = ck.get("model.layers.0.input_layernorm.weight", {s.hidden}, true);
+	torch::Tensor sum = torch::zeros({s.hidden});
+	uint64_t span = data.size() - 10 - 1;
+	for (int w = 0; w < 3; w++) {
+		std::vector<int64_t> x(10), y(10);
+		data.window(span * uint64_t(w) / 2, 10, x.data(), y.data());
+		auto e = E.index_select(0, torch::tensor(x));
+		auto h = g * (e * torch::rsqrt(e.pow(2).mean(-1, true) + 1e-6));
+		sum += h.pow(2).sum(0);
+	}
+	auto want = sum / 30.0;
+	for (const char *n : {"q_proj", "k_proj", "v_proj"})
+		EXPECT_TRUE(torch::allclose(im.at(std::string("model.layers.0.self_attn.") + n + ".weight"), want, 1e-4,
+					    1e-6))
+			<< n;
+	EXPECT_EQ(im.size(), size_t(2 * 7 + 1)); // seven linears a layer, and the untied head
+	EXPECT_EQ(im.at("lm_head.weight").size(0), s.hidden);
+	EXPECT_EQ(im.at("model.layers.1.mlp.down_proj.weight").size(0), s.inter);
+}

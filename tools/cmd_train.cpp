@@ -394,32 +394,40 @@ void define_export(CLI::App *c, ExportArgs &a)
 	add_score_options(c, a.src);
 }
 
-// Mean empirical Fisher per tensor of a Llama-family folder for plan fim: from --fisher, or
-// computed on the calibration windows (--calib-data, else default_data).
-std::map<std::string, double> hf_fim_scores(const std::string &ckpt, const PlanOptions &po, const ScoreSource &src,
-					    const std::string &default_data)
+// What a data-driven plan scores a Llama-family folder with: the empirical Fisher (from
+// --fisher, or computed on the calibration windows) for fim and fim-error, activation
+// statistics for imatrix. Calibration: --calib-data, else default_data, split --calib-split.
+HfPlanData hf_plan_data(const std::string &ckpt, const PlanOptions &po, const ScoreSource &src,
+			const std::string &default_data)
 {
-	std::map<std::string, double> scores;
-	if (po.plan != "fim" || po.pct <= 0)
-		return scores;
-	FisherResult f;
-	if (!src.fisher_file.empty()) {
-		f = load_fisher(src.fisher_file);
-	} else {
-		std::string dir = src.data_dir.empty() ? default_data : src.data_dir;
-		if (dir.empty())
-			fail("plan fim on a Hugging Face folder needs --fisher FILE (knlp fim score) or --calib-data "
-			     "TOKEN_DIR");
-		HfCheckpoint ck(ckpt);
-		Llama m(llama_config_from(ck), ck);
-		auto data = open_split(dir, src.split, int(m->config().vocab));
+	HfPlanData d;
+	const bool fisher = po.plan == "fim" || po.plan == "fim-error";
+	if (po.pct <= 0 || (!fisher && po.plan != "imatrix"))
+		return d;
+	if (fisher && !src.fisher_file.empty()) {
+		d.fisher = load_fisher(src.fisher_file).empirical;
+		d.source = src.fisher_file;
+		return d;
+	}
+	std::string dir = src.data_dir.empty() ? default_data : src.data_dir;
+	if (dir.empty())
+		fail("plan {} on a Hugging Face folder needs --calib-data TOKEN_DIR{}", po.plan,
+		     fisher ? " (or --fisher FILE of knlp fim score)" : "");
+	HfCheckpoint ck(ckpt);
+	Llama m(llama_config_from(ck), ck);
+	auto data = open_split(dir, src.split, int(m->config().vocab));
+	int seq = src.seq > 0 ? src.seq : int(std::min<int64_t>(512, m->config().max_positions));
+	if (fisher) {
 		FisherOptions fo;
 		fo.chunks = src.chunks;
-		fo.seq = src.seq > 0 ? src.seq : int(std::min<int64_t>(512, m->config().max_positions));
+		fo.seq = seq;
 		fo.true_fisher = false;
-		f = compute_fisher(m, *data, fo);
+		d.fisher = compute_fisher(m, *data, fo).empirical;
+	} else {
+		d.imatrix = collect_imatrix(m, *data, src.chunks, seq);
 	}
-	return fisher_tensor_means(f, "empirical");
+	d.source = fmt::format("{} windows x {} tokens of {}", src.chunks, seq, data->path());
+	return d;
 }
 
 void run_export(ExportArgs &a)
@@ -434,8 +442,7 @@ void run_export(ExportArgs &a)
 	PlanOptions po = plan_options(a.qtype, a.upgrade, a.roles, a.pct, a.plan, a.plan_seed);
 	if (is_hf_llama(ckpt)) {
 		setup_threads(CoreSettings{});
-		auto scores = hf_fim_scores(ckpt, po, a.src, "");
-		auto s = export_hf_gguf(ckpt, a.out, po, scores);
+		auto s = export_hf_gguf(ckpt, a.out, po, hf_plan_data(ckpt, po, a.src, ""));
 		fmt::print("exported {} to {} (GGUF v3, llama.cpp {}): {} bytes, {:.3f} bits per weight, base {}, {} "
 			   "upgraded to {}; plan in {}.plan.json\n",
 			   ckpt, a.out, s["architecture"].get<std::string>(), s["file_bytes"].get<uint64_t>(),
@@ -496,8 +503,7 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 	make_dirs(a.out);
 	std::string file = join_path(a.out, "model.gguf");
 	// Calibration defaults to the training split of --data (not the text it is judged on).
-	auto scores = hf_fim_scores(ckpt, po, a.src, a.data);
-	auto plan = export_hf_gguf(ckpt, file, po, scores);
+	auto plan = export_hf_gguf(ckpt, file, po, hf_plan_data(ckpt, po, a.src, a.data));
 	HfCheckpoint ck(ckpt);
 	LlamaConfig c = llama_config_from(ck);
 	int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
@@ -518,6 +524,7 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 			    {"pct", a.pct},
 			    {"seed", a.seed},
 			    {"upgraded", plan["upgraded"]},
+			    {"score_source", plan["score_source"]},
 			    {"fallbacks", plan["fallbacks"]},
 			    {"tensor_bytes", plan["bytes"]},
 			    {"file_bytes", plan["file_bytes"]},

@@ -54,12 +54,20 @@ struct ScoreSource {
 // (keyed by the weight's name), over the windows a ScoreSource describes.
 std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::string &val_file, int chunks, int seq);
 
+// What the data-driven plans of a Llama-family export score with (Hugging Face names):
+// fim the per-element empirical Fisher (its mean), fim-error the same Fisher against the
+// base type's error, imatrix the mean squared input activation per input channel.
+struct HfPlanData {
+	std::map<std::string, torch::Tensor> fisher, imatrix;
+	std::string source; // where they came from, for the plan summary
+};
+
 // GGUF of a Hugging Face LlamaForCausalLM / Qwen2ForCausalLM folder (llama.cpp's llama and
 // qwen2 architectures, its tokenizer.json as tokenizer.ggml.*), by plan none, magnitude,
-// random, or fim with `scores` (mean empirical Fisher per tensor, Hugging Face names).
+// random, fim, fim-error or imatrix (the last three with `data`, scored as export_gguf's).
 // Writes OUT atomically and OUT.plan.json; returns the plan summary.
 nlohmann::json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan,
-			      const std::map<std::string, double> &scores = {});
+			      const HfPlanData &data = {});
 
 nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan, const ScoreSource &src = {});

@@ -107,14 +107,12 @@ std::string gguf_llama_name(const std::string &hf)
 
 } // namespace
 
-json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan,
-		    const std::map<std::string, double> &hf_scores)
+json export_hf_gguf(const std::string &hf_dir, const std::string &out, const PlanOptions &plan, const HfPlanData &data)
 {
 	HfCheckpoint ck(hf_dir);
 	LlamaConfig c = llama_config_from(ck);
-	if (plan.plan != "none" && plan.plan != "magnitude" && plan.plan != "random" && plan.plan != "fim")
-		fail("export: plan {} on a {} folder is not implemented yet (none, magnitude, random and fim are)",
-		     plan.plan, c.hf_arch);
+	if (plan.plan == "squisher")
+		fail("export: plan squisher needs Adam's second moment; a Hugging Face folder has no optimizer state");
 	Llama model(c, ck);
 	const std::string &a = c.arch;
 	GgufWriter w;
@@ -142,6 +140,46 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 	add_hf_tokenizer(w, hf_dir, c.vocab, c);
 	w.add("knlp.plan", GgufType::STRING, plan.plan);
 	w.add("knlp.code_version", GgufType::STRING, code_version());
+
+	// Scores of the data-driven plans, on the weights in Hugging Face's row order (blocks
+	// run along rows, so llama's q/k row reordering leaves each row's error as it is).
+	const bool data_plan =
+		plan.pct > 0 && (plan.plan == "fim" || plan.plan == "fim-error" || plan.plan == "imatrix");
+	std::map<std::string, double> hf_scores;
+	auto base_error = [&](const torch::Tensor &t) {
+		bool fb;
+		GgmlType ty = plan_fit(plan.base, t.size(-1), &fb);
+		std::string q(size_t(ggml_row_bytes(ty, t.size(-1)) * (t.numel() / t.size(-1))), '\0');
+		auto back = torch::empty_like(t);
+		ggml_quantize(ty, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(q.data()));
+		ggml_dequantize(ty, reinterpret_cast<const uint8_t *>(q.data()), t.numel(), back.data_ptr<float>());
+		return (t - back).pow(2);
+	};
+	if (data_plan)
+		for (auto &named : model->named_weights()) {
+			const std::string &hf = named.first;
+			const torch::Tensor &t = named.second;
+			int layer;
+			if (gpt2_role(hf, &layer).empty() || t.dim() != 2)
+				continue;
+			auto need = [&](const std::map<std::string, torch::Tensor> &m, const char *what) {
+				auto it = m.find(hf);
+				if (it == m.end())
+					fail("export: plan {}: no {} for tensor {}", plan.plan, what, hf);
+				return it->second;
+			};
+			auto f = t.to(torch::kFloat).contiguous();
+			if (plan.plan == "fim")
+				hf_scores[hf] = need(data.fisher, "Fisher diagonal").mean().item<double>();
+			else if (plan.plan == "fim-error")
+				hf_scores[hf] = 0.5 * (need(data.fisher, "Fisher diagonal") * base_error(f))
+							      .sum(torch::kDouble)
+							      .item<double>();
+			else
+				hf_scores[hf] = (base_error(f).sum(0) * need(data.imatrix, "activation statistics"))
+							.sum(torch::kDouble)
+							.item<double>();
+		}
 
 	// Weights in llama.cpp's names and row order, as float32 for the quantizers.
 	std::vector<std::pair<std::string, torch::Tensor>> tensors;
@@ -182,6 +220,7 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 	}
 	auto summary = plan_summary(planned, plan);
 	summary["architecture"] = a;
+	summary["score_source"] = data_plan ? data.source : plan.plan == "magnitude" ? "weights" : "";
 	summary["checkpoint"] = hf_dir;
 	uint64_t size = w.write(out);
 	summary["file_bytes"] = size;
