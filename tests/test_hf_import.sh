@@ -71,4 +71,11 @@ truncate -s -1000 "$T/trunc/model.safetensors"
 expect_fail "truncated file?" "$KNLP" eval --checkpoint "$T/trunc" --data "$T/qdata"
 expect_fail "exceeds the model's 256 positions" "$KNLP" eval --checkpoint "$T/qwen2-f32" --data "$T/qdata" --ctx 300
 expect_fail "is larger than the model's (50257)" "$KNLP" eval --checkpoint "$T/gpt2" --data "$T/qdata"
+# The GPT-2 commands on a GPT2LMHeadModel folder: a Fisher-planned quantization calibrates on
+# --data's training split; without data a plan that needs it says so.
+"$KNLP" quantize --checkpoint "$T/gpt2" --data "$T/gdata" --base q8_0 --upgrade f16 --pct 50 --plan fim \
+	--calib-windows 2 --calib-seq 16 --out "$T/gq" >"$T/gq.log" 2>&1 || bad "gpt2 quantize: $(cat "$T/gq.log")"
+grep -q '"val_loss"' "$T/gq/quantize.json" 2>/dev/null && ok || bad "gpt2 quantize.json missing"
+expect_fail "has no token data of its own; pass --calib-data TOKEN_DIR" \
+	"$KNLP" export --checkpoint "$T/gpt2" --format gguf --type q8_0 --plan imatrix --pct 50 --out "$T/gi.gguf"
 finish

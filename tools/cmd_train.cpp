@@ -549,6 +549,9 @@ void run_quantize(QuantizeArgs &a)
 	if (is_hf_llama(a.ck.path))
 		return quantize_hf(a, po);
 	std::string ckpt = resolve_checkpoint(a.ck.path, a.ck.which);
+	// A Hugging Face GPT-2 folder calibrates on --data's training split unless told otherwise.
+	if (is_hf_model_dir(ckpt) && a.src.data_dir.empty())
+		a.src.data_dir = a.data;
 	Config cfg;
 	GPT2 model = load_model(ckpt, torch::kCPU, &cfg);
 	setup_threads(cfg.settings().core);

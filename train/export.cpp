@@ -336,6 +336,9 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 	std::map<std::string, torch::Tensor> fisher, imatrix;
 	if (data_plan && plan.pct > 0) {
 		std::string dir = src.data_dir.empty() ? cfg.data.dir : src.data_dir;
+		if (dir.empty() && (plan.plan == "imatrix" || src.fisher_file.empty()))
+			fail("plan {}: {} has no token data of its own; pass --calib-data TOKEN_DIR{}", plan.plan,
+			     ckpt_dir, plan.plan == "imatrix" ? "" : " (or --fisher FILE)");
 		std::string val = join_path(dir, src.split + ".bin");
 		int seq = src.seq > 0 ? src.seq : std::min(512, c.block_size);
 		if (plan.plan == "imatrix") {
