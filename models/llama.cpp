@@ -246,6 +246,31 @@ torch::Tensor rope(const torch::Tensor &x, const torch::Tensor &cos, const torch
 	auto rot = torch::cat({-x2, x1}, -1);
 	return x * cos + rot * sin;
 }
+// Log-sum-exp of each row of h W^T and the logit of its target y (>= 0), with W taken in
+// chunks of `cols` rows (widened one chunk at a time): no [rows, vocab] tensor is made.
+std::pair<torch::Tensor, torch::Tensor> chunked_lse(const torch::Tensor &h, const torch::Tensor &W,
+						    const torch::Tensor &y, int64_t cols)
+{
+	const int64_t V = W.size(0);
+	torch::Tensor m, s, tgt = torch::zeros({h.size(0)}, torch::kFloat);
+	for (int64_t c0 = 0; c0 < V; c0 += cols) {
+		int64_t n = std::min(cols, V - c0);
+		auto logits = torch::matmul(h, f32(W.narrow(0, c0, n)).t());
+		auto cm = std::get<0>(logits.max(1));
+		if (!m.defined()) {
+			m = cm;
+			s = (logits - m.unsqueeze(1)).exp().sum(1);
+		} else {
+			auto nm = torch::maximum(m, cm);
+			s = s * (m - nm).exp() + (logits - nm.unsqueeze(1)).exp().sum(1);
+			m = nm;
+		}
+		auto in = (y >= c0).logical_and(y < c0 + n);
+		tgt = torch::where(in, logits.gather(1, (y - c0).clamp(0, n - 1).unsqueeze(1)).squeeze(1), tgt);
+	}
+	return {m + s.log(), tgt};
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -309,24 +334,7 @@ struct HeadTap : public torch::autograd::Function<HeadTap> {
 		ctx->saved_data["tap"] = tap;
 		ctx->saved_data["w"] = w;
 		ctx->saved_data["y"] = y;
-		const int64_t V = w.size(0);
-		torch::Tensor m, s, tgt = torch::zeros({h.size(0)}, torch::kFloat);
-		for (int64_t c0 = 0; c0 < V; c0 += cols) {
-			int64_t n = std::min(cols, V - c0);
-			auto logits = torch::matmul(h, f32(w.narrow(0, c0, n)).t());
-			auto cm = std::get<0>(logits.max(1));
-			if (!m.defined()) {
-				m = cm;
-				s = (logits - m.unsqueeze(1)).exp().sum(1);
-			} else {
-				auto nm = torch::maximum(m, cm);
-				s = s * (m - nm).exp() + (logits - nm.unsqueeze(1)).exp().sum(1);
-				m = nm;
-			}
-			auto in = (y >= c0).logical_and(y < c0 + n);
-			tgt = torch::where(in, logits.gather(1, (y - c0).clamp(0, n - 1).unsqueeze(1)).squeeze(1), tgt);
-		}
-		auto lse = m + s.log();
+		auto [lse, tgt] = chunked_lse(h, w, y, cols);
 		ctx->save_for_backward({h, lse});
 		return (lse - tgt).sum();
 	}
@@ -494,7 +502,7 @@ std::pair<torch::Tensor, int64_t> LlamaImpl::loss_sum(const torch::Tensor &idx, 
 	auto h = hidden(idx).reshape({-1, c_.hidden});
 	auto y = targets.reshape({-1});
 	const auto &W = head_weight();
-	const int64_t N = h.size(0), V = c_.vocab;
+	const int64_t N = h.size(0);
 	const int64_t rows = 1024, cols = 32768;
 	torch::Tensor total = torch::zeros({}, torch::kFloat);
 	int64_t count = 0;
@@ -503,25 +511,8 @@ std::pair<torch::Tensor, int64_t> LlamaImpl::loss_sum(const torch::Tensor &idx, 
 		auto hr = h.narrow(0, r, n), yr = y.narrow(0, r, n);
 		auto valid = yr >= 0;
 		auto yc = yr.clamp_min(0);
-		// Running log-sum-exp over vocabulary chunks, and the target's logit.
-		torch::Tensor m, s, tgt = torch::zeros({n}, torch::kFloat);
-		for (int64_t c0 = 0; c0 < V; c0 += cols) {
-			int64_t w = std::min(cols, V - c0);
-			auto logits = torch::matmul(hr, f32(W.narrow(0, c0, w)).t());
-			auto cm = std::get<0>(logits.max(1));
-			if (!m.defined()) {
-				m = cm;
-				s = (logits - m.unsqueeze(1)).exp().sum(1);
-			} else {
-				auto nm = torch::maximum(m, cm);
-				s = s * (m - nm).exp() + (logits - nm.unsqueeze(1)).exp().sum(1);
-				m = nm;
-			}
-			auto in = (yc >= c0).logical_and(yc < c0 + w);
-			auto local = (yc - c0).clamp(0, w - 1);
-			tgt = torch::where(in, logits.gather(1, local.unsqueeze(1)).squeeze(1), tgt);
-		}
-		auto nll = (m + s.log()) - tgt;
+		auto [lse, tgt] = chunked_lse(hr, W, yc, cols);
+		auto nll = lse - tgt;
 		total = total + torch::where(valid, nll, torch::zeros_like(nll)).sum();
 		count += valid.sum().item<int64_t>();
 	}
@@ -538,6 +529,35 @@ torch::Tensor LlamaImpl::forward_cached(const torch::Tensor &idx, LlamaCache &ca
 	auto h = hidden(idx, &cache);
 	auto last = h.select(1, h.size(1) - 1);
 	return torch::matmul(last, f32(head_weight()).t());
+}
+
+std::string gguf_llama_name(const std::string &hf)
+{
+	static const std::vector<std::pair<std::string, std::string>> inner = {
+		{"input_layernorm.weight", "attn_norm.weight"}, {"self_attn.q_proj.weight", "attn_q.weight"},
+		{"self_attn.q_proj.bias", "attn_q.bias"},	{"self_attn.k_proj.weight", "attn_k.weight"},
+		{"self_attn.k_proj.bias", "attn_k.bias"},	{"self_attn.v_proj.weight", "attn_v.weight"},
+		{"self_attn.v_proj.bias", "attn_v.bias"},	{"self_attn.o_proj.weight", "attn_output.weight"},
+		{"self_attn.o_proj.bias", "attn_output.bias"},	{"post_attention_layernorm.weight", "ffn_norm.weight"},
+		{"mlp.gate_proj.weight", "ffn_gate.weight"},	{"mlp.up_proj.weight", "ffn_up.weight"},
+		{"mlp.down_proj.weight", "ffn_down.weight"}};
+	if (hf == "model.embed_tokens.weight")
+		return "token_embd.weight";
+	if (hf == "model.norm.weight")
+		return "output_norm.weight";
+	if (hf == "lm_head.weight")
+		return "output.weight";
+	const std::string pre = "model.layers.";
+	if (hf.rfind(pre, 0) == 0) {
+		size_t dot = hf.find('.', pre.size());
+		if (dot != std::string::npos) {
+			std::string layer = hf.substr(pre.size(), dot - pre.size()), rest = hf.substr(dot + 1);
+			for (const auto &[h, g] : inner)
+				if (rest == h)
+					return "blk." + layer + "." + g;
+		}
+	}
+	return "";
 }
 
 std::string gguf_architecture(const std::string &path)
@@ -619,35 +639,7 @@ Llama load_gguf_llama(const std::string &path)
 	};
 	// Hugging Face names -> llama.cpp names; llama's q and k rows back to rotate-half order.
 	auto source = [&](const std::string &hf, const std::vector<int64_t> &shape) {
-		static const std::vector<std::pair<std::string, std::string>> inner = {
-			{"input_layernorm.weight", "attn_norm.weight"},
-			{"self_attn.q_proj.weight", "attn_q.weight"},
-			{"self_attn.q_proj.bias", "attn_q.bias"},
-			{"self_attn.k_proj.weight", "attn_k.weight"},
-			{"self_attn.k_proj.bias", "attn_k.bias"},
-			{"self_attn.v_proj.weight", "attn_v.weight"},
-			{"self_attn.v_proj.bias", "attn_v.bias"},
-			{"self_attn.o_proj.weight", "attn_output.weight"},
-			{"self_attn.o_proj.bias", "attn_output.bias"},
-			{"post_attention_layernorm.weight", "ffn_norm.weight"},
-			{"mlp.gate_proj.weight", "ffn_gate.weight"},
-			{"mlp.up_proj.weight", "ffn_up.weight"},
-			{"mlp.down_proj.weight", "ffn_down.weight"}};
-		std::string g;
-		if (hf == "model.embed_tokens.weight")
-			g = "token_embd.weight";
-		else if (hf == "model.norm.weight")
-			g = "output_norm.weight";
-		else if (hf == "lm_head.weight")
-			g = "output.weight";
-		else {
-			const std::string pre = "model.layers.";
-			size_t dot = hf.find('.', pre.size());
-			std::string layer = hf.substr(pre.size(), dot - pre.size()), rest = hf.substr(dot + 1);
-			for (const auto &[h, n] : inner)
-				if (rest == h)
-					g = "blk." + layer + "." + n;
-		}
+		std::string g = gguf_llama_name(hf);
 		if (g.empty())
 			fail("{}: no llama.cpp name for {}", path, hf);
 		auto t = load(g, shape);

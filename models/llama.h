@@ -122,6 +122,8 @@ std::map<std::string, torch::Tensor> collect_imatrix(Llama &model, const TokenFi
 // A model rebuilt from a GGUF file of llama.cpp's llama or qwen2 architecture (knlp's export
 // or another), every tensor dequantized to float32: the model a quantization plan leaves.
 Llama load_gguf_llama(const std::string &path);
+// llama.cpp's tensor name of a Llama-family weight's Hugging Face name ("" when none).
+std::string gguf_llama_name(const std::string &hf);
 // The architecture a GGUF file declares ("" when it cannot be read).
 std::string gguf_architecture(const std::string &path);
 

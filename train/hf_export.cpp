@@ -78,31 +78,13 @@ torch::Tensor permute_rows(const torch::Tensor &w, int64_t heads)
 	return r.contiguous();
 }
 
-std::string gguf_llama_name(const std::string &hf)
+// llama.cpp's name of a weight, which every weight of the model has.
+std::string gguf_name_of(const std::string &hf)
 {
-	static const std::vector<std::pair<std::string, std::string>> inner = {
-		{"input_layernorm.weight", "attn_norm.weight"}, {"self_attn.q_proj.weight", "attn_q.weight"},
-		{"self_attn.q_proj.bias", "attn_q.bias"},	{"self_attn.k_proj.weight", "attn_k.weight"},
-		{"self_attn.k_proj.bias", "attn_k.bias"},	{"self_attn.v_proj.weight", "attn_v.weight"},
-		{"self_attn.v_proj.bias", "attn_v.bias"},	{"self_attn.o_proj.weight", "attn_output.weight"},
-		{"self_attn.o_proj.bias", "attn_output.bias"},	{"post_attention_layernorm.weight", "ffn_norm.weight"},
-		{"mlp.gate_proj.weight", "ffn_gate.weight"},	{"mlp.up_proj.weight", "ffn_up.weight"},
-		{"mlp.down_proj.weight", "ffn_down.weight"}};
-	const std::string pre = "model.layers.";
-	if (hf.rfind(pre, 0) == 0) {
-		size_t dot = hf.find('.', pre.size());
-		std::string layer = hf.substr(pre.size(), dot - pre.size()), rest = hf.substr(dot + 1);
-		for (const auto &[h, g] : inner)
-			if (rest == h)
-				return "blk." + layer + "." + g;
-	}
-	if (hf == "model.embed_tokens.weight")
-		return "token_embd.weight";
-	if (hf == "model.norm.weight")
-		return "output_norm.weight";
-	if (hf == "lm_head.weight")
-		return "output.weight";
-	fail("export: no llama.cpp name for tensor {}", hf);
+	std::string g = gguf_llama_name(hf);
+	if (g.empty())
+		fail("export: no llama.cpp name for tensor {}", hf);
+	return g;
 }
 
 } // namespace
@@ -187,7 +169,7 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 		auto f = t.to(torch::kFloat).contiguous();
 		if (a == "llama" && (hf.find("q_proj") != std::string::npos || hf.find("k_proj") != std::string::npos))
 			f = permute_rows(f, hf.find("q_proj") != std::string::npos ? c.n_head : c.n_kv_head);
-		tensors.emplace_back(gguf_llama_name(hf), f);
+		tensors.emplace_back(gguf_name_of(hf), f);
 	}
 	if (c.rope_scaling == "llama3") {
 		// llama.cpp divides each rotary frequency by its factor: the unscaled over the scaled.
@@ -203,7 +185,7 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 			scores[name] = t.abs().mean().item<double>();
 	}
 	for (const auto &[hf, v] : hf_scores)
-		scores[gguf_llama_name(hf)] = v;
+		scores[gguf_name_of(hf)] = v;
 	auto planned = make_plan(shapes, scores, plan);
 	for (size_t i = 0; i < tensors.size(); i++) {
 		const auto &pt = planned[i];
