@@ -15,7 +15,8 @@ constexpr int64_t QK = 32, QK_K = 256;
 constexpr float GROUP_MAX_EPS = 1e-15f;
 
 const GgmlTypeInfo k_f32{"f32", 1, 4}, k_f16{"f16", 1, 2}, k_q4_0{"q4_0", QK, 18}, k_q8_0{"q8_0", QK, 34},
-	k_q3_k{"q3_k", QK_K, 110}, k_q4_k{"q4_k", QK_K, 144}, k_q5_k{"q5_k", QK_K, 176}, k_q6_k{"q6_k", QK_K, 210};
+	k_q5_0{"q5_0", QK, 22}, k_q5_1{"q5_1", QK, 24}, k_q3_k{"q3_k", QK_K, 110}, k_q4_k{"q4_k", QK_K, 144},
+	k_q5_k{"q5_k", QK_K, 176}, k_q6_k{"q6_k", QK_K, 210};
 
 // Round half to even for |x| < 2^22: adding 1.5 x 2^23 leaves the rounded integer in the
 // low mantissa bits (one float add instead of a libm call; the same result as rint).
@@ -260,6 +261,63 @@ void q4_0_block(const float *x, uint8_t *b)
 	}
 }
 
+// The five-bit codes of Q5_0 / Q5_1: low nibbles as Q4_0's, the fifth bits in a
+// little-endian 32-bit mask (bit j for x_j, bit j + 16 for x_{j+16}).
+void put_q5(uint8_t *qh, uint8_t *qs, const uint8_t *q)
+{
+	uint32_t h = 0;
+	for (int j = 0; j < QK / 2; j++) {
+		qs[j] = uint8_t((q[j] & 0x0F) | ((q[QK / 2 + j] & 0x0F) << 4));
+		h |= uint32_t((q[j] & 0x10u) >> 4) << j;
+		h |= uint32_t((q[QK / 2 + j] & 0x10u) >> 4) << (j + QK / 2);
+	}
+	for (int k = 0; k < 4; k++)
+		qh[k] = uint8_t(h >> (8 * k));
+}
+
+void get_q5(const uint8_t *qh, const uint8_t *qs, int *q)
+{
+	const uint32_t h = uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+	for (int j = 0; j < QK / 2; j++) {
+		q[j] = (qs[j] & 0x0F) | int((h >> j) << 4 & 0x10);
+		q[QK / 2 + j] = (qs[j] >> 4) | int((h >> (j + 12)) & 0x10);
+	}
+}
+
+// Q5_0: the signed extreme maps to -16, as Q4_0 maps it to -8.
+void q5_0_block(const float *x, uint8_t *b)
+{
+	float amax = 0, mx = 0;
+	for (int j = 0; j < QK; j++)
+		if (amax < std::fabs(x[j])) {
+			amax = std::fabs(x[j]);
+			mx = x[j];
+		}
+	const float d = mx / -16, id = d ? 1.0f / d : 0.0f;
+	put16(b, fp32_to_fp16(d));
+	uint8_t q[QK];
+	for (int j = 0; j < QK; j++)
+		q[j] = uint8_t(std::min(31, int(int8_t(x[j] * id + 16.5f))));
+	put_q5(b + 2, b + 6, q);
+}
+
+// Q5_1: 32 levels between the block's minimum and maximum.
+void q5_1_block(const float *x, uint8_t *b)
+{
+	float lo = x[0], hi = x[0];
+	for (int j = 1; j < QK; j++) {
+		lo = std::min(lo, x[j]);
+		hi = std::max(hi, x[j]);
+	}
+	const float d = (hi - lo) / 31, id = d ? 1.0f / d : 0.0f;
+	put16(b, fp32_to_fp16(d));
+	put16(b + 2, fp32_to_fp16(lo));
+	uint8_t q[QK];
+	for (int j = 0; j < QK; j++)
+		q[j] = uint8_t((x[j] - lo) * id + 0.5f);
+	put_q5(b + 4, b + 8, q);
+}
+
 // Q4_K (bits 4) and Q5_K (bits 5): scale/min search per 32, then 6-bit scale codes.
 void qk_asym_block(const float *x, uint8_t *b, int bits)
 {
@@ -434,6 +492,24 @@ void dq_q4_0(const uint8_t *b, float *y)
 	}
 }
 
+void dq_q5_0(const uint8_t *b, float *y)
+{
+	const float d = half_at(b);
+	int q[QK];
+	get_q5(b + 2, b + 6, q);
+	for (int j = 0; j < QK; j++)
+		y[j] = float(q[j] - 16) * d;
+}
+
+void dq_q5_1(const uint8_t *b, float *y)
+{
+	const float d = half_at(b), m = half_at(b + 2);
+	int q[QK];
+	get_q5(b + 4, b + 8, q);
+	for (int j = 0; j < QK; j++)
+		y[j] = float(q[j]) * d + m;
+}
+
 void dq_qk_asym(const uint8_t *b, float *y, int bits)
 {
 	const float d = half_at(b), dmin = half_at(b + 2);
@@ -510,6 +586,8 @@ const GgmlTypeInfo &ggml_type_info(GgmlType t)
 	case GgmlType::F32: return k_f32;
 	case GgmlType::F16: return k_f16;
 	case GgmlType::Q4_0: return k_q4_0;
+	case GgmlType::Q5_0: return k_q5_0;
+	case GgmlType::Q5_1: return k_q5_1;
 	case GgmlType::Q8_0: return k_q8_0;
 	case GgmlType::Q3_K: return k_q3_k;
 	case GgmlType::Q4_K: return k_q4_k;
@@ -521,7 +599,7 @@ const GgmlTypeInfo &ggml_type_info(GgmlType t)
 
 bool ggml_type_known(uint32_t t)
 {
-	return t == 0 || t == 1 || t == 2 || t == 8 || (t >= 11 && t <= 14);
+	return t == 0 || t == 1 || t == 2 || t == 6 || t == 7 || t == 8 || (t >= 11 && t <= 14);
 }
 
 GgmlType ggml_type_from_name(const std::string &name)
@@ -529,11 +607,11 @@ GgmlType ggml_type_from_name(const std::string &name)
 	std::string n = name;
 	for (auto &c : n)
 		c = char(std::tolower(static_cast<unsigned char>(c)));
-	for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q3_K, GgmlType::Q4_K,
-			   GgmlType::Q5_K, GgmlType::Q6_K})
+	for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+			   GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
 		if (n == ggml_type_info(t).name)
 			return t;
-	fail("unknown block type '{}' (known: f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k)", name);
+	fail("unknown block type '{}' (known: f32 f16 q8_0 q4_0 q5_0 q5_1 q3_k q4_k q5_k q6_k)", name);
 }
 
 int64_t ggml_row_bytes(GgmlType t, int64_t n)
@@ -603,6 +681,8 @@ void ggml_quantize(GgmlType t, const float *x, int64_t n, uint8_t *out)
 		break;
 	case GgmlType::Q8_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q8_0_block(x + e, out + o); }); break;
 	case GgmlType::Q4_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q4_0_block(x + e, out + o); }); break;
+	case GgmlType::Q5_0: each_block(n, B, S, [&](int64_t e, int64_t o) { q5_0_block(x + e, out + o); }); break;
+	case GgmlType::Q5_1: each_block(n, B, S, [&](int64_t e, int64_t o) { q5_1_block(x + e, out + o); }); break;
 	case GgmlType::Q4_K:
 		each_block(n, B, S, [&](int64_t e, int64_t o) { qk_asym_block(x + e, out + o, 4); });
 		break;
@@ -624,6 +704,8 @@ void ggml_dequantize(GgmlType t, const uint8_t *in, int64_t n, float *y)
 	case GgmlType::F16: each_block(n, B, S, [&](int64_t e, int64_t o) { y[e] = half_at(in + o); }); break;
 	case GgmlType::Q8_0: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q8_0(in + o, y + e); }); break;
 	case GgmlType::Q4_0: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q4_0(in + o, y + e); }); break;
+	case GgmlType::Q5_0: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q5_0(in + o, y + e); }); break;
+	case GgmlType::Q5_1: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q5_1(in + o, y + e); }); break;
 	case GgmlType::Q4_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_qk_asym(in + o, y + e, 4); }); break;
 	case GgmlType::Q5_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_qk_asym(in + o, y + e, 5); }); break;
 	case GgmlType::Q6_K: each_block(n, B, S, [&](int64_t e, int64_t o) { dq_q6_k(in + o, y + e); }); break;

@@ -1,4 +1,4 @@
-// GGML block quantization: the byte layouts llama.cpp reads (Q8_0, Q4_0 in blocks of 32;
+// GGML block quantization: the byte layouts llama.cpp reads (Q8_0, Q4_0, Q5_0, Q5_1 in blocks of 32;
 // Q3_K, Q4_K, Q5_K, Q6_K in super-blocks of 256), their reference quantizers (the same
 // choices of scales and codes as ggml's quantize_row_*_ref, byte for byte; checked against
 // ggml itself by tests/test_quant_ggml.sh) and dequantization. No libtorch here.
@@ -6,6 +6,8 @@
 // Layouts (little-endian; fp16 = IEEE half):
 //   Q8_0  34 B / 32:  d fp16 | qs int8[32]                         x = d q
 //   Q4_0  18 B / 32:  d fp16 | qs u8[16] (j low nibble, j+16 high)  x = d (q - 8)
+//   Q5_0  22 B / 32:  d fp16 | qh u32 (bit j: the fifth bit of x_j) | qs u8[16]  x = d (q - 16)
+//   Q5_1  24 B / 32:  d fp16 | m fp16 | qh u32 | qs u8[16]          x = d q + m
 //   Q4_K 144 B / 256: d fp16 | dmin fp16 | scales u8[12] (8 x 6-bit scale and min) | qs u8[128]
 //                     x = d sc q - dmin m, q 4-bit
 //   Q5_K 176 B / 256: as Q4_K plus qh u8[32] (the fifth bit) before qs
@@ -23,6 +25,8 @@ enum class GgmlType : uint32_t {
 	F32 = 0,
 	F16 = 1,
 	Q4_0 = 2,
+	Q5_0 = 6,
+	Q5_1 = 7,
 	Q8_0 = 8,
 	Q3_K = 11,
 	Q4_K = 12,
@@ -38,7 +42,7 @@ struct GgmlTypeInfo {
 };
 
 const GgmlTypeInfo &ggml_type_info(GgmlType t);
-// "f32", "f16", "q4_0", "q8_0", "q3_k", "q4_k", "q5_k", "q6_k" (case-insensitive); an
+// "f32", "f16", "q4_0", "q5_0", "q5_1", "q8_0", "q3_k", "q4_k", "q5_k", "q6_k" (case-insensitive); an
 // unknown name is an error listing the known ones.
 GgmlType ggml_type_from_name(const std::string &name);
 bool ggml_type_known(uint32_t t);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <regex>
+#include <tuple>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -84,7 +85,139 @@ GgmlType plan_fit(GgmlType want, int64_t row, bool *fallback)
 	if (row % ggml_type_info(want).block == 0)
 		return want;
 	*fallback = true;
-	return row % 32 == 0 ? GgmlType::Q8_0 : GgmlType::F16;
+	GgmlType next = want == GgmlType::Q3_K	 ? GgmlType::Q4_0
+			: want == GgmlType::Q4_K ? GgmlType::Q5_0
+			: want == GgmlType::Q5_K ? GgmlType::Q5_1
+			: want == GgmlType::Q6_K ? GgmlType::Q8_0
+						 : GgmlType::F16;
+	return row % ggml_type_info(next).block == 0 ? next : GgmlType::F16;
+}
+
+namespace {
+
+struct Mix {
+	const char *name;
+	GgmlType base;
+	uint32_t file_type;
+};
+const Mix k_mixes[] = {{"q3_k_s", GgmlType::Q3_K, 11}, {"q3_k_m", GgmlType::Q3_K, 12}, {"q3_k_l", GgmlType::Q3_K, 13},
+		       {"q4_k_s", GgmlType::Q4_K, 14}, {"q4_k_m", GgmlType::Q4_K, 15}, {"q5_k_s", GgmlType::Q5_K, 16},
+		       {"q5_k_m", GgmlType::Q5_K, 17}};
+
+const Mix &mix_of(const std::string &name)
+{
+	for (const auto &m : k_mixes)
+		if (name == m.name)
+			return m;
+	fail("unknown llama.cpp mix '{}' (q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m)", name);
+}
+
+// llama.cpp's "more bits" layers: the first and last eighth, and every third in between.
+bool more_bits(int i, int n)
+{
+	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+std::string lower(std::string s)
+{
+	for (auto &c : s)
+		c = char(std::tolower(static_cast<unsigned char>(c)));
+	return s;
+}
+
+} // namespace
+
+bool is_ggml_mix(const std::string &name)
+{
+	for (const auto &m : k_mixes)
+		if (lower(name) == m.name)
+			return true;
+	return false;
+}
+
+uint32_t mix_file_type(const std::string &mix)
+{
+	return mix_of(mix).file_type;
+}
+
+GgmlType mix_type(const std::string &mix, const std::string &role, int i, int n, bool tied)
+{
+	const Mix &m = mix_of(mix);
+	const std::string f = m.name;
+	const GgmlType base = m.base;
+	using G = GgmlType;
+	if (role == "output" || (role == "token_embd" && tied))
+		return G::Q6_K; // the head (llama.cpp: q8_0 when its rows do not fit, as plan_fit does)
+	if (role == "position_embd")
+		return G::F32; // llama.cpp leaves position tables unquantized
+	if (role == "attn_v" || role == "attn_qkv") {
+		if (f == "q3_k_m")
+			return i < 2 ? G::Q5_K : G::Q4_K;
+		if (f == "q3_k_l")
+			return G::Q5_K;
+		if ((f == "q4_k_m" || f == "q5_k_m") && more_bits(i, n))
+			return G::Q6_K;
+		if (f == "q4_k_s" && i < 4)
+			return G::Q5_K;
+		return base;
+	}
+	if (role == "ffn_down") {
+		if (f == "q3_k_m")
+			return i < n / 16 ? G::Q5_K : G::Q4_K;
+		if (f == "q3_k_l")
+			return G::Q5_K;
+		if ((f == "q4_k_m" || f == "q5_k_m") && more_bits(i, n))
+			return G::Q6_K;
+		if (f == "q4_k_s" && i < n / 8)
+			return G::Q5_K;
+		return base;
+	}
+	if (role == "attn_output")
+		return f == "q3_k_m" ? G::Q4_K : f == "q3_k_l" ? G::Q5_K : base;
+	return base;
+}
+
+namespace {
+
+// Each tensor's type before upgrades, in order, with whether it fell back.
+std::vector<std::pair<GgmlType, bool>> base_plan(
+	const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors, const PlanOptions &o)
+{
+	std::map<std::string, int> per_role;
+	bool tied = true;
+	for (const auto &[name, shape] : tensors) {
+		int layer;
+		std::string role = gpt2_role(name, &layer);
+		if (shape.size() >= 2 && !role.empty())
+			per_role[role]++;
+		tied &= role != "output";
+	}
+	std::vector<std::pair<GgmlType, bool>> out;
+	for (const auto &[name, shape] : tensors) {
+		int layer;
+		std::string role = gpt2_role(name, &layer);
+		bool fb = false;
+		GgmlType t = GgmlType::F32; // norms and biases stay exact
+		if (shape.size() >= 2 && !role.empty()) {
+			t = o.mix.empty() ? o.base : mix_type(o.mix, role, layer, per_role[role], tied);
+			if (t != GgmlType::F32)
+				t = plan_fit(t, shape.back(), &fb);
+		}
+		out.emplace_back(t, fb);
+	}
+	return out;
+}
+
+} // namespace
+
+std::map<std::string, GgmlType> base_types(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
+					   const PlanOptions &o)
+{
+	auto b = base_plan(tensors, o);
+	std::map<std::string, GgmlType> out;
+	for (size_t i = 0; i < tensors.size(); i++)
+		out[tensors[i].first] = b[i].first;
+	return out;
 }
 
 std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, std::vector<int64_t>>> &tensors,
@@ -93,7 +226,9 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 	static const std::vector<std::string> plans = {"none", "magnitude", "random", "squisher",
 						       "fim",  "fim-error", "imatrix"};
 	if (std::find(plans.begin(), plans.end(), o.plan) == plans.end())
-		fail("unknown plan '{}' (none magnitude random squisher fim fim-error imatrix)", o.plan);
+		fail("unknown plan '{}' (none magnitude random squisher fim fim-error imatrix; the recipe "
+		     "fim-q3_k_m)",
+		     o.plan);
 	if (o.pct < 0 || o.pct > 100)
 		fail("--pct {} is outside [0, 100]", o.pct);
 	static const std::vector<std::string> roles = {"attn_qkv",   "attn_output",   "ffn_up", "ffn_down",
@@ -105,18 +240,15 @@ std::vector<PlannedTensor> make_plan(const std::vector<std::pair<std::string, st
 			     "Llama-family models: attn_q attn_k attn_v ffn_gate output)",
 			     r);
 	std::vector<PlannedTensor> out;
-	for (const auto &[name, shape] : tensors) {
+	auto base = base_plan(tensors, o);
+	for (size_t i = 0; i < tensors.size(); i++) {
 		PlannedTensor t;
-		t.name = name;
-		t.role = gpt2_role(name, &t.layer);
+		t.name = tensors[i].first;
+		t.role = gpt2_role(t.name, &t.layer);
 		t.elements = 1;
-		for (auto d : shape)
+		for (auto d : tensors[i].second)
 			t.elements *= d;
-		const int64_t row = shape.back();
-		if (shape.size() < 2 || t.role.empty())
-			t.type = GgmlType::F32; // norms and biases stay exact
-		else
-			t.type = plan_fit(o.base, row, &t.fallback);
+		std::tie(t.type, t.fallback) = base[i];
 		out.push_back(t);
 	}
 	if (o.plan != "none" && o.pct > 0) {
@@ -167,7 +299,27 @@ PlanOptions plan_options(const std::string &base, const std::string &upgrade, co
 			 const std::string &plan, uint64_t seed)
 {
 	PlanOptions o;
-	o.base = ggml_type_from_name(base);
+	std::string plan_name = plan;
+	if (plan == "fim-q3_k_m") {
+		// The original's recipe: llama.cpp's Q3_K_M with the top Fisher layers' ffn_down in
+		// q6_k (4 of Qwen2.5-1.5B's 28 at 15%). Roles, upgrade and pct as given (their
+		// defaults are the recipe's), 15% when none is.
+		if (is_ggml_mix(base) && lower(base) != "q3_k_m")
+			fail("plan fim-q3_k_m is the Q3_K_M recipe; the base mix {} disagrees (use --plan fim "
+			     "with it)",
+			     base);
+		o.recipe = plan;
+		o.mix = "q3_k_m";
+		o.base = GgmlType::Q3_K;
+		plan_name = "fim";
+		if (pct == 0)
+			pct = 15;
+	} else if (is_ggml_mix(base)) {
+		o.mix = lower(base);
+		o.base = mix_of(o.mix).base;
+	} else {
+		o.base = ggml_type_from_name(base);
+	}
 	o.upgrade = ggml_type_from_name(upgrade);
 	o.roles.clear();
 	for (size_t a = 0; a <= roles.size();) {
@@ -182,7 +334,7 @@ PlanOptions plan_options(const std::string &base, const std::string &upgrade, co
 		a = b + 1;
 	}
 	o.pct = pct;
-	o.plan = plan;
+	o.plan = plan_name;
 	o.seed = seed;
 	make_plan({}, {}, o); // validates plan, pct and roles
 	return o;
@@ -192,6 +344,8 @@ PlanOptions plan_options_from(const QuantSettings &q)
 {
 	std::string plan = name_of(q.plan);
 	std::replace(plan.begin(), plan.end(), '_', '-'); // QUANT_PLAN_FIM_ERROR: fim-error
+	if (plan == "fim-q3-k-m")
+		plan = "fim-q3_k_m";
 	try {
 		ggml_type_from_name(q.upgrade);
 	} catch (const Error &e) {
@@ -226,7 +380,8 @@ nlohmann::json plan_summary(const std::vector<PlannedTensor> &plan, const PlanOp
 			fallbacks.push_back(t.name);
 	}
 	std::vector<std::string> role_list(o.roles.begin(), o.roles.end());
-	return {{"base", ggml_type_info(o.base).name},
+	return {{"base", o.mix.empty() ? std::string(ggml_type_info(o.base).name) : o.mix},
+		{"recipe", o.recipe},
 		{"upgrade", ggml_type_info(o.upgrade).name},
 		{"roles", role_list},
 		{"pct", o.pct},

@@ -321,6 +321,71 @@ TEST(Gguf, BadFilesAreClearErrors)
 	EXPECT_THROW(w.write("/nonexistent-dir/x.gguf"), Error);
 }
 
+TEST(Gguf, LlamaCppMixesFollowTheirLayerRules)
+{
+	// A 32-layer Llama-shaped model with an untied head, rows of 256 (every k-quant fits).
+	std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"token_embd.weight", {1000, 256}},
+									    {"output.weight", {1000, 256}}};
+	for (int i = 0; i < 32; i++)
+		for (const char *r : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"})
+			shapes.push_back({"blk." + std::to_string(i) + "." + r + ".weight", {256, 256}});
+	auto types = [&](const std::string &mix) {
+		PlanOptions o = plan_options(mix, "q6_k", "ffn_down", 0, "none", 0);
+		EXPECT_EQ(o.mix, mix);
+		return base_types(shapes, o);
+	};
+	auto layers = [](const std::map<std::string, GgmlType> &t, const std::string &role, GgmlType want) {
+		std::vector<int> v;
+		for (int i = 0; i < 32; i++)
+			if (t.at("blk." + std::to_string(i) + "." + role + ".weight") == want)
+				v.push_back(i);
+		return v;
+	};
+	using G = GgmlType;
+	auto m = types("q3_k_m");
+	// attn_v: the first two in q5_k, the rest q4_k; ffn_down: 32/16 = 2 layers q5_k, the
+	// rest q4_k; attn_output q4_k; q, k, gate, up and the untied token table q3_k; head q6_k.
+	EXPECT_EQ(layers(m, "attn_v", G::Q5_K), (std::vector<int>{0, 1}));
+	EXPECT_EQ(layers(m, "attn_v", G::Q4_K).size(), 30u);
+	EXPECT_EQ(layers(m, "ffn_down", G::Q5_K), (std::vector<int>{0, 1}));
+	EXPECT_EQ(layers(m, "ffn_down", G::Q4_K).size(), 30u);
+	EXPECT_EQ(layers(m, "attn_output", G::Q4_K).size(), 32u);
+	for (const char *r : {"attn_q", "attn_k", "ffn_gate", "ffn_up"})
+		EXPECT_EQ(layers(m, r, G::Q3_K).size(), 32u) << r;
+	EXPECT_EQ(m.at("token_embd.weight"), G::Q3_K);
+	EXPECT_EQ(m.at("output.weight"), G::Q6_K);
+	// q4_k_m: "more bits" layers (the first and last eighth, every third between) in q6_k
+	// for attn_v and ffn_down: 0-3, 6, 9, ..., 27, 28-31.
+	auto k = types("q4_k_m");
+	std::vector<int> more = {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31};
+	EXPECT_EQ(layers(k, "attn_v", G::Q6_K), more);
+	EXPECT_EQ(layers(k, "ffn_down", G::Q6_K), more);
+	EXPECT_EQ(layers(k, "attn_output", G::Q4_K).size(), 32u);
+	// q4_k_s: attn_v of the first 4 and ffn_down of the first 32/8 = 4 in q5_k.
+	auto s = types("q4_k_s");
+	EXPECT_EQ(layers(s, "attn_v", G::Q5_K), (std::vector<int>{0, 1, 2, 3}));
+	EXPECT_EQ(layers(s, "ffn_down", G::Q5_K), (std::vector<int>{0, 1, 2, 3}));
+	// Tied: the token table is the head (q6_k); rows of 320 fall back as llama.cpp does.
+	shapes.erase(shapes.begin() + 1);
+	shapes.push_back({"blk.32.ffn_down.weight", {256, 320}});
+	m = types("q3_k_m");
+	EXPECT_EQ(m.at("token_embd.weight"), G::Q6_K);
+	EXPECT_EQ(m.at("blk.32.ffn_down.weight"), G::Q5_0); // q4_k: q5_0
+	bool fb;
+	EXPECT_EQ(plan_fit(G::Q5_K, 320, &fb), G::Q5_1);
+	EXPECT_EQ(plan_fit(G::Q6_K, 320, &fb), G::Q8_0);
+	EXPECT_EQ(plan_fit(G::Q3_K, 48, &fb), G::F16); // 48 fits no block of 32 either
+	EXPECT_TRUE(fb);
+	// The recipe: Q3_K_M, fim, 15% unless given.
+	auto r = plan_options("q3_k", "q6_k", "ffn_down", 0, "fim-q3_k_m", 0);
+	EXPECT_EQ(r.mix, "q3_k_m");
+	EXPECT_EQ(r.plan, "fim");
+	EXPECT_EQ(r.recipe, "fim-q3_k_m");
+	EXPECT_EQ(r.pct, 15);
+	EXPECT_THROW(plan_options("q4_k_m", "q6_k", "ffn_down", 0, "fim-q3_k_m", 0), Error);
+	EXPECT_THROW(plan_options("q3_k_x", "q6_k", "ffn_down", 0, "none", 0), Error);
+}
+
 TEST(Gguf, PlansFollowTheLayerwiseRuleAndFallBack)
 {
 	// 8 layers of ffn_down [64 x 256] and ffn_up [256 x 64] (rows of 64: no k-quant block).
@@ -347,7 +412,7 @@ TEST(Gguf, PlansFollowTheLayerwiseRuleAndFallBack)
 		if (t.role == "ffn_down")
 			EXPECT_EQ(t.type, t.upgraded ? GgmlType::Q6_K : GgmlType::Q3_K) << t.name;
 		if (t.role == "ffn_up") {
-			EXPECT_EQ(t.type, GgmlType::Q8_0) << t.name; // 64 is not a multiple of 256
+			EXPECT_EQ(t.type, GgmlType::Q4_0) << t.name; // 64 is not a multiple of 256: llama.cpp's q4_0
 			EXPECT_TRUE(t.fallback);
 		}
 		if (t.role.empty())

@@ -37,6 +37,16 @@ KNLP_PEAK_FLOPS=1e9 "$KNLP" train --config g.config $common --set DATA_DIR="\"$T
 	--out rp >rp.log 2>&1 || bad "train bpe: $(tail -3 rp.log)"
 CK=rb/checkpoints/iter_00000003
 
+# llama.cpp's mixes on llama.cpp's gpt2 architecture (attn_qkv follows attn_v's rule; the
+# position table stays f32): the same types and bytes as llama.cpp's own quantizer.
+LLAMA_LIB=$TOP/datasets/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
+"$KNLP" export --checkpoint $CK --format gguf --type f32 --out mix.f32.gguf >/dev/null 2>&1 || bad "export f32"
+for mix in q3_k_m q4_k_m; do
+	"$KNLP" export --checkpoint $CK --format gguf --type $mix --out mix.$mix.gguf >/dev/null 2>&1 || bad "export $mix"
+	$PYTHON "$TOP/scripts/ref/llama_quantize.py" "$LLAMA_LIB" mix.f32.gguf mix.ref.gguf $mix mix.$mix.gguf \
+		>mix.cmp 2>mix.err && ok || bad "gpt2 $mix differs from llama.cpp's: $(head -c 600 mix.cmp) $(tail -2 mix.err)"
+done
+
 # Every base type, read back by ggml: bytes equal ggml's own quantization.
 for t in f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k; do
 	"$KNLP" export --checkpoint rb --format gguf --type $t --out b_$t.gguf >x.log 2>&1 || { bad "export $t: $(cat x.log)"; continue; }

@@ -21,7 +21,7 @@ struct CodeArgs {
 
 void define_code(CLI::App *c, CodeArgs &a)
 {
-	c->add_option("--type", a.type, "f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k")->required();
+	c->add_option("--type", a.type, "f32 f16 q8_0 q4_0 q5_0 q5_1 q3_k q4_k q5_k q6_k")->required();
 	c->add_option("input", a.in, "Input file")->required();
 	c->add_option("output", a.out, "Output file")->required();
 }

@@ -83,7 +83,7 @@ void add_score_options(CLI::App *c, ScoreSource &s)
 
 const char *kPlanHelp = "none, magnitude (mean |w|), squisher (Adam's mean v), fim (mean Fisher diagonal), "
 			"fim-error (Fisher-weighted base-type error), imatrix (activation-weighted base-type error), "
-			"random";
+			"random; the recipe fim-q3_k_m (llama.cpp's Q3_K_M with fim upgrades, 15% unless --pct)";
 
 // ---- train
 
@@ -379,7 +379,9 @@ void define_export(CLI::App *c, ExportArgs &a)
 		->check(CLI::IsMember({"hf", "gguf"}))
 		->capture_default_str();
 	c->add_option("--out", a.out, "Output folder (hf) or file (gguf)")->required();
-	c->add_option("--type", a.qtype, "gguf: base type of the weights: f32 f16 q8_0 q4_0 q3_k q4_k q5_k q6_k")
+	c->add_option("--type", a.qtype,
+		      "gguf: base type of the weights (f32 f16 q8_0 q5_1 q5_0 q4_0 q6_k q5_k q4_k q3_k) "
+		      "or a llama.cpp mix (q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m)")
 		->capture_default_str();
 	c->add_option("--upgrade", a.upgrade, "gguf: the higher-precision type of upgraded tensors")
 		->capture_default_str();
@@ -477,7 +479,8 @@ struct QuantizeArgs {
 void define_quantize(CLI::App *c, QuantizeArgs &a)
 {
 	a.ck.add_to(c);
-	c->add_option("--base", a.base, "Base type of the weights")->capture_default_str();
+	c->add_option("--base", a.base, "Base type of the weights, or a llama.cpp mix (q3_k_m, q4_k_m, ...)")
+		->capture_default_str();
 	c->add_option("--upgrade", a.upgrade, "Type of the upgraded tensors")->capture_default_str();
 	c->add_option("--roles", a.roles, "Roles the plan may upgrade (comma-separated)")->capture_default_str();
 	c->add_option("--pct", a.pct, "Upgrade the top max(1, floor(L pct / 100)) layers per role")
@@ -518,10 +521,11 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 	nlohmann::json j = {{"checkpoint", ckpt},
 			    {"architecture", c.arch},
 			    {"plan", a.plan},
-			    {"base", a.base},
+			    {"base", plan["base"]},
+			    {"recipe", plan["recipe"]},
 			    {"upgrade", a.upgrade},
 			    {"roles", a.roles},
-			    {"pct", a.pct},
+			    {"pct", plan["pct"]},
 			    {"seed", a.seed},
 			    {"upgraded", plan["upgraded"]},
 			    {"score_source", plan["score_source"]},
@@ -538,9 +542,9 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 			    {"perplexity_change_pct", change}};
 	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
 	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
-		   a.plan, a.base, a.upgrade, a.roles, a.pct, plan["bytes"].get<int64_t>(),
-		   plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity, change,
-		   join_path(a.out, "quantize.json"));
+		   a.plan, plan["base"].get<std::string>(), a.upgrade, a.roles, plan["pct"].get<double>(),
+		   plan["bytes"].get<int64_t>(), plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
+		   change, join_path(a.out, "quantize.json"));
 }
 
 void run_quantize(QuantizeArgs &a)
@@ -568,10 +572,11 @@ void run_quantize(QuantizeArgs &a)
 	const double change = 100.0 * (got.perplexity / ref.perplexity - 1.0);
 	nlohmann::json j = {{"checkpoint", ckpt},
 			    {"plan", a.plan},
-			    {"base", a.base},
+			    {"base", plan["base"]},
+			    {"recipe", plan["recipe"]},
 			    {"upgrade", a.upgrade},
 			    {"roles", a.roles},
-			    {"pct", a.pct},
+			    {"pct", plan["pct"]},
 			    {"seed", a.seed},
 			    {"upgraded", plan["upgraded"]},
 			    {"score_source", plan["score_source"]},
@@ -587,9 +592,9 @@ void run_quantize(QuantizeArgs &a)
 			    {"perplexity_change_pct", change}};
 	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
 	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
-		   a.plan, a.base, a.upgrade, a.roles, a.pct, plan["bytes"].get<int64_t>(),
-		   plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity, change,
-		   join_path(a.out, "quantize.json"));
+		   a.plan, plan["base"].get<std::string>(), a.upgrade, a.roles, plan["pct"].get<double>(),
+		   plan["bytes"].get<int64_t>(), plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
+		   change, join_path(a.out, "quantize.json"));
 }
 
 } // namespace

@@ -286,6 +286,16 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 // One function, top to bottom in the order of the file it writes: the plan, the header's
 // metadata, the tokenizer fields, the tensor table and the data (llama.cpp reads them in
 // that order; splitting it would scatter one format over several places).
+torch::Tensor quant_error(const torch::Tensor &t, GgmlType type)
+{
+	auto f = t.to(torch::kFloat).contiguous();
+	std::string q(size_t(ggml_row_bytes(type, f.size(-1)) * (f.numel() / f.size(-1))), '\0');
+	auto back = torch::empty_like(f);
+	ggml_quantize(type, f.data_ptr<float>(), f.numel(), reinterpret_cast<uint8_t *>(q.data()));
+	ggml_dequantize(type, reinterpret_cast<const uint8_t *>(q.data()), f.numel(), back.data_ptr<float>());
+	return (f - back).pow(2);
+}
+
 nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &ckpt_dir, const std::string &out,
 			   const PlanOptions &plan, const ScoreSource &src)
 {
@@ -357,16 +367,13 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 			source = {{"fisher", "computed"}, {"data", val}, {"windows", src.chunks}, {"seq", seq}};
 		}
 	}
+	std::vector<std::pair<std::string, std::vector<int64_t>>> all_shapes;
+	for (auto &kv : params)
+		all_shapes.emplace_back(kv.first, kv.second.sizes().vec());
+	auto base = base_types(all_shapes, plan);
 	// Squared error of the base type's round trip, per element (what the plan would leave).
 	auto base_error = [&](const std::string &name, const torch::Tensor &t) {
-		bool fb;
-		GgmlType ty = plan_fit(plan.base, t.size(-1), &fb);
-		auto q = std::string(size_t(ggml_row_bytes(ty, t.size(-1)) * (t.numel() / t.size(-1))), '\0');
-		auto back = torch::empty_like(t);
-		ggml_quantize(ty, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(q.data()));
-		ggml_dequantize(ty, reinterpret_cast<const uint8_t *>(q.data()), t.numel(), back.data_ptr<float>());
-		(void)name;
-		return (t - back).pow(2);
+		return quant_error(t, base.at(name));
 	};
 	for (auto &kv : params) {
 		const auto &name = kv.first; // named references, not bindings: lambdas below capture them
@@ -438,7 +445,9 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 		w.add("tokenizer.ggml.model", GgufType::STRING, "none"); // byte-level: no GGML vocabulary
 	auto summary = plan_summary(planned, plan);
 	summary["score_source"] = source;
-	w.add("knlp.plan", GgufType::STRING, plan.plan);
+	w.add("knlp.plan", GgufType::STRING, plan.recipe.empty() ? plan.plan : plan.recipe);
+	if (!plan.mix.empty())
+		w.add("general.file_type", GgufType::U32, mix_file_type(plan.mix));
 	w.add("knlp.data_dir", GgufType::STRING, cfg.data.dir);
 	w.add("knlp.code_version", GgufType::STRING, code_version());
 	for (size_t i = 0; i < params.size(); i++) {

@@ -57,6 +57,10 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 // What the data-driven plans of a Llama-family export score with (Hugging Face names):
 // fim the per-element empirical Fisher (its mean), fim-error the same Fisher against the
 // base type's error, imatrix the mean squared input activation per input channel.
+// Per-element squared error of a float32 tensor's round trip through type t (rows along the
+// last dimension): what quantizing it leaves. The error plans score with it.
+torch::Tensor quant_error(const torch::Tensor &t, GgmlType type);
+
 struct HfPlanData {
 	std::map<std::string, torch::Tensor> fisher, imatrix;
 	std::string source; // where they came from, for the plan summary

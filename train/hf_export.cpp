@@ -120,7 +120,9 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 		w.add(a + ".rope.scaling.factor", GgufType::F32, float(c.rope_factor));
 	}
 	add_hf_tokenizer(w, hf_dir, c.vocab, c);
-	w.add("knlp.plan", GgufType::STRING, plan.plan);
+	w.add("knlp.plan", GgufType::STRING, plan.recipe.empty() ? plan.plan : plan.recipe);
+	if (!plan.mix.empty())
+		w.add("general.file_type", GgufType::U32, mix_file_type(plan.mix));
 	w.add("knlp.code_version", GgufType::STRING, code_version());
 
 	// Scores of the data-driven plans, on the weights in Hugging Face's row order (blocks
@@ -128,15 +130,11 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 	const bool data_plan =
 		plan.pct > 0 && (plan.plan == "fim" || plan.plan == "fim-error" || plan.plan == "imatrix");
 	std::map<std::string, double> hf_scores;
-	auto base_error = [&](const torch::Tensor &t) {
-		bool fb;
-		GgmlType ty = plan_fit(plan.base, t.size(-1), &fb);
-		std::string q(size_t(ggml_row_bytes(ty, t.size(-1)) * (t.numel() / t.size(-1))), '\0');
-		auto back = torch::empty_like(t);
-		ggml_quantize(ty, t.data_ptr<float>(), t.numel(), reinterpret_cast<uint8_t *>(q.data()));
-		ggml_dequantize(ty, reinterpret_cast<const uint8_t *>(q.data()), t.numel(), back.data_ptr<float>());
-		return (t - back).pow(2);
-	};
+	std::vector<std::pair<std::string, std::vector<int64_t>>> hf_shapes;
+	for (auto &named : model->named_weights())
+		hf_shapes.emplace_back(named.first, named.second.sizes().vec());
+	auto base = base_types(hf_shapes, plan);
+	auto base_error = [&](const std::string &hf, const torch::Tensor &t) { return quant_error(t, base.at(hf)); };
 	if (data_plan)
 		for (auto &named : model->named_weights()) {
 			const std::string &hf = named.first;
@@ -154,11 +152,11 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 			if (plan.plan == "fim")
 				hf_scores[hf] = need(data.fisher, "Fisher diagonal").mean().item<double>();
 			else if (plan.plan == "fim-error")
-				hf_scores[hf] = 0.5 * (need(data.fisher, "Fisher diagonal") * base_error(f))
+				hf_scores[hf] = 0.5 * (need(data.fisher, "Fisher diagonal") * base_error(hf, f))
 							      .sum(torch::kDouble)
 							      .item<double>();
 			else
-				hf_scores[hf] = (base_error(f).sum(0) * need(data.imatrix, "activation statistics"))
+				hf_scores[hf] = (base_error(hf, f).sum(0) * need(data.imatrix, "activation statistics"))
 							.sum(torch::kDouble)
 							.item<double>();
 		}

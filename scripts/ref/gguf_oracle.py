@@ -15,11 +15,11 @@ import sys
 
 import numpy as np
 
-GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 8: ("q8_0", 32, 34), 11: ("q3_k", 256, 110),
+GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 11: ("q3_k", 256, 110),
               12: ("q4_k", 256, 144), 13: ("q5_k", 256, 176), 14: ("q6_k", 256, 210)}
 # Relative RMS error bound of each type on trained weights (loose: the tests check that the
 # values are the right ones, not how good the quantizer is).
-REL_ERR = {"f32": 0.0, "f16": 1e-3, "q8_0": 0.02, "q6_k": 0.05, "q5_k": 0.1, "q4_k": 0.2, "q4_0": 0.25,
+REL_ERR = {"f32": 0.0, "f16": 1e-3, "q8_0": 0.02, "q6_k": 0.05, "q5_k": 0.1, "q4_k": 0.2, "q4_0": 0.25, "q5_0": 0.15, "q5_1": 0.15,
            "q3_k": 0.4}
 
 
