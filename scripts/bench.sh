@@ -260,6 +260,26 @@ printf "  knlp %.1f s (%s tokens, loss %.6f), eager PyTorch %.1f s (loss %.6f): 
 printf "  peak memory: knlp %.2f GB = %sx the weights' %.2f GB (bf16, mapped); eager PyTorch %.2f GB (float32 copies)\n" \
 	"$($PY -c "print($krss/1e9)")" "$(ratio "$krss" "$wbytes")" "$($PY -c "print($wbytes/1e9)")" "$($PY -c "print($prss/1e9)")"
 printf '  "hf_qwen2_05b_eval": {"knlp": %s, "eager": %s, "weight_bytes": %s},\n' "$k" "$p" "$wbytes" >>"$res"
+echo "   Fisher scoring (empirical diagonal, 2 windows of 512 tokens of the training split): knlp fim score (gradient"
+echo "   taps on the mapped bf16 weights) vs eager PyTorch autograd on float32 copies, squared gradients summed"
+"$BUILD/knlp" fim score --checkpoint "$hf/m" --data "$hf/full" --split train --kind empirical --chunks 2 --seq 512 \
+	--out "$hf/fim" >"$hf/fim.log" 2>&1
+p=$(OMP_NUM_THREADS=$(nproc) $PY "$top/scripts/ref/llama_eager.py" "$hf/m" "$hf/full/train.bin" 512 4 --fisher 2)
+f=$($PY - "$hf/fim/fim.json" "$p" <<'PY'
+import json, sys
+f, e = json.load(open(sys.argv[1])), json.loads(sys.argv[2])
+mine = {t["name"]: t["empirical"]["mean"] for t in f["tensors"]}
+worst = max(abs(mine[k] - v) / abs(v) for k, v in e["means"].items())
+print(json.dumps({"knlp_seconds": f["seconds"], "eager_seconds": e["seconds"], "knlp_peak_rss_bytes": f["peak_rss_bytes"],
+                  "eager_peak_rss_bytes": e["peak_rss_bytes"], "max_rel_diff_of_tensor_means": worst,
+                  "knlp_loss": f["mean_loss"], "eager_loss": e["mean_loss"]}))
+PY
+)
+printf "  knlp %.1f s, eager PyTorch %.1f s: knlp %sx faster; peak memory knlp %.2f GB, eager %.2f GB; tensor means agree to %.1e\n" \
+	"$(jq_get "$f" knlp_seconds)" "$(jq_get "$f" eager_seconds)" "$(ratio "$(jq_get "$f" eager_seconds)" "$(jq_get "$f" knlp_seconds)")" \
+	"$($PY -c "print($(jq_get "$f" knlp_peak_rss_bytes)/1e9)")" "$($PY -c "print($(jq_get "$f" eager_peak_rss_bytes)/1e9)")" \
+	"$(jq_get "$f" max_rel_diff_of_tensor_means)"
+printf '  "hf_qwen2_05b_fisher": %s,\n' "$f" >>"$res"
 rm -rf "$hf"
 fi
 

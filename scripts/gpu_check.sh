@@ -8,7 +8,8 @@
 #   bash scripts/gpu_check.sh [OUTDIR]
 #
 # GPU_CHECK_STAGES (comma-separated, default all) picks what runs after the build:
-# tests, ddp, speed, profile, tier, optim, prune, export. Each stage has its own time limit.
+# tests, ddp, speed, profile, tier, optim, prune, export, hfllama. Each stage has its own
+# time limit.
 # GPU_CHECK_SKIP_BUILD=1 reuses the build in GPU_CHECK_BUILD (default build-cuda) as it is.
 #
 # It builds knlp against the machine's libtorch (C++20, CUDA), runs the CUDA tests, the
@@ -34,7 +35,7 @@ g++ --version | head -1
 cmake --version | head -1
 nproc
 
-STAGES=,${GPU_CHECK_STAGES:-tests,ddp,speed,profile,tier,optim,prune,export},
+STAGES=,${GPU_CHECK_STAGES:-tests,ddp,speed,profile,tier,optim,prune,export,hfllama},
 want() { case $STAGES in *,$1,*) return 0 ;; esac; return 1; }
 R=$top/.gpu/root/usr
 [ -d "$R" ] || { echo "gpu_check: $R missing: run scripts/gpu_prepare.sh first"; exit 1; }
@@ -228,6 +229,21 @@ if want export; then
 	ke=$("$K" eval --checkpoint /tmp/r124 --data .gpu/data/gpt2 --batch 16 2>/dev/null | tail -n 1)
 	he=$(timeout 120 python3 scripts/ref/hf_eval.py /tmp/hf124 .gpu/data/gpt2/val.bin cuda 2>/dev/null | tail -n 1)
 	say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"val loss knlp {a['val_loss']:.6f} vs transformers {b['val_loss']:.6f} over {a['tokens']} tokens (diff {abs(a['val_loss']-b['val_loss']):.2e})\")" "$ke" "$he" 2>&1 | tail -n 1)"
+fi
+
+if want hfllama; then
+	ts "Hugging Face Llama-family folders: knlp eval vs transformers on the same random folders"
+	mkdir -p /tmp/hfv && head -c 20000 .gpu/data/gpt2/val.bin >/tmp/hfv/val.bin && cp .gpu/data/gpt2/meta.json /tmp/hfv/
+	for spec in "qwen2 --tied --kv-heads 2" "llama --kv-heads 1 --rope-scaling llama3"; do
+		set -- $spec
+		arch=$1; shift
+		rm -rf /tmp/hf_$arch
+		python3 scripts/ref/hf_random_model.py /tmp/hf_$arch --arch $arch --tokenizer .gpu/tokenizers/gpt2 \
+			--hidden 256 --heads 4 --inter 512 --layers 2 --ctx 256 --mild "$@" >/dev/null 2>&1
+		ke=$(timeout 300 "$K" eval --checkpoint /tmp/hf_$arch --data /tmp/hfv --ctx 128 2>/dev/null | tail -n 1)
+		he=$(timeout 300 python3 scripts/ref/hf_eval.py /tmp/hf_$arch /tmp/hfv/val.bin cuda 128 2>/dev/null | tail -n 1)
+		say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"$arch: val loss knlp {a['val_loss']:.7f} vs transformers {b['val_loss']:.7f} over {a['tokens']} tokens (relative diff {abs(a['val_loss']-b['val_loss'])/b['val_loss']:.2e}; bound 1e-4)\")" "$ke" "$he" 2>&1 | tail -n 1)"
+	done
 fi
 
 ts "done"

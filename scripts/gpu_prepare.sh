@@ -10,7 +10,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 PY=/usr/bin/python3
 G=.gpu
-mkdir -p $G/debs $G/data/byte $G/data/gpt2
+mkdir -p $G/debs $G/data/byte $G/data/gpt2 $G/tokenizers/gpt2
+# GPT-2's tokenizer.json (make deps) for the random Llama-family folders of the hfllama stage.
+[ -s datasets/tokenizers/gpt2/tokenizer.json ] && cp datasets/tokenizers/gpt2/tokenizer.json $G/tokenizers/gpt2/
 (cd $G/debs && apt-get download libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev \
 	libmetis-dev libmetis5 python3-kconfiglib >/dev/null)
 rm -rf $G/root

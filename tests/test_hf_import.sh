@@ -47,6 +47,22 @@ $RAND "$T/gpt2" --arch gpt2 --dtype bf16 --tokenizer "$TOKZ/gpt2" --ctx 64 >/dev
 $REF "$T/gpt2" "$T/gdata/val.bin" 64 2 >"$T/gpt2.r" || bad "reference gpt2"
 close gpt2 "$T/gpt2.k" "$T/gpt2.r" 1e-4
 
+# The empirical Fisher diagonal (knlp's gradient taps on the bf16 weights) against plain
+# autograd in the eager reference on float32 copies: every tensor's mean within 1e-4.
+for name in qwen2-bf16-tied-sharded llama-bf16-gqa-llama3; do
+	"$KNLP" fim score --checkpoint "$T/$name" --data "$T/qdata" --split train --kind empirical --chunks 3 --seq 48 \
+		--out "$T/$name.fim" >"$T/$name.fim.log" 2>&1 || { bad "fim score $name: $(tail -2 "$T/$name.fim.log")"; continue; }
+	$REF "$T/$name" "$T/qdata/train.bin" 48 4 --fisher 3 >"$T/$name.fr" || { bad "reference Fisher $name"; continue; }
+	$PYTHON - "$T/$name.fim/fim.json" "$T/$name.fr" <<'PY' && ok || bad "$name: knlp's Fisher differs from autograd's"
+import json, sys
+f, e = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+mine = {t["name"]: t["empirical"]["mean"] for t in f["tensors"]}
+assert sorted(mine) == sorted(e["means"]), sorted(set(mine) ^ set(e["means"]))
+worst = max(abs(mine[k] - v) / abs(v) for k, v in e["means"].items())
+assert worst < 1e-4 and abs(f["mean_loss"] - e["mean_loss"]) < 1e-5 * e["mean_loss"], (worst, f["mean_loss"], e["mean_loss"])
+PY
+done
+
 # Sampling: the folder's tokenizer, the KV cache of the kv heads only, seeded.
 s1=$("$KNLP" sample --checkpoint "$T/llama-bf16-gqa-llama3" --prompt "The kernel" --tokens 12 --seed 5 2>"$T/s.err")
 s2=$("$KNLP" sample --checkpoint "$T/llama-bf16-gqa-llama3" --prompt "The kernel" --tokens 12 --seed 5 2>/dev/null)

@@ -19,6 +19,7 @@ const FamilyRow k_families[] = {
 	{"gpt2", {choice::Model::Gpt2}, make_gpt2_family},
 	{"image", {choice::Model::Lenet5, choice::Model::Resnet18, choice::Model::Resnet50}, make_image_family},
 	{"gnn", {choice::Model::Graphsage}, make_gnn_family},
+	{"hf", {choice::Model::Hf}, make_hf_family},
 };
 
 const FamilyRow &row_of(const Settings &s)

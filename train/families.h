@@ -9,5 +9,6 @@ namespace knlp {
 std::unique_ptr<Family> make_gpt2_family(const Settings &s);  // train/gpt2_family.cpp
 std::unique_ptr<Family> make_image_family(const Settings &s); // train/image_family.cpp
 std::unique_ptr<Family> make_gnn_family(const Settings &s);   // gnn/gnn_family.cpp
+std::unique_ptr<Family> make_hf_family(const Settings &s);    // train/hf_family.cpp
 
 } // namespace knlp

@@ -1,21 +1,24 @@
-"""Validation loss of a `knlp export --format hf` folder, computed by Hugging Face
-transformers, over the windows `knlp eval` uses (0, T, 2T, ... plus one aligned to the end
-whose already-scored targets are ignored), so both numbers must agree. Prints one JSON line.
-usage: hf_eval.py EXPORT_DIR VAL_BIN [DEVICE]
+"""Validation loss of a Hugging Face folder (a `knlp export --format hf` GPT-2, or any
+GPT2LMHeadModel / LlamaForCausalLM / Qwen2ForCausalLM folder), computed by Hugging Face
+transformers in float32, over the windows `knlp eval` uses (0, T, 2T, ... plus one aligned
+to the end whose already-scored targets are ignored), so both numbers must agree. T: the
+model's positions unless given. Prints one JSON line.
+usage: hf_eval.py MODEL_DIR VAL_BIN [DEVICE] [T]
 """
 import json
 import sys
 
 import numpy as np
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 
 def main():
     export, val = sys.argv[1], sys.argv[2]
     dev = sys.argv[3] if len(sys.argv) > 3 else "cpu"
-    model = GPT2LMHeadModel.from_pretrained(export).float().to(dev).eval()
-    T = model.config.n_positions
+    model = AutoModelForCausalLM.from_pretrained(export, torch_dtype=torch.float32).to(dev).eval()
+    c = model.config
+    T = int(sys.argv[4]) if len(sys.argv) > 4 else getattr(c, "n_positions", None) or c.max_position_embeddings
     d = torch.from_numpy(np.fromfile(val, dtype=np.uint16).astype(np.int64))
     N = d.numel()
     T = min(T, N - 1)

@@ -7,6 +7,13 @@ knlp's code and without transformers. Reads the safetensors by hand.
 
   llama_eager.py MODEL_DIR VAL_BIN CTX [TOKEN_BYTES]   -> {"val_loss": ..., "tokens": ...}
 Windows as knlp eval scores them: 0, T, 2T, ... plus one aligned to the end, each target once.
+
+  llama_eager.py MODEL_DIR TRAIN_BIN SEQ TOKEN_BYTES --fisher CHUNKS
+      -> {"mean_loss": ..., "means": {tensor: mean}, "seconds": ...}
+The empirical Fisher diagonal as knlp fim score computes it (Llama / Qwen2 only): CHUNKS
+windows of SEQ tokens evenly spaced over [0, N - SEQ - 1], each window's mean loss
+backpropagated through plain autograd on float32 weights, every weight's squared gradient
+summed and divided by CHUNKS; the mean of each tensor's diagonal.
 """
 import json, math, os, struct, sys
 import torch
@@ -127,6 +134,38 @@ def forward(ids):
         g = torch.nn.functional.silu(h @ W[p + "mlp.gate_proj.weight"].T) * (h @ W[p + "mlp.up_proj.weight"].T)
         x = x + g @ W[p + "mlp.down_proj.weight"].T
     return rms(x, W["model.norm.weight"]) @ head.T
+
+fisher_chunks = int(sys.argv[sys.argv.index("--fisher") + 1]) if "--fisher" in sys.argv else 0
+if fisher_chunks:
+    import resource, time
+    raw = open(val, "rb").read()
+    data = torch.tensor(struct.unpack(f"<{len(raw) // width}{'H' if width == 2 else 'I'}", raw))
+    N = len(data)
+    last = N - T - 1
+    starts = [last * i // (fisher_chunks - 1) for i in range(fisher_chunks)] if fisher_chunks > 1 else [0]
+    for t in W.values():
+        t.requires_grad_(True)
+    acc = {k: torch.zeros_like(v) for k, v in W.items()}
+    t0 = time.perf_counter()
+    loss_sum = 0.0
+    for s in starts:
+        x, y = data[s:s + T].long()[None], data[s + 1:s + T + 1].long()
+        lg = forward(x)
+        loss = torch.nn.functional.cross_entropy(lg.view(-1, lg.shape[-1]), y, reduction="sum") / T
+        loss_sum += loss.item()
+        for t in W.values():
+            t.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for k, t in W.items():
+                if t.grad is not None:
+                    acc[k] += t.grad * t.grad
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"mean_loss": loss_sum / len(starts), "tokens": T * len(starts), "seconds": seconds,
+                      "threads": torch.get_num_threads(),
+                      "means": {k: (v / len(starts)).double().mean().item() for k, v in acc.items()},
+                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    sys.exit(0)
 
 raw = open(val, "rb").read()
 data = list(struct.unpack(f"<{len(raw) // width}{'H' if width == 2 else 'I'}", raw))
