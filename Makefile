@@ -44,7 +44,7 @@ ifneq ($(SANITIZE),)
 CMAKE_FLAGS += -DKNLP_SANITIZE=$(SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 endif
 
-.PHONY: all run build deps configure check bench quickstart prepare train help clean mrproper \
+.PHONY: all run build deps configure check bench hf-quant-study quickstart prepare train help clean mrproper \
 	distclean menuconfig oldconfig olddefconfig savedefconfig listnewconfig list-defconfigs \
 	randconfig helpcheck continue test-rerun sweep parallel merge-results slurm summary report dashboard ddp fuzz randconfig-sweep check-san-base check-san format
 
@@ -166,6 +166,17 @@ bench: deps
 	@$(MAKE) --no-print-directory build
 	@sh scripts/bench.sh $(BUILD)
 
+# The seed's quantization experiment on a local Hugging Face Llama / Qwen2 folder
+# (docs/quantization.md): HF_MODEL=DIR; HF_DATA=TOKEN_DIR or the Linux documentation
+# encoded with the model's tokenizer; OUT, PCT (15), ROLES (ffn_down), CTX (512).
+HF_OUT ?= hf-quant-study
+hf-quant-study: build
+	@test -n "$(HF_MODEL)" || { echo "make hf-quant-study: set HF_MODEL=<Hugging Face folder>"; exit 1; }
+	@data="$(HF_DATA)"; if [ -z "$$data" ]; then data=$(HF_OUT)/data; \
+		[ -s $$data/meta.json ] || $(KNLP) prepare --corpus /usr/share/doc/linux-doc-6.1/Documentation \
+			--tokenizer "$(HF_MODEL)" --out $$data; fi; \
+	KNLP=$(KNLP) sh scripts/hf_quant_study.sh "$(HF_MODEL)" "$$data" $(HF_OUT) $(or $(PCT),15) $(or $(ROLES),ffn_down) $(or $(CTX),512)
+
 # ---- Kconfig
 defconfig-%:
 	@$(KCONFIG) defconfig $* $(FRAGMENTS)
@@ -237,6 +248,7 @@ help:
 	@echo "  build               build $(BUILD)/knlp (TORCH_DIR=/path/to/libtorch for CUDA builds)"
 	@echo "  check               build and run all tests (SANITIZE=address,undefined for sanitizers)"
 	@echo "  bench               benchmarks (ratios against baselines run in the same invocation)"
+	@echo "  hf-quant-study      HF_MODEL=<Hugging Face folder>: the seed's Q3_K_M + Fisher upgrades study"
 	@echo "  check-san           every unit test under ASan + UBSan (what CI runs; SANITIZE=... check: all tests)"
 	@echo "  check-san-base      the libtorch-free tests under ASan + UBSan (a few minutes)"
 	@echo "  randconfig-sweep    N=50 random configurations: each trains a few steps or is rejected cleanly"
