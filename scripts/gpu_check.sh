@@ -232,7 +232,7 @@ if want export; then
 fi
 
 if want hfllama; then
-	ts "Hugging Face Llama-family folders: knlp eval vs transformers on the same random folders"
+	ts "Hugging Face Llama-family folders: knlp's loss and logits vs transformers' on the same random folders"
 	mkdir -p /tmp/hfv && head -c 20000 .gpu/data/gpt2/val.bin >/tmp/hfv/val.bin && cp .gpu/data/gpt2/meta.json /tmp/hfv/
 	for spec in "qwen2 --tied --kv-heads 2" "llama --kv-heads 1 --rope-scaling llama3"; do
 		set -- $spec
@@ -240,9 +240,11 @@ if want hfllama; then
 		rm -rf /tmp/hf_$arch
 		python3 scripts/ref/hf_random_model.py /tmp/hf_$arch --arch $arch --tokenizer .gpu/tokenizers/gpt2 \
 			--hidden 256 --heads 4 --inter 512 --layers 2 --ctx 256 --mild "$@" >/dev/null 2>&1
-		ke=$(timeout 300 "$K" eval --checkpoint /tmp/hf_$arch --data /tmp/hfv --ctx 128 2>/dev/null | tail -n 1)
-		he=$(timeout 300 python3 scripts/ref/hf_eval.py /tmp/hf_$arch /tmp/hfv/val.bin cuda 128 2>/dev/null | tail -n 1)
-		say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"$arch: val loss knlp {a['val_loss']:.7f} vs transformers {b['val_loss']:.7f} over {a['tokens']} tokens (relative diff {abs(a['val_loss']-b['val_loss'])/b['val_loss']:.2e}; bound 1e-4)\")" "$ke" "$he" 2>&1 | tail -n 1)"
+		ke=$(timeout 300 "$K" eval --checkpoint /tmp/hf_$arch --data /tmp/hfv --ctx 128 --logits /tmp/hf_$arch.logits \
+			2>/dev/null | tail -n 1)
+		he=$(timeout 300 python3 scripts/ref/hf_eval.py /tmp/hf_$arch /tmp/hfv/val.bin cuda 128 \
+			--logits /tmp/hf_$arch.logits 2>/dev/null | tail -n 1)
+		say "$(python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"$arch: val loss knlp {a['val_loss']:.7f} vs transformers {b['val_loss']:.7f} over {a['tokens']} tokens (relative diff {abs(a['val_loss']-b['val_loss'])/b['val_loss']:.2e}; bound 1e-4); first window's logits: max abs diff {b['max_abs_logit_diff']:.2e} of max {b['max_logit']:.2f}\")" "$ke" "$he" 2>&1 | tail -n 1)"
 	done
 fi
 

@@ -30,10 +30,19 @@ while read -r name arch dtype extra; do
 	n=$((n + 1))
 	$RAND "$T/$name" --arch "$arch" --dtype "$dtype" --tokenizer "$TOKZ/qwen3" --seed $n $extra >/dev/null ||
 		{ bad "writing $name"; continue; }
-	"$KNLP" eval --checkpoint "$T/$name" --data "$T/qdata" --ctx 96 --batch 4 >"$T/$name.k" 2>"$T/$name.err" ||
-		{ bad "eval $name: $(tail -1 "$T/$name.err")"; continue; }
-	$REF "$T/$name" "$T/qdata/val.bin" 96 4 >"$T/$name.r" || { bad "reference $name"; continue; }
+	"$KNLP" eval --checkpoint "$T/$name" --data "$T/qdata" --ctx 96 --batch 4 --logits "$T/$name.kl" >"$T/$name.k" \
+		2>"$T/$name.err" || { bad "eval $name: $(tail -1 "$T/$name.err")"; continue; }
+	$REF "$T/$name" "$T/qdata/val.bin" 96 4 --logits "$T/$name.rl" >"$T/$name.r" || { bad "reference $name"; continue; }
 	close "$name" "$T/$name.k" "$T/$name.r" 1e-5
+	# The first window's logits themselves, every position and vocabulary entry.
+	$PYTHON - "$T/$name.kl" "$T/$name.rl" <<'PY' && ok || bad "$name: logits differ from the reference"
+import sys
+import numpy as np
+k, r = (np.fromfile(f, np.float32) for f in sys.argv[1:3])
+assert k.size == r.size and k.size % 96 == 0, (k.size, r.size)
+d = np.abs(k - r).max()
+assert d <= 1e-4 * np.abs(r).max(), (d, np.abs(r).max())
+PY
 done <<'EOF2'
 qwen2-f32 qwen2 f32
 qwen2-bf16-tied-sharded qwen2 bf16 --tied --shards 3

@@ -248,7 +248,7 @@ void run_sample(SampleArgs &a)
 
 struct EvalArgs {
 	CheckpointArgs ck;
-	std::string data_dir, task = "perplexity", gguf;
+	std::string data_dir, task = "perplexity", gguf, logits;
 	int batch = 8, limit = 0, ctx = 0;
 };
 
@@ -265,6 +265,9 @@ void define_eval(CLI::App *c, EvalArgs &a)
 	c->add_option("--limit", a.limit, "hellaswag: score only the first N examples (0: all)");
 	c->add_option("--ctx", a.ctx,
 		      "Tokens per window for a Hugging Face folder (0: max_position_embeddings, at most 1024)");
+	c->add_option("--logits", a.logits,
+		      "Llama-family folder: also write the first window's logits [ctx, vocab] as raw float32 here "
+		      "(for comparisons with other implementations)");
 }
 
 void eval_hf(EvalArgs &a)
@@ -287,6 +290,16 @@ void eval_hf(EvalArgs &a)
 	Llama model(c, ck);
 	TokenFile val(join_path(a.data_dir, "val.bin"), static_cast<int>(c.vocab), meta.token_bytes);
 	auto r = evaluate_file(model, val, a.batch, ctx);
+	if (!a.logits.empty()) {
+		if (val.size() <= uint64_t(ctx))
+			fail("{}: {} tokens, too few for a window of {}", val.path(), val.size(), ctx);
+		std::vector<int64_t> xs(static_cast<size_t>(ctx)), ys(static_cast<size_t>(ctx));
+		val.window(0, ctx, xs.data(), ys.data());
+		torch::NoGradGuard ng;
+		auto lg = model->logits(torch::from_blob(xs.data(), {1, ctx}, torch::kLong)).contiguous();
+		write_file_atomic(a.logits,
+				  std::string(static_cast<const char *>(lg.data_ptr()), size_t(lg.numel()) * 4));
+	}
 	fmt::print("{{\"checkpoint\": \"{}\", \"architecture\": \"{}\", \"dtype\": \"{}\", \"params\": {}, "
 		   "\"data\": \"{}\", \"ctx\": {}, \"tokens\": {}, \"val_loss\": {:.9f}, \"val_perplexity\": {:.4f}, "
 		   "\"seconds\": {:.2f}, \"peak_rss_bytes\": {}}}\n",

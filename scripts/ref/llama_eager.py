@@ -5,8 +5,10 @@ tied head, gelu_new or gelu) (RMSNorm, rotate-half rotary positions with the con
 grouped-query attention by repeating kv heads, SwiGLU MLP, Qwen2's q/k/v biases) without
 knlp's code and without transformers. Reads the safetensors by hand.
 
-  llama_eager.py MODEL_DIR VAL_BIN CTX [TOKEN_BYTES]   -> {"val_loss": ..., "tokens": ...}
+  llama_eager.py MODEL_DIR VAL_BIN CTX [TOKEN_BYTES] [--logits FILE]   -> {"val_loss": ..., "tokens": ...}
 Windows as knlp eval scores them: 0, T, 2T, ... plus one aligned to the end, each target once.
+--logits FILE: also write the first window's logits [CTX, vocab] as raw float32 (what
+`knlp eval --logits` writes).
 
   llama_eager.py MODEL_DIR TRAIN_BIN SEQ TOKEN_BYTES --fisher CHUNKS
       -> {"mean_loss": ..., "means": {tensor: mean}, "seconds": ...}
@@ -19,7 +21,8 @@ import json, math, os, struct, sys
 import torch
 
 model_dir, val, T = sys.argv[1], sys.argv[2], int(sys.argv[3])
-width = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+width = int(sys.argv[4]) if len(sys.argv) > 4 and not sys.argv[4].startswith("--") else 2
+logits_out = sys.argv[sys.argv.index("--logits") + 1] if "--logits" in sys.argv else ""
 cfg = json.load(open(os.path.join(model_dir, "config.json")))
 DT = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
@@ -188,6 +191,8 @@ with torch.no_grad():
                 if s + t + 1 <= covered:
                     y[0, t] = -1
         lg = forward_gpt2(x) if gpt2 else forward(x)
+        if j == 0 and logits_out:
+            lg[0].float().contiguous().numpy().tofile(logits_out)
         total += torch.nn.functional.cross_entropy(lg.view(-1, lg.shape[-1]).double(), y.view(-1),
                                                    ignore_index=-1, reduction="sum").item()
         count += int((y >= 0).sum())
