@@ -48,6 +48,11 @@ CpuInfo cpu_info(const std::string &path)
 			c.isa = isa;
 			break;
 		}
+	for (const char *isa : {"amx_bf16", "avx512_bf16"})
+		if (flags.find(std::string(" ") + isa + " ") != std::string::npos) {
+			c.bf16 = isa;
+			break;
+		}
 	return c;
 }
 
@@ -87,6 +92,7 @@ void record_run(const std::string &dir, const Config &cfg, const std::string &co
 		{"host", host_name()},
 		{"cpu", cpu.model},
 		{"cpu_isa", cpu.isa},
+		{"cpu_bf16", cpu.bf16.empty() ? "none" : cpu.bf16},
 		{"started", iso_time()},
 		{"config_source", cfg.source()},
 		{"compiler", __VERSION__},

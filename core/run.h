@@ -16,6 +16,8 @@ std::string host_name();
 // sse4_2, or baseline), from /proc/cpuinfo ("unknown" and "baseline" where it is missing).
 struct CpuInfo {
 	std::string model, isa;
+	// Native bf16 matrix instructions: "amx_bf16", "avx512_bf16", or "" (none).
+	std::string bf16;
 };
 CpuInfo cpu_info(const std::string &path = "/proc/cpuinfo");
 std::string now_stamp(); // YYYYmmdd_HHMMSS, local time

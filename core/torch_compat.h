@@ -59,10 +59,33 @@ inline void set_generator_state(torch::Device dev, const torch::Tensor &state)
 }
 
 // RAII autocast on CUDA (no-op elsewhere).
+// Whether CPU autocast is on in this thread.
+inline bool cpu_autocast_enabled()
+{
+#if KNLP_TORCH_AT_LEAST(2, 4)
+	return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+	return at::autocast::is_cpu_enabled();
+#endif
+}
+
 class AutocastGuard {
 public:
 	AutocastGuard(torch::Device dev, bool enable, at::ScalarType dtype)
 	{
+		cpu_ = enable && dev.is_cpu();
+		if (cpu_) {
+#if KNLP_TORCH_AT_LEAST(2, 4)
+			prev_ = at::autocast::is_autocast_enabled(at::kCPU);
+			at::autocast::set_autocast_enabled(at::kCPU, true);
+			at::autocast::set_autocast_dtype(at::kCPU, dtype);
+#else
+			prev_ = at::autocast::is_cpu_enabled();
+			at::autocast::set_cpu_enabled(true);
+			at::autocast::set_autocast_cpu_dtype(dtype);
+#endif
+			return;
+		}
 		active_ = enable && dev.is_cuda();
 		if (!active_)
 			return;
@@ -78,6 +101,15 @@ public:
 	}
 	~AutocastGuard()
 	{
+		if (cpu_) {
+#if KNLP_TORCH_AT_LEAST(2, 4)
+			at::autocast::set_autocast_enabled(at::kCPU, prev_);
+#else
+			at::autocast::set_cpu_enabled(prev_);
+#endif
+			at::autocast::clear_cache();
+			return;
+		}
 		if (!active_)
 			return;
 #if KNLP_TORCH_AT_LEAST(2, 4)
@@ -89,7 +121,7 @@ public:
 	}
 
 private:
-	bool active_ = false, prev_ = false;
+	bool active_ = false, cpu_ = false, prev_ = false;
 };
 
 } // namespace knlp::compat

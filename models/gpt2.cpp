@@ -184,7 +184,10 @@ GPT2Output GPT2Impl::forward(const torch::Tensor &idx, const torch::Tensor &targ
 {
 	GPT2Output out;
 	auto x = hidden(idx, 0, nullptr);
-	if (targets.defined() && c_.fused_head_loss && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+	// The fused head is float32 throughout; under CPU bf16 autocast the head is libtorch's
+	// (its product in bf16, the loss in float32).
+	if (targets.defined() && c_.fused_head_loss && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
+	    !compat::cpu_autocast_enabled()) {
 		out.loss = linear_cross_entropy(x.reshape({-1, x.size(-1)}), wte->weight, targets.reshape({-1}));
 	} else if (targets.defined()) {
 		out.logits = torch::matmul(x, wte->weight.t());

@@ -1,6 +1,9 @@
 # Shared helpers for the shell tests (sourced, not run: CMake only runs test_*.sh).
 set -u
 KNLP=${1:-build/knlp}
+# Tests pin the CPU's precision: CONFIG_CPU_PRECISION_AUTO picks bf16 on CPUs with native bf16,
+# and the tests' numbers are fp32's (tests/test_precision.sh sets it per run).
+export KNLP_CPU_PRECISION=${KNLP_CPU_PRECISION:-fp32}
 case "$KNLP" in /*) ;; *) KNLP="$PWD/$KNLP" ;; esac
 PYTHON=/usr/bin/python3
 TOP=$PWD

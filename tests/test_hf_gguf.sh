@@ -8,6 +8,7 @@
 # file's vocabulary equals knlp's on held-out text.
 . "$(dirname "$0")/lib.sh"
 MOD=$TOP/datasets/llama/node_modules
+LLIB=$MOD/@node-llama-cpp/linux-x64/bins/linux-x64 # llama.cpp's library (scripts/ref/llama_eval.py)
 TOKZ="$TOP/datasets/tokenizers"
 if [ ! -s "$MOD/node-llama-cpp/package.json" ] || [ ! -s "$TOKZ/qwen3/tokenizer.json" ]; then
 	bad "node-llama-cpp or the tokenizers are missing (make deps; x86-64 only)"
@@ -38,7 +39,7 @@ while read -r name arch dtype tok types extra; do
 			{ bad "export $name $t: $(cat x.log)"; continue; }
 		"$KNLP" eval --gguf "$name.$t.gguf" --data "small_$tok" --ctx 32 >"$name.$t.k" 2>/dev/null ||
 			{ bad "knlp eval $name $t: $(cat "$name.$t.k")"; continue; }
-		node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" "$name.$t.gguf" "small_$tok/val.bin" 32 4 >"$name.$t.l" 2>&1 ||
+		$PYTHON "$TOP/scripts/ref/llama_eval.py" "$LLIB" "$name.$t.gguf" "small_$tok/val.bin" 32 4 >"$name.$t.l" 2>&1 ||
 			{ bad "llama.cpp $name $t: $(tail -3 "$name.$t.l")"; continue; }
 		$PYTHON - "$name" $t <<'PY' && ok || bad "$name $t: knlp $(tail -1 "$name.$t.k") vs llama.cpp $(tail -1 "$name.$t.l")"
 import json, sys
@@ -95,7 +96,7 @@ for role, part in hf.items():
 assert up == sorted(want), (up, want)
 PY
 "$KNLP" eval --gguf fimplan.gguf --data small_qwen3 --ctx 32 >fk.log 2>/dev/null || bad "eval fim plan"
-node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" fimplan.gguf small_qwen3/val.bin 32 4 >fl.log 2>&1 || bad "llama.cpp fim plan"
+$PYTHON "$TOP/scripts/ref/llama_eval.py" "$LLIB" fimplan.gguf small_qwen3/val.bin 32 4 >fl.log 2>&1 || bad "llama.cpp fim plan"
 $PYTHON - <<'PY' && ok || bad "fim plan: knlp $(tail -1 fk.log) vs llama.cpp $(tail -1 fl.log)"
 import json
 k, l = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("fk.log", "fl.log"))

@@ -64,7 +64,15 @@ PY
 $PYTHON "$TOP/scripts/ref/llama_quantize.py" "$LIB" qwen2tied.f32.gguf rec.ref.gguf q3_k_m rec.gguf --except q6_k "$up" \
 	>rec.cmp 2>rec.err && ok || bad "recipe vs llama.cpp's Q3_K_M: $(head -c 800 rec.cmp)"
 "$KNLP" eval --gguf rec.gguf --data small --ctx 32 >rk.log 2>/dev/null || bad "eval recipe"
-node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" rec.gguf small/val.bin 32 2 >rl.log 2>&1 || bad "llama.cpp recipe: $(tail -2 rl.log)"
+$PYTHON "$TOP/scripts/ref/llama_eval.py" "$LIB" rec.gguf small/val.bin 32 2 >rl.log 2>&1 || bad "llama.cpp recipe: $(tail -2 rl.log)"
+# The ctypes evaluator (llama_eval.py, what the tests use) against node-llama-cpp's own
+# JavaScript API on the same file: the same loss.
+node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" rec.gguf small/val.bin 32 2 >rj.log 2>&1 || bad "node-llama-cpp: $(tail -2 rj.log)"
+$PYTHON - <<'PY' && ok || bad "llama_eval.py $(tail -1 rl.log) vs llama_eval.mjs $(tail -1 rj.log)"
+import json
+a, b = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("rl.log", "rj.log"))
+assert a["tokens"] == b["tokens"] and abs(a["val_loss"] - b["val_loss"]) <= 1e-9 * b["val_loss"], (a, b)
+PY
 $PYTHON - <<'PY' && ok || bad "recipe loss: knlp $(tail -1 rk.log) vs llama.cpp $(tail -1 rl.log)"
 import json
 k, l = (json.loads(open(f).read().strip().splitlines()[-1]) for f in ("rk.log", "rl.log"))

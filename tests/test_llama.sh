@@ -33,7 +33,8 @@ KNLP_PEAK_FLOPS=1e9 "$KNLP" train --config g.config --set GPT2_SIZE_CUSTOM=y --s
 for t in f32 q8_0 q4_k; do
 	"$KNLP" export --checkpoint run --format gguf --type $t --out m_$t.gguf >x.log 2>&1 || { bad "export $t: $(cat x.log)"; continue; }
 	"$KNLP" eval --gguf m_$t.gguf --data small >k_$t.log 2>/dev/null || { bad "knlp eval $t: $(cat k_$t.log)"; continue; }
-	node "$TOP/scripts/ref/llama_eval.mjs" "$MOD" m_$t.gguf small/val.bin 32 >l_$t.log 2>&1 || { bad "llama.cpp $t: $(tail -3 l_$t.log)"; continue; }
+	$PYTHON "$TOP/scripts/ref/llama_eval.py" "$MOD/@node-llama-cpp/linux-x64/bins/linux-x64" m_$t.gguf small/val.bin 32 \
+		>l_$t.log 2>&1 || { bad "llama.cpp $t: $(tail -3 l_$t.log)"; continue; }
 	$PYTHON - $t <<'PY' && ok || bad "$t: knlp $(tail -1 k_$t.log) vs llama.cpp $(tail -1 l_$t.log)"
 import json, sys
 t = sys.argv[1]

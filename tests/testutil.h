@@ -53,6 +53,13 @@ struct RunResult {
 };
 
 // Run a shell command, capturing its output and exit status.
+// Tests pin the CPU's precision to fp32 (CONFIG_CPU_PRECISION_AUTO picks bf16 on CPUs with
+// native bf16; the tests' golden numbers are fp32's). Commands inherit it.
+inline const bool k_pin_cpu_fp32 = [] {
+	setenv("KNLP_CPU_PRECISION", "fp32", 0);
+	return true;
+}();
+
 inline RunResult run(const std::string &cmd)
 {
 	RunResult r;

@@ -10,6 +10,7 @@
 #include <torch/version.h>
 
 #include "core/error.h"
+#include "core/run.h"
 
 namespace knlp {
 
@@ -67,11 +68,55 @@ void synchronize(torch::Device dev)
 		torch::cuda::synchronize(dev.index());
 }
 
+Precision resolve_precision(const Settings &s, torch::Device dev)
+{
+	Precision p;
+	if (dev.is_cuda()) {
+		p.bf16 = s.train.amp == choice::Amp::Bf16;
+		p.reason = p.bf16 ? "CONFIG_AMP_BF16" : "CONFIG_AMP_FP32";
+		return p;
+	}
+	const CpuInfo cpu = cpu_info();
+	const bool native = !cpu.bf16.empty();
+	std::string want;
+	switch (s.train.cpu_precision) {
+	case choice::CpuPrecision::Auto: want = "auto"; break;
+	case choice::CpuPrecision::Fp32: want = "fp32"; break;
+	case choice::CpuPrecision::Bf16: want = "bf16"; break;
+	case choice::CpuPrecision::Bf16Require: want = "bf16-require"; break;
+	}
+	std::string source = std::string("CONFIG_") + symbol_of(s.train.cpu_precision);
+	if (const char *e = std::getenv("KNLP_CPU_PRECISION"); e && *e) {
+		want = e;
+		source = std::string("KNLP_CPU_PRECISION=") + e;
+		if (want != "fp32" && want != "bf16" && want != "bf16-force" && want != "auto")
+			fail("KNLP_CPU_PRECISION={}: expected fp32, bf16, bf16-force or auto", e);
+	}
+	const std::string has = native ? "native " + cpu.bf16 : "no native bf16 (AMX-BF16 or AVX512-BF16)";
+	if (want == "fp32") {
+		p.reason = source;
+	} else if (want == "bf16-force") {
+		p.bf16 = true;
+		p.reason = source + " (" + has + ")";
+	} else if (native) {
+		p.bf16 = true;
+		p.reason = source + ": " + has;
+	} else if (want == "bf16-require") {
+		fail("{}: this CPU ({}) has {}", source, cpu.model, has);
+	} else {
+		p.reason = source + ": " + has + " on " + cpu.model;
+		if (want == "bf16")
+			p.notice = fmt::format("knlp: notice: {}: this CPU ({}) has {}; training in fp32", source,
+					       cpu.model, has);
+	}
+	return p;
+}
+
 double measure_matmul_peak(torch::Device dev, bool bf16)
 {
 	// The best of several square and transformer-like shapes: the peak MFU is quoted against.
 	torch::NoGradGuard ng;
-	auto opts = torch::TensorOptions().device(dev).dtype(bf16 && dev.is_cuda() ? torch::kBFloat16 : torch::kFloat);
+	auto opts = torch::TensorOptions().device(dev).dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
 	std::vector<std::array<int64_t, 3>> shapes;
 	if (dev.is_cuda())
 		shapes = {{8192, 8192, 8192}, {16384, 4096, 4096}};

@@ -17,6 +17,18 @@ void synchronize(torch::Device dev);
 // Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32 (bf16 on GPUs), the peak
 // against which MFU is reported. Takes about half a second.
 double measure_matmul_peak(torch::Device dev, bool bf16);
+
+// What a run computes in on its device. CUDA: CONFIG_AMP_*. CPU: CONFIG_CPU_PRECISION_*
+// against the CPU's native bf16 (AMX-BF16, AVX512-BF16); KNLP_CPU_PRECISION=fp32|bf16|
+// bf16-force overrides it. A bf16 request the CPU cannot serve natively gives fp32 and a
+// notice, or an error under CONFIG_CPU_PRECISION_BF16_REQUIRE.
+struct Precision {
+	bool bf16 = false;  // bf16 autocast (float32 master weights and optimizer state)
+	std::string reason; // for run.json and the start-up line
+	std::string notice; // printed once when not empty
+	const char *name() const { return bf16 ? "bf16" : "fp32"; }
+};
+Precision resolve_precision(const Settings &s, torch::Device dev);
 std::string torch_version();
 
 } // namespace knlp

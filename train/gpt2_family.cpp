@@ -142,7 +142,7 @@ public:
 		auto &[xt, yt] = batches_[size_t(micro)];
 		torch::Tensor loss;
 		{
-			compat::AutocastGuard ag(ctx.dev, cfg_.train.amp == choice::Amp::Bf16, torch::kBFloat16);
+			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
 			loss = model_->forward(xt, yt).loss;
 		}
 		MicroLoss m;
@@ -259,7 +259,7 @@ private:
 				continue;
 			}
 			auto [xt, yt] = batch(f, rng, ctx.dev);
-			compat::AutocastGuard ag(ctx.dev, cfg_.train.amp == choice::Amp::Bf16, torch::kBFloat16);
+			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
 			total += model_->forward(xt, yt).loss.item<double>();
 		}
 		model_->train();

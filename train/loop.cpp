@@ -82,6 +82,7 @@ private:
 	const Settings &cfg_;
 	std::unique_ptr<Family> family_;
 	RunContext ctx_;
+	Precision prec_;
 	std::unique_ptr<Ddp> ddp_;
 	std::unique_ptr<Optimizer> opt_;
 	std::unique_ptr<Pruner> pruner_;
@@ -129,6 +130,10 @@ void Loop::start()
 	if (ctx_.dev.is_cuda() && ctx_.local_rank >= 0)
 		ctx_.dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(ctx_.local_rank));
 	ctx_.dev = family_->device(ctx_.dev);
+	prec_ = resolve_precision(cfg_, ctx_.dev);
+	ctx_.bf16 = prec_.bf16;
+	if (!prec_.notice.empty() && ctx_.main_rank())
+		fmt::print(stderr, "{}\n", prec_.notice);
 	ctx_.seed = static_cast<uint64_t>(cfg_.core.seed);
 	if (cfg_.debug.detect_anomaly)
 		torch::autograd::AnomalyMode::set_enabled(true);
@@ -555,6 +560,8 @@ void Loop::begin()
 							    {"resumed_from", resume_ckpt_},
 							    {"world_size", std::to_string(ctx_.world)},
 							    {"family", family_->name()},
+							    {"precision", prec_.name()},
+							    {"precision_reason", prec_.reason},
 							    {"throughput_unit", cad_.unit + "/s"}};
 		for (const auto &[k, v] : family_->run_record())
 			extra[k] = v;
@@ -572,7 +579,7 @@ void Loop::begin()
 	silence_other_ranks(ctx_.rank);
 	if (cad_.flops_per_item > 0) {
 		const char *pf = std::getenv("KNLP_PEAK_FLOPS");
-		peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(ctx_.dev, cfg_.train.amp == choice::Amp::Bf16);
+		peak_flops_ = pf ? std::atof(pf) : measure_matmul_peak(ctx_.dev, ctx_.bf16);
 	}
 	if (rng_after_start_.defined())
 		compat::set_generator_state(torch::kCPU, rng_after_start_);

@@ -56,6 +56,7 @@ struct RunContext {
 	int local_rank = -1; // the rank's GPU under a launcher, else -1
 	uint64_t seed = 0;
 	std::string run_dir;
+	bool bf16 = false;	  // bf16 autocast (train/device.h resolve_precision)
 	Ddp *ddp = nullptr;	  // null: one plain process
 	Optimizer *opt = nullptr; // set once the model is built
 	Pruner *pruner = nullptr;

@@ -7,6 +7,7 @@ On a GPU (DEVICE cuda) it is what a PyTorch user would write there: fused causal
 (F.scaled_dot_product_attention), bf16 autocast (DTYPE bf16), torch.optim.AdamW's default
 multi-tensor update, all threads.
 usage: gpt2_eager.py L H C T B V STEPS [DEVICE [DTYPE]]
+KNLP_BENCH_THREADS=N: CPU threads (default 2; make bench takes the best of 1 and 2).
 KNLP_PROFILE=FILE: also write a Chrome trace of 3 steps (after the warm-up) to FILE.
 """
 import json
@@ -73,7 +74,7 @@ def main():
     dev = sys.argv[8] if len(sys.argv) > 8 else "cpu"
     bf16 = len(sys.argv) > 9 and sys.argv[9] == "bf16"
     if dev == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(os.environ.get("KNLP_BENCH_THREADS", "2")))
     torch.manual_seed(0)
     model = GPT(layers, heads, c, t, v, fused=dev != "cpu").to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
@@ -127,6 +128,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"impl": "pytorch-eager", "tokens_per_sec": b * t / dt, "step_ms": dt * 1e3,
            "peak_rss_mb": rss, "torch": torch.__version__, "device": dev, "bf16": bf16,
+           "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in model.parameters())}
     if timed:
         out["phase_ms"] = {k: 1e3 * v / steps for k, v in zip(("forward", "backward", "clip", "update"), phases)}
