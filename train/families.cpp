@@ -4,6 +4,7 @@
 #include "train/families.h"
 
 #include "core/error.h"
+#include "train/evaluate.h"
 
 namespace knlp {
 
@@ -36,6 +37,22 @@ const FamilyRow &row_of(const Settings &s)
 std::unique_ptr<Family> make_family(const Settings &s)
 {
 	return row_of(s).make(s);
+}
+
+Evaluation language_model_evaluation(double tl, double vl)
+{
+	Evaluation ev;
+	ev.quality = vl;
+	ev.train_loss = tl;
+	ev.eval_loss = vl;
+	ev.record = {{"val_loss", vl}, {"val_perplexity", perplexity_of(vl)}};
+	ev.text = fmt::format("train loss {:.4f}, val loss {:.4f} (ppl {:.2f})", tl, vl, perplexity_of(vl));
+	return ev;
+}
+
+std::string language_model_quality(double vl)
+{
+	return fmt::format("val loss {:.4f} (ppl {:.2f})", vl, perplexity_of(vl));
 }
 
 std::string family_name(const Settings &s)

@@ -173,18 +173,9 @@ public:
 		const double tl = estimate(ctx, *train_, 0, p.step), vl = estimate(ctx, *val_, 1, p.step);
 		if (!std::isfinite(vl) || !std::isfinite(tl))
 			ctx.fail_nonfinite("evaluation loss", std::isfinite(vl) ? tl : vl);
-		Evaluation ev;
-		ev.quality = vl;
-		ev.train_loss = tl;
-		ev.eval_loss = vl;
-		ev.record = {{"val_loss", vl}, {"val_perplexity", perplexity_of(vl)}};
-		ev.text = fmt::format("train loss {:.4f}, val loss {:.4f} (ppl {:.2f})", tl, vl, perplexity_of(vl));
-		return ev;
+		return language_model_evaluation(tl, vl);
 	}
-	std::string format_quality(double q) const override
-	{
-		return fmt::format("val loss {:.4f} (ppl {:.2f})", q, perplexity_of(q));
-	}
+	std::string format_quality(double q) const override { return language_model_quality(q); }
 
 	void save_state(json &st, std::vector<NamedTensor> &) const override
 	{
