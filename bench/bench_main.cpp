@@ -18,6 +18,7 @@
 //                                           training tokens/s (T 128, byte vocabulary) and
 //                                           cached decoding tokens/s at batch 1 up to 512
 //                                           tokens of context, for one attention variant
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "fim/fisher.h"
+#include "models/fused.h"
 #include "models/gpt2.h"
 #include "models/pool.h"
 #include "gnn/graph.h"
@@ -67,7 +69,14 @@ static int bench_train(char **a)
 	c.vocab_raw = c.vocab_size = std::atoi(a[5]);
 	int steps = std::atoi(a[6]);
 	c.dropout = 0.0;
-	c.fused_head_loss = !std::getenv("KNLP_BENCH_UNFUSED");
+	// KNLP_BENCH_OFF: a comma list of fusions to turn off (head, attention, layernorm, gelu).
+	const char *off_env = std::getenv("KNLP_BENCH_OFF");
+	std::string off = off_env ? std::string(",") + off_env + "," : "";
+	auto on = [&](const char *name) { return off.find(std::string(",") + name + ",") == std::string::npos; };
+	c.fused_head_loss = on("head");
+	c.blocked_attention = on("attention");
+	c.fused_layernorm = on("layernorm");
+	c.fused_gelu = on("gelu");
 	torch::manual_seed(0);
 	double peak = measure_matmul_peak(torch::kCPU, false);
 	GPT2 m(c);
@@ -94,7 +103,8 @@ static int bench_train(char **a)
 	double dt = secs(t0) / steps;
 	double tok_s = double(B) * c.block_size / dt;
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
-	nlohmann::json j = {{"impl", c.fused_head_loss ? "knlp" : "knlp-unfused-head"},
+	nlohmann::json j = {{"impl", "knlp"},
+			    {"off", off_env ? off_env : ""},
 			    {"tokens_per_sec", tok_s},
 			    {"step_ms", dt * 1e3},
 			    {"mfu", mfu},
@@ -103,6 +113,90 @@ static int bench_train(char **a)
 			    {"params", c.num_params()},
 			    {"threads", torch::get_num_threads()}};
 	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
+// Median milliseconds of fn over `reps` runs after two warm-ups.
+template <class F> static double median_ms(int reps, F fn)
+{
+	fn(), fn();
+	std::vector<double> t;
+	for (int i = 0; i < reps; i++) {
+		auto t0 = clk::now();
+		fn();
+		t.push_back(secs(t0) * 1e3);
+	}
+	std::sort(t.begin(), t.end());
+	return t[t.size() / 2];
+}
+
+// Each fused CPU kernel (models/fused.h) against the libtorch path it replaces, forward and
+// backward, at one layer of shape (b): batch B, T tokens, C channels, H heads.
+static int bench_kernels(char **a)
+{
+	const int64_t B = std::atoi(a[0]), T = std::atoi(a[1]), C = std::atoi(a[2]), H = std::atoi(a[3]);
+	const int reps = std::atoi(a[4]);
+	const int64_t D = C / H;
+	torch::manual_seed(0);
+	nlohmann::json out = nlohmann::json::object();
+	auto full = torch::full({T, T}, -std::numeric_limits<float>::infinity());
+	auto bias = torch::triu(full, 1);
+	auto mk = [&](std::vector<int64_t> shape) { return torch::randn(shape).requires_grad_(true); };
+	{
+		auto q = mk({B * H, T, D}), k = mk({B * H, T, D}), v = mk({B * H, T, D});
+		auto g = torch::randn({B * H, T, D});
+		auto run = [&](bool blocked) {
+			torch::Tensor y;
+			if (blocked)
+				y = blocked_causal_attention(q, k, v, bias, attention_block_rows(T));
+			else
+				y = torch::bmm(torch::softmax(torch::baddbmm(bias, q, k.transpose(1, 2), 1.0,
+									     1.0 / std::sqrt(double(D))),
+							      -1),
+					       v);
+			y.backward(g);
+			q.mutable_grad().reset(), k.mutable_grad().reset(), v.mutable_grad().reset();
+		};
+		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		out["attention"] = {{"fused_ms", f},
+				    {"unfused_ms", u},
+				    {"speedup", u / f},
+				    {"block_rows", attention_block_rows(T)}};
+	}
+	{
+		// The MLP's first layer and activation: [B*T, C] x [4C, C]^T + bias, GELU.
+		auto x = torch::randn({B * T, C}), w = torch::randn({4 * C, C}) * 0.05;
+		auto bias = mk({4 * C});
+		auto h = mk({B * T, 4 * C});
+		auto g = torch::randn({B * T, 4 * C});
+		auto run = [&](bool fused) {
+			auto hh = h * 1.0; // a fresh non-leaf, as the product's output would be
+			auto y = fused ? bias_gelu(hh, bias) : torch::gelu(hh + bias);
+			y.backward(g);
+			h.mutable_grad().reset(), bias.mutable_grad().reset();
+		};
+		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		out["bias_gelu"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
+	}
+	{
+		auto x = mk({B * T, C}), d = mk({B * T, C}), w = mk({C}), b = mk({C});
+		auto gy = torch::randn({B * T, C}), gn = torch::randn({B * T, C});
+		auto run = [&](bool fused) {
+			torch::Tensor y, n;
+			if (fused) {
+				std::tie(y, n) = add_layer_norm(x, d, w, b, 1e-5);
+			} else {
+				y = x + d;
+				n = torch::layer_norm(y, {C}, w, b, 1e-5);
+			}
+			torch::autograd::backward({y, n}, {gy, gn});
+			for (auto *t : {&x, &d, &w, &b})
+				t->mutable_grad().reset();
+		};
+		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		out["add_layernorm"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
+	}
+	std::printf("%s\n", out.dump().c_str());
 	return 0;
 }
 
@@ -555,6 +649,8 @@ int main(int argc, char **argv)
 		return bench_train(argv + 2);
 	if (!std::strcmp(argv[1], "vision") && argc >= 5)
 		return bench_vision(argc - 2, argv + 2);
+	if (!std::strcmp(argv[1], "kernels") && argc == 7)
+		return bench_kernels(argv + 2);
 	if (!std::strcmp(argv[1], "attention") && argc == 8)
 		return bench_attention(argv + 2);
 	if (!std::strcmp(argv[1], "optim") && (argc == 3 || argc == 4))

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
+#include "models/fused.h"
 
 namespace knlp {
 
@@ -27,12 +28,21 @@ torch::Tensor append(std::vector<torch::Tensor> *cache, size_t slot, const torch
 	return c;
 }
 
-// Causal attention, explicit when the probabilities are wanted.
+// Causal attention, explicit when the probabilities are wanted; on the CPU without a fused
+// kernel, in query blocks (models/fused.h) where that pays.
 torch::Tensor attend(const torch::Tensor &q, const torch::Tensor &k, const torch::Tensor &v, const torch::Tensor &bias,
-		     double p, bool fused, torch::Tensor *probs)
+		     double p, const GPT2Config &c, torch::Tensor *probs)
 {
+	const bool fused = c.fused_attention && compat::has_fused_attention();
+	if (!probs && !fused && c.blocked_attention && p == 0 && q.device().is_cpu() && q.size(2) == k.size(2)) {
+		const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+		if (int64_t block = attention_block_rows(T))
+			return blocked_causal_attention(q.reshape({B * H, T, D}), k.reshape({B * H, T, D}),
+							v.reshape({B * H, T, D}), bias, block)
+				.view({B, H, T, D});
+	}
 	if (!probs)
-		return compat::causal_attention(q, k, v, bias, p, fused && compat::has_fused_attention());
+		return compat::causal_attention(q, k, v, bias, p, fused);
 	auto w = attention_weights(q, k, bias);
 	*probs = w;
 	if (p > 0)
@@ -105,7 +115,7 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 	auto q = heads(qkv[0]), k_new = heads(qkv[1]);
 	auto k = append(cache, 0, k_new, 2), v = append(cache, 1, heads(qkv[2]), 2);
 	double p = is_training() ? c_.dropout : 0.0;
-	auto y = merge_heads(attend(q, k, v, mask_bias, p, c_.fused_attention, probs));
+	auto y = merge_heads(attend(q, k, v, mask_bias, p, c_, probs));
 	if (gate)
 		y = y * torch::sigmoid(apply_linear(gate, x));
 	if (ra_) {
@@ -113,7 +123,7 @@ torch::Tensor StandardAttentionImpl::forward(const torch::Tensor &x, const torch
 		auto q_all = append(cache, 2, q.narrow(1, H - n, n), 2); // [B, n, S, D]
 		auto k_r = k_new.narrow(1, H - n, n);			 // [B, n, T, D]
 		auto v_r = v.narrow(1, H - n, n);
-		auto yr = merge_heads(attend(k_r, q_all, v_r, mask_bias, p, c_.fused_attention, nullptr));
+		auto yr = merge_heads(attend(k_r, q_all, v_r, mask_bias, p, c_, nullptr));
 		y = y + torch::tanh(ra_rho) * ln_ra(apply_linear(ra_proj, yr));
 	}
 	if (obs)
@@ -144,7 +154,7 @@ torch::Tensor MLAAttentionImpl::forward(const torch::Tensor &x, const torch::Ten
 	auto heads = [&](const torch::Tensor &t) { return t.view({B, S, H, D}).transpose(1, 2); };
 	auto k = apply_rope(heads(kv[0]), 0, c_.rope_base), v = heads(kv[1]);
 	double p = is_training() ? c_.dropout : 0.0;
-	auto y = apply_linear(c_proj, merge_heads(attend(q, k, v, mask_bias, p, c_.fused_attention, probs)));
+	auto y = apply_linear(c_proj, merge_heads(attend(q, k, v, mask_bias, p, c_, probs)));
 	return p > 0 ? torch::dropout(y, p, true) : y;
 }
 
@@ -175,7 +185,7 @@ torch::Tensor KVSpliceAttentionImpl::forward(const torch::Tensor &x, const torch
 	auto k = apply_rope(kv.narrow(2, 0, W).reshape({B, 1, S, W}), 0, c_.rope_base);
 	auto v = kv.narrow(2, W, W).reshape({B, 1, S, W});
 	double p = is_training() ? c_.dropout : 0.0;
-	auto a = attend(q, k, v, mask_bias, p, c_.fused_attention, probs).view({B, T, W});
+	auto a = attend(q, k, v, mask_bias, p, c_, probs).view({B, T, W});
 	auto z = apply_linear(c2l, a);					   // [B, T, d_latent]
 	auto y = torch::matmul(z, kv_down->weight) + apply_linear(res, z); // z A^T + z W_r + b_r
 	return p > 0 ? torch::dropout(y, p, true) : y;

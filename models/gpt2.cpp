@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "models/attention.h"
 #include "core/torch_compat.h"
+#include "models/fused.h"
 #include "models/linear_ce.h"
 
 namespace knlp {
@@ -42,6 +43,16 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor &x)
 	return torch::layer_norm(x, {dim_}, weight, bias, 1e-5);
 }
 
+std::pair<torch::Tensor, torch::Tensor> LayerNormImpl::forward_add(const torch::Tensor &x, const torch::Tensor &d,
+								   bool fused)
+{
+	if (fused && fused_kernels_apply(x) && fused_kernels_apply(weight) &&
+	    (d.scalar_type() == torch::kFloat || d.scalar_type() == torch::kBFloat16) && x.sizes() == d.sizes())
+		return add_layer_norm(x, d, weight, bias, 1e-5);
+	auto y = x + d;
+	return {y, forward(y)};
+}
+
 torch::Tensor gelu(const torch::Tensor &x, Gelu kind)
 {
 	if (kind == Gelu::Erf)
@@ -52,7 +63,8 @@ torch::Tensor gelu(const torch::Tensor &x, Gelu kind)
 	return torch::where(x <= -10.0, torch::zeros_like(x), torch::where(x >= 10.0, x, y));
 }
 
-MLPImpl::MLPImpl(const GPT2Config &c, int layer) : dropout_(c.dropout), layer_(layer), gelu_(c.gelu)
+MLPImpl::MLPImpl(const GPT2Config &c, int layer)
+    : dropout_(c.dropout), layer_(layer), gelu_(c.gelu), fused_gelu_(c.fused_gelu)
 {
 	c_fc = register_module("c_fc",
 			       torch::nn::Linear(torch::nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
@@ -65,7 +77,17 @@ torch::Tensor MLPImpl::forward(const torch::Tensor &x)
 	auto *o = forward_observer();
 	if (o)
 		o->linear_input(layer_, "mlp.c_fc", x);
-	auto a = gelu(apply_linear(c_fc, x), gelu_);
+	torch::Tensor a;
+	// The bias moves from the product into the activation's pass (models/fused.h).
+	if (fused_gelu_ && gelu_ == Gelu::Erf && c_fc->bias.defined() && x.device().is_cpu() &&
+	    fused_kernels_apply(c_fc->bias)) {
+		auto h = torch::linear(x, c_fc->weight);
+		a = h.scalar_type() == torch::kFloat || h.scalar_type() == torch::kBFloat16
+			    ? bias_gelu(h, c_fc->bias)
+			    : gelu(h + c_fc->bias, gelu_);
+	} else {
+		a = gelu(apply_linear(c_fc, x), gelu_);
+	}
 	if (o)
 		o->linear_input(layer_, "mlp.c_proj", a);
 	auto y = apply_linear(c_proj, a);
@@ -85,6 +107,19 @@ torch::Tensor BlockImpl::forward(const torch::Tensor &x, const torch::Tensor &ma
 {
 	auto y = x + attn->forward(ln_1(x), mask_bias, pos0, cache, probs);
 	return y + mlp(ln_2(y));
+}
+
+std::pair<torch::Tensor, torch::Tensor> BlockImpl::forward_pair(const torch::Tensor &r, const torch::Tensor &d,
+								const torch::Tensor &mask_bias, int64_t pos0,
+								std::vector<torch::Tensor> *cache, torch::Tensor *probs)
+{
+	torch::Tensor x, n;
+	if (d.defined())
+		std::tie(x, n) = ln_1->forward_add(r, d, true);
+	else
+		x = r, n = ln_1(r);
+	auto [y, n2] = ln_2->forward_add(x, attn->forward(n, mask_bias, pos0, cache, probs), true);
+	return {y, mlp(n2)};
 }
 
 // ---------------------------------------------------------------- model
@@ -161,6 +196,10 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 	auto bias = mask_bias(T, pos0 + T, idx.device());
 	if (cache && cache->layers.empty())
 		cache->layers.assign(size_t(c_.n_layer), {});
+	// With fused LayerNorms the residual stream is carried as x + pending, and each
+	// LayerNorm adds the pending branch output in its own pass (models/fused.h).
+	const bool fused_ln = c_.fused_layernorm && fused_kernels_apply(x);
+	torch::Tensor pending;
 	for (int i = 0; i < c_.n_layer; i++) {
 		auto blk = h[i]->as<BlockImpl>();
 		torch::Tensor p, *pp = nullptr;
@@ -169,7 +208,11 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 		auto *obs = forward_observer();
 		if (obs)
 			obs->before_block(i);
-		x = blk->forward(x, bias, pos0, cache ? &cache->layers[size_t(i)] : nullptr, pp);
+		auto *lc = cache ? &cache->layers[size_t(i)] : nullptr;
+		if (fused_ln)
+			std::tie(x, pending) = blk->forward_pair(x, pending, bias, pos0, lc, pp);
+		else
+			x = blk->forward(x, bias, pos0, lc, pp);
 		if (obs)
 			obs->after_block(i);
 		if (pp)
@@ -177,6 +220,8 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 	}
 	if (cache)
 		cache->len = pos0 + T;
+	if (pending.defined())
+		return ln_f->forward_add(x, pending, true).second;
 	return ln_f(x);
 }
 

@@ -24,7 +24,10 @@ struct GPT2Config {
 	double dropout = 0.0;
 	bool bias = true;
 	bool fused_attention = true;
-	bool fused_head_loss = true; // CPU: chunked linear + cross-entropy (models/linear_ce.h)
+	bool fused_head_loss = true;   // CPU: chunked linear + cross-entropy (models/linear_ce.h)
+	bool blocked_attention = true; // CPU: causal attention in query blocks (models/fused.h)
+	bool fused_layernorm = true;   // CPU: residual add + LayerNorm in one pass (models/fused.h)
+	bool fused_gelu = true;	       // CPU: the MLP's bias + erf GELU in one pass (models/fused.h)
 
 	// Attention variant (docs/attention.md). Empty layer_kind: every layer standard.
 	std::string variant = "vanilla";  // vanilla mla kvsplice hybrid ra gate ra-gate
@@ -89,6 +92,8 @@ class LayerNormImpl : public torch::nn::Module {
 public:
 	LayerNormImpl(int dim, bool bias);
 	torch::Tensor forward(const torch::Tensor &x);
+	// (x + d, LayerNorm(x + d)); in one fused pass where `fused` (models/fused.h).
+	std::pair<torch::Tensor, torch::Tensor> forward_add(const torch::Tensor &x, const torch::Tensor &d, bool fused);
 	torch::Tensor weight, bias;
 
 private:
@@ -111,6 +116,7 @@ private:
 	double dropout_;
 	int layer_;
 	Gelu gelu_;
+	bool fused_gelu_;
 };
 TORCH_MODULE(MLP);
 
@@ -119,6 +125,11 @@ public:
 	BlockImpl(const GPT2Config &c, int layer);
 	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
 			      std::vector<torch::Tensor> *cache, torch::Tensor *probs = nullptr);
+	// The block on a residual stream carried as a pending sum r + d (d undefined: none):
+	// returns the next (r, d), so each LayerNorm fuses the add in front of it.
+	std::pair<torch::Tensor, torch::Tensor> forward_pair(const torch::Tensor &r, const torch::Tensor &d,
+							     const torch::Tensor &mask_bias, int64_t pos0,
+							     std::vector<torch::Tensor> *cache, torch::Tensor *probs);
 	LayerNorm ln_1{nullptr}, ln_2{nullptr};
 	std::shared_ptr<AttentionBase> attn;
 	MLP mlp{nullptr};

@@ -35,6 +35,9 @@ GPT2Config GPT2Config::from(const Settings &s, int data_vocab)
 	c.bias = g.bias;
 	c.fused_attention = g.flash_attention;
 	c.fused_head_loss = g.fused_head_loss;
+	c.blocked_attention = g.blocked_attention;
+	c.fused_layernorm = g.fused_layernorm;
+	c.fused_gelu = g.fused_bias_gelu;
 	c.d_latent = static_cast<int>(a.mla_d_latent);
 	c.splice_dim = static_cast<int>(a.kvsplice_dim);
 	HybridPlacement hp;

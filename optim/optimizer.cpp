@@ -1,3 +1,4 @@
+#include "core/parallel.h"
 #include "optim/optimizer.h"
 
 #include <algorithm>
@@ -164,7 +165,7 @@ double Optimizer::grad_norm() const
 			chunks.emplace_back(g + o, std::min(k_chunk, s.param.numel() - o));
 	}
 	std::vector<double> partial(chunks.size(), 0.0);
-	at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+	knlp::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
 		for (int64_t c = b; c < e; c++) {
 			const float *g = chunks[c].first;
 			double acc = 0;
@@ -291,7 +292,7 @@ void Optimizer::step_cpu(double lr, double grad_scale)
 	const float flr = static_cast<float>(lr), mu = static_cast<float>(opt_.momentum);
 	const OptimKind kind = opt_.kind;
 	const bool ams = opt_.amsgrad;
-	at::parallel_for(0, static_cast<int64_t>(spans.size()), 1, [&](int64_t b, int64_t e) {
+	knlp::parallel_for(0, static_cast<int64_t>(spans.size()), 1, [&](int64_t b, int64_t e) {
 		for (int64_t c = b; c < e; c++) {
 			const Span s = spans[c];
 			if (kind == OptimKind::SGD) {

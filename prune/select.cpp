@@ -1,3 +1,4 @@
+#include "core/parallel.h"
 #include "prune/select.h"
 
 #include <ATen/Parallel.h>
@@ -53,7 +54,7 @@ std::vector<int64_t> histogram(const std::vector<Chunk> &chunks, int shift, uint
 {
 	int nthreads = at::get_num_threads();
 	std::vector<std::vector<int64_t>> local(nthreads, std::vector<int64_t>(65536, 0));
-	at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+	knlp::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
 		auto &h = local[at::get_thread_num()];
 		for (int64_t c = b; c < e; c++) {
 			const float *p = chunks[c].p;

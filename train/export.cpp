@@ -1,3 +1,4 @@
+#include "core/parallel.h"
 #include "train/export.h"
 
 #include <cmath>
@@ -462,7 +463,7 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 		const int64_t row = ne[0], rows = t.numel() / row, row_bytes = ggml_row_bytes(pt.type, row);
 		const float *src = t.data_ptr<float>();
 		uint8_t *dst = reinterpret_cast<uint8_t *>(bytes.data());
-		at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
+		knlp::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
 			ggml_quantize(pt.type, src + b * row, (e - b) * row, dst + b * row_bytes);
 		});
 		w.add_tensor(gname, ne, pt.type, std::move(bytes));

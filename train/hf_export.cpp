@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/parallel.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/run.h"
@@ -193,7 +194,7 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 		const int64_t row = ne[0], rows = t.numel() / row, row_bytes = ggml_row_bytes(pt.type, row);
 		const float *src = t.data_ptr<float>();
 		uint8_t *dst = reinterpret_cast<uint8_t *>(bytes.data());
-		at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
+		knlp::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
 			ggml_quantize(pt.type, src + b * row, (e - b) * row, dst + b * row_bytes);
 		});
 		w.add_tensor(pt.name, ne, pt.type, std::move(bytes));

@@ -1,0 +1,607 @@
+#include "core/parallel.h"
+#include "models/fused.h"
+
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+namespace knlp {
+
+namespace {
+
+// Query blocks [r0, r0 + rows) of a T-token sequence; block i attends to keys [0, r0 + rows).
+struct Blocks {
+	std::vector<int64_t> r0, rows, offset; // offset: where block i's probabilities start
+	int64_t total = 0;		       // probabilities per (batch x head)
+	Blocks(int64_t T, int64_t block)
+	{
+		for (int64_t s = 0; s < T; s += block) {
+			int64_t n = std::min(block, T - s);
+			r0.push_back(s), rows.push_back(n), offset.push_back(total);
+			total += n * (s + n);
+		}
+	}
+};
+
+// The BLAS libtorch itself calls (libblas.so.3: OpenBLAS here), found at run time; null
+// where libtorch carries its own (MKL builds), and the ATen path is used instead.
+using sgemm_fn = void (*)(const char *, const char *, const int *, const int *, const int *, const float *,
+			  const float *, const int *, const float *, const int *, const float *, float *, const int *);
+sgemm_fn blas_sgemm()
+{
+	static sgemm_fn f = reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "sgemm_"));
+	return f;
+}
+
+// Row-major C = alpha op(A) op(B) + beta C: the column-major product with the operands
+// swapped.
+void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+	     const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+	const char ca = tb ? 'T' : 'N', cb = ta ? 'T' : 'N';
+	const int M = int(n), N = int(m), K = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
+	blas_sgemm()(&ca, &cb, &M, &N, &K, &alpha, b, &la, a, &lb, &beta, c, &lc);
+}
+
+// fp32: one (batch x head) at a time per thread, single-threaded products on blocks that
+// stay in cache, so the softmax and its backward run on data the product just wrote.
+// Inside at::parallel_for BLAS runs on the calling thread only.
+void forward_f32(const float *q, const float *k, const float *v, float *probs, float *out, int64_t N, int64_t T,
+		 int64_t D, const Blocks &b, float scale)
+{
+	const float ninf = -std::numeric_limits<float>::infinity();
+	knlp::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+		for (int64_t n = n0; n < n1; n++) {
+			const float *qn = q + n * T * D, *kn = k + n * T * D, *vn = v + n * T * D;
+			float *pn = probs + n * b.total, *on = out + n * T * D;
+			for (size_t i = 0; i < b.r0.size(); i++) {
+				const int64_t r0 = b.r0[i], rows = b.rows[i], S = r0 + rows;
+				float *p = pn + b.offset[i];
+				gemm_rm(false, true, rows, S, D, scale, qn + r0 * D, D, kn, D, 0.0f, p, S);
+				for (int64_t r = 0; r < rows; r++)
+					std::fill(p + r * S + r0 + r + 1, p + (r + 1) * S, ninf);
+				auto pt = torch::from_blob(p, {rows, S});
+				at::_softmax_out(pt, pt, -1, false);
+				gemm_rm(false, false, rows, D, S, 1.0f, p, S, vn, D, 0.0f, on + r0 * D, D);
+			}
+		}
+	});
+}
+
+void backward_f32(const float *q, const float *k, const float *v, const float *probs, const float *go, float *gq,
+		  float *gk, float *gv, int64_t N, int64_t T, int64_t D, const Blocks &b, float scale)
+{
+	knlp::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+		std::vector<float> gs(size_t(b.rows.empty() ? 0 : b.rows[0]) * size_t(T));
+		for (int64_t n = n0; n < n1; n++) {
+			const int64_t o = n * T * D;
+			const float *pn = probs + n * b.total;
+			bool first = true;
+			// The last block reaches every key: it initialises gk and gv.
+			for (size_t j = b.r0.size(); j-- > 0;) {
+				const int64_t r0 = b.r0[j], rows = b.rows[j], S = r0 + rows;
+				const float *p = pn + b.offset[j], *g = go + o + r0 * D;
+				const float beta = first ? 0.0f : 1.0f;
+				first = false;
+				gemm_rm(true, false, S, D, rows, 1.0f, p, S, g, D, beta, gv + o, D);
+				float *t = gs.data();
+				gemm_rm(false, true, rows, S, D, 1.0f, g, D, v + o, D, 0.0f, t, S);
+				for (int64_t r = 0; r < rows; r++) {
+					const float *pr = p + r * S;
+					float *tr = t + r * S;
+					float dot = 0;
+					for (int64_t c = 0; c < S; c++)
+						dot += pr[c] * tr[c];
+					for (int64_t c = 0; c < S; c++)
+						tr[c] = pr[c] * (tr[c] - dot);
+				}
+				gemm_rm(false, false, rows, D, S, scale, t, S, k + o, D, 0.0f, gq + o + r0 * D, D);
+				gemm_rm(true, false, S, D, rows, scale, t, S, q + o + r0 * D, D, beta, gk + o, D);
+			}
+		}
+	});
+}
+
+// The inputs keep the dtype they arrive in (bf16 under autocast): the products run in it,
+// the softmax accumulates in fp32 inside libtorch's kernel either way.
+struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAttention> {
+	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &q_in,
+				     const torch::Tensor &k_in, const torch::Tensor &v_in, const torch::Tensor &bias,
+				     int64_t block)
+	{
+		c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+		auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+		const int64_t N = q.size(0), T = q.size(1), D = q.size(2);
+		const double scale = 1.0 / std::sqrt(double(D));
+		Blocks b(T, block);
+		auto probs = torch::empty({N, b.total}, q.options());
+		auto out = torch::empty_like(q);
+		if (q.scalar_type() == torch::kFloat && blas_sgemm()) {
+			forward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
+				    probs.data_ptr<float>(), out.data_ptr<float>(), N, T, D, b, float(scale));
+			ctx->save_for_backward({q, k, v, probs});
+			ctx->saved_data["block"] = block;
+			return out;
+		}
+		auto bias_t = bias.to(q.scalar_type());
+		for (size_t i = 0; i < b.r0.size(); i++) {
+			int64_t r0 = b.r0[i], n = b.rows[i], S = r0 + n;
+			// Each block's probabilities contiguous (block after block): libtorch's bf16
+			// kernels (oneDNN) give wrong values for strided operands.
+			auto p = probs.view({-1}).narrow(0, N * b.offset[i], N * n * S).view({N, n, S});
+			auto s = at::baddbmm(bias_t.narrow(0, r0, n).narrow(1, 0, S), q.narrow(1, r0, n),
+					     k.narrow(1, 0, S).transpose(1, 2), 1.0, scale);
+			at::_softmax_out(p, s, -1, false);
+			// Products into fresh tensors: libtorch's bf16 bmm (oneDNN) writes wrong values into
+			// strided outputs such as a block of rows of `out`.
+			out.narrow(1, r0, n).copy_(at::bmm(p, v.narrow(1, 0, S)));
+		}
+		ctx->save_for_backward({q, k, v, probs});
+		ctx->saved_data["block"] = block;
+		return out;
+	}
+
+	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+						     torch::autograd::tensor_list grad_out)
+	{
+		c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+		auto saved = ctx->get_saved_variables();
+		auto &q = saved[0], &k = saved[1], &v = saved[2], &probs = saved[3];
+		const int64_t block = ctx->saved_data["block"].toInt();
+		const int64_t N = q.size(0), T = q.size(1), D = q.size(2);
+		const double scale = 1.0 / std::sqrt(double(D));
+		auto go = grad_out[0].to(q.scalar_type()).contiguous();
+		Blocks b(T, block);
+		if (q.scalar_type() == torch::kFloat && blas_sgemm()) {
+			auto gq = torch::empty_like(q), gk = torch::empty_like(k), gv = torch::empty_like(v);
+			backward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
+				     probs.data_ptr<float>(), go.data_ptr<float>(), gq.data_ptr<float>(),
+				     gk.data_ptr<float>(), gv.data_ptr<float>(), N, T, D, b, float(scale));
+			return {gq, gk, gv, torch::Tensor(), torch::Tensor()};
+		}
+		auto gq = torch::empty_like(q), gk = torch::zeros_like(k), gv = torch::zeros_like(v);
+		// Later blocks reach further; walking them last-first lets the widest products
+		// initialise most of gk and gv.
+		for (size_t j = b.r0.size(); j-- > 0;) {
+			int64_t r0 = b.r0[j], n = b.rows[j], S = r0 + n;
+			auto p = probs.view({-1}).narrow(0, N * b.offset[j], N * n * S).view({N, n, S});
+			auto g = go.narrow(1, r0, n);
+			gv.narrow(1, 0, S).add_(at::bmm(p.transpose(1, 2), g));
+			auto gp = torch::bmm(g, v.narrow(1, 0, S).transpose(1, 2)); // [N, n, S]
+			auto gs = at::_softmax_backward_data(gp, p, -1, p.scalar_type());
+			gq.narrow(1, r0, n).copy_(at::bmm(gs, k.narrow(1, 0, S)).mul_(scale));
+			gk.narrow(1, 0, S).add_(at::bmm(gs.transpose(1, 2), q.narrow(1, r0, n)), scale);
+		}
+		return {gq, gk, gv, torch::Tensor(), torch::Tensor()};
+	}
+};
+
+// ---------------------------------------------------------------- elementwise kernels
+//
+// Row kernels compiled three times (AVX-512, AVX2 + FMA, baseline x86-64) and picked at
+// load time by the CPU's features; the arithmetic is float32 whatever the tensors hold.
+
+#define KNLP_BODY static inline __attribute__((always_inline))
+
+// 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 with FMA, 0: baseline x86-64 (or another
+// architecture).
+int kernel_isa()
+{
+#if defined(__x86_64__)
+	static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+					       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+				       ? 2
+			       : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+												 : 0;
+	return isa;
+#else
+	return 0;
+#endif
+}
+
+// One body, compiled for each instruction set, dispatched by kernel_isa().
+#if defined(__x86_64__)
+#define KNLP_VERSIONS(name, params, args)                                                                              \
+	__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2"))) void name##_avx512 params     \
+	{                                                                                                              \
+		name##_body args;                                                                                      \
+	}                                                                                                              \
+	__attribute__((target("avx2,fma,f16c,bmi2"))) void name##_avx2 params                                          \
+	{                                                                                                              \
+		name##_body args;                                                                                      \
+	}                                                                                                              \
+	void name##_base params                                                                                        \
+	{                                                                                                              \
+		name##_body args;                                                                                      \
+	}                                                                                                              \
+	void name params                                                                                               \
+	{                                                                                                              \
+		switch (kernel_isa()) {                                                                                \
+		case 2: return name##_avx512 args;                                                                     \
+		case 1: return name##_avx2 args;                                                                       \
+		default: return name##_base args;                                                                      \
+		}                                                                                                      \
+	}
+#else
+#define KNLP_VERSIONS(name, params, args)                                                                              \
+	void name params                                                                                               \
+	{                                                                                                              \
+		name##_body args;                                                                                      \
+	}
+#endif
+
+// e^x for x <= 0 (as GELU and erf need it): Cody-Waite reduction by ln 2 and a degree-6
+// polynomial (Cephes' expf coefficients), about 1 ulp; branch-free so loops vectorize.
+KNLP_BODY float exp_neg(float x)
+{
+	x = std::fmax(x, -87.0f);
+	const float n = std::nearbyint(x * 1.44269504088896341f);
+	float r = x - n * 0.693359375f;
+	r = r + n * 2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * r * r + r + 1.0f;
+	const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
+	float scale;
+	std::memcpy(&scale, &e, sizeof scale);
+	return p * scale;
+}
+
+// 1 + erf(z), without cancellation for negative z (where it is erfc(|z|)): Abramowitz and
+// Stegun 7.1.26, absolute error below 1.5e-7 in erf.
+KNLP_BODY float one_plus_erf(float z, float *e_out)
+{
+	const float az = std::fabs(z);
+	const float t = 1.0f / (1.0f + 0.3275911f * az);
+	const float y =
+		((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+	const float e = exp_neg(-az * az);
+	*e_out = e;
+	const float c = y * e; // erfc(|z|)
+	return z < 0 ? c : 2.0f - c;
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+KNLP_BODY void gelu_forward_rows_body(const float *h, const float *bias, float *u, float *a, int64_t rows, int64_t n)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const float *hr = h + r * n;
+		float *ur = u + r * n, *ar = a + r * n;
+#pragma omp simd
+		for (int64_t c = 0; c < n; c++) {
+			const float x = hr[c] + bias[c];
+			float e;
+			ur[c] = x;
+			ar[c] = 0.5f * x * one_plus_erf(x * kInvSqrt2, &e);
+		}
+	}
+}
+KNLP_VERSIONS(gelu_forward_rows, (const float *h, const float *bias, float *u, float *a, int64_t rows, int64_t n),
+	      (h, bias, u, a, rows, n))
+
+// gu = ga GELU'(u), and the column sums of gu added to gb.
+KNLP_BODY void gelu_backward_rows_body(const float *u, const float *ga, float *gu, float *gb, int64_t rows, int64_t n)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const float *ur = u + r * n, *gr = ga + r * n;
+		float *o = gu + r * n;
+#pragma omp simd
+		for (int64_t c = 0; c < n; c++) {
+			const float x = ur[c];
+			float e; // exp(-x^2 / 2)
+			const float cdf = 0.5f * one_plus_erf(x * kInvSqrt2, &e);
+			const float g = gr[c] * (cdf + x * e * kInvSqrt2Pi);
+			o[c] = g;
+			gb[c] += g;
+		}
+	}
+}
+KNLP_VERSIONS(gelu_backward_rows, (const float *u, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
+	      (u, ga, gu, gb, rows, n))
+
+KNLP_BODY void add_ln_forward_rows_body(const float *x, const float *d, float *y, float *n, float *mean, float *rstd,
+					const float *w, const float *b, int64_t rows, int64_t C, float eps)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const float *xr = x + r * C, *dr = d + r * C;
+		float *yr = y + r * C, *nr = n + r * C;
+		float s = 0;
+#pragma omp simd reduction(+ : s)
+		for (int64_t c = 0; c < C; c++) {
+			yr[c] = xr[c] + dr[c];
+			s += yr[c];
+		}
+		const float mu = s / float(C);
+		float v = 0;
+#pragma omp simd reduction(+ : v)
+		for (int64_t c = 0; c < C; c++)
+			v += (yr[c] - mu) * (yr[c] - mu);
+		const float rs = 1.0f / std::sqrt(v / float(C) + eps);
+		mean[r] = mu, rstd[r] = rs;
+		if (b) {
+#pragma omp simd
+			for (int64_t c = 0; c < C; c++)
+				nr[c] = (yr[c] - mu) * rs * w[c] + b[c];
+		} else {
+#pragma omp simd
+			for (int64_t c = 0; c < C; c++)
+				nr[c] = (yr[c] - mu) * rs * w[c];
+		}
+	}
+}
+KNLP_VERSIONS(add_ln_forward_rows,
+	      (const float *x, const float *d, float *y, float *n, float *mean, float *rstd, const float *w,
+	       const float *b, int64_t rows, int64_t C, float eps),
+	      (x, d, y, n, mean, rstd, w, b, rows, C, eps))
+
+// gx = gy + LayerNorm'(gn); gw and gb accumulate the column sums of gn xhat and gn.
+KNLP_BODY void add_ln_backward_rows_body(const float *y, const float *mean, const float *rstd, const float *w,
+					 const float *gn, const float *gy, float *gx, float *gw, float *gb,
+					 int64_t rows, int64_t C)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const float *yr = y + r * C, *gr = gn + r * C;
+		float *o = gx + r * C;
+		const float mu = mean[r], rs = rstd[r];
+		float a = 0, bb = 0;
+#pragma omp simd reduction(+ : a, bb)
+		for (int64_t c = 0; c < C; c++) {
+			const float xh = (yr[c] - mu) * rs, g = gr[c] * w[c];
+			a += g;
+			bb += g * xh;
+			gw[c] += gr[c] * xh;
+			gb[c] += gr[c];
+		}
+		a /= float(C), bb /= float(C);
+		const float *gyr = gy ? gy + r * C : nullptr;
+#pragma omp simd
+		for (int64_t c = 0; c < C; c++) {
+			const float xh = (yr[c] - mu) * rs;
+			o[c] = rs * (gr[c] * w[c] - a - xh * bb) + (gyr ? gyr[c] : 0.0f);
+		}
+	}
+}
+KNLP_VERSIONS(add_ln_backward_rows,
+	      (const float *y, const float *mean, const float *rstd, const float *w, const float *gn, const float *gy,
+	       float *gx, float *gw, float *gb, int64_t rows, int64_t C),
+	      (y, mean, rstd, w, gn, gy, gx, gw, gb, rows, C))
+
+KNLP_BODY void bf16_to_f32_body(const uint16_t *in, float *out, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++) {
+		const uint32_t u = uint32_t(in[i]) << 16;
+		std::memcpy(&out[i], &u, sizeof u);
+	}
+}
+KNLP_VERSIONS(bf16_to_f32, (const uint16_t *in, float *out, int64_t n), (in, out, n))
+
+// Round to nearest even, as c10::BFloat16 does; NaN stays NaN.
+KNLP_BODY void f32_to_bf16_body(const float *in, uint16_t *out, int64_t n)
+{
+#pragma omp simd
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t u;
+		std::memcpy(&u, &in[i], sizeof u);
+		const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+		out[i] = in[i] != in[i] ? uint16_t(0x7fc0) : uint16_t(r);
+	}
+}
+KNLP_VERSIONS(f32_to_bf16, (const float *in, uint16_t *out, int64_t n), (in, out, n))
+
+// Rows are processed in fixed chunks, and per-chunk column sums are added in chunk order:
+// the same result for any number of threads.
+constexpr int64_t kChunkRows = 64;
+
+int64_t chunks_of(int64_t rows)
+{
+	return (rows + kChunkRows - 1) / kChunkRows;
+}
+
+// Column sums of per-chunk partial results [chunks, width] in chunk order.
+torch::Tensor sum_chunks(const std::vector<float> &part, int64_t chunks, int64_t width)
+{
+	auto out = torch::zeros({width});
+	float *o = out.data_ptr<float>();
+	for (int64_t k = 0; k < chunks; k++)
+		for (int64_t c = 0; c < width; c++)
+			o[c] += part[size_t(k * width + c)];
+	return out;
+}
+
+struct AddLayerNorm : public torch::autograd::Function<AddLayerNorm> {
+	static torch::autograd::tensor_list forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x_in,
+						    const torch::Tensor &d_in, const torch::Tensor &w,
+						    const torch::Tensor &b, double eps)
+	{
+		auto x = x_in.contiguous(), d = d_in.contiguous();
+		const int64_t C = x.size(-1), rows = x.numel() / C;
+		auto y = torch::empty_like(x), n = torch::empty_like(x);
+		auto mean = torch::empty({rows}), rstd = torch::empty({rows});
+		const bool bf = d.scalar_type() == torch::kBFloat16;
+		const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+		const float *bp = b.numel() > 0 ? b.data_ptr<float>() : nullptr;
+		float *yp = y.data_ptr<float>(), *np = n.data_ptr<float>();
+		float *mp = mean.data_ptr<float>(), *rp = rstd.data_ptr<float>();
+		knlp::parallel_for(0, chunks_of(rows), 1, [&](int64_t k0, int64_t k1) {
+			std::vector<float> tmp(bf ? size_t(kChunkRows * C) : 0);
+			for (int64_t k = k0; k < k1; k++) {
+				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
+				const float *dp;
+				if (bf) {
+					bf16_to_f32(reinterpret_cast<const uint16_t *>(d.data_ptr<at::BFloat16>()) +
+							    r0 * C,
+						    tmp.data(), nr * C);
+					dp = tmp.data();
+				} else {
+					dp = d.data_ptr<float>() + r0 * C;
+				}
+				add_ln_forward_rows(xp + r0 * C, dp, yp + r0 * C, np + r0 * C, mp + r0, rp + r0, wp, bp,
+						    nr, C, float(eps));
+			}
+		});
+		ctx->save_for_backward({y, w, mean, rstd});
+		ctx->saved_data["has_bias"] = b.numel() > 0;
+		return {y, n};
+	}
+
+	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+						     torch::autograd::tensor_list grad_out)
+	{
+		auto saved = ctx->get_saved_variables();
+		auto &y = saved[0], &w = saved[1], &mean = saved[2], &rstd = saved[3];
+		const bool has_bias = ctx->saved_data["has_bias"].toBool();
+		auto gy = grad_out[0].defined() ? grad_out[0].to(torch::kFloat).contiguous() : torch::Tensor();
+		if (!grad_out[1].defined()) {
+			auto g = gy.defined() ? gy : torch::zeros_like(y);
+			return {g, g, torch::zeros_like(w), has_bias ? torch::zeros_like(w) : torch::Tensor(),
+				torch::Tensor()};
+		}
+		auto gn = grad_out[1].to(torch::kFloat).contiguous();
+		const int64_t C = y.size(-1), rows = y.numel() / C, chunks = chunks_of(rows);
+		auto gx = torch::empty_like(y);
+		std::vector<float> part(size_t(chunks * 2 * C), 0.0f);
+		const float *yp = y.data_ptr<float>(), *mp = mean.data_ptr<float>(), *rp = rstd.data_ptr<float>();
+		const float *wp = w.data_ptr<float>(), *gnp = gn.data_ptr<float>();
+		const float *gyp = gy.defined() ? gy.data_ptr<float>() : nullptr;
+		float *gxp = gx.data_ptr<float>();
+		knlp::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
+			for (int64_t k = k0; k < k1; k++) {
+				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
+				float *pw = part.data() + k * 2 * C;
+				add_ln_backward_rows(yp + r0 * C, mp + r0, rp + r0, wp, gnp + r0 * C,
+						     gyp ? gyp + r0 * C : nullptr, gxp + r0 * C, pw, pw + C, nr, C);
+			}
+		});
+		auto sums = sum_chunks(part, chunks, 2 * C);
+		auto gw = sums.narrow(0, 0, C).clone(), gb = sums.narrow(0, C, C).clone();
+		return {gx, gx, gw, has_bias ? gb : torch::Tensor(), torch::Tensor()};
+	}
+};
+
+struct BiasGelu : public torch::autograd::Function<BiasGelu> {
+	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &h_in,
+				     const torch::Tensor &bias)
+	{
+		auto h = h_in.contiguous();
+		const int64_t N = h.size(-1), rows = h.numel() / N;
+		const bool bf = h.scalar_type() == torch::kBFloat16;
+		auto u = torch::empty_like(h), a = torch::empty_like(h);
+		const float *bp = bias.data_ptr<float>();
+		knlp::parallel_for(0, chunks_of(rows), 1, [&](int64_t k0, int64_t k1) {
+			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), uf(hf.size()), af(hf.size());
+			for (int64_t k = k0; k < k1; k++) {
+				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
+				if (!bf) {
+					gelu_forward_rows(h.data_ptr<float>() + r0 * N, bp,
+							  u.data_ptr<float>() + r0 * N, a.data_ptr<float>() + r0 * N,
+							  nr, N);
+					continue;
+				}
+				auto bits = [&](torch::Tensor &t) {
+					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
+				};
+				bf16_to_f32(bits(h), hf.data(), nr * N);
+				gelu_forward_rows(hf.data(), bp, uf.data(), af.data(), nr, N);
+				f32_to_bf16(uf.data(), bits(u), nr * N);
+				f32_to_bf16(af.data(), bits(a), nr * N);
+			}
+		});
+		ctx->save_for_backward({u});
+		return a;
+	}
+
+	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+						     torch::autograd::tensor_list grad_out)
+	{
+		auto u = ctx->get_saved_variables()[0];
+		const int64_t N = u.size(-1), rows = u.numel() / N, chunks = chunks_of(rows);
+		const bool bf = u.scalar_type() == torch::kBFloat16;
+		auto ga = grad_out[0].to(torch::kFloat).contiguous();
+		auto gu = torch::empty_like(u);
+		std::vector<float> part(size_t(chunks * N), 0.0f);
+		knlp::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
+			std::vector<float> uf(bf ? size_t(kChunkRows * N) : 0), gf(uf.size());
+			for (int64_t k = k0; k < k1; k++) {
+				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
+				const float *gap = ga.data_ptr<float>() + r0 * N;
+				if (!bf) {
+					gelu_backward_rows(u.data_ptr<float>() + r0 * N, gap,
+							   gu.data_ptr<float>() + r0 * N, part.data() + k * N, nr, N);
+					continue;
+				}
+				auto bits = [&](torch::Tensor &t) {
+					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
+				};
+				bf16_to_f32(bits(u), uf.data(), nr * N);
+				gelu_backward_rows(uf.data(), gap, gf.data(), part.data() + k * N, nr, N);
+				f32_to_bf16(gf.data(), bits(gu), nr * N);
+			}
+		});
+		return {gu, sum_chunks(part, chunks, N)};
+	}
+};
+
+} // namespace
+
+int64_t attention_block_rows(int64_t T)
+{
+	// Four or more blocks of at least 64 rows (products of 64 rows still run near the
+	// GEMM's peak); below 128 tokens the saving does not pay for the extra calls.
+	if (T < 128)
+		return 0;
+	return std::max<int64_t>(64, (T + 7) / 8);
+}
+
+torch::Tensor blocked_causal_attention(const torch::Tensor &q, const torch::Tensor &k, const torch::Tensor &v,
+				       const torch::Tensor &bias, int64_t block)
+{
+	TORCH_CHECK(q.dim() == 3 && k.sizes() == q.sizes() && v.sizes() == q.sizes(),
+		    "blocked_causal_attention: q, k, v must be [N, T, D] of one shape");
+	TORCH_CHECK(block > 0 && bias.size(0) >= q.size(1), "blocked_causal_attention: bad block or bias");
+	return BlockedCausalAttention::apply(q, k, v, bias, block);
+}
+
+} // namespace knlp
+
+namespace knlp {
+
+bool fused_kernels_apply(const torch::Tensor &t)
+{
+	return t.device().is_cpu() && t.scalar_type() == torch::kFloat;
+}
+
+std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor &x, const torch::Tensor &d,
+						       const torch::Tensor &w, const torch::Tensor &b, double eps)
+{
+	TORCH_CHECK(x.sizes() == d.sizes(), "add_layer_norm: x and d differ in shape");
+	TORCH_CHECK(x.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
+			    (d.scalar_type() == torch::kFloat || d.scalar_type() == torch::kBFloat16),
+		    "add_layer_norm: x, w float32; d float32 or bfloat16");
+	// libtorch 1.13's custom functions reject undefined inputs: no bias is an empty one.
+	auto r = AddLayerNorm::apply(x, d, w, b.defined() ? b : torch::empty({0}), eps);
+	return {r[0], r[1]};
+}
+
+torch::Tensor bias_gelu(const torch::Tensor &h, const torch::Tensor &bias)
+{
+	TORCH_CHECK(h.scalar_type() == torch::kFloat || h.scalar_type() == torch::kBFloat16,
+		    "bias_gelu: h must be float32 or bfloat16");
+	TORCH_CHECK(bias.scalar_type() == torch::kFloat && bias.numel() == h.size(-1), "bias_gelu: bias [N] float32");
+	return BiasGelu::apply(h, bias);
+}
+
+} // namespace knlp

@@ -1,0 +1,42 @@
+// CPU kernels that replace chains of libtorch operators in the GPT-2 step. Each has a
+// Kconfig switch (models/Kconfig.gpt2), is checked against the unfused libtorch path in
+// values and gradients (tests/test_fused.cpp) and has its gain in `make bench`
+// (docs/performance.md).
+#pragma once
+#include <torch/torch.h>
+
+namespace knlp {
+
+// Causal self-attention softmax(scale q k^T + causal) v for q, k, v [N, T, D] (N = batch x
+// heads), computed in blocks of `block` query rows: block i multiplies only with the keys
+// and values at positions up to its last row, so the masked upper triangle (almost half of
+// the two attention products and of the softmax, forward and backward) is never
+// computed. Each block sees every key it may attend to, so its softmax is exact and needs
+// no running statistics. `bias` is the model's [Tmax, Tmax] causal bias (0 on and below the
+// diagonal, -inf above). Differentiable in q, k and v; no dropout.
+torch::Tensor blocked_causal_attention(const torch::Tensor &q, const torch::Tensor &k, const torch::Tensor &v,
+				       const torch::Tensor &bias, int64_t block);
+
+// The query-block size blocked_causal_attention uses for a sequence of T tokens, 0 where
+// blocking does not pay (short sequences: one block is the plain path).
+int64_t attention_block_rows(int64_t T);
+
+// y = x + d and n = LayerNorm(y) (weight w, bias b, eps) in one pass over the rows (the
+// last dimension), the backward likewise: the residual add in front of every pre-LN
+// LayerNorm, without its own pass and without autograd summing the two gradients of y.
+// x float32, d float32 or bfloat16 (a bf16 autocast branch output), w and b float32;
+// y and n are float32. Differentiable in x, d, w and b.
+std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor &x, const torch::Tensor &d,
+						       const torch::Tensor &w, const torch::Tensor &b, double eps);
+
+// a = GELU(h + bias) (the exact, erf form) in one pass, the backward (the GELU derivative
+// and the bias gradient's column sums) likewise: the bias of the MLP's first layer moves
+// out of the product into the activation. h [.., N] float32 or bfloat16 (a returns in
+// its dtype; the arithmetic is float32), bias [N] float32. Differentiable in h and bias.
+torch::Tensor bias_gelu(const torch::Tensor &h, const torch::Tensor &bias);
+
+// Whether the fused kernels can run: CPU float32 tensors (the kernels are compiled for
+// AVX-512, AVX2 and baseline x86-64 and chosen at run time).
+bool fused_kernels_apply(const torch::Tensor &t);
+
+} // namespace knlp

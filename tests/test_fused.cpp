@@ -1,0 +1,294 @@
+// The fused CPU kernels (models/fused.h) against the libtorch operators they replace, in
+// values and gradients, for float32 and bfloat16; the GPT-2 step with and without them;
+// knlp::parallel_for (core/parallel.h).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+
+#include <ATen/Parallel.h>
+
+#include "core/parallel.h"
+#include "models/fused.h"
+#include "models/gpt2.h"
+
+using namespace knlp;
+
+namespace {
+
+// max |a - b| / (max |b| + tiny)
+double rel_err(const torch::Tensor &a, const torch::Tensor &b)
+{
+	auto af = a.to(torch::kDouble), bf = b.to(torch::kDouble);
+	return (af - bf).abs().max().item<double>() / (bf.abs().max().item<double>() + 1e-30);
+}
+
+torch::Tensor causal_bias(int64_t T)
+{
+	return torch::triu(torch::full({T, T}, -std::numeric_limits<float>::infinity()), 1);
+}
+
+struct AttnGrads {
+	torch::Tensor y, gq, gk, gv;
+};
+
+AttnGrads run_attention(const torch::Tensor &q0, const torch::Tensor &k0, const torch::Tensor &v0,
+			const torch::Tensor &g, int64_t block, torch::ScalarType dt)
+{
+	auto leaf = [&](const torch::Tensor &t) { return t.to(dt).detach().requires_grad_(true); };
+	auto q = leaf(q0), k = leaf(k0), v = leaf(v0);
+	const int64_t T = q.size(1), D = q.size(2);
+	auto bias = causal_bias(T);
+	torch::Tensor y;
+	if (block > 0) {
+		y = blocked_causal_attention(q, k, v, bias, block);
+	} else {
+		// The plain path in float64, the reference for both.
+		auto qd = q.to(torch::kDouble), kd = k.to(torch::kDouble), vd = v.to(torch::kDouble);
+		auto s = torch::matmul(qd, kd.transpose(1, 2)) / std::sqrt(double(D)) + bias.to(torch::kDouble);
+		y = torch::matmul(torch::softmax(s, -1), vd);
+	}
+	y.backward(g.to(y.scalar_type()));
+	return {y.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+} // namespace
+
+TEST(Fused, BlockedAttentionEqualsThePlainPath)
+{
+	torch::manual_seed(1);
+	// 200 tokens in blocks of 64: a short last block; and blocks of 1 and of the whole length.
+	for (int64_t block : {64, 1, 200, 37}) {
+		auto q = torch::randn({6, 200, 16}), k = torch::randn({6, 200, 16}), v = torch::randn({6, 200, 16});
+		auto g = torch::randn({6, 200, 16});
+		auto ref = run_attention(q, k, v, g, 0, torch::kFloat);
+		auto got = run_attention(q, k, v, g, block, torch::kFloat);
+		EXPECT_LT(rel_err(got.y, ref.y), 1e-5) << "block " << block;
+		EXPECT_LT(rel_err(got.gq, ref.gq), 1e-5) << "block " << block;
+		EXPECT_LT(rel_err(got.gk, ref.gk), 1e-5) << "block " << block;
+		EXPECT_LT(rel_err(got.gv, ref.gv), 1e-5) << "block " << block;
+		// The first row attends only to itself: its output is v's first row exactly.
+		EXPECT_TRUE(torch::allclose(got.y.select(1, 0), v.select(1, 0), 0, 1e-6));
+	}
+}
+
+TEST(Fused, BlockedAttentionInBf16TracksFloat64)
+{
+	torch::manual_seed(2);
+	auto q = torch::randn({4, 160, 32}), k = torch::randn({4, 160, 32}), v = torch::randn({4, 160, 32});
+	auto g = torch::randn({4, 160, 32});
+	auto ref = run_attention(q, k, v, g, 0, torch::kFloat);
+	auto got = run_attention(q, k, v, g, 64, torch::kBFloat16);
+	EXPECT_EQ(got.y.scalar_type(), torch::kBFloat16);
+	EXPECT_EQ(got.gq.scalar_type(), torch::kBFloat16);
+	// bf16 keeps 8 bits of mantissa: a few parts in a hundred after two products.
+	EXPECT_LT(rel_err(got.y, ref.y), 3e-2);
+	EXPECT_LT(rel_err(got.gq, ref.gq), 5e-2);
+	EXPECT_LT(rel_err(got.gk, ref.gk), 5e-2);
+	EXPECT_LT(rel_err(got.gv, ref.gv), 5e-2);
+}
+
+TEST(Fused, BlockedAttentionRejectsBadShapes)
+{
+	auto q = torch::randn({2, 8, 4});
+	EXPECT_THROW(blocked_causal_attention(q, torch::randn({2, 9, 4}), q, causal_bias(9), 4), c10::Error);
+	EXPECT_THROW(blocked_causal_attention(q, q, q, causal_bias(8), 0), c10::Error);
+	EXPECT_THROW(blocked_causal_attention(q, q, q, causal_bias(4), 4), c10::Error);
+	EXPECT_EQ(attention_block_rows(64), 0);
+	EXPECT_EQ(attention_block_rows(256), 64);
+	EXPECT_EQ(attention_block_rows(1024), 128);
+}
+
+TEST(Fused, AddLayerNormEqualsAddThenLayerNorm)
+{
+	torch::manual_seed(3);
+	for (bool with_bias : {true, false})
+		for (bool bf_d : {false, true})
+			for (bool with_gy : {true, false}) {
+				const int64_t C = 77; // not a multiple of any vector width
+				auto x0 = torch::randn({3, 70, C}), d0 = torch::randn({3, 70, C}) * 0.5;
+				if (bf_d)
+					d0 = d0.to(torch::kBFloat16).to(torch::kFloat); // representable in bf16
+				auto w0 = torch::randn({C}), b0 = torch::randn({C});
+				auto gy = torch::randn({3, 70, C}), gn = torch::randn({3, 70, C});
+				auto run = [&](bool fused) {
+					auto x = x0.clone().requires_grad_(true);
+					auto d = (bf_d ? d0.to(torch::kBFloat16) : d0.clone()).requires_grad_(true);
+					auto w = w0.clone().requires_grad_(true);
+					auto b = with_bias ? b0.clone().requires_grad_(true) : torch::Tensor();
+					torch::Tensor y, n;
+					if (fused) {
+						std::tie(y, n) = add_layer_norm(x, d, w, b, 1e-5);
+					} else {
+						y = x.to(torch::kDouble) + d.to(torch::kDouble);
+						n = torch::layer_norm(
+							y, {C}, w.to(torch::kDouble),
+							b.defined() ? b.to(torch::kDouble) : torch::Tensor(), 1e-5);
+					}
+					if (with_gy)
+						torch::autograd::backward(
+							{y, n}, {gy.to(y.scalar_type()), gn.to(n.scalar_type())});
+					else
+						n.backward(gn.to(n.scalar_type()));
+					std::vector<torch::Tensor> r{y.detach(), n.detach(), x.grad(), d.grad(),
+								     w.grad()};
+					if (b.defined())
+						r.push_back(b.grad());
+					return r;
+				};
+				auto ref = run(false), got = run(true);
+				ASSERT_EQ(ref.size(), got.size());
+				EXPECT_EQ(got[0].scalar_type(), torch::kFloat);
+				EXPECT_EQ(got[3].scalar_type(), bf_d ? torch::kBFloat16 : torch::kFloat);
+				for (size_t i = 0; i < ref.size(); i++) {
+					// d's gradient in bf16 is rounded to 8 bits of mantissa.
+					double tol = bf_d && i == 3 ? 8e-3 : 2e-5;
+					EXPECT_LT(rel_err(got[i], ref[i]), tol)
+						<< "output " << i << " bias " << with_bias << " bf16 " << bf_d << " gy "
+						<< with_gy;
+				}
+			}
+}
+
+TEST(Fused, BiasGeluEqualsLibtorch)
+{
+	torch::manual_seed(4);
+	const int64_t N = 301;
+	// Wide inputs reach both tails (where 1 + erf cancels) and zero.
+	auto h0 = torch::randn({5, 33, N}) * 4.0;
+	h0.index_put_({0, 0, 0}, 0.0);
+	auto bias0 = torch::randn({N});
+	auto ga = torch::randn({5, 33, N});
+	for (auto dt : {torch::kFloat, torch::kBFloat16}) {
+		auto run = [&](bool fused) {
+			auto h = h0.to(dt).detach().requires_grad_(true);
+			auto bias = bias0.clone().requires_grad_(true);
+			torch::Tensor a;
+			if (fused)
+				a = bias_gelu(h, bias);
+			else
+				a = torch::gelu(h.to(torch::kDouble) + bias.to(torch::kDouble));
+			a.backward(ga.to(a.scalar_type()));
+			return std::vector<torch::Tensor>{a.detach(), h.grad(), bias.grad()};
+		};
+		auto ref = run(false), got = run(true);
+		EXPECT_EQ(got[0].scalar_type(), dt);
+		EXPECT_EQ(got[1].scalar_type(), dt);
+		if (dt == torch::kFloat) {
+			// erf to 1.5e-7 absolute (Abramowitz and Stegun 7.1.26).
+			EXPECT_LT((got[0].to(torch::kDouble) - ref[0]).abs().max().item<double>(), 2e-6);
+			EXPECT_LT(rel_err(got[1], ref[1]), 2e-6);
+			EXPECT_LT(rel_err(got[2], ref[2]), 2e-6);
+			// Far tails: GELU(-12) is 0 to float precision, GELU(12) is 12.
+			auto t = bias_gelu(torch::tensor({-12.0f, 12.0f, -87.0f, 100.0f}).view({1, 4}),
+					   torch::zeros({4}));
+			EXPECT_NEAR(t[0][0].item<float>(), 0.0f, 1e-20);
+			EXPECT_FLOAT_EQ(t[0][1].item<float>(), 12.0f);
+			EXPECT_NEAR(t[0][2].item<float>(), 0.0f, 1e-30);
+			EXPECT_FLOAT_EQ(t[0][3].item<float>(), 100.0f);
+		} else {
+			EXPECT_LT(rel_err(got[0], ref[0]), 8e-3);
+			EXPECT_LT(rel_err(got[1], ref[1]), 8e-3);
+			EXPECT_LT(rel_err(got[2], ref[2]), 2e-3); // summed in float32
+		}
+	}
+	EXPECT_THROW(bias_gelu(torch::randn({2, 3}), torch::randn({4})), c10::Error);
+}
+
+TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
+{
+	torch::manual_seed(5);
+	auto x = torch::randn({300, 96}), d = torch::randn({300, 96}), w = torch::randn({96}), b = torch::randn({96});
+	auto q = torch::randn({8, 192, 16}), k = torch::randn({8, 192, 16}), v = torch::randn({8, 192, 16});
+	auto run = [&] {
+		auto xx = x.clone().requires_grad_(true), ww = w.clone().requires_grad_(true);
+		auto bb = b.clone().requires_grad_(true);
+		auto [y, n] = add_layer_norm(xx, d, ww, bb, 1e-5);
+		auto a = bias_gelu(n, bb);
+		auto qq = q.clone().requires_grad_(true);
+		auto o = blocked_causal_attention(qq, k, v, causal_bias(192), 64);
+		(a.square().sum() + y.sum() + o.square().sum()).backward();
+		return std::vector<torch::Tensor>{a.detach(), o.detach(), xx.grad(), ww.grad(), bb.grad(), qq.grad()};
+	};
+	const int saved = at::get_num_threads();
+	at::set_num_threads(1);
+	auto one = run();
+	at::set_num_threads(2);
+	auto two = run();
+	at::set_num_threads(saved);
+	for (size_t i = 0; i < one.size(); i++)
+		EXPECT_TRUE(torch::equal(one[i], two[i])) << "output " << i;
+}
+
+TEST(Fused, Gpt2StepWithAndWithoutFusionsAgrees)
+{
+	// Vanilla and reciprocal attention at 160 tokens (blocked attention on: 160 >= 128).
+	for (const char *variant : {"vanilla", "ra"}) {
+		GPT2Config c;
+		c.n_layer = 2, c.n_head = 4, c.n_embd = 64, c.block_size = 160, c.vocab_raw = c.vocab_size = 96;
+		c.dropout = 0.0;
+		if (std::string(variant) == "ra")
+			c.ra_layers = {1}, c.variant = "ra";
+		torch::manual_seed(6);
+		auto x = torch::randint(0, 96, {3, 160}), y = torch::randint(0, 96, {3, 160});
+		auto run = [&](bool fused) {
+			GPT2Config cc = c;
+			cc.blocked_attention = cc.fused_layernorm = cc.fused_gelu = fused;
+			torch::manual_seed(7);
+			GPT2 m(cc);
+			auto loss = m->forward(x, y).loss;
+			loss.backward();
+			std::vector<torch::Tensor> r{loss.detach()};
+			for (auto &p : m->parameters())
+				r.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+			return r;
+		};
+		auto plain = run(false), fused = run(true);
+		ASSERT_EQ(plain.size(), fused.size());
+		EXPECT_NEAR(fused[0].item<double>(), plain[0].item<double>(), 1e-5) << variant;
+		for (size_t i = 1; i < plain.size(); i++)
+			EXPECT_LT(rel_err(fused[i], plain[i]), 1e-4) << variant << " parameter " << i;
+	}
+}
+
+TEST(Parallel, CoversTheRangeOnceOnDistinctThreads)
+{
+	const int saved = at::get_num_threads();
+	at::set_num_threads(2);
+	std::vector<std::atomic<int>> hits(1000);
+	std::set<int> ids;
+	std::mutex m;
+	knlp::parallel_for(0, 1000, 1, [&](int64_t b, int64_t e) {
+		{
+			std::lock_guard<std::mutex> lock(m);
+			ids.insert(at::get_thread_num());
+		}
+		for (int64_t i = b; i < e; i++)
+			hits[size_t(i)]++;
+	});
+	for (auto &h : hits)
+		ASSERT_EQ(h.load(), 1);
+	EXPECT_EQ(int(ids.size()), std::min(2, parallel_threads() > 1 ? 2 : 1));
+	// A grain larger than the range: one call on the caller's thread.
+	int calls = 0;
+	knlp::parallel_for(5, 9, 100, [&](int64_t b, int64_t e) {
+		calls++;
+		EXPECT_EQ(b, 5);
+		EXPECT_EQ(e, 9);
+	});
+	EXPECT_EQ(calls, 1);
+	// Nested: the inner loop runs on the worker alone.
+	std::atomic<int> inner_threads{0};
+	knlp::parallel_for(
+		0, 2, 1, [&](int64_t, int64_t) { inner_threads = std::max(inner_threads.load(), parallel_threads()); });
+	EXPECT_EQ(inner_threads.load(), 1);
+	EXPECT_THROW(knlp::parallel_for(0, 100, 1,
+					[&](int64_t b, int64_t) {
+						if (b > 0)
+							throw std::runtime_error("worker failed");
+					}),
+		     std::runtime_error);
+	at::set_num_threads(saved);
+}
