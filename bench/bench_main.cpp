@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fsutil.h"
+#include "core/torch_compat.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "fim/fisher.h"
@@ -77,8 +78,10 @@ static int bench_train(char **a)
 	c.blocked_attention = on("attention");
 	c.fused_layernorm = on("layernorm");
 	c.fused_gelu = on("gelu");
+	// KNLP_BENCH_BF16=1: the step under CPU bf16 autocast, MFU against the bf16 peak.
+	const bool bf16 = std::getenv("KNLP_BENCH_BF16") != nullptr;
 	torch::manual_seed(0);
-	double peak = measure_matmul_peak(torch::kCPU, false);
+	double peak = measure_matmul_peak(torch::kCPU, bf16);
 	GPT2 m(c);
 	std::vector<std::pair<std::string, torch::Tensor>> named;
 	for (auto &p : m->named_parameters())
@@ -87,7 +90,11 @@ static int bench_train(char **a)
 	auto x = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto y = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto step = [&] {
-		auto loss = m->forward(x, y).loss;
+		torch::Tensor loss;
+		{
+			compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+			loss = m->forward(x, y).loss;
+		}
 		loss.backward();
 		double norm = opt.grad_norm();
 		opt.step(1e-4, norm > 1.0 ? 1.0 / (norm + 1e-6) : 1.0);
@@ -105,6 +112,7 @@ static int bench_train(char **a)
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
 	nlohmann::json j = {{"impl", "knlp"},
 			    {"off", off_env ? off_env : ""},
+			    {"bf16", bf16},
 			    {"tokens_per_sec", tok_s},
 			    {"step_ms", dt * 1e3},
 			    {"mfu", mfu},
@@ -272,11 +280,14 @@ static int bench_vision(int argc, char **a)
 	const int B = std::atoi(a[1]), steps = std::atoi(a[2]);
 	const std::string mode = argc > 3 ? a[3] : "";
 	const bool cl = mode == "channels_last";
+	// KNLP_BENCH_BF16=1: the forward under CPU bf16 autocast, on libtorch's ops (the oneDNN
+	// blocked engine is fp32 only), as knlp's image trainer runs it.
+	const bool bf16 = std::getenv("KNLP_BENCH_BF16") != nullptr;
 	if (mode == "no_onednn") // libtorch's own convolutions instead of oneDNN's
 		at::globalContext().setUserEnabledMkldnn(false);
 	vc.fused_pool = mode != "libtorch_pool"; // LeNet-5's ReLU + max pool: libtorch's ops
 	// ResNets: oneDNN's blocked layout (models/onednn.h) unless a libtorch layout is measured
-	vc.onednn = mode.empty() || mode == "direct";
+	vc.onednn = (mode.empty() || mode == "direct") && !bf16;
 	vc.winograd = mode.empty(); // direct: the blocked path with direct convolutions only
 	torch::manual_seed(0);
 	auto m = make_vision_model(vc);
@@ -295,7 +306,12 @@ static int bench_vision(int argc, char **a)
 		named.emplace_back(p.key(), p.value());
 	Optimizer opt(named, OptimizerOptions{});
 	auto step = [&] {
-		auto loss = torch::nn::functional::cross_entropy(m->forward(x), y);
+		torch::Tensor out;
+		{
+			compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+			out = m->forward(x);
+		}
+		auto loss = torch::nn::functional::cross_entropy(out.to(torch::kFloat), y);
 		loss.backward();
 		opt.step(1e-3, 1.0);
 		for (auto &s : opt.state())
@@ -319,6 +335,7 @@ static int bench_vision(int argc, char **a)
 				     : mode == "direct"	       ? "knlp-direct"
 							       : "knlp"},
 			    {"engine", m->engine()},
+			    {"bf16", bf16},
 			    {"images_per_sec", B / dt},
 			    {"step_ms", dt * 1e3},
 			    {"threads", torch::get_num_threads()},

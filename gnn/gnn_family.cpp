@@ -3,6 +3,7 @@
 // sampler built on background threads, features read through the page store, full-graph
 // validation every epoch, and at the end the test quality of the best epoch's weights next to
 // modelled and measured read amplification.
+#include "core/torch_compat.h"
 #include "gnn/gnn_family.h"
 
 #include <chrono>
@@ -289,8 +290,12 @@ public:
 	int64_t global_batch(const RunContext &ctx) const override { return ctx.world; }
 
 	// The layout beside the checkpoints; each rank reads its own copy of the page file.
+	// The layers' products run under bf16 autocast; neighbour sums stay float32 (gnn/sage.cpp).
+	std::string bf16_unsupported(const RunContext &) const override { return ""; }
+
 	void start(RunContext &ctx, bool resumed) override
 	{
+		bf16_ = ctx.bf16;
 		if (!resumed && ctx.main_rank())
 			save_layout(join_path(ctx.run_dir, "layout.npz"), layout_);
 		if (g_cfg_.feature_store) {
@@ -317,7 +322,7 @@ public:
 
 	// A step takes sampler batches [b, b + world), rank r the r-th; each rank's loss is divided
 	// by how many there are, so the summed gradient is their mean.
-	MicroLoss micro_batch(RunContext &, const Position &p, int) override
+	MicroLoss micro_batch(RunContext &ctx, const Position &p, int) override
 	{
 		const int64_t first = p.in_epoch * world_, mine = first + rank_;
 		in_step_ = std::min<int64_t>(world_, nb_ - first);
@@ -349,7 +354,11 @@ public:
 		for (int64_t i : pp.b.supervised)
 			ys.push_back(g_.y[size_t(pp.b.nodes[size_t(i)])]);
 		auto yt = torch::tensor(ys, torch::kLong);
-		auto out = model_->forward(x, src, dst, sampler_name_ == "fim" ? &h_ : nullptr);
+		torch::Tensor out;
+		{
+			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
+			out = model_->forward(x, src, dst, sampler_name_ == "fim" ? &h_ : nullptr).to(torch::kFloat);
+		}
 		if (h_.defined())
 			h_.retain_grad();
 		auto opts = torch::nn::functional::NLLLossFuncOptions();
@@ -609,7 +618,11 @@ private:
 	{
 		torch::NoGradGuard ng;
 		model_->eval();
-		torch::Tensor prob = model_->forward(X_, src_, dst_).select(1, 1).exp().contiguous();
+		torch::Tensor prob;
+		{
+			compat::AutocastGuard ag(torch::kCPU, bf16_, torch::kBFloat16);
+			prob = model_->forward(X_, src_, dst_).to(torch::kFloat).select(1, 1).exp().contiguous();
+		}
 		model_->train();
 		const float *pp = prob.data_ptr<float>();
 		val.clear(), test.clear();
@@ -637,6 +650,7 @@ private:
 	std::deque<std::future<Prepared>> ahead_;
 	std::optional<Prepared> prepared_;
 	torch::Tensor h_;
+	bool bf16_ = false; // bf16 autocast (RunContext::bf16), for the full-graph scoring
 	double lv_ = 0, ep_before_ = 0;
 	Clock::time_point t0_ = Clock::now(), ep_t0_ = Clock::now();
 	json ep_ = json::object(), tot_ = json::object(); // accumulators: this epoch and the whole run

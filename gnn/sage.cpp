@@ -15,7 +15,9 @@ torch::Tensor SageConvImpl::forward(const torch::Tensor &x, const torch::Tensor 
 	// Mean aggregation commutes with the linear map: aggregate the narrower of the two.
 	const bool project_first = lin_l->weight.size(0) < lin_l->weight.size(1);
 	torch::Tensor msg = project_first ? torch::matmul(x, lin_l->weight.t()) : x;
-	torch::Tensor agg = torch::zeros({n, msg.size(1)}, msg.options()).index_add(0, dst, msg.index_select(0, src));
+	// The neighbour sums accumulate in float32 even when the product ran in bf16 (autocast).
+	torch::Tensor agg = torch::zeros({n, msg.size(1)}, msg.options().dtype(torch::kFloat))
+				    .index_add(0, dst, msg.index_select(0, src).to(torch::kFloat));
 	agg = agg * inv_deg.unsqueeze(1);
 	torch::Tensor left = project_first ? agg + lin_l->bias : lin_l->forward(agg);
 	return left + lin_r->forward(x);

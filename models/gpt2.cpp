@@ -40,6 +40,11 @@ LayerNormImpl::LayerNormImpl(int dim, bool with_bias) : dim_(dim)
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor &x)
 {
+	// Under bf16 autocast a LayerNorm can receive a bf16 product (KVSplice's splice, the
+	// reciprocal heads' projection): it normalises in float32, with its float32 weights
+	// (libtorch's CPU kernel takes one dtype for all three).
+	if (x.scalar_type() != weight.scalar_type())
+		return torch::layer_norm(x.to(weight.scalar_type()), {dim_}, weight, bias, 1e-5);
 	return torch::layer_norm(x, {dim_}, weight, bias, 1e-5);
 }
 

@@ -29,7 +29,9 @@ GPT2Config GPT2Config::from(const Settings &s, int data_vocab)
 	int v = static_cast<int>(g.vocab_size);
 	c.vocab_raw = v > 0 ? v : data_vocab;
 	if (c.vocab_raw <= 0)
-		fail("GPT-2: vocabulary size unknown: set CONFIG_GPT2_VOCAB_SIZE or prepare data with meta.json");
+		fail("GPT-2: vocabulary size unknown: {} has no meta.json (an unfinished `knlp prepare`?); prepare "
+		     "the data again or set CONFIG_GPT2_VOCAB_SIZE",
+		     s.data.dir.empty() ? std::string("CONFIG_DATA_DIR") : s.data.dir);
 	c.vocab_size = pad_vocab(c.vocab_raw, static_cast<int>(g.vocab_multiple));
 	c.dropout = g.dropout;
 	c.bias = g.bias;

@@ -88,6 +88,21 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 			"$(ratio "$ki" "$(jq_get "$kdir" images_per_sec)")" "$(ratio "$(jq_get "$kdir" images_per_sec)" "$(jq_get "$klt" images_per_sec)")"
 		extra=", \"knlp_direct\": $kdir, \"knlp_libtorch_ops\": $klt"
 	fi
+	if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+		# Native bf16: knlp's bf16 step (libtorch's ops under autocast) against eager +
+		# autocast at its best of 1 and 2 threads, each in its better layout.
+		kb=$(KNLP_BENCH_BF16=1 best "$B" vision "$@"); kbc=$(KNLP_BENCH_BF16=1 best "$B" vision "$@" channels_last)
+		pb=$(better "$(best $PY "$top/scripts/ref/vision_eager.py" "$@" bf16)" "$(KNLP_BENCH_THREADS=1 best $PY "$top/scripts/ref/vision_eager.py" "$@" bf16)")
+		pbc=$(better "$(best $PY "$top/scripts/ref/vision_eager.py" "$@" channels_last bf16)" \
+			"$(KNLP_BENCH_THREADS=1 best $PY "$top/scripts/ref/vision_eager.py" "$@" channels_last bf16)")
+		kbi=$($PY -c "import json,sys; print(max(json.loads(a)['images_per_sec'] for a in sys.argv[1:]))" "$kb" "$kbc")
+		pbi=$($PY -c "import json,sys; print(max(json.loads(a)['images_per_sec'] for a in sys.argv[1:]))" "$pb" "$pbc")
+		printf "  %-8s      bf16: knlp %6.0f img/s | eager + autocast bf16 %6.0f img/s | ratio %sx (each its better layout)\n" \
+			"" "$kbi" "$pbi" "$(ratio "$kbi" "$pbi")"
+		extra="$extra, \"knlp_bf16\": $kb, \"knlp_bf16_channels_last\": $kbc, \"eager_bf16\": $pb, \"eager_bf16_channels_last\": $pbc"
+	else
+		printf "  %-8s      bf16: not measured (this CPU has no native bf16: no AVX512-BF16 or AMX-BF16)\n" ""
+	fi
 	printf '%s"%s": {"knlp": %s, "knlp_channels_last": %s, "knlp_malloc_default": %s, "knlp_no_onednn": %s, "eager": %s, "eager_channels_last": %s, "eager_tuned_malloc": %s%s}' \
 		"$sep" "$1" "$k" "$kc" "$kd" "$kn" "$p" "$pc" "$pt" "$extra" >>"$res"
 	sep=", "
@@ -107,7 +122,13 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	name=$1; shift
 	k=$("$B" train "$@")
 	kd=$(KNLP_MALLOC_DEFAULT=1 "$B" train "$@")
-	u=$(KNLP_BENCH_UNFUSED=1 "$B" train "$@")
+	u=$(KNLP_BENCH_OFF=head "$B" train "$@")
+	# Each fusion off alone, and all of them off: its gain in the whole step.
+	offs="{"
+	for f in attention layernorm gelu head,attention,layernorm,gelu; do
+		offs="$offs\"$f\": $(KNLP_BENCH_OFF=$f "$B" train "$@"), "
+	done
+	offs="${offs%, }}"
 	eager="{"; best=0; bestname=""
 	for th in 1 2; do
 		for alloc in default knlp; do
@@ -121,12 +142,22 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 			if $PY -c "import sys; sys.exit(0 if $pt > $best else 1)"; then best=$pt; bestname="$th thread(s), $alloc allocator"; fi
 		done
 	done
-	ab="null"
+	ab="null"; kb="null"
 	if [ "$native_bf16" = 1 ]; then
-		ab=$(KNLP_BENCH_THREADS=2 $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
-		a1=$(KNLP_BENCH_THREADS=1 $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
-		$PY -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['tokens_per_sec'] > json.loads(sys.argv[2])['tokens_per_sec'] else 1)" \
-			"$a1" "$ab" && ab=$a1
+		kb=$(KNLP_BENCH_BF16=1 "$B" train "$@")
+		# Eager + autocast at its best of 1 and 2 threads and of both allocator settings.
+		for th in 1 2; do
+			for alloc in default knlp; do
+				if [ $alloc = knlp ]; then
+					a1=$(env $KALLOC KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
+				else
+					a1=$(KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
+				fi
+				if [ "$ab" = null ] || $PY -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['tokens_per_sec'] > json.loads(sys.argv[2])['tokens_per_sec'] else 1)" "$a1" "$ab"; then
+					ab=$a1
+				fi
+			done
+		done
 	fi
 	eager="${eager%, }}"
 	kt=$(jq_get "$k" tokens_per_sec); kdt=$(jq_get "$kd" tokens_per_sec)
@@ -140,16 +171,42 @@ print("      eager fp32 tok/s: " + ", ".join(f"{k.replace('t_', ' thread(s) ')} 
 PY
 	printf "      knlp / best eager fp32 (%s): %sx; knlp's allocator / glibc default: %sx\n" "$bestname" "$(ratio "$kt" "$best")" "$(ratio "$kt" "$kdt")"
 	if [ "$ab" != null ]; then
-		printf "      eager + autocast bf16: %.0f tok/s; knlp fp32 / that: %sx\n" "$(jq_get "$ab" tokens_per_sec)" "$(ratio "$kt" "$(jq_get "$ab" tokens_per_sec)")"
+		printf "      bf16: knlp %.0f tok/s (MFU %.1f%% of %.0f GFLOP/s bf16 measured) | eager + autocast bf16 %.0f tok/s | knlp bf16 / that: %sx; knlp fp32 / that: %sx\n" \
+			"$(jq_get "$kb" tokens_per_sec)" "$($PY -c "print(100*$(jq_get "$kb" mfu))")" "$(jq_get "$kb" peak_gflops)" \
+			"$(jq_get "$ab" tokens_per_sec)" "$(ratio "$(jq_get "$kb" tokens_per_sec)" "$(jq_get "$ab" tokens_per_sec)")" \
+			"$(ratio "$kt" "$(jq_get "$ab" tokens_per_sec)")"
 	else
 		echo "      eager + autocast bf16: not measured (this CPU has no native bf16: no AVX512-BF16 or AMX-BF16)"
 	fi
 	printf "      fused head+loss vs plain libtorch head: %.0f vs %.0f tok/s (%sx), peak RSS %.0f vs %.0f MB\n" \
 		"$kt" "$(jq_get "$u" tokens_per_sec)" "$(ratio "$kt" "$(jq_get "$u" tokens_per_sec)")" \
 		"$(jq_get "$k" peak_rss_mb)" "$(jq_get "$u" peak_rss_mb)"
-	printf '  "train_%s": {"knlp": %s, "knlp_glibc_default_allocator": %s, "knlp_unfused_head": %s, "eager": %s, "eager_best_tokens_per_sec": %s, "eager_autocast_bf16": %s, "native_bf16": %s},\n' \
-		"$name" "$k" "$kd" "$u" "$eager" "$best" "$ab" "$native_bf16" >>"$res"
+	$PY - "$k" "$offs" <<'PY'
+import json, sys
+k, offs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+names = {"attention": "blocked attention", "layernorm": "add+LayerNorm", "gelu": "bias+GELU",
+         "head,attention,layernorm,gelu": "all four (with the head)"}
+print("      fusions, the step with each off: " + "; ".join(
+    f"{names[f]} {v['tokens_per_sec']:.0f} tok/s (gain {k['tokens_per_sec'] / v['tokens_per_sec']:.2f}x)"
+    for f, v in offs.items()))
+PY
+	printf '  "train_%s": {"knlp": %s, "knlp_glibc_default_allocator": %s, "knlp_unfused_head": %s, "knlp_fusions_off": %s, "eager": %s, "eager_best_tokens_per_sec": %s, "eager_autocast_bf16": %s, "knlp_bf16": %s, "native_bf16": %s},\n' \
+		"$name" "$k" "$kd" "$u" "$offs" "$eager" "$best" "$ab" "$kb" "$native_bf16" >>"$res"
 done
+
+echo
+echo "== Fused CPU kernels (models/fused.h) against the libtorch operators they replace, forward + backward,"
+echo "   one layer of shape (b) (batch 12, 256 tokens, 384 channels, 6 heads), median of 10"
+kn=$("$B" kernels 12 256 384 6 10)
+$PY - "$kn" <<'PY'
+import json, sys
+k = json.loads(sys.argv[1])
+for name, label in (("attention", "causal attention in query blocks"), ("add_layernorm", "residual add + LayerNorm"),
+                    ("bias_gelu", "bias + GELU")):
+    r = k[name]
+    print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
+PY
+printf '  "fused_kernels": %s,\n' "$kn" >>"$res"
 
 echo
 echo "== AdamW step on the GPT-2 124M parameter set: knlp fused vs torch::optim::AdamW"

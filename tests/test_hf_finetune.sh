@@ -28,6 +28,11 @@ common="--set MODEL_HF_DIR=\"$T/m\" --set MODEL_HF_CONTEXT=32 --set DATA_DIR=\"$
 	--set EVAL_SAMPLES=4 --set CHECKPOINT_INTERVAL=10 --set NUM_THREADS=2 --set SEED=3"
 ft() { KNLP_PEAK_FLOPS=1e9 "$KNLP" train --config ft.config $common "$@"; }
 ft --out a >a.log 2>&1 || bad "fine-tune: $(tail -3 a.log)"
+# This family has no bf16 path: a bf16 choice is a notice, and run.json says fp32 and why.
+KNLP_CPU_PRECISION=bf16-force ft --set MAX_ITERS=1 --set EVAL_INTERVAL=1 --out p16 >p16.log 2>&1 || bad "bf16 asked: $(tail -3 p16.log)"
+grep -q "notice: bf16 was chosen (KNLP_CPU_PRECISION=bf16-force.*), but the hf family has no bf16 path; training in fp32" p16.log &&
+	$PYTHON -c "import json; r = json.load(open('p16/run.json'))[-1]; assert r['precision'] == 'fp32' and 'fp32: the hf family' in r['precision_reason'], r" &&
+	ok || bad "bf16 on the hf family: $(grep notice p16.log)"
 $PYTHON - <<'PY' && ok || bad "losses did not go down: $(grep -h '"eval"' a/metrics.jsonl | head -3)"
 import json
 rec = [json.loads(l) for l in open("a/metrics.jsonl")]

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "core/torch_compat.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "data/tokens.h"
@@ -73,7 +74,12 @@ FisherResult fisher_of(const FisherArgs &a, const std::string &ckpt, std::string
 	auto o = a.options();
 	if (o.seq == 0)
 		o.seq = std::min(512, model->config().block_size);
-	fmt::print("Fisher of {} on {}: {} windows x {} tokens ({})\n", ckpt, data.path(), o.chunks, o.seq, a.kind);
+	// Under bf16 autocast the products run in bf16; the squared gradients are of the float32
+	// weights and accumulate in float32.
+	const Precision prec = inference_precision(cfg.settings(), dev);
+	fmt::print("Fisher of {} on {}: {} windows x {} tokens ({}, {})\n", ckpt, data.path(), o.chunks, o.seq, a.kind,
+		   prec.name());
+	compat::AutocastGuard ag(dev, prec.bf16, torch::kBFloat16);
 	return compute_fisher(model, data, o);
 }
 
@@ -366,7 +372,15 @@ void run_bench(BenchArgs &a)
 	auto x = torch::empty({1, bo.context}, torch::kLong), y = torch::empty({1, bo.context}, torch::kLong);
 	val.window(0, bo.context, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
 	print_tier_plan(plan);
-	auto j = tier_bench(model, mods, o, bo, x);
+	// Every mode in the checkpoint's precision on this CPU (bf16 autocast: the weights move in
+	// float32, the products run in bf16).
+	const Precision prec = inference_precision(cfg.settings(), dev);
+	nlohmann::json j;
+	{
+		compat::AutocastGuard ag(dev, prec.bf16, torch::kBFloat16);
+		j = tier_bench(model, mods, o, bo, x);
+	}
+	j["precision"] = prec.name();
 	print_tier_bench(j);
 	j["plan"] = plan;
 	if (!a.ta.out.empty()) {

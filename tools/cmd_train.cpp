@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
+#include "core/torch_compat.h"
 #include "data/tokenizer.h"
 #include "data/tokens.h"
 #include "models/hf.h"
@@ -222,23 +223,31 @@ void run_sample(SampleArgs &a)
 	auto ids = tok->encode(a.prompt);
 	Rng rng(a.seed);
 	const auto &mc = model->config();
+	// The run's CONFIG_CPU_PRECISION (or KNLP_CPU_PRECISION) on this machine's CPU: under bf16
+	// the cache holds bf16 keys and values.
+	const Precision prec = inference_precision(cfg.settings(), dev);
 	for (int i = 0; i < a.samples; i++) {
 		int64_t cache_bytes = 0;
 		auto t0 = std::chrono::steady_clock::now();
-		auto gen = generate(model, ids, a.so, rng, dev, &cache_bytes);
+		std::vector<uint32_t> gen;
+		{
+			compat::AutocastGuard ag(dev, prec.bf16, torch::kBFloat16);
+			gen = generate(model, ids, a.so, rng, dev, &cache_bytes);
+		}
 		double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 		fmt::print("{}{}\n", a.prompt, tok->decode(gen));
 		// Peak cache: the prompt plus all but the last generated token (window permitting).
 		int64_t cached =
 			std::min<int64_t>(int64_t(std::max<size_t>(ids.size(), 1) + gen.size()) - 1, mc.block_size);
-		int64_t elem = model->parameters()[0].element_size();
+		int64_t elem = prec.bf16 ? 2 : model->parameters()[0].element_size();
 		int64_t analytic = cached * mc.cache_values_per_token() * elem;
-		fmt::print(
-			stderr,
-			"[{} tokens in {:.2f} s, {:.1f} tok/s, {} attention; KV cache measured {} bytes, analytic {} "
-			"bytes = {} tokens x {} values x {} bytes{}]\n",
-			gen.size(), dt, gen.size() / std::max(dt, 1e-9), mc.variant, cache_bytes, analytic, cached,
-			mc.cache_values_per_token(), elem, cache_bytes == analytic ? "" : " MISMATCH");
+		fmt::print(stderr,
+			   "[{} tokens in {:.2f} s, {:.1f} tok/s, {} attention, {}; KV cache measured {} bytes, "
+			   "analytic {} "
+			   "bytes = {} tokens x {} values x {} bytes{}]\n",
+			   gen.size(), dt, gen.size() / std::max(dt, 1e-9), mc.variant, prec.name(), cache_bytes,
+			   analytic, cached, mc.cache_values_per_token(), elem,
+			   cache_bytes == analytic ? "" : " MISMATCH");
 		if (i + 1 < a.samples)
 			fmt::print("---\n");
 	}
@@ -369,10 +378,15 @@ void run_eval(EvalArgs &a)
 	auto [ckpt, cfg, model, dev] = load_for_inference(a.ck);
 	std::string dir = data_dir_for(cfg, a.data_dir, ckpt);
 	auto val = open_split(dir, "val", model->config().vocab_raw);
-	auto r = evaluate_file(model, *val, a.batch, dev);
+	const Precision prec = inference_precision(cfg.settings(), dev);
+	EvalResult r;
+	{
+		compat::AutocastGuard ag(dev, prec.bf16, torch::kBFloat16);
+		r = evaluate_file(model, *val, a.batch, dev);
+	}
 	fmt::print("{{\"checkpoint\": \"{}\", \"data\": \"{}\", \"tokens\": {}, \"val_loss\": {:.9f}, "
-		   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}}}\n",
-		   ckpt, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds);
+		   "\"val_perplexity\": {:.4f}, \"seconds\": {:.2f}, \"precision\": \"{}\"}}\n",
+		   ckpt, join_path(dir, "val.bin"), r.tokens, r.loss, r.perplexity, r.seconds, prec.name());
 }
 
 // ---- export

@@ -93,6 +93,7 @@ Precision resolve_precision(const Settings &s, torch::Device dev)
 			fail("KNLP_CPU_PRECISION={}: expected fp32, bf16, bf16-force or auto", e);
 	}
 	const std::string has = native ? "native " + cpu.bf16 : "no native bf16 (AMX-BF16 or AVX512-BF16)";
+	p.required = want == "bf16-require";
 	if (want == "fp32") {
 		p.reason = source;
 	} else if (want == "bf16-force") {
@@ -109,6 +110,14 @@ Precision resolve_precision(const Settings &s, torch::Device dev)
 			p.notice = fmt::format("knlp: notice: {}: this CPU ({}) has {}; training in fp32", source,
 					       cpu.model, has);
 	}
+	return p;
+}
+
+Precision inference_precision(const Settings &s, torch::Device dev)
+{
+	Precision p = resolve_precision(s, dev);
+	if (!p.notice.empty())
+		fmt::print(stderr, "{}\n", p.notice);
 	return p;
 }
 

@@ -23,12 +23,17 @@ double measure_matmul_peak(torch::Device dev, bool bf16);
 // bf16-force overrides it. A bf16 request the CPU cannot serve natively gives fp32 and a
 // notice, or an error under CONFIG_CPU_PRECISION_BF16_REQUIRE.
 struct Precision {
-	bool bf16 = false;  // bf16 autocast (float32 master weights and optimizer state)
-	std::string reason; // for run.json and the start-up line
-	std::string notice; // printed once when not empty
+	bool bf16 = false;     // bf16 autocast (float32 master weights and optimizer state)
+	bool required = false; // CONFIG_CPU_PRECISION_BF16_REQUIRE: no silent fp32
+	std::string reason;    // for run.json and the start-up line
+	std::string notice;    // printed once when not empty
 	const char *name() const { return bf16 ? "bf16" : "fp32"; }
 };
 Precision resolve_precision(const Settings &s, torch::Device dev);
+// The precision eval, sample, fim score and tier bench run a knlp checkpoint in: the run's
+// CONFIG_CPU_PRECISION (KNLP_CPU_PRECISION overrides) resolved on this CPU; the notice of
+// a bf16 choice without native support goes to stderr.
+Precision inference_precision(const Settings &s, torch::Device dev);
 std::string torch_version();
 
 } // namespace knlp

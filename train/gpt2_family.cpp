@@ -137,6 +137,8 @@ public:
 		}
 	}
 
+	std::string bf16_unsupported(const RunContext &) const override { return ""; }
+
 	MicroLoss micro_batch(RunContext &ctx, const Position &, int micro) override
 	{
 		auto &[xt, yt] = batches_[size_t(micro)];

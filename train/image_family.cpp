@@ -10,6 +10,7 @@
 #include <future>
 #include <numeric>
 
+#include "core/torch_compat.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/image_batch.h"
@@ -159,6 +160,13 @@ public:
 	{
 		return {{"engine", model_->engine()}};
 	}
+	// libtorch's convolutions, batch norm and linear layers run under bf16 autocast
+	// (oneDNN's bf16 kernels on the CPU); the oneDNN blocked-layout engine is fp32 only.
+	std::string bf16_unsupported(const RunContext &) const override
+	{
+		const std::string eng = model_->engine();
+		return eng == "libtorch" ? "" : "the " + eng + " engine (CONFIG_IMAGE_ONEDNN) runs fp32 only";
+	}
 	std::string global_batch_text(const RunContext &ctx) const override
 	{
 		return fmt::format("{} x {} x {} = {} images", B_, accum_, ctx.world, G_);
@@ -194,7 +202,11 @@ public:
 		MicroLoss m;
 		if (bt.n == 0) // past the epoch's end: adds nothing
 			return m;
-		auto logits = model_->forward(bt.x.to(ctx.dev));
+		torch::Tensor logits;
+		{
+			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
+			logits = model_->forward(bt.x.to(ctx.dev));
+		}
 		auto loss = torch::nn::functional::cross_entropy(
 			logits.to(torch::kFloat), bt.y.to(ctx.dev),
 			torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -361,7 +373,11 @@ private:
 			if (channels_last_)
 				x = x.contiguous(at::MemoryFormat::ChannelsLast);
 			auto yd = y.to(ctx.dev);
-			auto logits = model_->forward(x.to(ctx.dev)).to(torch::kFloat);
+			torch::Tensor logits;
+			{
+				compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
+				logits = model_->forward(x.to(ctx.dev)).to(torch::kFloat);
+			}
 			total += torch::nn::functional::cross_entropy(
 					 logits, yd,
 					 torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))

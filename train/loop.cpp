@@ -145,6 +145,18 @@ void Loop::build()
 	family_->load_data(ctx_);
 	torch::manual_seed(ctx_.seed);
 	family_->build_model(ctx_);
+	if (ctx_.bf16) {
+		const std::string why = family_->bf16_unsupported(ctx_);
+		if (!why.empty()) {
+			if (prec_.required)
+				fail("{}: bf16 required, but {}", prec_.reason, why);
+			ctx_.bf16 = prec_.bf16 = false;
+			prec_.reason += "; fp32: " + why;
+			if (ctx_.main_rank())
+				fmt::print(stderr, "knlp: notice: bf16 was chosen ({}), but {}; training in fp32\n",
+					   prec_.reason.substr(0, prec_.reason.find("; fp32: ")), why);
+		}
+	}
 	auto params = family_->model().parameters();
 	if (ddp_) // identical initial weights (they are seeded alike; this makes sure)
 		ddp_->broadcast(params);

@@ -155,6 +155,12 @@ public:
 	virtual torch::Device device(torch::Device configured) const { return configured; }
 	// Extra fields for run.json.
 	virtual std::vector<std::pair<std::string, std::string>> run_record() const { return {}; }
+	// Why bf16 autocast cannot run on ctx.dev once the model is built ("" where it can):
+	// a bf16 choice then falls back to fp32 with a notice (or fails under _REQUIRE).
+	virtual std::string bf16_unsupported(const RunContext &ctx) const
+	{
+		return std::string("the ") + name() + " family has no bf16 path";
+	}
 
 	// ---- training
 	virtual double learning_rate(const Position &p) const = 0;

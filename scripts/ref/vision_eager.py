@@ -3,7 +3,8 @@ image trainer step with. Same architectures as models/vision.cpp (LeNet-5 with b
 ResNet-18 CIFAR variant), same step (forward, cross-entropy, backward, torch.optim.AdamW),
 same batch, thread count and libtorch (Debian's python3-torch). Random inputs, so only the
 model and optimizer are timed. Prints one JSON line.
-usage: vision_eager.py lenet5|resnet18 BATCH STEPS [channels_last]
+usage: vision_eager.py lenet5|resnet18 BATCH STEPS [channels_last] [bf16]
+bf16: the forward under torch.autocast("cpu", torch.bfloat16), as a PyTorch user would add it.
 """
 import json
 import os
@@ -62,7 +63,8 @@ class ResNet18(nn.Module):
 
 def main():
     arch, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    cl = len(sys.argv) > 4 and sys.argv[4] == "channels_last"
+    cl = "channels_last" in sys.argv[4:]
+    bf16 = "bf16" in sys.argv[4:]
     torch.set_num_threads(int(os.environ.get("KNLP_BENCH_THREADS", "2")))
     torch.manual_seed(0)
     model = LeNet5() if arch == "lenet5" else ResNet18()
@@ -75,7 +77,9 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -91,7 +95,7 @@ def main():
     for _ in range(steps):
         step()
     dt = (time.perf_counter() - t0) / steps
-    print(json.dumps({"impl": "eager" + ("-channels-last" if cl else ""), "images_per_sec": batch / dt,
+    print(json.dumps({"impl": "eager" + ("-channels-last" if cl else "") + ("-bf16" if bf16 else ""), "images_per_sec": batch / dt,
                       "step_ms": dt * 1e3, "threads": torch.get_num_threads(),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
