@@ -160,6 +160,19 @@ TEST_F(TrainFixture, ResumeIsBitExactAfterKills)
 	r = train("--resume " + d / "e");
 	ASSERT_EQ(r.status, 0) << r.output;
 	EXPECT_TRUE(final_weights(d / "e") == want);
+
+	// Killed right after the final checkpoint (the 4th: steps 5, 10, 15, 20) was in place:
+	// the resumed run trains no step, and its training_metrics.json must still show the
+	// last logged training loss (it once said null; tests/test_matrix.sh caught it).
+	k = train("--out " + d / "f", "KNLP_FAULT_KILL_AT=checkpoint_after_pointer#4");
+	EXPECT_EQ(k.status, 128 + 9) << k.output;
+	r = train("--resume " + d / "f");
+	ASSERT_EQ(r.status, 0) << r.output;
+	EXPECT_TRUE(final_weights(d / "f") == want);
+	auto pa = json::parse(test::slurp(d / "a/training_metrics.json"))["progress"];
+	auto pf = json::parse(test::slurp(d / "f/training_metrics.json"))["progress"];
+	EXPECT_FALSE(pa["train_loss"].is_null());
+	EXPECT_EQ(pf, pa);
 }
 
 TEST_F(TrainFixture, TimeBudgetStopsWithACheckpointAndResumesExactly)

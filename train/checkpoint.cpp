@@ -148,6 +148,7 @@ std::string CheckpointWriter::save(int64_t iter, torch::nn::Module &model, const
 	write_file_atomic(join_path(root, "LATEST"), name + "\n");
 	if (best)
 		write_file_atomic(join_path(root, "BEST"), name + "\n");
+	fault_point("checkpoint_after_pointer");
 
 	// Retention: keep the newest `keep` periodic folders plus whatever BEST names.
 	std::string best_name = pointer_name(root, "BEST");

@@ -208,6 +208,10 @@ void Loop::resume(const std::string &ckpt)
 		best_epoch_ = st.at("best_epoch").get<int64_t>();
 		last_eval_ = st.at("last_eval_step").get<int64_t>();
 		last_quality_ = st.at("last_quality").is_null() ? NAN : st.at("last_quality").get<double>();
+		// The last logged training loss (training_metrics.json's progress): a run resumed from
+		// its final checkpoint logs no step of its own. Absent in older checkpoints.
+		const json lt = st.value("last_train_loss", json(nullptr));
+		last_loss_ = lt.is_null() ? NAN : lt.get<double>();
 		elapsed_before_ = st.at("elapsed_seconds").get<double>();
 		history_ = st.at("history");
 		guard_.load(st);
@@ -453,6 +457,7 @@ json Loop::state_json() const
 		   {"best_epoch", best_epoch_},
 		   {"last_eval_step", last_eval_},
 		   {"last_quality", std::isnan(last_quality_) ? json(nullptr) : json(last_quality_)},
+		   {"last_train_loss", std::isfinite(last_loss_) ? json(last_loss_) : json(nullptr)},
 		   {"elapsed_seconds", elapsed()},
 		   {"seed", ctx_.seed},
 		   {"threads", torch::get_num_threads()},
