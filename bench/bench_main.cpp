@@ -619,6 +619,7 @@ static int bench_gnn(char **a)
 		batches.push_back(smp.make(b));
 		nn += int64_t(batches.back().nodes.size()), ne += int64_t(batches.back().esrc.size());
 	}
+	bool bf16 = false; // KNLP_BENCH_BF16: also timed under CPU bf16 autocast, as the GNN trainer runs it
 	auto step = [&](GnnBatch &bt) {
 		std::vector<float> x(bt.nodes.size() * 17);
 		for (size_t i = 0; i < bt.nodes.size(); i++)
@@ -631,7 +632,12 @@ static int bench_gnn(char **a)
 		for (int64_t i : bt.supervised)
 			ys.push_back(g.y[size_t(bt.nodes[size_t(i)])]);
 		adam.zero_grad();
-		auto loss = torch::nll_loss(model->forward(xt, src, dst).index_select(0, sup), torch::tensor(ys));
+		torch::Tensor out;
+		{
+			compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+			out = model->forward(xt, src, dst).to(torch::kFloat);
+		}
+		auto loss = torch::nll_loss(out.index_select(0, sup), torch::tensor(ys));
 		loss.backward();
 		adam.step();
 	};
@@ -641,6 +647,15 @@ static int bench_gnn(char **a)
 	for (auto &bt : batches)
 		step(bt);
 	j["train_steps_per_sec"] = double(nb) / secs(t0);
+	if (std::getenv("KNLP_BENCH_BF16")) {
+		bf16 = true;
+		for (int w = 0; w < 3; w++)
+			step(batches[size_t(w)]);
+		t0 = std::chrono::steady_clock::now();
+		for (auto &bt : batches)
+			step(bt);
+		j["train_steps_per_sec_bf16"] = double(nb) / secs(t0);
+	}
 	j["batch_nodes"] = double(nn) / double(nb);
 	j["batch_edges"] = double(ne) / double(nb);
 	j["batch_supervised"] = [&] {

@@ -260,10 +260,11 @@ fi
 if want gnn; then
 echo
 echo "== GNN (synthetic 10% DGraphFin graph): layout build, sampler batches/s, GraphSAGE steps/s vs eager PyTorch"
-gk=$("$B" gnn 370000)
+gnative=$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)
+if [ "$gnative" = 1 ]; then gk=$(KNLP_BENCH_BF16=1 "$B" gnn 370000); else gk=$("$B" gnn 370000); fi
 # Eager does the same work (each layer aggregates the narrower width) at its best of 1 and 2 threads.
 sage() { KNLP_BENCH_THREADS=$1 /usr/bin/python3 "$(dirname "$0")/ref/sage_eager.py" "$(jq_get "$gk" batch_nodes)" \
-	"$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)"; }
+	"$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)" ${2:-}; }
 gp1=$(sage 1); gp2=$(sage 2)
 gp=$($PY -c "import json,sys; a,b=(json.loads(x) for x in sys.argv[1:3]); w=dict(max((a,b), key=lambda r: r['train_steps_per_sec'])); w['threads']=1 if w is a or w==a else 2; w['threads_1']=a['train_steps_per_sec']; w['threads_2']=b['train_steps_per_sec']; print(json.dumps(w))" "$gp1" "$gp2")
 /usr/bin/python3 - "$gk" "$gp" <<'PY'
@@ -278,7 +279,17 @@ print(f"  training: {k['train_steps_per_sec']:.1f} steps/s on page batches of {k
       f"{p['threads_1']:.1f} / {p['threads_2']:.1f}): "
       f"{k['train_steps_per_sec'] / p['train_steps_per_sec']:.2f}x")
 PY
-printf '  "gnn": {"knlp": %s, "pytorch": %s},\n' "$gk" "$gp" >>"$res"
+gb=null
+if [ "$gnative" = 1 ]; then
+	gb1=$(sage 1 bf16); gb2=$(sage 2 bf16)
+	gb=$($PY -c "import json,sys; print(json.dumps(max((json.loads(x) for x in sys.argv[1:3]), key=lambda r: r['train_steps_per_sec'])))" "$gb1" "$gb2")
+	printf "  bf16: knlp %.1f steps/s | eager + autocast bf16 %.1f (best of 1 and 2 threads): %sx\n" \
+		"$(jq_get "$gk" train_steps_per_sec_bf16)" "$(jq_get "$gb" train_steps_per_sec)" \
+		"$(ratio "$(jq_get "$gk" train_steps_per_sec_bf16)" "$(jq_get "$gb" train_steps_per_sec)")"
+else
+	echo "  bf16: not measured (this CPU has no native bf16: no AVX512-BF16 or AMX-BF16)"
+fi
+printf '  "gnn": {"knlp": %s, "pytorch": %s, "pytorch_bf16": %s},\n' "$gk" "$gp" "$gb" >>"$res"
 fi
 
 if want ddp; then
