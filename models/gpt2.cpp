@@ -110,20 +110,21 @@ BlockImpl::BlockImpl(const GPT2Config &c, int layer)
 torch::Tensor BlockImpl::forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
 				 std::vector<torch::Tensor> *cache, torch::Tensor *probs)
 {
-	auto y = x + attn->forward(ln_1(x), mask_bias, pos0, cache, probs);
-	return y + mlp(ln_2(y));
+	auto [y, m] = forward_pair(x, torch::Tensor(), false, mask_bias, pos0, cache, probs);
+	return y + m;
 }
 
 std::pair<torch::Tensor, torch::Tensor> BlockImpl::forward_pair(const torch::Tensor &r, const torch::Tensor &d,
-								const torch::Tensor &mask_bias, int64_t pos0,
-								std::vector<torch::Tensor> *cache, torch::Tensor *probs)
+								bool fused, const torch::Tensor &mask_bias,
+								int64_t pos0, std::vector<torch::Tensor> *cache,
+								torch::Tensor *probs)
 {
 	torch::Tensor x, n;
 	if (d.defined())
-		std::tie(x, n) = ln_1->forward_add(r, d, true);
+		std::tie(x, n) = ln_1->forward_add(r, d, fused);
 	else
 		x = r, n = ln_1(r);
-	auto [y, n2] = ln_2->forward_add(x, attn->forward(n, mask_bias, pos0, cache, probs), true);
+	auto [y, n2] = ln_2->forward_add(x, attn->forward(n, mask_bias, pos0, cache, probs), fused);
 	return {y, mlp(n2)};
 }
 
@@ -201,8 +202,8 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 	auto bias = mask_bias(T, pos0 + T, idx.device());
 	if (cache && cache->layers.empty())
 		cache->layers.assign(size_t(c_.n_layer), {});
-	// With fused LayerNorms the residual stream is carried as x + pending, and each
-	// LayerNorm adds the pending branch output in its own pass (models/fused.h).
+	// The residual stream is carried as x + pending (the last branch output); each LayerNorm
+	// adds it, in its own pass where the fused kernel applies (models/fused.h).
 	const bool fused_ln = c_.fused_layernorm && fused_kernels_apply(x);
 	torch::Tensor pending;
 	for (int i = 0; i < c_.n_layer; i++) {
@@ -214,10 +215,7 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 		if (obs)
 			obs->before_block(i);
 		auto *lc = cache ? &cache->layers[size_t(i)] : nullptr;
-		if (fused_ln)
-			std::tie(x, pending) = blk->forward_pair(x, pending, bias, pos0, lc, pp);
-		else
-			x = blk->forward(x, bias, pos0, lc, pp);
+		std::tie(x, pending) = blk->forward_pair(x, pending, fused_ln, bias, pos0, lc, pp);
 		if (obs)
 			obs->after_block(i);
 		if (pp)
@@ -226,7 +224,7 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 	if (cache)
 		cache->len = pos0 + T;
 	if (pending.defined())
-		return ln_f->forward_add(x, pending, true).second;
+		return ln_f->forward_add(x, pending, fused_ln).second;
 	return ln_f(x);
 }
 

@@ -126,8 +126,9 @@ public:
 	torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &mask_bias, int64_t pos0,
 			      std::vector<torch::Tensor> *cache, torch::Tensor *probs = nullptr);
 	// The block on a residual stream carried as a pending sum r + d (d undefined: none):
-	// returns the next (r, d), so each LayerNorm fuses the add in front of it.
-	std::pair<torch::Tensor, torch::Tensor> forward_pair(const torch::Tensor &r, const torch::Tensor &d,
+	// returns the next (r, d), so each LayerNorm can fuse the add in front of it (`fused`).
+	// forward(x) is forward_pair(x, {}, false) summed.
+	std::pair<torch::Tensor, torch::Tensor> forward_pair(const torch::Tensor &r, const torch::Tensor &d, bool fused,
 							     const torch::Tensor &mask_bias, int64_t pos0,
 							     std::vector<torch::Tensor> *cache, torch::Tensor *probs);
 	LayerNorm ln_1{nullptr}, ln_2{nullptr};

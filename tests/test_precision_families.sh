@@ -7,6 +7,13 @@
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 field() { $PYTHON -c "import json,sys; print(json.load(open(sys.argv[1]))[-1][sys.argv[2]])" "$1/run.json" "$2"; }
+# fp32_and_bf16 X: train X.config into X32 (fp32) and X16 (bf16 forced); both record it.
+fp32_and_bf16() {
+	"$KNLP" train --config $1.config --out ${1}32 >${1}32.log 2>&1 || bad "$1 fp32: $(tail -3 ${1}32.log)"
+	KNLP_CPU_PRECISION=bf16-force "$KNLP" train --config $1.config --out ${1}16 >${1}16.log 2>&1 ||
+		bad "$1 bf16: $(tail -3 ${1}16.log)"
+	[ "$(field ${1}16 precision)" = bf16 ] && [ "$(field ${1}32 precision)" = fp32 ] && ok || bad "$1: precision not recorded"
+}
 
 # LeNet-5 on 600 synthetic bar images, 3 epochs.
 bar_idx idx 600 200
@@ -22,9 +29,7 @@ CONFIG_LEARNING_RATE="3e-3"
 CONFIG_LOG_INTERVAL=5
 CONFIG_SEED=4
 EOC
-"$KNLP" train --config l.config --out l32 >l32.log 2>&1 || bad "lenet fp32: $(tail -3 l32.log)"
-KNLP_CPU_PRECISION=bf16-force "$KNLP" train --config l.config --out l16 >l16.log 2>&1 || bad "lenet bf16: $(tail -3 l16.log)"
-[ "$(field l16 precision)" = bf16 ] && [ "$(field l32 precision)" = fp32 ] && ok || bad "lenet precision not recorded"
+fp32_and_bf16 l
 $PYTHON - <<'PY' && ok || bad "lenet bf16 does not track fp32"
 import json
 a, b = (json.load(open(r + "/training_metrics.json")) for r in ("l32", "l16"))
@@ -47,9 +52,7 @@ CONFIG_GNN_PAGES_PER_BATCH=8
 CONFIG_GNN_HIDDEN=32
 CONFIG_LOG_INTERVAL=5
 EOC
-"$KNLP" train --config g.config --out g32 >g32.log 2>&1 || bad "gnn fp32: $(tail -3 g32.log)"
-KNLP_CPU_PRECISION=bf16-force "$KNLP" train --config g.config --out g16 >g16.log 2>&1 || bad "gnn bf16: $(tail -3 g16.log)"
-[ "$(field g16 precision)" = bf16 ] && [ "$(field g32 precision)" = fp32 ] && ok || bad "gnn precision not recorded"
+fp32_and_bf16 g
 $PYTHON - <<'PY' && ok || bad "gnn bf16 does not track fp32"
 import json
 a, b = (json.load(open(r + "/training_metrics.json")) for r in ("g32", "g16"))
