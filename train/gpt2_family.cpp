@@ -147,20 +147,25 @@ public:
 			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
 			loss = model_->forward(xt, yt).loss;
 		}
-		MicroLoss m;
-		m.backprop = loss / (accum_ * world_);
-		m.value = loss.detach();
-		m.weight = 1;
-		return m;
+		return mean_micro_loss(loss, double(accum_) * world_);
 	}
 	double step_items(const Position &) const override { return double(B_) * T_ * accum_ * world_; }
 
 	Evaluation evaluate(RunContext &ctx, const Position &p) override
 	{
-		const double tl = estimate(ctx, *train_, 0, p.step), vl = estimate(ctx, *val_, 1, p.step);
-		if (!std::isfinite(vl) || !std::isfinite(tl))
-			ctx.fail_nonfinite("evaluation loss", std::isfinite(vl) ? tl : vl);
-		return language_model_evaluation(tl, vl);
+		model_->eval();
+		auto ev = evaluate_language_model(ctx, p, *train_, *val_, cfg_.train.eval_samples,
+						  [&](const TokenFile &f, Rng &rng, bool score) {
+							  if (!score) {
+								  skip_batch(f, rng);
+								  return 0.0;
+							  }
+							  auto [xt, yt] = batch(f, rng, ctx.dev);
+							  compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
+							  return model_->forward(xt, yt).loss.item<double>();
+						  });
+		model_->train();
+		return ev;
 	}
 	std::string format_quality(double q) const override { return language_model_quality(q); }
 
@@ -235,30 +240,6 @@ private:
 	{
 		scratch_.resize(size_t(2) * size_t(B_) * size_t(T_));
 		f.random_batch(rng, B_, T_, scratch_.data(), scratch_.data() + size_t(B_) * size_t(T_));
-	}
-
-	// Mean loss over CONFIG_EVAL_SAMPLES batches of f. Batches depend only on (seed, step,
-	// split): evaluation never disturbs training. Data parallel: every rank scores its share.
-	double estimate(RunContext &ctx, const TokenFile &f, int split, int64_t step)
-	{
-		torch::NoGradGuard ng;
-		model_->eval();
-		Rng rng(ctx.seed * 1000003ULL + static_cast<uint64_t>(step) * 7919ULL + static_cast<uint64_t>(split));
-		const int n = static_cast<int>(cfg_.train.eval_samples);
-		double total = 0;
-		for (int i = 0; i < n; i++) {
-			if (i % ctx.world != ctx.rank) {
-				skip_batch(f, rng);
-				continue;
-			}
-			auto [xt, yt] = batch(f, rng, ctx.dev);
-			compat::AutocastGuard ag(ctx.dev, ctx.bf16, torch::kBFloat16);
-			total += model_->forward(xt, yt).loss.item<double>();
-		}
-		model_->train();
-		if (ctx.ddp)
-			total = ctx.ddp->sum({total})[0];
-		return total / n;
 	}
 
 	// The attention Fisher spectrum of one held-out window, fixed per (seed, step).

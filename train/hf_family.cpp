@@ -160,20 +160,17 @@ public:
 	{
 		auto &[x, y] = batches_[size_t(micro)];
 		auto loss = mean_loss(x, y);
-		MicroLoss m;
-		m.backprop = loss / (accum_ * world_);
-		m.value = loss.detach();
-		m.weight = 1;
-		return m;
+		return mean_micro_loss(loss, double(accum_) * world_);
 	}
 	double step_items(const Position &) const override { return double(B_) * T_ * accum_ * world_; }
 
 	Evaluation evaluate(RunContext &ctx, const Position &p) override
 	{
-		const double tl = estimate(ctx, *train_, 0, p.step), vl = estimate(ctx, *val_, 1, p.step);
-		if (!std::isfinite(vl) || !std::isfinite(tl))
-			ctx.fail_nonfinite("evaluation loss", std::isfinite(vl) ? tl : vl);
-		return language_model_evaluation(tl, vl);
+		return evaluate_language_model(ctx, p, *train_, *val_, cfg_.train.eval_samples,
+					       [&](const TokenFile &f, Rng &rng, bool score) {
+						       auto [x, y] = batch(f, rng);
+						       return score ? mean_loss(x, y).item<double>() : 0.0;
+					       });
 	}
 	std::string format_quality(double q) const override { return language_model_quality(q); }
 
@@ -249,24 +246,6 @@ private:
 		auto x = torch::empty({B_, T_}, torch::kLong), y = torch::empty({B_, T_}, torch::kLong);
 		f.random_batch(rng, B_, T_, x.data_ptr<int64_t>(), y.data_ptr<int64_t>());
 		return {x, y};
-	}
-
-	// Mean loss over CONFIG_EVAL_SAMPLES batches of f, fixed per (seed, step, split).
-	double estimate(RunContext &ctx, const TokenFile &f, int split, int64_t step)
-	{
-		torch::NoGradGuard ng;
-		Rng rng(ctx.seed * 1000003ULL + static_cast<uint64_t>(step) * 7919ULL + static_cast<uint64_t>(split));
-		const int n = static_cast<int>(cfg_.train.eval_samples);
-		double total = 0;
-		for (int i = 0; i < n; i++) {
-			auto [x, y] = batch(f, rng);
-			if (i % ctx.world != ctx.rank)
-				continue;
-			total += mean_loss(x, y).item<double>();
-		}
-		if (ctx.ddp)
-			total = ctx.ddp->sum({total})[0];
-		return total / n;
 	}
 
 	const Settings &cfg_;
