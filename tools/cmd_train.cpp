@@ -522,6 +522,41 @@ void define_quantize(CLI::App *c, QuantizeArgs &a)
 	c->add_option("--out", a.out, "Output folder (model.gguf, model.gguf.plan.json, quantize.json)")->required();
 }
 
+// quantize.json (atomic) and the one-line summary: the plan's choices, its size and the
+// validation perplexity of the quantized model against the float one. `extra` adds fields
+// (a Hugging Face model's architecture and context).
+void report_quantize(const QuantizeArgs &a, const std::string &ckpt, const nlohmann::json &plan, const EvalResult &ref,
+		     const EvalResult &got, const nlohmann::json &extra)
+{
+	const double change = 100.0 * (got.perplexity / ref.perplexity - 1.0);
+	nlohmann::json j = {{"checkpoint", ckpt},
+			    {"plan", a.plan},
+			    {"base", plan["base"]},
+			    {"recipe", plan["recipe"]},
+			    {"upgrade", a.upgrade},
+			    {"roles", a.roles},
+			    {"pct", plan["pct"]},
+			    {"seed", a.seed},
+			    {"upgraded", plan["upgraded"]},
+			    {"score_source", plan["score_source"]},
+			    {"fallbacks", plan["fallbacks"]},
+			    {"tensor_bytes", plan["bytes"]},
+			    {"file_bytes", plan["file_bytes"]},
+			    {"bits_per_weight", plan["bits_per_weight"]},
+			    {"val_tokens", got.tokens},
+			    {"val_loss", got.loss},
+			    {"val_perplexity", got.perplexity},
+			    {"float_val_loss", ref.loss},
+			    {"float_val_perplexity", ref.perplexity},
+			    {"perplexity_change_pct", change}};
+	j.update(extra);
+	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
+	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
+		   a.plan, plan["base"].get<std::string>(), a.upgrade, a.roles, plan["pct"].get<double>(),
+		   plan["bytes"].get<int64_t>(), plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
+		   change, join_path(a.out, "quantize.json"));
+}
+
 // A Llama-family folder: the plan's GGUF file, and the perplexity of the model it leaves
 // against the folder's own (same windows).
 void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
@@ -544,34 +579,7 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 	auto ref = evaluate_file(model, *val, a.batch, ctx, false);
 	Llama q = load_gguf_llama(file);
 	auto got = evaluate_file(q, *val, a.batch, ctx, false);
-	const double change = 100.0 * (got.perplexity / ref.perplexity - 1.0);
-	nlohmann::json j = {{"checkpoint", ckpt},
-			    {"architecture", c.arch},
-			    {"plan", a.plan},
-			    {"base", plan["base"]},
-			    {"recipe", plan["recipe"]},
-			    {"upgrade", a.upgrade},
-			    {"roles", a.roles},
-			    {"pct", plan["pct"]},
-			    {"seed", a.seed},
-			    {"upgraded", plan["upgraded"]},
-			    {"score_source", plan["score_source"]},
-			    {"fallbacks", plan["fallbacks"]},
-			    {"tensor_bytes", plan["bytes"]},
-			    {"file_bytes", plan["file_bytes"]},
-			    {"bits_per_weight", plan["bits_per_weight"]},
-			    {"ctx", ctx},
-			    {"val_tokens", got.tokens},
-			    {"val_loss", got.loss},
-			    {"val_perplexity", got.perplexity},
-			    {"float_val_loss", ref.loss},
-			    {"float_val_perplexity", ref.perplexity},
-			    {"perplexity_change_pct", change}};
-	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
-	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
-		   a.plan, plan["base"].get<std::string>(), a.upgrade, a.roles, plan["pct"].get<double>(),
-		   plan["bytes"].get<int64_t>(), plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
-		   change, join_path(a.out, "quantize.json"));
+	report_quantize(a, ckpt, plan, ref, got, {{"architecture", c.arch}, {"ctx", ctx}});
 }
 
 void run_quantize(QuantizeArgs &a)
@@ -596,32 +604,7 @@ void run_quantize(QuantizeArgs &a)
 	auto ref = evaluate_file(model, val, a.batch, torch::kCPU, false);
 	GPT2 q = load_gguf_model(file);
 	auto got = evaluate_file(q, val, a.batch, torch::kCPU, false);
-	const double change = 100.0 * (got.perplexity / ref.perplexity - 1.0);
-	nlohmann::json j = {{"checkpoint", ckpt},
-			    {"plan", a.plan},
-			    {"base", plan["base"]},
-			    {"recipe", plan["recipe"]},
-			    {"upgrade", a.upgrade},
-			    {"roles", a.roles},
-			    {"pct", plan["pct"]},
-			    {"seed", a.seed},
-			    {"upgraded", plan["upgraded"]},
-			    {"score_source", plan["score_source"]},
-			    {"fallbacks", plan["fallbacks"]},
-			    {"tensor_bytes", plan["bytes"]},
-			    {"file_bytes", plan["file_bytes"]},
-			    {"bits_per_weight", plan["bits_per_weight"]},
-			    {"val_tokens", got.tokens},
-			    {"val_loss", got.loss},
-			    {"val_perplexity", got.perplexity},
-			    {"float_val_loss", ref.loss},
-			    {"float_val_perplexity", ref.perplexity},
-			    {"perplexity_change_pct", change}};
-	write_file_atomic(join_path(a.out, "quantize.json"), j.dump(2) + "\n");
-	fmt::print("{} {} + {} {} {}%: {} bytes ({:.3f} bits/weight), val ppl {:.4f} vs float {:.4f} ({:+.2f}%); {}\n",
-		   a.plan, plan["base"].get<std::string>(), a.upgrade, a.roles, plan["pct"].get<double>(),
-		   plan["bytes"].get<int64_t>(), plan["bits_per_weight"].get<double>(), got.perplexity, ref.perplexity,
-		   change, join_path(a.out, "quantize.json"));
+	report_quantize(a, ckpt, plan, ref, got, nlohmann::json::object());
 }
 
 } // namespace

@@ -287,12 +287,25 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 // One function, top to bottom in the order of the file it writes: the plan, the header's
 // metadata, the tokenizer fields, the tensor table and the data (llama.cpp reads them in
 // that order; splitting it would scatter one format over several places).
+std::string ggml_bytes(const torch::Tensor &t, GgmlType type)
+{
+	auto f = t.to(torch::kFloat).contiguous();
+	const int64_t row = f.dim() ? f.size(-1) : 1, rows = f.numel() / std::max<int64_t>(1, row),
+		      row_bytes = ggml_row_bytes(type, row);
+	std::string q(size_t(row_bytes * rows), '\0');
+	const float *src = f.data_ptr<float>();
+	uint8_t *dst = reinterpret_cast<uint8_t *>(q.data());
+	knlp::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, row)), [&](int64_t b, int64_t e) {
+		ggml_quantize(type, src + b * row, (e - b) * row, dst + b * row_bytes);
+	});
+	return q;
+}
+
 torch::Tensor quant_error(const torch::Tensor &t, GgmlType type)
 {
 	auto f = t.to(torch::kFloat).contiguous();
-	std::string q(size_t(ggml_row_bytes(type, f.size(-1)) * (f.numel() / f.size(-1))), '\0');
+	const std::string q = ggml_bytes(f, type);
 	auto back = torch::empty_like(f);
-	ggml_quantize(type, f.data_ptr<float>(), f.numel(), reinterpret_cast<uint8_t *>(q.data()));
 	ggml_dequantize(type, reinterpret_cast<const uint8_t *>(q.data()), f.numel(), back.data_ptr<float>());
 	return (f - back).pow(2);
 }
@@ -458,14 +471,9 @@ nlohmann::json export_gguf(GPT2 &model, const Settings &cfg, const std::string &
 		if (gname.empty())
 			fail("export: no llama.cpp name for tensor {}", pt.name);
 		std::vector<int64_t> ne(t.sizes().rbegin(), t.sizes().rend()); // innermost first
-		std::string bytes(size_t(pt.bytes), '\0');
-		// Rows are independent: quantize them on every thread.
-		const int64_t row = ne[0], rows = t.numel() / row, row_bytes = ggml_row_bytes(pt.type, row);
-		const float *src = t.data_ptr<float>();
-		uint8_t *dst = reinterpret_cast<uint8_t *>(bytes.data());
-		knlp::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
-			ggml_quantize(pt.type, src + b * row, (e - b) * row, dst + b * row_bytes);
-		});
+		std::string bytes = ggml_bytes(t, pt.type);
+		if (int64_t(bytes.size()) != pt.bytes)
+			fail("export: tensor {} came to {} bytes, the plan said {}", pt.name, bytes.size(), pt.bytes);
 		w.add_tensor(gname, ne, pt.type, std::move(bytes));
 	}
 	uint64_t size = w.write(out);

@@ -60,6 +60,9 @@ std::map<std::string, torch::Tensor> collect_imatrix(GPT2 &model, const std::str
 // Per-element squared error of a float32 tensor's round trip through type t (rows along the
 // last dimension): what quantizing it leaves. The error plans score with it.
 torch::Tensor quant_error(const torch::Tensor &t, GgmlType type);
+// The GGML bytes of a tensor in type t, rows along the last dimension (its length a
+// multiple of the type's block), quantized on every thread (rows are independent).
+std::string ggml_bytes(const torch::Tensor &t, GgmlType type);
 
 struct HfPlanData {
 	std::map<std::string, torch::Tensor> fisher, imatrix;

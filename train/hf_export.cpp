@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/parallel.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/run.h"
@@ -190,13 +189,9 @@ json export_hf_gguf(const std::string &hf_dir, const std::string &out, const Pla
 		const auto &pt = planned[i];
 		const auto &t = tensors[i].second;
 		std::vector<int64_t> ne(t.sizes().rbegin(), t.sizes().rend()); // innermost first
-		std::string bytes(size_t(pt.bytes), '\0');
-		const int64_t row = ne[0], rows = t.numel() / row, row_bytes = ggml_row_bytes(pt.type, row);
-		const float *src = t.data_ptr<float>();
-		uint8_t *dst = reinterpret_cast<uint8_t *>(bytes.data());
-		knlp::parallel_for(0, rows, std::max<int64_t>(1, 65536 / row), [&](int64_t b, int64_t e) {
-			ggml_quantize(pt.type, src + b * row, (e - b) * row, dst + b * row_bytes);
-		});
+		std::string bytes = ggml_bytes(t, pt.type);
+		if (int64_t(bytes.size()) != pt.bytes)
+			fail("export: tensor {} came to {} bytes, the plan said {}", pt.name, bytes.size(), pt.bytes);
 		w.add_tensor(pt.name, ne, pt.type, std::move(bytes));
 	}
 	auto summary = plan_summary(planned, plan);
