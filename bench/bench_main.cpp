@@ -54,6 +54,42 @@ static double secs(clk::time_point a)
 	return std::chrono::duration<double>(clk::now() - a).count();
 }
 
+// Mean seconds per call of fn over `steps` calls, after `warm` untimed ones.
+template <class F> static double mean_secs(int warm, int steps, F fn)
+{
+	for (int i = 0; i < warm; i++)
+		fn();
+	auto t0 = clk::now();
+	for (int i = 0; i < steps; i++)
+		fn();
+	return secs(t0) / steps;
+}
+
+// knlp's AdamW over a module's parameters as the trainers run it: one update, clipped to
+// norm 1 when `clip`, then the gradients dropped.
+struct BenchOptimizer {
+	explicit BenchOptimizer(torch::nn::Module &m) : opt(named(m), OptimizerOptions{}) {}
+	void step(double lr, bool clip)
+	{
+		double scale = 1.0;
+		if (clip) {
+			const double norm = opt.grad_norm();
+			scale = norm > 1.0 ? 1.0 / (norm + 1e-6) : 1.0;
+		}
+		opt.step(lr, scale);
+		for (auto &s : opt.state())
+			s.param.mutable_grad().reset();
+	}
+	static std::vector<std::pair<std::string, torch::Tensor>> named(torch::nn::Module &m)
+	{
+		std::vector<std::pair<std::string, torch::Tensor>> v;
+		for (auto &p : m.named_parameters())
+			v.emplace_back(p.key(), p.value());
+		return v;
+	}
+	Optimizer opt;
+};
+
 static double peak_rss_mb()
 {
 	struct rusage ru;
@@ -83,10 +119,7 @@ static int bench_train(char **a)
 	torch::manual_seed(0);
 	double peak = measure_matmul_peak(torch::kCPU, bf16);
 	GPT2 m(c);
-	std::vector<std::pair<std::string, torch::Tensor>> named;
-	for (auto &p : m->named_parameters())
-		named.emplace_back(p.key(), p.value());
-	Optimizer opt(named, OptimizerOptions{});
+	BenchOptimizer opt(*m);
 	auto x = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto y = torch::randint(0, c.vocab_size, {B, c.block_size}, torch::kLong);
 	auto step = [&] {
@@ -96,18 +129,10 @@ static int bench_train(char **a)
 			loss = m->forward(x, y).loss;
 		}
 		loss.backward();
-		double norm = opt.grad_norm();
-		opt.step(1e-4, norm > 1.0 ? 1.0 / (norm + 1e-6) : 1.0);
-		for (auto &s : opt.state())
-			s.param.mutable_grad().reset();
+		opt.step(1e-4, true);
 		return loss.item<double>();
 	};
-	for (int i = 0; i < 3; i++)
-		step();
-	auto t0 = clk::now();
-	for (int i = 0; i < steps; i++)
-		step();
-	double dt = secs(t0) / steps;
+	const double dt = mean_secs(3, steps, step);
 	double tok_s = double(B) * c.block_size / dt;
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
 	nlohmann::json j = {{"impl", "knlp"},
@@ -226,24 +251,12 @@ static int bench_attention(char **a)
 	c.validate();
 	torch::manual_seed(0);
 	GPT2 m(c);
-	std::vector<std::pair<std::string, torch::Tensor>> named;
-	for (auto &p : m->named_parameters())
-		named.emplace_back(p.key(), p.value());
-	Optimizer opt(named, OptimizerOptions{});
+	BenchOptimizer opt(*m);
 	auto x = torch::randint(0, 256, {B, T}, torch::kLong), y = torch::randint(0, 256, {B, T}, torch::kLong);
-	auto step = [&] {
-		auto loss = m->forward(x, y).loss;
-		loss.backward();
-		opt.step(1e-4, 1.0);
-		for (auto &s : opt.state())
-			s.param.mutable_grad().reset();
-	};
-	for (int i = 0; i < 3; i++)
-		step();
-	auto t0 = clk::now();
-	for (int i = 0; i < steps; i++)
-		step();
-	double train_dt = secs(t0) / steps;
+	const double train_dt = mean_secs(3, steps, [&] {
+		m->forward(x, y).loss.backward();
+		opt.step(1e-4, false);
+	});
 	// Cached decoding: one token at a time from an empty cache to `ctx` tokens.
 	m->eval();
 	torch::NoGradGuard ng;
@@ -256,10 +269,8 @@ static int bench_attention(char **a)
 		}
 		return cache.bytes();
 	};
-	decode();
-	t0 = clk::now();
-	int64_t bytes = decode();
-	double dec_dt = secs(t0);
+	int64_t bytes = 0;
+	const double dec_dt = mean_secs(1, 1, [&] { bytes = decode(); });
 	nlohmann::json j = {{"variant", v},
 			    {"train_tokens_per_sec", double(B) * T / train_dt},
 			    {"train_step_ms", train_dt * 1e3},
@@ -301,10 +312,7 @@ static int bench_vision(int argc, char **a)
 				p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 		x = x.contiguous(at::MemoryFormat::ChannelsLast);
 	}
-	std::vector<std::pair<std::string, torch::Tensor>> named;
-	for (auto &p : m->named_parameters())
-		named.emplace_back(p.key(), p.value());
-	Optimizer opt(named, OptimizerOptions{});
+	BenchOptimizer opt(*m);
 	auto step = [&] {
 		torch::Tensor out;
 		{
@@ -313,9 +321,7 @@ static int bench_vision(int argc, char **a)
 		}
 		auto loss = torch::nn::functional::cross_entropy(out.to(torch::kFloat), y);
 		loss.backward();
-		opt.step(1e-3, 1.0);
-		for (auto &s : opt.state())
-			s.param.mutable_grad().reset();
+		opt.step(1e-3, false);
 	};
 	for (int i = 0; i < 2; i++)
 		step();
@@ -324,10 +330,7 @@ static int bench_vision(int argc, char **a)
 		for (int i = 0; i < 3; i++)
 			step();
 	}
-	auto t0 = clk::now();
-	for (int i = 0; i < steps; i++)
-		step();
-	double dt = secs(t0) / steps;
+	const double dt = mean_secs(0, steps, step);
 	nlohmann::json j = {{"impl", cl			       ? "knlp-channels-last"
 				     : mode == "no_onednn"     ? "knlp-no-onednn"
 				     : mode == "libtorch_pool" ? "knlp-libtorch-pool"

@@ -85,18 +85,24 @@ std::vector<int64_t> sample_labels(const torch::Tensor &logits, Rng &rng)
 
 } // namespace
 
-FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o)
+FisherResult fisher_start(const TokenFile &data, const FisherOptions &o, int64_t context)
 {
 	if (!o.empirical && !o.true_fisher)
 		fail("fim: nothing to compute (neither the empirical nor the true Fisher selected)");
-	const auto &c = model->config();
-	if (o.seq > c.block_size)
-		fail("fim: --seq {} exceeds the model's context of {} tokens", o.seq, c.block_size);
+	if (o.seq > context)
+		fail("fim: --seq {} exceeds the model's context of {} tokens", o.seq, context);
 	FisherResult r;
 	r.chunks = o.chunks;
 	r.seq = o.seq;
 	r.seed = o.seed;
 	r.starts = fisher_windows(data.size(), o.chunks, o.seq, data.path());
+	return r;
+}
+
+FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o)
+{
+	const auto &c = model->config();
+	FisherResult r = fisher_start(data, o, c.block_size);
 	model->eval();
 	torch::AutoGradMode grad_on(true);
 	std::vector<torch::Tensor> params;

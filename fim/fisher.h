@@ -51,6 +51,10 @@ struct FisherResult {
 // not overlapping. Errors name `path` when the file is too short.
 std::vector<int64_t> fisher_windows(uint64_t n, int chunks, int seq, const std::string &path);
 
+// A result with the run's options and windows filled in, after checking that something is
+// to be computed and that --seq fits the model's `context` positions.
+FisherResult fisher_start(const TokenFile &data, const FisherOptions &o, int64_t context);
+
 FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o);
 // The same for an imported Llama-family model (fim/llama_fisher.cpp; CPU, memory bounded:
 // the weights, the accumulators and one window's activations).

@@ -17,16 +17,8 @@ namespace knlp {
 
 FisherResult compute_fisher(Llama &model, const TokenFile &data, const FisherOptions &o)
 {
-	if (!o.empirical && !o.true_fisher)
-		fail("fim: nothing to compute (neither the empirical nor the true Fisher selected)");
 	const auto &c = model->config();
-	if (o.seq > c.max_positions)
-		fail("fim: --seq {} exceeds the model's {} positions", o.seq, c.max_positions);
-	FisherResult r;
-	r.chunks = o.chunks;
-	r.seq = o.seq;
-	r.seed = o.seed;
-	r.starts = fisher_windows(data.size(), o.chunks, o.seq, data.path());
+	FisherResult r = fisher_start(data, o, c.max_positions);
 	auto named = model->named_weights();
 	LlamaFisherTap tap;
 	std::vector<torch::Tensor> acc_e, acc_t;
