@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from windows import eval_windows, scored_before  # scripts/ref/windows.py
+
 
 def main():
     export, val = sys.argv[1], sys.argv[2]
@@ -25,13 +27,7 @@ def main():
     c = model.config
     T = int(args[3]) if len(args) > 3 else getattr(c, "n_positions", None) or c.max_position_embeddings
     d = torch.from_numpy(np.fromfile(val, dtype=np.uint16).astype(np.int64))
-    N = d.numel()
-    T = min(T, N - 1)
-    starts = list(range(0, N - T, T))
-    covered = starts[-1] + T if starts else 0
-    tail = covered < N - 1
-    if tail:
-        starts.append(N - T - 1)
+    T, starts, covered, tail = eval_windows(d.numel(), T)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(starts), 8):
@@ -41,7 +37,7 @@ def main():
             if tail and i + len(chunk) == len(starts):
                 s = chunk[-1]
                 for t in range(T):
-                    if s + t + 1 <= covered:
+                    if scored_before(s, t, covered, True):
                         y[-1, t] = -1
             y = y.to(dev)
             logits = model(x).logits.float()

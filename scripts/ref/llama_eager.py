@@ -19,6 +19,8 @@ summed and divided by CHUNKS; the mean of each tensor's diagonal.
 """
 import json, math, os, struct, sys
 import torch
+from windows import eval_windows, scored_before  # scripts/ref/windows.py
+
 
 model_dir, val, T = sys.argv[1], sys.argv[2], int(sys.argv[3])
 width = int(sys.argv[4]) if len(sys.argv) > 4 and not sys.argv[4].startswith("--") else 2
@@ -172,13 +174,7 @@ if fisher_chunks:
 
 raw = open(val, "rb").read()
 data = list(struct.unpack(f"<{len(raw) // width}{'H' if width == 2 else 'I'}", raw))
-N = len(data)
-T = min(T, N - 1)
-starts = list(range(0, N - T, T))
-covered = starts[-1] + T if starts else 0
-tail = covered < N - 1
-if tail:
-    starts.append(N - T - 1)
+T, starts, covered, tail = eval_windows(len(data), T)
 total, count = 0.0, 0
 import resource, time
 t0 = time.perf_counter()
@@ -188,7 +184,7 @@ with torch.no_grad():
         y = torch.tensor([data[s + 1:s + T + 1]])
         if tail and j == len(starts) - 1:
             for t in range(T):
-                if s + t + 1 <= covered:
+                if scored_before(s, t, covered, True):
                     y[0, t] = -1
         lg = forward_gpt2(x) if gpt2 else forward(x)
         if j == 0 and logits_out:

@@ -19,7 +19,9 @@ import os
 import struct
 import sys
 
+
 import numpy as np
+from windows import eval_windows, scored_before  # scripts/ref/windows.py
 
 
 class Batch(ctypes.Structure):  # struct llama_batch
@@ -76,13 +78,7 @@ def main():
     L.llama_model_free.argtypes = [ctypes.c_void_p]
 
     ids = np.fromfile(val, dtype=np.uint16 if width == 2 else np.uint32).astype(np.int64)
-    N = ids.size
-    T = min(T, N - 1)
-    starts = list(range(0, N - T, T))
-    covered = starts[-1] + T if starts else 0
-    tail = covered < N - 1
-    if tail:
-        starts.append(N - T - 1)
+    T, starts, covered, tail = eval_windows(ids.size, T)
 
     model = L.llama_model_load_from_file(model_path.encode(), L.llama_model_default_params())
     if not model:
@@ -115,7 +111,7 @@ def main():
         if L.llama_decode(ctx, batch) != 0:
             raise SystemExit(f"llama_decode failed on the window at {s}")
         for t in range(T):
-            if tail and w == len(starts) - 1 and s + t + 1 <= covered:
+            if scored_before(s, t, covered, tail and w == len(starts) - 1):
                 continue
             lg = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, t), shape=(V,)).astype(np.float64)
             m = lg.max()

@@ -29,6 +29,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from windows import eval_windows, scored_before  # scripts/ref/windows.py
 
 torch.set_num_threads(1)
 MASK64 = (1 << 64) - 1
@@ -221,20 +222,13 @@ class Model:
 def cmd_forward(ckpt, val):
     m = Model(ckpt)
     ids = torch.from_numpy(np.fromfile(val, np.uint16).astype(np.int64))
-    n, t = len(ids), m.c["T"]
-    t = min(t, n - 1)
-    starts = list(range(0, n - t, t)) if n > t else []
-    starts = [s for s in starts if s + t + 1 <= n]
-    covered = starts[-1] + t if starts else 0
-    tail = covered < n - 1
-    if tail:
-        starts.append(n - t - 1)
+    t, starts, covered, tail = eval_windows(len(ids), m.c["T"])
     total, count = 0.0, 0
     with torch.no_grad():
         for s in starts:
             loss = F.cross_entropy(m.logits(ids[s:s + t]).double(), ids[s + 1:s + t + 1], reduction="none")
             for j in range(t):
-                if tail and s == starts[-1] and s + j + 1 <= covered:
+                if scored_before(s, j, covered, tail and s == starts[-1]):
                     continue
                 total += loss[j].item()
                 count += 1
