@@ -99,6 +99,28 @@ FisherResult fisher_start(const TokenFile &data, const FisherOptions &o, int64_t
 	return r;
 }
 
+void fisher_window_done(FisherResult &r, Progress &prog, const FisherOptions &o, int w, double loss_sum)
+{
+	if (o.progress)
+		prog.update(w + 1, fmt::format("{:.0f} tok/s, loss {:.4f}", double(r.tokens) / prog.elapsed(),
+					       loss_sum / (w + 1)));
+}
+
+void fisher_finish(FisherResult &r, Progress &prog, const FisherOptions &o, double loss_sum,
+		   std::vector<torch::Tensor> &acc_e, std::vector<torch::Tensor> &acc_t)
+{
+	r.seconds = prog.elapsed();
+	if (o.progress)
+		prog.finish(fmt::format("{} tokens in {:.1f} s", r.tokens, r.seconds));
+	r.mean_loss = loss_sum / o.chunks;
+	for (size_t i = 0; i < r.names.size(); i++) {
+		if (o.empirical)
+			r.empirical[r.names[i]] = acc_e[i].div_(double(o.chunks)).to(torch::kCPU).contiguous();
+		if (o.true_fisher)
+			r.true_fisher[r.names[i]] = acc_t[i].div_(double(o.chunks)).to(torch::kCPU).contiguous();
+	}
+}
+
 FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o)
 {
 	const auto &c = model->config();
@@ -151,20 +173,9 @@ FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOpti
 			accumulate(torch::nn::functional::cross_entropy(logits, yt), acc_t, false);
 		}
 		r.tokens += T;
-		if (o.progress)
-			prog.update(w + 1, fmt::format("{:.0f} tok/s, loss {:.4f}", double(r.tokens) / prog.elapsed(),
-						       loss_sum / (w + 1)));
+		fisher_window_done(r, prog, o, w, loss_sum);
 	}
-	r.seconds = prog.elapsed();
-	if (o.progress)
-		prog.finish(fmt::format("{} tokens in {:.1f} s", r.tokens, r.seconds));
-	r.mean_loss = loss_sum / o.chunks;
-	for (size_t i = 0; i < params.size(); i++) {
-		if (o.empirical)
-			r.empirical[r.names[i]] = acc_e[i].div_(double(o.chunks)).to(torch::kCPU).contiguous();
-		if (o.true_fisher)
-			r.true_fisher[r.names[i]] = acc_t[i].div_(double(o.chunks)).to(torch::kCPU).contiguous();
-	}
+	fisher_finish(r, prog, o, loss_sum, acc_e, acc_t);
 	return r;
 }
 

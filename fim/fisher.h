@@ -26,6 +26,7 @@ namespace knlp {
 
 class TokenFile;
 class SafetensorsFile;
+class Progress;
 
 struct FisherOptions {
 	int chunks = 64;
@@ -54,6 +55,12 @@ std::vector<int64_t> fisher_windows(uint64_t n, int chunks, int seq, const std::
 // A result with the run's options and windows filled in, after checking that something is
 // to be computed and that --seq fits the model's `context` positions.
 FisherResult fisher_start(const TokenFile &data, const FisherOptions &o, int64_t context);
+// The progress line after window w (loss_sum: the summed loss of windows 0..w), and the end:
+// time, mean loss, and the accumulated squared gradients (acc_e empirical, acc_t true, in
+// r.names order) as per-window means on the CPU.
+void fisher_window_done(FisherResult &r, Progress &prog, const FisherOptions &o, int w, double loss_sum);
+void fisher_finish(FisherResult &r, Progress &prog, const FisherOptions &o, double loss_sum,
+		   std::vector<torch::Tensor> &acc_e, std::vector<torch::Tensor> &acc_t);
 
 FisherResult compute_fisher(GPT2 &model, const TokenFile &data, const FisherOptions &o);
 // The same for an imported Llama-family model (fim/llama_fisher.cpp; CPU, memory bounded:

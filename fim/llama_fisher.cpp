@@ -77,20 +77,9 @@ FisherResult compute_fisher(Llama &model, const TokenFile &data, const FisherOpt
 			tap.flush();
 		}
 		r.tokens += T;
-		if (o.progress)
-			prog.update(w + 1, fmt::format("{:.0f} tok/s, loss {:.4f}", double(r.tokens) / prog.elapsed(),
-						       loss_sum / (w + 1)));
+		fisher_window_done(r, prog, o, w, loss_sum);
 	}
-	r.seconds = prog.elapsed();
-	if (o.progress)
-		prog.finish(fmt::format("{} tokens in {:.1f} s", r.tokens, r.seconds));
-	r.mean_loss = loss_sum / o.chunks;
-	for (size_t i = 0; i < named.size(); i++) {
-		if (o.empirical)
-			r.empirical[r.names[i]] = acc_e[i].div_(double(o.chunks));
-		if (o.true_fisher)
-			r.true_fisher[r.names[i]] = acc_t[i].div_(double(o.chunks));
-	}
+	fisher_finish(r, prog, o, loss_sum, acc_e, acc_t);
 	return r;
 }
 
