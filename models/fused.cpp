@@ -275,32 +275,34 @@ KNLP_BODY float one_plus_erf(float z, float *e_out)
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
-KNLP_BODY void gelu_forward_rows_body(const float *h, const float *bias, float *u, float *a, int64_t rows, int64_t n)
+// a = GELU(h + bias). The pre-activation is not stored: the backward pass adds the bias
+// to h again, which costs less than writing and rereading a tensor of h's size.
+KNLP_BODY void gelu_forward_rows_body(const float *h, const float *bias, float *a, int64_t rows, int64_t n)
 {
 	for (int64_t r = 0; r < rows; r++) {
 		const float *hr = h + r * n;
-		float *ur = u + r * n, *ar = a + r * n;
+		float *ar = a + r * n;
 #pragma omp simd
 		for (int64_t c = 0; c < n; c++) {
 			const float x = hr[c] + bias[c];
 			float e;
-			ur[c] = x;
 			ar[c] = 0.5f * x * one_plus_erf(x * kInvSqrt2, &e);
 		}
 	}
 }
-KNLP_VERSIONS(gelu_forward_rows, (const float *h, const float *bias, float *u, float *a, int64_t rows, int64_t n),
-	      (h, bias, u, a, rows, n))
+KNLP_VERSIONS(gelu_forward_rows, (const float *h, const float *bias, float *a, int64_t rows, int64_t n),
+	      (h, bias, a, rows, n))
 
-// gu = ga GELU'(u), and the column sums of gu added to gb.
-KNLP_BODY void gelu_backward_rows_body(const float *u, const float *ga, float *gu, float *gb, int64_t rows, int64_t n)
+// gu = ga GELU'(h + bias), and the column sums of gu added to gb.
+KNLP_BODY void gelu_backward_rows_body(const float *h, const float *bias, const float *ga, float *gu, float *gb,
+				       int64_t rows, int64_t n)
 {
 	for (int64_t r = 0; r < rows; r++) {
-		const float *ur = u + r * n, *gr = ga + r * n;
+		const float *hr = h + r * n, *gr = ga + r * n;
 		float *o = gu + r * n;
 #pragma omp simd
 		for (int64_t c = 0; c < n; c++) {
-			const float x = ur[c];
+			const float x = hr[c] + bias[c];
 			float e; // exp(-x^2 / 2)
 			const float cdf = 0.5f * one_plus_erf(x * kInvSqrt2, &e);
 			const float g = gr[c] * (cdf + x * e * kInvSqrt2Pi);
@@ -309,8 +311,9 @@ KNLP_BODY void gelu_backward_rows_body(const float *u, const float *ga, float *g
 		}
 	}
 }
-KNLP_VERSIONS(gelu_backward_rows, (const float *u, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
-	      (u, ga, gu, gb, rows, n))
+KNLP_VERSIONS(gelu_backward_rows,
+	      (const float *h, const float *bias, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
+	      (h, bias, ga, gu, gb, rows, n))
 
 KNLP_BODY void add_ln_forward_rows_body(const float *x, const float *d, float *y, float *n, float *mean, float *rstd,
 					const float *w, const float *b, int64_t rows, int64_t C, float eps)
@@ -499,55 +502,55 @@ struct BiasGelu : public torch::autograd::Function<BiasGelu> {
 		auto h = h_in.contiguous();
 		const int64_t N = h.size(-1), rows = h.numel() / N;
 		const bool bf = h.scalar_type() == torch::kBFloat16;
-		auto u = torch::empty_like(h), a = torch::empty_like(h);
+		auto a = torch::empty_like(h);
 		const float *bp = bias.data_ptr<float>();
 		knlp::parallel_for(0, chunks_of(rows), 1, [&](int64_t k0, int64_t k1) {
-			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), uf(hf.size()), af(hf.size());
+			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), af(hf.size());
 			for (int64_t k = k0; k < k1; k++) {
 				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
 				if (!bf) {
 					gelu_forward_rows(h.data_ptr<float>() + r0 * N, bp,
-							  u.data_ptr<float>() + r0 * N, a.data_ptr<float>() + r0 * N,
-							  nr, N);
+							  a.data_ptr<float>() + r0 * N, nr, N);
 					continue;
 				}
 				auto bits = [&](torch::Tensor &t) {
 					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
 				};
 				bf16_to_f32(bits(h), hf.data(), nr * N);
-				gelu_forward_rows(hf.data(), bp, uf.data(), af.data(), nr, N);
-				f32_to_bf16(uf.data(), bits(u), nr * N);
+				gelu_forward_rows(hf.data(), bp, af.data(), nr, N);
 				f32_to_bf16(af.data(), bits(a), nr * N);
 			}
 		});
-		ctx->save_for_backward({u});
+		ctx->save_for_backward({h, bias});
 		return a;
 	}
 
 	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
 						     torch::autograd::tensor_list grad_out)
 	{
-		auto u = ctx->get_saved_variables()[0];
-		const int64_t N = u.size(-1), rows = u.numel() / N, chunks = chunks_of(rows);
-		const bool bf = u.scalar_type() == torch::kBFloat16;
+		auto saved = ctx->get_saved_variables();
+		auto h = saved[0];
+		const float *bp = saved[1].data_ptr<float>();
+		const int64_t N = h.size(-1), rows = h.numel() / N, chunks = chunks_of(rows);
+		const bool bf = h.scalar_type() == torch::kBFloat16;
 		auto ga = grad_out[0].to(torch::kFloat).contiguous();
-		auto gu = torch::empty_like(u);
+		auto gu = torch::empty_like(h);
 		std::vector<float> part(size_t(chunks * N), 0.0f);
 		knlp::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
-			std::vector<float> uf(bf ? size_t(kChunkRows * N) : 0), gf(uf.size());
+			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), gf(hf.size());
 			for (int64_t k = k0; k < k1; k++) {
 				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
 				const float *gap = ga.data_ptr<float>() + r0 * N;
 				if (!bf) {
-					gelu_backward_rows(u.data_ptr<float>() + r0 * N, gap,
+					gelu_backward_rows(h.data_ptr<float>() + r0 * N, bp, gap,
 							   gu.data_ptr<float>() + r0 * N, part.data() + k * N, nr, N);
 					continue;
 				}
 				auto bits = [&](torch::Tensor &t) {
 					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
 				};
-				bf16_to_f32(bits(u), uf.data(), nr * N);
-				gelu_backward_rows(uf.data(), gap, gf.data(), part.data() + k * N, nr, N);
+				bf16_to_f32(bits(h), hf.data(), nr * N);
+				gelu_backward_rows(hf.data(), bp, gap, gf.data(), part.data() + k * N, nr, N);
 				f32_to_bf16(gf.data(), bits(gu), nr * N);
 			}
 		});
