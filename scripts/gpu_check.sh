@@ -143,18 +143,27 @@ EOF
 fi
 
 if want speed; then
-	ts "124M, context 1024, batch 12, bf16, no dropout: eager PyTorch and knlp, twice each"
+	ts "124M, context 1024, batch 12, bf16, no dropout: eager PyTorch, eager + torch.compile and knlp, twice each"
+	# One statistic for all three: the median tokens/s of the steady-state steps after the
+	# warm-up (the eager script's per-step times, knlp's per-step throughput in metrics.jsonl).
 	for i in 1 2; do
 		e=$(timeout 120 python3 scripts/ref/gpt2_eager.py 12 12 768 1024 12 50304 30 cuda bf16 | tail -n 1)
+		ec=$(timeout 300 python3 scripts/ref/gpt2_eager.py 12 12 768 1024 12 50304 30 cuda bf16 compile \
+			2>/tmp/compile_err.txt | tail -n 1)
+		[ -n "$ec" ] || tail -n 3 /tmp/compile_err.txt
 		rm -rf /tmp/r124
 		timeout 200 "$K" train --config .gpu/c124-nd.config --out /tmp/r124 >/tmp/k124.txt 2>&1
 		k=$(steady /tmp/r124)
-		python3 - "$e" "$k" "$FPT" <<'EOF' | tee -a /tmp/summary_speed
+		python3 - "$e" "$ec" "$k" "$FPT" <<'EOF' | tee -a /tmp/summary_speed
 import json, sys
-e, k, fpt = json.loads(sys.argv[1] or "{}"), json.loads(sys.argv[2] or "{}"), int(sys.argv[3])
-et, kt = e.get("tokens_per_sec", 0), k.get("median", 0)
-print(f"124M bf16 T1024 B12 (dropout 0): knlp {kt:.0f} tok/s (MFU {100 * kt * fpt / 989e12:.1f}%), eager {et:.0f} "
-      f"(MFU {100 * et * fpt / 989e12:.1f}%), ratio {kt / et if et else float('nan'):.3f}x")
+e, ec, k = (json.loads(a or "{}") for a in sys.argv[1:4])
+fpt = int(sys.argv[4])
+et, ct, kt = e.get("tokens_per_sec_median", 0), ec.get("tokens_per_sec_median", 0), k.get("median", 0)
+mfu = lambda r: 100 * r * fpt / 989e12
+ratio = lambda a, b: a / b if b else float("nan")
+print(f"124M bf16 T1024 B12 (dropout 0), median tok/s: knlp {kt:.0f} (MFU {mfu(kt):.1f}%), eager {et:.0f} "
+      f"(MFU {mfu(et):.1f}%), torch.compile {ct:.0f} (MFU {mfu(ct):.1f}%); knlp/eager {ratio(kt, et):.3f}x, "
+      f"knlp/compile {ratio(kt, ct):.3f}x")
 EOF
 	done
 	tr '\r' '\n' </tmp/k124.txt | grep -av "^$" | tail -n 3

@@ -6,7 +6,11 @@ count, on Debian's python3-torch (the same libtorch 1.13). Prints one JSON line.
 On a GPU (DEVICE cuda) it is what a PyTorch user would write there: fused causal attention
 (F.scaled_dot_product_attention), bf16 autocast (DTYPE bf16), torch.optim.AdamW's default
 multi-tensor update, all threads.
-usage: gpt2_eager.py L H C T B V STEPS [DEVICE [DTYPE]]
+With COMPILE (`compile`), the model runs through torch.compile (PyTorch 2.0 or later), as
+the original's GPT2_COMPILE presets train; its first steps (compilation) are left out.
+usage: gpt2_eager.py L H C T B V STEPS [DEVICE [DTYPE [COMPILE]]]
+Reports the mean (tokens_per_sec, step_ms) and the median (tokens_per_sec_median,
+step_ms_median) of the timed steps; each step ends with loss.item(), a synchronisation.
 KNLP_BENCH_THREADS=N: CPU threads (default 2; make bench takes the best of 1 and 2).
 KNLP_PROFILE=FILE: also write a Chrome trace of 3 steps (after the warm-up) to FILE.
 """
@@ -73,11 +77,17 @@ def main():
     layers, heads, c, t, b, v, steps = map(int, sys.argv[1:8])
     dev = sys.argv[8] if len(sys.argv) > 8 else "cpu"
     bf16 = len(sys.argv) > 9 and sys.argv[9] == "bf16"
+    compiled = len(sys.argv) > 10 and sys.argv[10] == "compile"
+    if len(sys.argv) > 10 and not compiled:
+        sys.exit(f"gpt2_eager.py: unknown option '{sys.argv[10]}' (expected compile)")
+    if compiled and not hasattr(torch, "compile"):
+        sys.exit(f"gpt2_eager.py: compile needs PyTorch 2.0 or later; this is {torch.__version__}")
     if dev == "cpu":
         torch.set_num_threads(int(os.environ.get("KNLP_BENCH_THREADS", "2")))
     torch.manual_seed(0)
     model = GPT(layers, heads, c, t, v, fused=dev != "cpu").to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    run = torch.compile(model) if compiled else model
     x = torch.randint(0, v, (b, t), device=dev)
     y = torch.randint(0, v, (b, t), device=dev)
 
@@ -96,7 +106,7 @@ def main():
     def step():
         t = mark(-1, 0)
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(x, y)
+            loss = run(x, y)
         t = mark(0, t)
         loss.backward()
         t = mark(1, t)
@@ -107,8 +117,10 @@ def main():
         mark(3, t)
         return loss.item()
 
-    for _ in range(3):
+    t_warm = time.perf_counter()
+    for _ in range(5 if compiled else 3):  # compilation happens in the first steps
         step()
+    warm_s = time.perf_counter() - t_warm
     prof_path = os.environ.get("KNLP_PROFILE")  # a Chrome trace of 3 steps, like knlp's
     if prof_path:
         acts = [torch.profiler.ProfilerActivity.CPU]
@@ -121,12 +133,17 @@ def main():
                 torch.cuda.synchronize()
         prof.export_chrome_trace(prof_path)
     phases[:] = [0.0] * 4
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    dt = (time.perf_counter() - t0) / steps
+        times.append(time.perf_counter() - t0)
+    dt = sum(times) / steps
+    med = sorted(times)[len(times) // 2]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"impl": "pytorch-eager", "tokens_per_sec": b * t / dt, "step_ms": dt * 1e3,
+    out = {"impl": "pytorch-compile" if compiled else "pytorch-eager", "tokens_per_sec": b * t / dt,
+           "step_ms": dt * 1e3, "tokens_per_sec_median": b * t / med, "step_ms_median": med * 1e3,
+           "warmup_s": warm_s,
            "peak_rss_mb": rss, "torch": torch.__version__, "device": dev, "bf16": bf16,
            "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in model.parameters())}
