@@ -69,6 +69,27 @@ inline bool cpu_autocast_enabled()
 #endif
 }
 
+// The dtype autocast runs matrix products in on this device in this thread; float32 when
+// autocast is off there (or the device has none).
+inline at::ScalarType autocast_compute_dtype(const torch::Device &dev)
+{
+	if (dev.is_cpu())
+		return cpu_autocast_enabled() ?
+#if KNLP_TORCH_AT_LEAST(2, 4)
+					      at::autocast::get_autocast_dtype(at::kCPU)
+#else
+					      at::autocast::get_autocast_cpu_dtype()
+#endif
+					      : at::kFloat;
+	if (!dev.is_cuda())
+		return at::kFloat;
+#if KNLP_TORCH_AT_LEAST(2, 4)
+	return at::autocast::is_autocast_enabled(at::kCUDA) ? at::autocast::get_autocast_dtype(at::kCUDA) : at::kFloat;
+#else
+	return at::autocast::is_enabled() ? at::autocast::get_autocast_gpu_dtype() : at::kFloat;
+#endif
+}
+
 class AutocastGuard {
 public:
 	AutocastGuard(torch::Device dev, bool enable, at::ScalarType dtype)

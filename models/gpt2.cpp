@@ -232,11 +232,12 @@ GPT2Output GPT2Impl::forward(const torch::Tensor &idx, const torch::Tensor &targ
 {
 	GPT2Output out;
 	auto x = hidden(idx, 0, nullptr);
-	// The fused head is float32 throughout; under CPU bf16 autocast the head is libtorch's
-	// (its product in bf16, the loss in float32).
-	if (targets.defined() && c_.fused_head_loss && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
-	    !compat::cpu_autocast_enabled()) {
-		out.loss = linear_cross_entropy(x.reshape({-1, x.size(-1)}), wte->weight, targets.reshape({-1}));
+	// The chunked head: its products in autocast's dtype where autocast is on (bf16 on the
+	// CPU or a GPU), the loss and gradients' sums in float32, never the whole logits tensor.
+	if (targets.defined() && c_.fused_head_loss && (x.device().is_cpu() || x.device().is_cuda()) &&
+	    x.scalar_type() == torch::kFloat && wte->weight.scalar_type() == torch::kFloat) {
+		out.loss = linear_cross_entropy(x.reshape({-1, x.size(-1)}), wte->weight, targets.reshape({-1}),
+						compat::autocast_compute_dtype(x.device()));
 	} else if (targets.defined()) {
 		out.logits = torch::matmul(x, wte->weight.t());
 		out.loss = torch::nn::functional::cross_entropy(

@@ -1,14 +1,23 @@
-// Fused "linear head + cross-entropy" for the CPU: loss = CE(x W^T, targets) computed in
-// row chunks so the [N, vocab] logits never exist in full. The gradients are formed in the
-// same pass (softmax - onehot is at hand while the chunk is in cache), so backward only
-// scales them. Same FLOPs as the unfused path, a fraction of the memory traffic.
+// Fused "linear head + cross-entropy": loss = CE(x W^T, targets) computed in row chunks so
+// the [N, vocab] logits never exist in full (on the CPU and on CUDA). The gradients are
+// formed in the same pass (softmax - onehot is at hand while the chunk is in cache), so
+// backward only scales them. Same FLOPs as the unfused path, a fraction of the memory
+// traffic, and no host synchronisation: the loss stays on the device.
 #pragma once
 #include <torch/torch.h>
 
 namespace knlp {
 
-// x [N, C], w [V, C], targets [N] (int64, -1 ignored). Returns the mean loss over
-// non-ignored targets. Differentiable in x and w.
-torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets);
+// x [N, C] (float32), w [V, C] float32, targets [N] (int64, -1 ignored). Returns the mean
+// loss over non-ignored targets, float32. Differentiable in x and w.
+// compute: the dtype of the two matrix products per chunk: float32, or bfloat16 / half as
+// autocast would run them (x and W cast per chunk, products accumulated in float32 by the
+// GEMM). The log-sum-exp, the loss and the gradients' sums are float32 either way.
+torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
+				   at::ScalarType compute = at::kFloat);
+
+// Rows per chunk for N rows of a vocabulary of V on `dev` (the CPU: about 32 MB of float32
+// logits, at least 256 rows; CUDA: about 256 MB).
+int64_t linear_cross_entropy_rows(int64_t N, int64_t V, const torch::Device &dev);
 
 } // namespace knlp

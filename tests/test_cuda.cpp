@@ -11,6 +11,7 @@
 #include "core/fsutil.h"
 #include "core/torch_compat.h"
 #include "models/gpt2.h"
+#include "models/linear_ce.h"
 #include "optim/optimizer.h"
 #include "prune/pruner.h"
 #include "tier/tier.h"
@@ -275,6 +276,40 @@ TEST(Cuda, Bf16AutocastStaysCloseAndLearns)
 		opt.zero_grad();
 	}
 	EXPECT_LT(last, first - 2.0); // one fixed batch: memorised
+}
+
+// The chunked head on the GPU (several chunks) against libtorch's whole-logits head, in
+// float32 and with bf16 products under autocast: values and gradients.
+TEST(Cuda, ChunkedHeadMatchesThePlainHead)
+{
+	REQUIRE_CUDA();
+	torch::manual_seed(12);
+	const int64_t V = 50304, C = 64, N = 2 * linear_cross_entropy_rows(4096, V, kGpu) + 100;
+	auto x0 = torch::randn({N, C}).to(kGpu), w0 = (torch::randn({V, C}) * 0.1).to(kGpu);
+	auto t = torch::randint(0, V, {N}, torch::kLong).to(kGpu);
+	t[5] = -1;
+	for (bool bf16 : {false, true}) {
+		auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+		auto x2 = x0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
+		torch::Tensor fused, plain;
+		{
+			compat::AutocastGuard ag(kGpu, bf16, torch::kBFloat16);
+			fused = linear_cross_entropy(x, w, t, compat::autocast_compute_dtype(kGpu));
+			plain = torch::nn::functional::cross_entropy(
+				torch::mm(x2, w2.t()).to(torch::kFloat), t,
+				torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
+		}
+		fused.backward();
+		plain.backward();
+		const double tol = bf16 ? 1e-2 : 1e-5;
+		EXPECT_NEAR(fused.item<double>(), plain.item<double>(), bf16 ? 1e-3 : 1e-5) << bf16;
+		auto rel = [](const torch::Tensor &a, const torch::Tensor &b) {
+			return ((a - b).norm() / b.norm()).item<double>();
+		};
+		EXPECT_LT(rel(x.grad(), x2.grad()), tol) << bf16;
+		EXPECT_LT(rel(w.grad(), w2.grad()), tol) << bf16;
+		EXPECT_EQ(x.grad()[5].abs().sum().item<double>(), 0.0);
+	}
 }
 
 TEST(Cuda, GeneratorStateRoundTrips)
