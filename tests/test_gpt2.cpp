@@ -259,24 +259,8 @@ TEST(LinearCrossEntropy, Bf16ProductsTrackTheAutocastPath)
 	EXPECT_GT(rel(x.grad(), x3.grad()), 10 * rel(x.grad(), x2.grad()));
 }
 
-// Under CPU bf16 autocast the model's loss comes from the chunked head (no logits tensor)
-// and stays close to the plain head's.
-TEST(Gpt2, ChunkedHeadRunsUnderAutocast)
-{
-	auto c = shape(2, 2, 32, 16, 256);
-	torch::manual_seed(8);
-	GPT2 a(c);
-	c.fused_head_loss = false;
-	torch::manual_seed(8);
-	GPT2 b(c);
-	auto x = torch::randint(0, 256, {3, 16}, torch::kLong), y = torch::randint(0, 256, {3, 16}, torch::kLong);
-	compat::AutocastGuard ag(torch::kCPU, true, torch::kBFloat16);
-	auto oa = a->forward(x, y), ob = b->forward(x, y);
-	EXPECT_FALSE(oa.logits.defined());
-	EXPECT_TRUE(ob.logits.defined());
-	EXPECT_NEAR(oa.loss.item<double>(), ob.loss.item<double>(), 1e-2);
-}
-
+// The chunked head (no logits tensor) and libtorch's trade the same loss and gradients, in
+// float32 and under CPU bf16 autocast (products in bf16 in both).
 TEST(Gpt2, FusedAndPlainHeadsTrainAlike)
 {
 	auto c = shape(2, 2, 32, 16, 256);
@@ -286,11 +270,21 @@ TEST(Gpt2, FusedAndPlainHeadsTrainAlike)
 	torch::manual_seed(8);
 	GPT2 b(c);
 	auto x = torch::randint(0, 256, {3, 16}, torch::kLong), y = torch::randint(0, 256, {3, 16}, torch::kLong);
-	auto la = a->forward(x, y).loss, lb = b->forward(x, y).loss;
-	EXPECT_NEAR(la.item<double>(), lb.item<double>(), 1e-5);
-	la.backward();
-	lb.backward();
-	auto ga = a->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
-	auto gb = b->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
-	EXPECT_LT((ga - gb).abs().max().item<double>(), 1e-6);
+	for (bool bf16 : {false, true}) {
+		a->zero_grad();
+		b->zero_grad();
+		GPT2Output oa, ob;
+		{
+			compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+			oa = a->forward(x, y), ob = b->forward(x, y);
+		}
+		EXPECT_FALSE(oa.logits.defined());
+		EXPECT_TRUE(ob.logits.defined());
+		EXPECT_NEAR(oa.loss.item<double>(), ob.loss.item<double>(), 1e-5) << bf16;
+		oa.loss.backward();
+		ob.loss.backward();
+		auto ga = a->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
+		auto gb = b->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
+		EXPECT_LT((ga - gb).abs().max().item<double>(), bf16 ? 1e-5 : 1e-6) << bf16; // of 0.01
+	}
 }
