@@ -675,7 +675,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *threads = std::getenv("KNLP_BENCH_THREADS");
-	tune_allocator();
+	tune_allocator(/*training=*/true); // the benchmarks time training steps, as knlp train runs them
 	torch::set_num_threads(threads ? std::atoi(threads) : 2);
 	if (!std::strcmp(argv[1], "train") && argc == 9)
 		return bench_train(argv + 2);

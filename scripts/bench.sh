@@ -59,7 +59,7 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 	# (tune_allocator: activations stay on the heap instead of being mapped and unmapped).
 	kd=$(KNLP_MALLOC_DEFAULT=1 best "$B" vision "$@")
 	kn=$("$B" vision "$@" no_onednn) # one run: without oneDNN the step is several times slower
-	pt=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 best $PY "$top/scripts/ref/vision_eager.py" "$@")
+	pt=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0 best $PY "$top/scripts/ref/vision_eager.py" "$@")
 	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
 	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
 	kdi=$(jq_get "$kd" images_per_sec); pti=$(jq_get "$pt" images_per_sec)
@@ -114,8 +114,9 @@ if want train || want optim; then
 echo
 echo "== GPT-2 training step (forward, loss, backward, clip, AdamW): knlp (2 threads) vs plain eager PyTorch"
 echo "   (Python, same libtorch) at its best of 1 and 2 threads; each with glibc's default allocator and with"
-echo "   the setting knlp uses (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB; env MALLOC_*_ for eager)"
-KALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824"
+echo "   the setting knlp trains with (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB, no mmapped blocks;"
+echo "   env MALLOC_*_ for eager)"
+KALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0"
 native_bf16=$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)
 for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64 4 50304 3"; do
 	set -- $shape

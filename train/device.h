@@ -9,8 +9,10 @@
 namespace knlp {
 
 torch::Device select_device(const CoreSettings &c); // CONFIG_DEVICE_*
-// mallopt settings that keep freed activations for reuse (called by setup_threads).
-void tune_allocator();
+// mallopt settings that keep freed activations for reuse (called by setup_threads);
+// training: also no mmapped blocks at all (every step's large blocks reused from the heap).
+// KNLP_MALLOC_DEFAULT=1 leaves glibc's defaults.
+void tune_allocator(bool training = false);
 
 void setup_threads(const CoreSettings &c); // CONFIG_NUM_THREADS
 void synchronize(torch::Device dev);

@@ -124,6 +124,7 @@ void Loop::start()
 	ctx_.ddp = ddp_.get();
 	resume_ckpt_ = st.ckpt;
 	setup_threads(cfg_.core);
+	tune_allocator(/*training=*/true);
 	guard_ = NonfiniteGuard::from(cfg_.train);
 	ph_.on = std::getenv("KNLP_PHASE_TIMES") != nullptr;
 	ctx_.dev = select_device(cfg_.core);
