@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -191,15 +193,23 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 #define KNLP_BODY static inline __attribute__((always_inline))
 
 // 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 with FMA, 0: baseline x86-64 (or another
-// architecture).
+// architecture). ATEN_CPU_CAPABILITY (default, avx2, avx512), the variable that pins
+// ATen's own kernels, caps it too: the vector width decides the order of the kernels'
+// sums, so pinning both gives the same bits on any x86-64 host (tests/test_golden.sh).
 int kernel_isa()
 {
 #if defined(__x86_64__)
-	static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	static const int isa = [] {
+		const int hw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 					       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
 				       ? 2
 			       : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
 												 : 0;
+		const char *cap = std::getenv("ATEN_CPU_CAPABILITY");
+		const std::string c = cap ? cap : "";
+		const int limit = c == "default" ? 0 : c == "avx2" ? 1 : 2;
+		return std::min(hw, limit);
+	}();
 	return isa;
 #else
 	return 0;
@@ -314,6 +324,59 @@ KNLP_BODY void gelu_backward_rows_body(const float *h, const float *bias, const 
 KNLP_VERSIONS(gelu_backward_rows,
 	      (const float *h, const float *bias, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
 	      (h, bias, ga, gu, gb, rows, n))
+
+// Cross-entropy over rows of logits z [rows, V], in place. loss[r] = logsumexp(z_r) -
+// z_r[t_r] (NaN when the row holds a NaN or an infinity, so the non-finite guard sees it);
+// with grad each row becomes (softmax(z_r) - onehot(t_r)) * scale. A row whose target is
+// negative is ignored: loss 0, gradient row 0. Three passes over a row while it is in
+// cache (max; exp and its sum; the scale), where libtorch's operators make seven over the
+// whole chunk.
+KNLP_BODY void xent_rows_body(float *z, const int64_t *t, int64_t rows, int64_t V, float scale, bool grad, double *loss)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		float *row = z + r * V;
+		const int64_t tr = t[r];
+		if (tr < 0) {
+			loss[r] = 0;
+			if (grad)
+				std::memset(row, 0, size_t(V) * sizeof(float));
+			continue;
+		}
+		float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+		for (int64_t j = 0; j < V; j++)
+			m = row[j] > m ? row[j] : m;
+		const float picked = row[tr];
+		// sum: the row's plain sum, NaN as soon as one value is NaN or infinite (exp_neg
+		// clamps, and the max skips NaNs).
+		float s = 0, sum = 0;
+		if (grad) {
+#pragma omp simd reduction(+ : s, sum)
+			for (int64_t j = 0; j < V; j++) {
+				sum += row[j];
+				const float e = exp_neg(row[j] - m);
+				row[j] = e;
+				s += e;
+			}
+		} else {
+#pragma omp simd reduction(+ : s, sum)
+			for (int64_t j = 0; j < V; j++) {
+				sum += row[j];
+				s += exp_neg(row[j] - m);
+			}
+		}
+		loss[r] = double(m) + std::log(double(s)) - double(picked) + double(sum * 0.0f);
+		if (grad) {
+			const float k = scale / s;
+#pragma omp simd
+			for (int64_t j = 0; j < V; j++)
+				row[j] *= k;
+			row[tr] -= scale;
+		}
+	}
+}
+KNLP_VERSIONS(xent_rows, (float *z, const int64_t *t, int64_t rows, int64_t V, float scale, bool grad, double *loss),
+	      (z, t, rows, V, scale, grad, loss))
 
 KNLP_BODY void add_ln_forward_rows_body(const float *x, const float *d, float *y, float *n, float *mean, float *rstd,
 					const float *w, const float *b, int64_t rows, int64_t C, float eps)
@@ -581,6 +644,28 @@ torch::Tensor blocked_causal_attention(const torch::Tensor &q, const torch::Tens
 } // namespace knlp
 
 namespace knlp {
+
+double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, float scale, bool grad)
+{
+	TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && logits.scalar_type() == torch::kFloat &&
+			    logits.device().is_cpu(),
+		    "cross_entropy_rows: logits must be a contiguous CPU float32 [rows, V]");
+	auto t = targets.to(torch::kLong).contiguous();
+	TORCH_CHECK(t.numel() == logits.size(0), "cross_entropy_rows: one target per row");
+	const int64_t rows = logits.size(0), V = logits.size(1);
+	const int64_t *tp = t.data_ptr<int64_t>();
+	for (int64_t r = 0; r < rows; r++)
+		TORCH_CHECK(tp[r] < V, "cross_entropy_rows: target ", tp[r], " outside the vocabulary of ", V);
+	std::vector<double> loss(size_t(rows), 0.0);
+	float *z = logits.data_ptr<float>();
+	knlp::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+		xent_rows(z + b * V, tp + b, e - b, V, scale, grad, loss.data() + b);
+	});
+	double sum = 0; // in row order: the same for any thread count
+	for (double l : loss)
+		sum += l;
+	return sum;
+}
 
 bool fused_kernels_apply(const torch::Tensor &t)
 {

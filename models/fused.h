@@ -35,6 +35,13 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor &x, c
 // its dtype; the arithmetic is float32), bias [N] float32. Differentiable in h and bias.
 torch::Tensor bias_gelu(const torch::Tensor &h, const torch::Tensor &bias);
 
+// The chunked head's cross-entropy (models/linear_ce.cpp) over CPU float32 logits [rows, V]
+// in place: returns the sum over rows of logsumexp(row) - row[target] (rows with target -1
+// count 0; a row with a NaN or an infinity makes it NaN); with grad each row becomes its
+// gradient (softmax - onehot(target)) * scale, ignored rows 0. One row at a time while it
+// is in cache, rows on every thread, the sum in row order.
+double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, float scale, bool grad);
+
 // Whether the fused kernels can run: CPU float32 tensors (the kernels are compiled for
 // AVX-512, AVX2 and baseline x86-64 and chosen at run time).
 bool fused_kernels_apply(const torch::Tensor &t);

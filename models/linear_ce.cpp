@@ -4,6 +4,8 @@
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
+#include "models/fused.h"
+
 namespace knlp {
 
 int64_t linear_cross_entropy_rows(int64_t N, int64_t V, const torch::Device &dev)
@@ -33,6 +35,11 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	// Counts and sums stay on the device: no host synchronisation inside the step.
 	auto n = valid.sum().clamp_min(1); // all ignored: every row weighs 0, the loss is 0
 	auto inv_n = torch::reciprocal(n.to(torch::kFloat));
+	// The CPU (where reading a count costs no synchronisation): the chunk's cross-entropy in
+	// one fused kernel, its sum on the host.
+	const bool cpu = x.device().is_cpu();
+	const float inv_n_host = cpu ? inv_n.item<float>() : 0.0f;
+	double host_total = 0;
 	const int64_t R = linear_cross_entropy_rows(N, V, x.device());
 	auto wc = low ? w.to(compute) : w;
 	auto gx = want_grad ? torch::empty_like(x) : torch::Tensor();
@@ -47,16 +54,21 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 		auto logits = torch::mm(xl, wc.t()); // [r, V]
 		if (low)
 			logits = logits.to(torch::kFloat);
-		auto lse = torch::logsumexp(logits, 1, true);
-		auto safe_t = tc.clamp_min(0).unsqueeze(1);
-		auto picked = logits.gather(1, safe_t);
-		total.add_(((lse - picked).squeeze(1) * vc).sum().to(torch::kDouble));
+		if (cpu) { // a row at a time while it is in cache (models/fused.h)
+			host_total += cross_entropy_rows(logits, tc, inv_n_host, want_grad);
+		} else {
+			auto lse = torch::logsumexp(logits, 1, true);
+			auto safe_t = tc.clamp_min(0).unsqueeze(1);
+			auto picked = logits.gather(1, safe_t);
+			total.add_(((lse - picked).squeeze(1) * vc).sum().to(torch::kDouble));
+			if (want_grad) { // d loss / d logits = (softmax - onehot) / n on valid rows, 0 elsewhere
+				logits.sub_(lse).exp_();
+				logits.scatter_add_(1, safe_t, torch::full({r, 1}, -1.0f, logits.options()));
+				logits.mul_((vc.to(logits.dtype()) * inv_n).unsqueeze(1));
+			}
+		}
 		if (!want_grad)
 			continue;
-		// d loss / d logits = (softmax - onehot) / n on valid rows, 0 elsewhere.
-		logits.sub_(lse).exp_();
-		logits.scatter_add_(1, safe_t, torch::full({r, 1}, -1.0f, logits.options()));
-		logits.mul_((vc.to(logits.dtype()) * inv_n).unsqueeze(1));
 		if (low) {
 			auto dl = logits.to(compute);
 			gx.narrow(0, r0, r).copy_(torch::mm(dl, wc));
@@ -68,6 +80,8 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	}
 	if (want_grad)
 		*gx_out = gx, *gw_out = gw;
+	if (cpu)
+		total.fill_(host_total);
 	return (total / n.to(torch::kDouble)).to(torch::kFloat);
 }
 

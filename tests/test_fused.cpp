@@ -200,11 +200,48 @@ TEST(Fused, BiasGeluEqualsLibtorch)
 	EXPECT_THROW(bias_gelu(torch::randn({2, 3}), torch::randn({4})), c10::Error);
 }
 
+// The chunked head's cross-entropy kernel against libtorch's (float64): the summed loss, each
+// row's gradient (softmax - onehot) * scale, ignored rows, and NaN / infinity reaching the
+// loss wherever they sit in a row (the non-finite guard depends on it).
+TEST(Fused, CrossEntropyRowsEqualLibtorch)
+{
+	torch::manual_seed(4);
+	for (int64_t V : {7, 1000, 50304}) {
+		auto z = torch::randn({9, V}) * 4;
+		auto t = torch::randint(0, V, {9}, torch::kLong);
+		t[2] = -1;
+		auto zd = z.to(torch::kDouble);
+		auto want = torch::nn::functional::cross_entropy(
+			zd, t,
+			torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kSum));
+		auto g = torch::softmax(zd, 1) - torch::one_hot(t.clamp_min(0), V).to(torch::kDouble);
+		g.index_put_({2}, 0.0);
+		auto got = z.clone();
+		const double loss = cross_entropy_rows(got, t, 0.25f, true);
+		EXPECT_NEAR(loss, want.item<double>(), 1e-5 * want.item<double>()) << V;
+		EXPECT_LT((got.to(torch::kDouble) - 0.25 * g).abs().max().item<double>(), 1e-6) << V; // of 0.25
+		EXPECT_EQ(got[2].abs().sum().item<double>(), 0.0);
+		auto ng = z.clone();
+		EXPECT_NEAR(cross_entropy_rows(ng, t, 1.0f, false), loss, 1e-9 * loss) << V; // loss only
+		EXPECT_TRUE(torch::equal(ng, z)) << "the loss-only pass leaves the logits";
+		for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+			auto p = z.clone();
+			p[4][(t[4].item<int64_t>() + 1) % V] = bad; // not the target
+			EXPECT_TRUE(std::isnan(cross_entropy_rows(p, t, 1.0f, false))) << V << " " << bad;
+		}
+	}
+	auto z = torch::zeros({2, 5});
+	EXPECT_THROW(cross_entropy_rows(z, torch::tensor({0, 5}, torch::kLong), 1.0f, false), c10::Error);
+}
+
 TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 {
 	torch::manual_seed(5);
 	auto x = torch::randn({300, 96}), d = torch::randn({300, 96}), w = torch::randn({96}), b = torch::randn({96});
 	auto q = torch::randn({8, 192, 16}), k = torch::randn({8, 192, 16}), v = torch::randn({8, 192, 16});
+	auto z0 = torch::randn({300, 500}) * 3;
+	auto t = torch::randint(0, 500, {300}, torch::kLong);
+	t[7] = -1;
 	auto run = [&] {
 		auto xx = x.clone().requires_grad_(true), ww = w.clone().requires_grad_(true);
 		auto bb = b.clone().requires_grad_(true);
@@ -213,7 +250,11 @@ TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 		auto qq = q.clone().requires_grad_(true);
 		auto o = blocked_causal_attention(qq, k, v, causal_bias(192), 64);
 		(a.square().sum() + y.sum() + o.square().sum()).backward();
-		return std::vector<torch::Tensor>{a.detach(), o.detach(), xx.grad(), ww.grad(), bb.grad(), qq.grad()};
+		auto z = z0.clone();
+		const double l = cross_entropy_rows(z, t, 0.01f, true);
+		return std::vector<torch::Tensor>{
+			a.detach(), o.detach(), xx.grad(), ww.grad(),
+			bb.grad(),  qq.grad(),	z,	   torch::tensor({l}, torch::kDouble)};
 	};
 	const int saved = at::get_num_threads();
 	at::set_num_threads(1);
