@@ -656,7 +656,8 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 	const int64_t rows = logits.size(0), V = logits.size(1);
 	const int64_t *tp = t.data_ptr<int64_t>();
 	for (int64_t r = 0; r < rows; r++)
-		TORCH_CHECK(tp[r] < V, "cross_entropy_rows: target ", tp[r], " outside the vocabulary of ", V);
+		TORCH_CHECK(tp[r] >= -1 && tp[r] < V, "cross_entropy_rows: target ", tp[r],
+			    " is neither -1 (ignored) nor in the vocabulary of ", V);
 	std::vector<double> loss(size_t(rows), 0.0);
 	float *z = logits.data_ptr<float>();
 	knlp::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {

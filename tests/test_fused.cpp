@@ -232,6 +232,8 @@ TEST(Fused, CrossEntropyRowsEqualLibtorch)
 	}
 	auto z = torch::zeros({2, 5});
 	EXPECT_THROW(cross_entropy_rows(z, torch::tensor({0, 5}, torch::kLong), 1.0f, false), c10::Error);
+	// The head counts rows with target != -1, so any other negative target is an error, not ignored.
+	EXPECT_THROW(cross_entropy_rows(z, torch::tensor({0, -2}, torch::kLong), 1.0f, false), c10::Error);
 }
 
 TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
