@@ -8,15 +8,15 @@
 
 namespace knlp {
 
-int64_t linear_cross_entropy_rows(int64_t N, int64_t V, const torch::Device &dev)
+int64_t linear_cross_entropy_rows(int64_t N, int64_t V)
 {
-	// CPU: each chunk reads all of w three times (logits, x's and w's gradients), so chunks
-	// of few rows are bound by memory traffic (20 rows of a 50304 x 768 head: 13 passes
-	// over 154 MB per step, a third slower than libtorch's whole head). At least 256 rows,
-	// which makes the products compute-bound; more while a chunk of logits stays near 32 MB
-	// (the whole [N, V] tensor is what this avoids). CUDA: chunks of about 2^26 logits
-	// (256 MB in float32) keep each GEMM large and the kernel launches few.
-	const int64_t budget = dev.is_cuda() ? (int64_t(1) << 26) : (int64_t(1) << 23);
+	// Every chunk adds its share of w's gradient into one [V, C] float32 buffer (a read and a
+	// write of all of it) and makes the GEMMs pack w again, so on both devices fewer, larger
+	// chunks are faster: on the CPU at shape (a) one chunk of 768 rows beat five of about
+	// 160 by 3-5%, and at 3072 rows chunks of 1024 beat chunks of 166 by 8-14%
+	// (docs/performance.md). The cap of 2^26 logits (256 MB in float32) is what keeps the
+	// [N, V] tensor from existing in full on big batches. At least 256 rows either way.
+	const int64_t budget = int64_t(1) << 26;
 	return std::min<int64_t>(N, std::max<int64_t>(256, budget / std::max<int64_t>(V, 1)));
 }
 
@@ -24,7 +24,8 @@ namespace {
 
 // Mean loss; with want_grad also the gradients of x and w (for a loss weight of 1).
 torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-			   at::ScalarType compute, bool want_grad, torch::Tensor *gx_out, torch::Tensor *gw_out)
+			   at::ScalarType compute, int64_t rows, bool want_grad, torch::Tensor *gx_out,
+			   torch::Tensor *gw_out)
 {
 	// The casts below are explicit; autocast must not recast the float32 statistics.
 	c10::impl::ExcludeDispatchKeyGuard no_autocast(
@@ -40,7 +41,10 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	const bool cpu = x.device().is_cpu();
 	const float inv_n_host = cpu ? inv_n.item<float>() : 0.0f;
 	double host_total = 0;
-	const int64_t R = linear_cross_entropy_rows(N, V, x.device());
+	// Chunks of equal size (no small remainder chunk that costs a whole pass over w).
+	const int64_t cap = rows > 0 ? rows : linear_cross_entropy_rows(N, V);
+	const int64_t n_chunks = std::max<int64_t>(1, (N + cap - 1) / cap);
+	const int64_t R = std::max<int64_t>(1, (N + n_chunks - 1) / n_chunks);
 	auto wc = low ? w.to(compute) : w;
 	auto gx = want_grad ? torch::empty_like(x) : torch::Tensor();
 	auto gw = want_grad ? torch::zeros_like(w) : torch::Tensor();
@@ -87,10 +91,11 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
 	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x,
-				     const torch::Tensor &w, const torch::Tensor &targets, at::ScalarType compute)
+				     const torch::Tensor &w, const torch::Tensor &targets, at::ScalarType compute,
+				     int64_t rows)
 	{
 		torch::Tensor gx, gw;
-		auto loss = chunked_loss(x, w, targets, compute, true, &gx, &gw);
+		auto loss = chunked_loss(x, w, targets, compute, rows, true, &gx, &gw);
 		ctx->save_for_backward({gx, gw});
 		return loss;
 	}
@@ -100,20 +105,26 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 	{
 		auto saved = ctx->get_saved_variables();
 		auto g = grad_out[0];
-		return {saved[0] * g.to(saved[0].scalar_type()), saved[1] * g, torch::Tensor(), torch::Tensor()};
+		// The usual case, loss.backward() on the CPU: a loss weight of exactly 1 needs no
+		// pass over w's [V, C] gradient (reading it costs nothing there; on CUDA it would
+		// be a synchronisation, so the product stays).
+		if (g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0)
+			return {saved[0], saved[1], torch::Tensor(), torch::Tensor(), torch::Tensor()};
+		return {saved[0] * g.to(saved[0].scalar_type()), saved[1] * g, torch::Tensor(), torch::Tensor(),
+			torch::Tensor()};
 	}
 };
 
 } // namespace
 
 torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-				   at::ScalarType compute)
+				   at::ScalarType compute, int64_t rows_per_chunk)
 {
 	if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !w.requires_grad())) {
 		torch::NoGradGuard ng;
-		return chunked_loss(x, w, targets, compute, false, nullptr, nullptr);
+		return chunked_loss(x, w, targets, compute, rows_per_chunk, false, nullptr, nullptr);
 	}
-	return LinearCrossEntropy::apply(x, w, targets, compute);
+	return LinearCrossEntropy::apply(x, w, targets, compute, rows_per_chunk);
 }
 
 } // namespace knlp

@@ -13,11 +13,13 @@ namespace knlp {
 // compute: the dtype of the two matrix products per chunk: float32, or bfloat16 / half as
 // autocast would run them (x and W cast per chunk, products accumulated in float32 by the
 // GEMM). The log-sum-exp, the loss and the gradients' sums are float32 either way.
+// rows_per_chunk: at most this many rows per chunk (0: linear_cross_entropy_rows); the rows
+// are split into chunks of equal size.
 torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-				   at::ScalarType compute = at::kFloat);
+				   at::ScalarType compute = at::kFloat, int64_t rows_per_chunk = 0);
 
-// Rows per chunk for N rows of a vocabulary of V on `dev` (the CPU: about 32 MB of float32
-// logits, at least 256 rows; CUDA: about 256 MB).
-int64_t linear_cross_entropy_rows(int64_t N, int64_t V, const torch::Device &dev);
+// The most rows per chunk for N rows of a vocabulary of V: about 2^26 logits
+// (256 MB in float32), at least 256 rows.
+int64_t linear_cross_entropy_rows(int64_t N, int64_t V);
 
 } // namespace knlp

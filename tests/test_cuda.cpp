@@ -284,7 +284,7 @@ TEST(Cuda, ChunkedHeadMatchesThePlainHead)
 {
 	REQUIRE_CUDA();
 	torch::manual_seed(12);
-	const int64_t V = 50304, C = 64, N = 2 * linear_cross_entropy_rows(4096, V, kGpu) + 100;
+	const int64_t V = 50304, C = 64, N = 2 * linear_cross_entropy_rows(4096, V) + 100;
 	auto x0 = torch::randn({N, C}).to(kGpu), w0 = (torch::randn({V, C}) * 0.1).to(kGpu);
 	auto t = torch::randint(0, V, {N}, torch::kLong).to(kGpu);
 	t[5] = -1;

@@ -198,13 +198,14 @@ TEST(LrSchedule, WarmupCosineFloor)
 TEST(LinearCrossEntropy, MatchesThePlainPathInLossAndGradients)
 {
 	torch::manual_seed(7);
+	// One chunk, and 300 rows in three chunks of 100 (rows_per_chunk 128, split evenly).
 	for (int64_t N : {5, 300}) {
 		auto x = torch::randn({N, 24}, torch::requires_grad());
 		auto w = (torch::randn({5000, 24}) * 0.1).requires_grad_(true);
 		auto t = torch::randint(0, 5000, {N}, torch::kLong);
 		t[1] = -1; // ignored
 		auto x2 = x.detach().clone().requires_grad_(true), w2 = w.detach().clone().requires_grad_(true);
-		auto fused = linear_cross_entropy(x, w, t);
+		auto fused = linear_cross_entropy(x, w, t, torch::kFloat, 128);
 		(fused * 3.0).backward();
 		auto plain = torch::nn::functional::cross_entropy(
 			torch::mm(x2, w2.t()), t, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
@@ -214,24 +215,25 @@ TEST(LinearCrossEntropy, MatchesThePlainPathInLossAndGradients)
 		EXPECT_LT((w.grad() - w2.grad()).abs().max().item<double>(), 1e-6);
 		EXPECT_EQ(x.grad()[1].abs().sum().item<double>(), 0.0); // ignored row: no gradient
 		torch::NoGradGuard ng;					// evaluation path: loss only
+		EXPECT_NEAR(linear_cross_entropy(x, w, t, torch::kFloat, 128).item<double>(), plain.item<double>(),
+			    1e-5);
 		EXPECT_NEAR(linear_cross_entropy(x, w, t).item<double>(), plain.item<double>(), 1e-5);
 	}
 }
 
 // Products in bf16 (as autocast runs them), statistics in float32: the chunked head tracks
-// libtorch's autocast head (bf16 logits, float32 cross-entropy) over two chunks (419 rows
-// and a remainder at V 20000), and differs from float32 products as bf16 does.
+// libtorch's autocast head (bf16 logits, float32 cross-entropy) over two chunks of 350
+// rows, and differs from float32 products as bf16 does.
 TEST(LinearCrossEntropy, Bf16ProductsTrackTheAutocastPath)
 {
 	torch::manual_seed(9);
 	const int64_t N = 700, V = 20000, C = 32;
-	ASSERT_GT(N, linear_cross_entropy_rows(N, V, torch::kCPU)); // more than one chunk
 	auto x = torch::randn({N, C}, torch::requires_grad());
 	auto w = (torch::randn({V, C}) * 0.1).requires_grad_(true);
 	auto t = torch::randint(0, V, {N}, torch::kLong);
 	t[3] = -1;
 	auto x2 = x.detach().clone().requires_grad_(true), w2 = w.detach().clone().requires_grad_(true);
-	auto fused = linear_cross_entropy(x, w, t, torch::kBFloat16);
+	auto fused = linear_cross_entropy(x, w, t, torch::kBFloat16, 419);
 	EXPECT_EQ(fused.scalar_type(), torch::kFloat);
 	fused.backward();
 	torch::Tensor plain;
@@ -255,7 +257,7 @@ TEST(LinearCrossEntropy, Bf16ProductsTrackTheAutocastPath)
 	EXPECT_EQ(x.grad()[3].abs().sum().item<double>(), 0.0);
 	// Float32 products throughout give other gradients: the products did run in bf16.
 	auto x3 = x.detach().clone().requires_grad_(true);
-	linear_cross_entropy(x3, w.detach(), t).backward();
+	linear_cross_entropy(x3, w.detach(), t, torch::kFloat, 419).backward();
 	EXPECT_GT(rel(x.grad(), x3.grad()), 10 * rel(x.grad(), x2.grad()));
 }
 
