@@ -228,6 +228,26 @@ static int bench_kernels(char **a)
 		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
 		out["add_layernorm"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
 	}
+	{
+		// The head's cross-entropy at shape (a) (768 rows of vocabulary 50304): loss and the
+		// logits' gradient. The fused arm also pays a copy of the logits (the kernel works in
+		// place, where the GEMM left them); libtorch's reads them and allocates the gradient.
+		const int64_t R = 768, V = 50304;
+		auto src = torch::randn({R, V}) * 3.0, z = torch::empty_like(src);
+		auto t = torch::randint(0, V, {R}, torch::kLong);
+		auto run = [&](bool fused) {
+			if (fused) {
+				z.copy_(src);
+				cross_entropy_rows(z, t, 1.0f / float(R), true);
+			} else {
+				auto l = src.detach().requires_grad_(true);
+				torch::nn::functional::cross_entropy(l, t).backward();
+			}
+		};
+		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		out["cross_entropy"] = {
+			{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}, {"rows", R}, {"vocab", V}};
+	}
 	std::printf("%s\n", out.dump().c_str());
 	return 0;
 }

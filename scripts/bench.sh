@@ -203,7 +203,7 @@ $PY - "$kn" <<'PY'
 import json, sys
 k = json.loads(sys.argv[1])
 for name, label in (("attention", "causal attention in query blocks"), ("add_layernorm", "residual add + LayerNorm"),
-                    ("bias_gelu", "bias + GELU")):
+                    ("bias_gelu", "bias + GELU"), ("cross_entropy", "head cross-entropy, 768 x 50304")):
     r = k[name]
     print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
 PY
