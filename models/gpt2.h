@@ -172,8 +172,8 @@ public:
 
 private:
 	torch::Tensor hidden(const torch::Tensor &idx, int64_t pos0, KVCache *cache,
-			     std::vector<torch::Tensor> *probs = nullptr,
-			     const std::vector<int> *prob_layers = nullptr);
+			     std::vector<torch::Tensor> *probs = nullptr, const std::vector<int> *prob_layers = nullptr,
+			     bool sparse_wte_grad = false);
 	torch::Tensor mask_bias(int64_t T, int64_t S, torch::Device dev);
 
 	GPT2Config c_;

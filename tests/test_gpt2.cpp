@@ -290,3 +290,27 @@ TEST(Gpt2, FusedAndPlainHeadsTrainAlike)
 		EXPECT_LT((ga - gb).abs().max().item<double>(), bf16 ? 1e-5 : 1e-6) << bf16; // of 0.01
 	}
 }
+
+// forward(x, y) takes the token lookup's gradient as a sparse tensor (the rows it touched)
+// and adds it to the tied head's dense gradient; the parameter's gradient stays dense and
+// equals the dense lookup's (forward_all, a plain loss), with the chunked head and without.
+TEST(Gpt2, TiedEmbeddingGradientStaysDense)
+{
+	for (bool fused : {true, false}) {
+		auto c = shape(2, 2, 32, 16, 256);
+		c.fused_head_loss = fused;
+		torch::manual_seed(8);
+		GPT2 m(c);
+		auto x = torch::randint(0, 256, {3, 16}, torch::kLong),
+		     y = torch::randint(0, 256, {3, 16}, torch::kLong);
+		m->forward(x, y).loss.backward();
+		auto g1 = m->wte->weight.grad().clone();
+		EXPECT_EQ(g1.layout(), torch::kStrided) << fused;
+		m->zero_grad();
+		auto logits = m->forward_all(x);
+		torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), y.reshape({-1})).backward();
+		auto g2 = m->wte->weight.grad();
+		EXPECT_GT(g2.abs().max().item<double>(), 1e-3);
+		EXPECT_LT((g1 - g2).abs().max().item<double>(), 1e-6) << fused;
+	}
+}
