@@ -280,11 +280,24 @@ echo
 echo "== GNN (synthetic 10% DGraphFin graph): layout build, sampler batches/s, GraphSAGE steps/s vs eager PyTorch"
 gnative=$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)
 if [ "$gnative" = 1 ]; then gk=$(KNLP_BENCH_BF16=1 "$B" gnn 370000); else gk=$("$B" gnn 370000); fi
-# Eager does the same work (each layer aggregates the narrower width) at its best of 1 and 2 threads.
-sage() { KNLP_BENCH_THREADS=$1 /usr/bin/python3 "$(dirname "$0")/ref/sage_eager.py" "$(jq_get "$gk" batch_nodes)" \
-	"$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)" ${2:-}; }
-gp1=$(sage 1); gp2=$(sage 2)
-gp=$($PY -c "import json,sys; a,b=(json.loads(x) for x in sys.argv[1:3]); w=dict(max((a,b), key=lambda r: r['train_steps_per_sec'])); w['threads']=1 if w is a or w==a else 2; w['threads_1']=a['train_steps_per_sec']; w['threads_2']=b['train_steps_per_sec']; print(json.dumps(w))" "$gp1" "$gp2")
+# Eager does the same work (each layer aggregates the narrower width) at its best of 1 and 2 threads,
+# each with glibc's default allocator and with the malloc setting knlp_bench runs with.
+GALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0"
+sage() { env ${SAGE_ENV:-} KNLP_BENCH_THREADS=$1 /usr/bin/python3 "$(dirname "$0")/ref/sage_eager.py" \
+	"$(jq_get "$gk" batch_nodes)" "$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)" ${2:-}; }
+gp1=$(sage 1); gp2=$(sage 2); gpk1=$(SAGE_ENV=$GALLOC sage 1); gpk2=$(SAGE_ENV=$GALLOC sage 2)
+gp=$($PY - "$gp1" "$gp2" "$gpk1" "$gpk2" <<'PY'
+import json, sys
+runs = [json.loads(x) for x in sys.argv[1:5]]
+arms = [(1, "default"), (2, "default"), (1, "knlp"), (2, "knlp")]
+i = max(range(4), key=lambda j: runs[j]["train_steps_per_sec"])
+w = dict(runs[i])
+w["threads"], w["allocator"] = arms[i]
+w["threads_1"], w["threads_2"] = runs[0]["train_steps_per_sec"], runs[1]["train_steps_per_sec"]
+w["threads_1_knlp_allocator"], w["threads_2_knlp_allocator"] = runs[2]["train_steps_per_sec"], runs[3]["train_steps_per_sec"]
+print(json.dumps(w))
+PY
+)
 /usr/bin/python3 - "$gk" "$gp" <<'PY'
 import json, sys
 k, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -293,8 +306,9 @@ for s, r in k["sampler"].items():
     two = f", {r['threads_2']:.0f} on 2 ({r['threads_2'] / r['threads_1']:.2f}x)" if "threads_2" in r else " (built in order)"
     print(f"  sampler {s:<8}: {r['threads_1']:.0f} batches/s on 1 thread{two}")
 print(f"  training: {k['train_steps_per_sec']:.1f} steps/s on page batches of {k['batch_nodes']:.0f} nodes, "
-      f"{k['batch_edges']:.0f} edges; eager PyTorch {p['train_steps_per_sec']:.1f} (best of 1 and 2 threads: "
-      f"{p['threads_1']:.1f} / {p['threads_2']:.1f}): "
+      f"{k['batch_edges']:.0f} edges; eager PyTorch {p['train_steps_per_sec']:.1f} (best of 1 / 2 threads, "
+      f"default allocator {p['threads_1']:.1f} / {p['threads_2']:.1f}, knlp's setting "
+      f"{p['threads_1_knlp_allocator']:.1f} / {p['threads_2_knlp_allocator']:.1f}): "
       f"{k['train_steps_per_sec'] / p['train_steps_per_sec']:.2f}x")
 PY
 gb=null
