@@ -155,8 +155,8 @@ SYMBOLIZER := $(firstword $(wildcard /usr/bin/llvm-symbolizer /usr/lib/llvm-*/bi
 SAN_ENV := $(if $(SYMBOLIZER),ASAN_SYMBOLIZER_PATH=$(SYMBOLIZER)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/ubsan.supp
-# Only what the tests run (the benchmark binary is built by make bench).
-CHECK_TARGETS := knlp test_ml test_base test_cuda $(if $(SANITIZE),san_leak_probe)
+# Only what the tests run (knlp_bench for tests/test_bench.sh; the sanitizer run skips the shell tests).
+CHECK_TARGETS := knlp test_ml test_base test_cuda $(if $(SANITIZE),san_leak_probe,knlp_bench)
 check: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) --target $(CHECK_TARGETS)
 	@cd $(BUILD) && { $(if $(SANITIZE),$(SAN_ENV)) ctest --output-on-failure -j2 $(if $(CTEST_ARGS),$(CTEST_ARGS),); rc=$$?; \

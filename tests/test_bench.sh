@@ -1,0 +1,31 @@
+#!/bin/bash
+# knlp_bench, where every published speed figure comes from (scripts/bench.sh), at shapes
+# small enough for seconds: each mode make bench uses runs, reports what it measured and the
+# counts that follow from the shape; bad arguments are refused. Speed itself is never
+# asserted here (docs/performance.md: ratios from make bench only).
+. "$(dirname "$0")/lib.sh"
+B=$(dirname "$KNLP")/knlp_bench
+[ -x "$B" ] || { echo "FAIL: $B is not built"; exit 1; }
+check() { # check NAME JSON PYTHON-EXPRESSION-ON-j
+	if $PYTHON -c "import json, math, sys; j = json.loads(sys.argv[1]); sys.exit(0 if ($3) else 1)" "$2" 2>/dev/null; then
+		ok
+	else
+		bad "$1: $2"
+	fi
+}
+# GPT-2 step, L2 H2 C32 T16 B2 V256: 8192 + 512 (embeddings) + 2 x 12704 (blocks) + 64 (ln_f)
+t=$("$B" train 2 2 32 16 2 256 3)
+check train "$t" "j['params'] == 34176 and j['tokens_per_sec'] > 0 and 0 < j['mfu'] < 2 and j['peak_gflops'] > 0"
+t=$(KNLP_BENCH_OFF=head,attention,layernorm,gelu "$B" train 2 2 32 16 2 256 3)
+check "train, fusions off" "$t" "j['off'] == 'head,attention,layernorm,gelu' and j['tokens_per_sec'] > 0"
+k=$("$B" kernels 2 128 64 2 2)
+check kernels "$k" "all(j[n]['fused_ms'] > 0 and j[n]['unfused_ms'] > 0 for n in ('attention', 'bias_gelu', 'add_layernorm', 'cross_entropy')) and j['cross_entropy']['vocab'] == 50304"
+# MLA caches a latent of C/2 per token and layer: 16 x 2 layers
+a=$("$B" attention mla 2 2 32 2 2)
+check attention "$a" "j['variant'] == 'mla' and j['cache_values_per_token'] == 32 and j['train_tokens_per_sec'] > 0 and j['decode_tokens_per_sec'] > 0"
+g=$("$B" gnn 20000)
+check gnn "$g" "j['nodes'] == 20000 and j['train_steps_per_sec'] > 0 and j['batch_nodes'] > 0 and set(j['sampler']) == {'neighbor', 'page', 'fim'}"
+expect_fail "knlp_bench: bad arguments" "$B" train 1 2
+expect_fail "knlp_bench: bad arguments" "$B" no-such-mode
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
