@@ -237,8 +237,11 @@ torch::Tensor GPT2Impl::hidden(const torch::Tensor &idx, int64_t pos0, KVCache *
 GPT2Output GPT2Impl::forward(const torch::Tensor &idx, const torch::Tensor &targets)
 {
 	GPT2Output out;
+	// The sparse lookup gradient on the CPU only: on CUDA, adding an uncoalesced sparse
+	// tensor may read its size back to the host, and the step must not synchronise.
 	auto x = hidden(idx, 0, nullptr, nullptr, nullptr,
-			targets.defined() && torch::GradMode::is_enabled() && wte->weight.requires_grad());
+			targets.defined() && idx.device().is_cpu() && torch::GradMode::is_enabled() &&
+				wte->weight.requires_grad());
 	// The chunked head: its products in autocast's dtype where autocast is on (bf16 on the
 	// CPU or a GPU), the loss and gradients' sums in float32, never the whole logits tensor.
 	if (targets.defined() && c_.fused_head_loss && (x.device().is_cpu() || x.device().is_cuda()) &&
