@@ -20,6 +20,14 @@ ratio() { $PY -c "print(f'{$1/$2:.2f}')"; }
 
 want() { [ -z "${BENCH_ONLY:-}" ] || [ "$BENCH_ONLY" = "$1" ]; }
 
+# The malloc setting knlp's training loops and knlp_bench use (train/device.cpp tune_allocator:
+# mmap threshold 32 MiB, trim threshold 1 GiB, no mmapped blocks), as glibc's environment
+# variables for the Python baselines. with_alloc default|knlp CMD...: CMD under that setting.
+KALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0"
+with_alloc() { local a=$1; shift; if [ "$a" = knlp ]; then (export $KALLOC; "$@"); else "$@"; fi; }
+# eager_gpt2 THREADS ALLOC ARGS...: the eager GPT-2 reference step on THREADS threads.
+eager_gpt2() { local th=$1 a=$2; shift 2; with_alloc "$a" env KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@"; }
+
 if want attention; then
 echo
 echo "== Attention variants (L4 H4 C128, byte vocabulary): training (B12 T128) and cached decoding (batch 1, to 512 tokens), relative to vanilla"
@@ -59,7 +67,7 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 	# (tune_allocator: activations stay on the heap instead of being mapped and unmapped).
 	kd=$(KNLP_MALLOC_DEFAULT=1 best "$B" vision "$@")
 	kn=$("$B" vision "$@" no_onednn) # one run: without oneDNN the step is several times slower
-	pt=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0 best $PY "$top/scripts/ref/vision_eager.py" "$@")
+	pt=$(with_alloc knlp best $PY "$top/scripts/ref/vision_eager.py" "$@")
 	ki=$(jq_get "$k" images_per_sec); kci=$(jq_get "$kc" images_per_sec)
 	pi=$(jq_get "$p" images_per_sec); pci=$(jq_get "$pc" images_per_sec)
 	kdi=$(jq_get "$kd" images_per_sec); pti=$(jq_get "$pt" images_per_sec)
@@ -116,7 +124,6 @@ echo "== GPT-2 training step (forward, loss, backward, clip, AdamW): knlp (2 thr
 echo "   (Python, same libtorch) at its best of 1 and 2 threads; each with glibc's default allocator and with"
 echo "   the setting knlp trains with (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB, no mmapped blocks;"
 echo "   env MALLOC_*_ for eager)"
-KALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0"
 native_bf16=$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)
 for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64 4 50304 3"; do
 	set -- $shape
@@ -133,11 +140,7 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	eager="{"; best=0; bestname=""
 	for th in 1 2; do
 		for alloc in default knlp; do
-			if [ $alloc = knlp ]; then
-				p=$(env $KALLOC KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@")
-			else
-				p=$(KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@")
-			fi
+			p=$(eager_gpt2 $th $alloc "$@")
 			pt=$(jq_get "$p" tokens_per_sec)
 			eager="$eager\"${th}t_$alloc\": $p, "
 			if $PY -c "import sys; sys.exit(0 if $pt > $best else 1)"; then
@@ -151,11 +154,7 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 		# Eager + autocast at its best of 1 and 2 threads and of both allocator settings.
 		for th in 1 2; do
 			for alloc in default knlp; do
-				if [ $alloc = knlp ]; then
-					a1=$(env $KALLOC KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
-				else
-					a1=$(KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@" cpu bf16)
-				fi
+				a1=$(eager_gpt2 $th $alloc "$@" cpu bf16)
 				if [ "$ab" = null ] || $PY -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['tokens_per_sec'] > json.loads(sys.argv[2])['tokens_per_sec'] else 1)" "$a1" "$ab"; then
 					ab=$a1
 				fi
@@ -178,11 +177,7 @@ PY
 	pairs=""
 	for i in 1 2 3; do
 		k1=$(jq_get "$("$B" train "$@")" tokens_per_sec)
-		if [ "$bestalloc" = knlp ]; then
-			e1=$(env $KALLOC KNLP_BENCH_THREADS=$bestth $PY "$top/scripts/ref/gpt2_eager.py" "$@")
-		else
-			e1=$(KNLP_BENCH_THREADS=$bestth $PY "$top/scripts/ref/gpt2_eager.py" "$@")
-		fi
+		e1=$(eager_gpt2 $bestth $bestalloc "$@")
 		pairs="$pairs${pairs:+, }[$k1, $(jq_get "$e1" tokens_per_sec)]"
 	done
 	paired=$($PY -c "import statistics,sys; p=[$pairs]; print(f'{statistics.median(a / b for a, b in p):.3f}')")
@@ -281,11 +276,10 @@ echo "== GNN (synthetic 10% DGraphFin graph): layout build, sampler batches/s, G
 gnative=$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)
 if [ "$gnative" = 1 ]; then gk=$(KNLP_BENCH_BF16=1 "$B" gnn 370000); else gk=$("$B" gnn 370000); fi
 # Eager does the same work (each layer aggregates the narrower width) at its best of 1 and 2 threads,
-# each with glibc's default allocator and with the malloc setting knlp_bench runs with.
-GALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_MAX_=0"
-sage() { env ${SAGE_ENV:-} KNLP_BENCH_THREADS=$1 /usr/bin/python3 "$(dirname "$0")/ref/sage_eager.py" \
-	"$(jq_get "$gk" batch_nodes)" "$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)" ${2:-}; }
-gp1=$(sage 1); gp2=$(sage 2); gpk1=$(SAGE_ENV=$GALLOC sage 1); gpk2=$(SAGE_ENV=$GALLOC sage 2)
+# each with glibc's default allocator and with knlp's malloc setting. sage THREADS ALLOC [bf16]
+sage() { with_alloc "$2" env KNLP_BENCH_THREADS=$1 $PY "$top/scripts/ref/sage_eager.py" \
+	"$(jq_get "$gk" batch_nodes)" "$(jq_get "$gk" batch_edges)" "$(jq_get "$gk" batch_supervised)" ${3:-}; }
+gp1=$(sage 1 default); gp2=$(sage 2 default); gpk1=$(sage 1 knlp); gpk2=$(sage 2 knlp)
 gp=$($PY - "$gp1" "$gp2" "$gpk1" "$gpk2" <<'PY'
 import json, sys
 runs = [json.loads(x) for x in sys.argv[1:5]]
@@ -313,7 +307,7 @@ print(f"  training: {k['train_steps_per_sec']:.1f} steps/s on page batches of {k
 PY
 gb=null
 if [ "$gnative" = 1 ]; then
-	gb1=$(sage 1 bf16); gb2=$(sage 2 bf16)
+	gb1=$(sage 1 default bf16); gb2=$(sage 2 default bf16)
 	gb=$($PY -c "import json,sys; print(json.dumps(max((json.loads(x) for x in sys.argv[1:3]), key=lambda r: r['train_steps_per_sec'])))" "$gb1" "$gb2")
 	printf "  bf16: knlp %.1f steps/s | eager + autocast bf16 %.1f (best of 1 and 2 threads): %sx\n" \
 		"$(jq_get "$gk" train_steps_per_sec_bf16)" "$(jq_get "$gb" train_steps_per_sec)" \
