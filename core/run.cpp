@@ -26,7 +26,7 @@ std::string host_name()
 
 CpuInfo cpu_info(const std::string &path)
 {
-	CpuInfo c{"unknown", "baseline"};
+	CpuInfo c{"unknown", "baseline", ""};
 	std::ifstream f(path);
 	std::string line, flags;
 	while (std::getline(f, line)) {
