@@ -33,6 +33,7 @@
 #include "data/tokens.h"
 #include "fim/fisher.h"
 #include "models/fused.h"
+#include "models/linear_ce.h"
 #include "models/gpt2.h"
 #include "models/pool.h"
 #include "gnn/graph.h"
@@ -106,11 +107,13 @@ static int bench_train(char **a)
 	c.vocab_raw = c.vocab_size = std::atoi(a[5]);
 	int steps = std::atoi(a[6]);
 	c.dropout = 0.0;
-	// KNLP_BENCH_OFF: a comma list of fusions to turn off (head, attention, layernorm, gelu).
+	// KNLP_BENCH_OFF: a comma list of fusions to turn off (head, vocab_blocks, attention,
+	// layernorm, gelu).
 	const char *off_env = std::getenv("KNLP_BENCH_OFF");
 	std::string off = off_env ? std::string(",") + off_env + "," : "";
 	auto on = [&](const char *name) { return off.find(std::string(",") + name + ",") == std::string::npos; };
 	c.fused_head_loss = on("head");
+	c.head_vocab_blocks = on("vocab_blocks");
 	c.blocked_attention = on("attention");
 	c.fused_layernorm = on("layernorm");
 	c.fused_gelu = on("gelu");
@@ -247,6 +250,26 @@ static int bench_kernels(char **a)
 		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
 		out["cross_entropy"] = {
 			{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}, {"rows", R}, {"vocab", V}};
+	}
+	{
+		// The whole head at shape (a) (768 rows of 128 channels, vocabulary 50304): logits,
+		// loss and both gradients, in blocks of the vocabulary against whole rows of logits
+		// (the chunked head with the row kernel above).
+		const int64_t R = 768, C = 128, V = 50304;
+		auto x = mk({R, C}), w = torch::randn({V, C}).mul_(0.02).requires_grad_(true);
+		auto t = torch::randint(0, V, {R}, torch::kLong);
+		auto run = [&](bool blocks) {
+			linear_cross_entropy(x, w, t, at::kFloat, 0, blocks).backward();
+			x.mutable_grad().reset(), w.mutable_grad().reset();
+		};
+		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		out["head_vocab_blocks"] = {{"fused_ms", f},
+					    {"unfused_ms", u},
+					    {"speedup", u / f},
+					    {"rows", R},
+					    {"channels", C},
+					    {"vocab", V},
+					    {"block", head_vocab_block(R)}};
 	}
 	std::printf("%s\n", out.dump().c_str());
 	return 0;

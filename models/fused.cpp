@@ -396,6 +396,79 @@ KNLP_BODY void xent_rows_body(float *z, const int64_t *t, int64_t rows, int64_t 
 KNLP_VERSIONS(xent_rows, (float *z, const int64_t *t, int64_t rows, int64_t V, float scale, bool grad, double *loss),
 	      (z, t, rows, V, scale, grad, loss))
 
+// The vocabulary-blocked head (linear_cross_entropy_blocked): per row of a block of
+// logits z [rows, vb] (leading dimension vb), the block's max m, the sum s of exp(z - m)
+// (float, at most a few thousand terms in 8 or 16 lanes) and bad, the sum of z - z (NaN
+// where the row holds a NaN or an infinity); picked[r] = z[r, t[r] - v0] where the target
+// falls in the block. With keep, z becomes exp(z - m) for the gradient pass.
+KNLP_BODY void xent_block_stats_body(float *z, const int64_t *t, int64_t rows, int64_t vb, int64_t v0, bool keep,
+				     float *m, float *s, float *bad, float *picked)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		float *row = z + r * vb;
+		float lane[16];
+		std::fill(lane, lane + 16, -std::numeric_limits<float>::infinity());
+		int64_t j = 0;
+		for (; j + 16 <= vb; j += 16)
+			for (int l = 0; l < 16; l++)
+				lane[l] = row[j + l] > lane[l] ? row[j + l] : lane[l];
+		for (; j < vb; j++)
+			lane[0] = row[j] > lane[0] ? row[j] : lane[0];
+		float mx = lane[0];
+		for (int l = 1; l < 16; l++)
+			mx = lane[l] > mx ? lane[l] : mx;
+		const int64_t tr = t[r] - v0;
+		if (tr >= 0 && tr < vb)
+			picked[r] = row[tr];
+		float sum = 0, b = 0;
+		if (keep) {
+#pragma omp simd reduction(+ : sum, b)
+			for (int64_t c = 0; c < vb; c++) {
+				b += row[c] - row[c];
+				const float e = exp_neg(row[c] - mx);
+				row[c] = e;
+				sum += e;
+			}
+		} else {
+#pragma omp simd reduction(+ : sum, b)
+			for (int64_t c = 0; c < vb; c++) {
+				b += row[c] - row[c];
+				sum += exp_neg(row[c] - mx);
+			}
+		}
+		m[r] = mx, s[r] = sum, bad[r] = b;
+	}
+}
+KNLP_VERSIONS(xent_block_stats,
+	      (float *z, const int64_t *t, int64_t rows, int64_t vb, int64_t v0, bool keep, float *m, float *s,
+	       float *bad, float *picked),
+	      (z, t, rows, vb, v0, keep, m, s, bad, picked))
+
+// e [rows, vb] (exp(z - m) from xent_block_stats) becomes the block's gradient in place:
+// e * k[r] (k: the scale times exp(m - logsumexp of the whole row)), minus scale[r] at the
+// target; rows of scale 0 (ignored targets) become 0.
+KNLP_BODY void xent_block_grad_body(float *e, const int64_t *t, int64_t rows, int64_t vb, int64_t v0, const float *k,
+				    const float *scale)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		float *row = e + r * vb;
+		if (scale[r] == 0) {
+			std::memset(row, 0, size_t(vb) * sizeof(float));
+			continue;
+		}
+		const float kr = k[r];
+#pragma omp simd
+		for (int64_t c = 0; c < vb; c++)
+			row[c] *= kr;
+		const int64_t tr = t[r] - v0;
+		if (tr >= 0 && tr < vb)
+			row[tr] -= scale[r];
+	}
+}
+KNLP_VERSIONS(xent_block_grad,
+	      (float *e, const int64_t *t, int64_t rows, int64_t vb, int64_t v0, const float *k, const float *scale),
+	      (e, t, rows, vb, v0, k, scale))
+
 KNLP_BODY void add_ln_forward_rows_body(const float *x, const float *d, float *y, float *n, float *mean, float *rstd,
 					const float *w, const float *b, int64_t rows, int64_t C, float eps)
 {
@@ -684,6 +757,123 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 	for (double l : loss)
 		sum += l;
 	return sum;
+}
+
+int64_t head_vocab_block(int64_t rows)
+{
+	// A block of logits [rows, vb] should stay in cache between its product and its kernel:
+	// about 2^18 floats (1 MB), multiples of 16 columns, at least 64 and at most 4096. At
+	// shape (a) (768 rows: 336 columns) blocks of 256 to 1024 columns ran within this
+	// machine's spread of each other (docs/performance.md).
+	const int64_t vb = ((int64_t(1) << 18) / std::max<int64_t>(rows, 1)) / 16 * 16;
+	return std::clamp<int64_t>(vb, 64, 4096);
+}
+
+bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::Tensor &w, int64_t block)
+{
+	// At least 16 blocks (the groups the work is shared in): a small vocabulary keeps the
+	// row kernel, whose rows spread over the threads.
+	const int64_t vb = block > 0 ? block : x.dim() == 2 ? head_vocab_block(x.size(0)) : 0;
+	return blas_sgemm() && vb > 0 && w.dim() == 2 && w.size(0) >= 16 * vb && x.device().is_cpu() &&
+	       w.device().is_cpu() && x.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
+	       x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) && x.is_contiguous() && w.is_contiguous();
+}
+
+double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
+				    float scale, torch::Tensor *gx, torch::Tensor *gw, bool gw_accumulate,
+				    int64_t block)
+{
+	TORCH_CHECK(linear_cross_entropy_blocked_applies(x, w, block),
+		    "linear_cross_entropy_blocked: x [N, C] and w [V, C] contiguous CPU float32, V at least 16 blocks");
+	const int64_t N = x.size(0), C = x.size(1), V = w.size(0);
+	auto t = targets.to(torch::kLong).contiguous();
+	TORCH_CHECK(t.numel() == N, "linear_cross_entropy_blocked: one target per row");
+	const int64_t *tp = t.data_ptr<int64_t>();
+	for (int64_t r = 0; r < N; r++)
+		TORCH_CHECK(tp[r] >= -1 && tp[r] < V, "linear_cross_entropy_blocked: target ", tp[r],
+			    " is neither -1 (ignored) nor in the vocabulary of ", V);
+	const bool grad = gx != nullptr;
+	if (grad)
+		TORCH_CHECK(gw && gx->is_contiguous() && gx->sizes() == x.sizes() && gw->is_contiguous() &&
+				    gw->sizes() == w.sizes(),
+			    "linear_cross_entropy_blocked: gradients must be contiguous, shaped like x and w");
+	const int64_t vb = block > 0 ? block : head_vocab_block(N), nb = (V + vb - 1) / vb;
+	// Blocks are handed out in a fixed number of groups of consecutive blocks; each group
+	// sums its share of x's gradient in its own buffer and the buffers are added in group
+	// order, so the result is the same for any number of threads.
+	const int64_t groups = std::min<int64_t>(nb, 16);
+	auto first_block = [&](int64_t g) { return g * nb / groups; };
+	const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+	// With gradients every block's logits are kept for the second pass; without, each
+	// group reuses one block.
+	auto store = torch::empty({grad ? nb : groups, N * vb});
+	float *zp = store.data_ptr<float>();
+	std::vector<float> m(size_t(nb * N)), s(size_t(nb * N)), bad(size_t(nb * N)), picked(size_t(N), 0.0f);
+	knlp::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+		for (int64_t g = g0; g < g1; g++)
+			for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
+				const int64_t v0 = b * vb, width = std::min(vb, V - v0);
+				float *z = zp + (grad ? b : g) * N * vb;
+				gemm_rm(false, true, N, width, C, 1.0f, xp, C, wp + v0 * C, C, 0.0f, z, width);
+				xent_block_stats(z, tp, N, width, v0, grad, m.data() + b * N, s.data() + b * N,
+						 bad.data() + b * N, picked.data());
+			}
+	});
+	// Per row: the log-sum-exp over blocks in double, the loss, and for the second pass
+	// each block's factor scale * exp(m_b - lse) (held in s).
+	std::vector<double> loss(static_cast<size_t>(N), 0.0);
+	std::vector<float> row_scale(static_cast<size_t>(N));
+	knlp::parallel_for(0, N, 16, [&](int64_t r0, int64_t r1) {
+		for (int64_t r = r0; r < r1; r++) {
+			float mx = -std::numeric_limits<float>::infinity();
+			double b_sum = 0;
+			for (int64_t b = 0; b < nb; b++) {
+				mx = m[size_t(b * N + r)] > mx ? m[size_t(b * N + r)] : mx;
+				b_sum += bad[size_t(b * N + r)];
+			}
+			double sum = 0;
+			for (int64_t b = 0; b < nb; b++)
+				sum += double(s[size_t(b * N + r)]) *
+				       std::exp(double(m[size_t(b * N + r)]) - double(mx));
+			const double lse = double(mx) + std::log(sum);
+			const bool valid = tp[r] >= 0;
+			loss[size_t(r)] = valid ? lse - double(picked[size_t(r)]) + b_sum : 0.0;
+			row_scale[size_t(r)] = valid ? scale : 0.0f;
+			for (int64_t b = 0; b < nb; b++)
+				s[size_t(b * N + r)] =
+					float(double(scale) * std::exp(double(m[size_t(b * N + r)]) - lse));
+		}
+	});
+	double total = 0; // in row order: the same for any thread count
+	for (double l : loss)
+		total += l;
+	if (!grad)
+		return total;
+	float *gwp = gw->data_ptr<float>(), *gxp = gx->data_ptr<float>();
+	std::vector<float> gx_part(static_cast<size_t>(groups * N * C));
+	knlp::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+		for (int64_t g = g0; g < g1; g++) {
+			float *part = gx_part.data() + g * N * C;
+			for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
+				const int64_t v0 = b * vb, width = std::min(vb, V - v0);
+				float *z = zp + b * N * vb;
+				xent_block_grad(z, tp, N, width, v0, s.data() + b * N, row_scale.data());
+				gemm_rm(true, false, width, C, N, 1.0f, z, width, xp, C, gw_accumulate ? 1.0f : 0.0f,
+					gwp + v0 * C, C);
+				gemm_rm(false, false, N, C, width, 1.0f, z, width, wp + v0 * C, C,
+					b == first_block(g) ? 0.0f : 1.0f, part, C);
+			}
+		}
+	});
+	knlp::parallel_for(0, N * C, 4096, [&](int64_t i0, int64_t i1) {
+		std::copy(gx_part.begin() + i0, gx_part.begin() + i1, gxp + i0);
+		for (int64_t g = 1; g < groups; g++) {
+			const float *p = gx_part.data() + g * N * C;
+			for (int64_t i = i0; i < i1; i++)
+				gxp[i] += p[i];
+		}
+	});
+	return total;
 }
 
 bool fused_kernels_apply(const torch::Tensor &t)

@@ -42,6 +42,25 @@ torch::Tensor bias_gelu(const torch::Tensor &h, const torch::Tensor &bias);
 // is in cache, rows on every thread, the sum in row order.
 double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, float scale, bool grad);
 
+// The output head and its cross-entropy, loss = sum over rows of CE(x W^T, targets), in
+// blocks of the vocabulary on the CPU in float32: each thread multiplies x with a block
+// of W's rows (single-threaded GEMMs) and reduces the block's logits while they are in
+// cache; a second pass turns each kept block into its gradient and multiplies it out
+// while it is in cache (W's gradient rows of the block; x's gradient summed per fixed
+// group of blocks). Returns the sum over rows of logsumexp - logit[target] (rows with
+// target -1 count 0; NaN where a row holds a NaN or an infinity). With gx (and gw) the
+// gradients of that sum times `scale` are written to gx and written to (or, with
+// gw_accumulate, added to) gw. The same bits for any thread count. block: columns per
+// block (0: head_vocab_block(N)).
+double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
+				    float scale, torch::Tensor *gx, torch::Tensor *gw, bool gw_accumulate,
+				    int64_t block = 0);
+// Whether it applies: contiguous CPU float32 x [N, C] and w [V, C], BLAS at hand, and a
+// vocabulary of at least 16 blocks (a smaller one keeps the row kernel).
+bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::Tensor &w, int64_t block = 0);
+// The vocabulary block it uses for `rows` rows.
+int64_t head_vocab_block(int64_t rows);
+
 // Whether the fused kernels can run: CPU float32 tensors (the kernels are compiled for
 // AVX-512, AVX2 and baseline x86-64 and chosen at run time).
 bool fused_kernels_apply(const torch::Tensor &t);

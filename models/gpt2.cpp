@@ -247,7 +247,7 @@ GPT2Output GPT2Impl::forward(const torch::Tensor &idx, const torch::Tensor &targ
 	if (targets.defined() && c_.fused_head_loss && (x.device().is_cpu() || x.device().is_cuda()) &&
 	    x.scalar_type() == torch::kFloat && wte->weight.scalar_type() == torch::kFloat) {
 		out.loss = linear_cross_entropy(x.reshape({-1, x.size(-1)}), wte->weight, targets.reshape({-1}),
-						compat::autocast_compute_dtype(x.device()));
+						compat::autocast_compute_dtype(x.device()), 0, c_.head_vocab_blocks);
 	} else if (targets.defined()) {
 		out.logits = torch::matmul(x, wte->weight.t());
 		out.loss = torch::nn::functional::cross_entropy(

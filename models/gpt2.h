@@ -25,6 +25,7 @@ struct GPT2Config {
 	bool bias = true;
 	bool fused_attention = true;
 	bool fused_head_loss = true;   // chunked linear + cross-entropy (models/linear_ce.h)
+	bool head_vocab_blocks = true; // CPU fp32: the fused head in vocabulary blocks (models/fused.h)
 	bool blocked_attention = true; // CPU: causal attention in query blocks (models/fused.h)
 	bool fused_layernorm = true;   // CPU: residual add + LayerNorm in one pass (models/fused.h)
 	bool fused_gelu = true;	       // CPU: the MLP's bias + erf GELU in one pass (models/fused.h)

@@ -37,6 +37,7 @@ GPT2Config GPT2Config::from(const Settings &s, int data_vocab)
 	c.bias = g.bias;
 	c.fused_attention = g.flash_attention;
 	c.fused_head_loss = g.fused_head_loss;
+	c.head_vocab_blocks = g.head_vocab_blocks;
 	c.blocked_attention = g.blocked_attention;
 	c.fused_layernorm = g.fused_layernorm;
 	c.fused_gelu = g.fused_bias_gelu;

@@ -24,8 +24,8 @@ namespace {
 
 // Mean loss; with want_grad also the gradients of x and w (for a loss weight of 1).
 torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-			   at::ScalarType compute, int64_t rows, bool want_grad, torch::Tensor *gx_out,
-			   torch::Tensor *gw_out)
+			   at::ScalarType compute, int64_t rows, bool vocab_blocks, bool want_grad,
+			   torch::Tensor *gx_out, torch::Tensor *gw_out)
 {
 	// The casts below are explicit; autocast must not recast the float32 statistics.
 	c10::impl::ExcludeDispatchKeyGuard no_autocast(
@@ -47,7 +47,11 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	const int64_t R = std::max<int64_t>(1, (N + n_chunks - 1) / n_chunks);
 	auto wc = low ? w.to(compute) : w;
 	auto gx = want_grad ? torch::empty_like(x) : torch::Tensor();
-	auto gw = want_grad ? torch::zeros_like(w) : torch::Tensor();
+	// The CPU in float32: the vocabulary-blocked kernel (models/fused.h), where the logits
+	// never leave the cache between their product, their reduction and their gradient's
+	// products; it writes w's gradient whole in the first chunk.
+	const bool blocked = vocab_blocks && cpu && !low && linear_cross_entropy_blocked_applies(x, w);
+	auto gw = !want_grad ? torch::Tensor() : blocked ? torch::empty_like(w) : torch::zeros_like(w);
 	auto total = torch::zeros({}, x.options().dtype(torch::kDouble));
 	for (int64_t r0 = 0; r0 < N; r0 += R) {
 		int64_t r = std::min(R, N - r0);
@@ -55,6 +59,12 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 		auto xl = low ? xc.to(compute) : xc;
 		auto tc = targets.narrow(0, r0, r);
 		auto vc = valid.narrow(0, r0, r);
+		if (blocked) {
+			torch::Tensor gxc = want_grad ? gx.narrow(0, r0, r) : torch::Tensor();
+			host_total += linear_cross_entropy_blocked(xc, w, tc, inv_n_host, want_grad ? &gxc : nullptr,
+								   want_grad ? &gw : nullptr, r0 > 0);
+			continue;
+		}
 		auto logits = torch::mm(xl, wc.t()); // [r, V]
 		if (low)
 			logits = logits.to(torch::kFloat);
@@ -92,10 +102,10 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
 	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x,
 				     const torch::Tensor &w, const torch::Tensor &targets, at::ScalarType compute,
-				     int64_t rows)
+				     int64_t rows, bool vocab_blocks)
 	{
 		torch::Tensor gx, gw;
-		auto loss = chunked_loss(x, w, targets, compute, rows, true, &gx, &gw);
+		auto loss = chunked_loss(x, w, targets, compute, rows, vocab_blocks, true, &gx, &gw);
 		ctx->save_for_backward({gx, gw});
 		return loss;
 	}
@@ -109,8 +119,12 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 		// pass over w's [V, C] gradient (reading it costs nothing there; on CUDA it would
 		// be a synchronisation, so the product stays).
 		if (g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0)
-			return {saved[0], saved[1], torch::Tensor(), torch::Tensor(), torch::Tensor()};
-		return {saved[0] * g.to(saved[0].scalar_type()), saved[1] * g, torch::Tensor(), torch::Tensor(),
+			return {saved[0], saved[1], torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+		return {saved[0] * g.to(saved[0].scalar_type()),
+			saved[1] * g,
+			torch::Tensor(),
+			torch::Tensor(),
+			torch::Tensor(),
 			torch::Tensor()};
 	}
 };
@@ -118,13 +132,13 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 } // namespace
 
 torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-				   at::ScalarType compute, int64_t rows_per_chunk)
+				   at::ScalarType compute, int64_t rows_per_chunk, bool vocab_blocks)
 {
 	if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !w.requires_grad())) {
 		torch::NoGradGuard ng;
-		return chunked_loss(x, w, targets, compute, rows_per_chunk, false, nullptr, nullptr);
+		return chunked_loss(x, w, targets, compute, rows_per_chunk, vocab_blocks, false, nullptr, nullptr);
 	}
-	return LinearCrossEntropy::apply(x, w, targets, compute, rows_per_chunk);
+	return LinearCrossEntropy::apply(x, w, targets, compute, rows_per_chunk, vocab_blocks);
 }
 
 } // namespace knlp

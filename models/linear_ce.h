@@ -15,8 +15,11 @@ namespace knlp {
 // GEMM). The log-sum-exp, the loss and the gradients' sums are float32 either way.
 // rows_per_chunk: at most this many rows per chunk (0: linear_cross_entropy_rows); the rows
 // are split into chunks of equal size.
+// vocab_blocks: on the CPU in float32 with a large vocabulary, each chunk in blocks of the
+// vocabulary (linear_cross_entropy_blocked, models/fused.h) rather than whole rows of logits.
 torch::Tensor linear_cross_entropy(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
-				   at::ScalarType compute = at::kFloat, int64_t rows_per_chunk = 0);
+				   at::ScalarType compute = at::kFloat, int64_t rows_per_chunk = 0,
+				   bool vocab_blocks = true);
 
 // The most rows per chunk for N rows of a vocabulary of V: about 2^26 logits
 // (256 MB in float32), at least 256 rows.

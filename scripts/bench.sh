@@ -133,7 +133,7 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	u=$(KNLP_BENCH_OFF=head "$B" train "$@")
 	# Each fusion off alone, and all of them off: its gain in the whole step.
 	offs="{"
-	for f in attention layernorm gelu head,attention,layernorm,gelu; do
+	for f in vocab_blocks attention layernorm gelu head,attention,layernorm,gelu; do
 		offs="$offs\"$f\": $(KNLP_BENCH_OFF=$f "$B" train "$@"), "
 	done
 	offs="${offs%, }}"
@@ -197,7 +197,7 @@ PY
 	$PY - "$k" "$offs" <<'PY'
 import json, sys
 k, offs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-names = {"attention": "blocked attention", "layernorm": "add+LayerNorm", "gelu": "bias+GELU",
+names = {"vocab_blocks": "head in vocabulary blocks", "attention": "blocked attention", "layernorm": "add+LayerNorm", "gelu": "bias+GELU",
          "head,attention,layernorm,gelu": "all four (with the head)"}
 print("      fusions, the step with each off: " + "; ".join(
     f"{names[f]} {v['tokens_per_sec']:.0f} tok/s (gain {k['tokens_per_sec'] / v['tokens_per_sec']:.2f}x)"
@@ -215,7 +215,8 @@ $PY - "$kn" <<'PY'
 import json, sys
 k = json.loads(sys.argv[1])
 for name, label in (("attention", "causal attention in query blocks"), ("add_layernorm", "residual add + LayerNorm"),
-                    ("bias_gelu", "bias + GELU"), ("cross_entropy", "head cross-entropy, 768 x 50304")):
+                    ("bias_gelu", "bias + GELU"), ("cross_entropy", "head cross-entropy, 768 x 50304"),
+                    ("head_vocab_blocks", "whole head in vocabulary blocks")):
     r = k[name]
     print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
 PY

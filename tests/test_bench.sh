@@ -19,7 +19,7 @@ check train "$t" "j['params'] == 34176 and j['tokens_per_sec'] > 0 and 0 < j['mf
 t=$(KNLP_BENCH_OFF=head,attention,layernorm,gelu "$B" train 2 2 32 16 2 256 3)
 check "train, fusions off" "$t" "j['off'] == 'head,attention,layernorm,gelu' and j['tokens_per_sec'] > 0"
 k=$("$B" kernels 2 128 64 2 2)
-check kernels "$k" "all(j[n]['fused_ms'] > 0 and j[n]['unfused_ms'] > 0 for n in ('attention', 'bias_gelu', 'add_layernorm', 'cross_entropy')) and j['cross_entropy']['vocab'] == 50304"
+check kernels "$k" "all(j[n]['fused_ms'] > 0 and j[n]['unfused_ms'] > 0 for n in ('attention', 'bias_gelu', 'add_layernorm', 'cross_entropy', 'head_vocab_blocks')) and j['cross_entropy']['vocab'] == 50304 and j['head_vocab_blocks']['block'] == 336"
 # MLA caches a latent of C/2 per token and layer: 16 x 2 layers
 a=$("$B" attention mla 2 2 32 2 2)
 check attention "$a" "j['variant'] == 'mla' and j['cache_values_per_token'] == 32 and j['train_tokens_per_sec'] > 0 and j['decode_tokens_per_sec'] > 0"

@@ -236,6 +236,56 @@ TEST(Fused, CrossEntropyRowsEqualLibtorch)
 	EXPECT_THROW(cross_entropy_rows(z, torch::tensor({0, -2}, torch::kLong), 1.0f, false), c10::Error);
 }
 
+// The head in vocabulary blocks against float64 libtorch: 5003 columns in 79 blocks of 64
+// (the last one 11 wide), an ignored row, gradients written and accumulated, the loss-only
+// pass, non-finite logits and bad targets.
+TEST(Fused, VocabularyBlockedHeadEqualsFloat64)
+{
+	torch::manual_seed(8);
+	const int64_t N = 150, C = 24, V = 5003, block = 64;
+	auto x = torch::randn({N, C}), w = torch::randn({V, C}) * 0.3;
+	auto t = torch::randint(0, V, {N}, torch::kLong);
+	t[2] = -1;
+	t[5] = V - 1; // in the narrow last block
+	auto xd = x.to(torch::kDouble), wd = w.to(torch::kDouble);
+	auto zd = torch::mm(xd, wd.t());
+	auto want = torch::nn::functional::cross_entropy(
+		zd, t, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kSum));
+	auto g = (torch::softmax(zd, 1) - torch::one_hot(t.clamp_min(0), V).to(torch::kDouble)) * 0.25;
+	g.index_put_({2}, 0.0);
+	ASSERT_TRUE(linear_cross_entropy_blocked_applies(x, w, block));
+	auto gx = torch::empty({N, C}), gw = torch::empty({V, C});
+	const double loss = linear_cross_entropy_blocked(x, w, t, 0.25f, &gx, &gw, false, block);
+	EXPECT_NEAR(loss, want.item<double>(), 1e-6 * want.item<double>());
+	EXPECT_LT(rel_err(gx.to(torch::kDouble), torch::mm(g, wd)), 1e-5);
+	EXPECT_LT(rel_err(gw.to(torch::kDouble), torch::mm(g.t(), xd)), 1e-5);
+	// Accumulating into a gradient that holds ones adds the same values.
+	auto gx2 = torch::empty({N, C}), gw2 = torch::ones({V, C});
+	EXPECT_EQ(linear_cross_entropy_blocked(x, w, t, 0.25f, &gx2, &gw2, true, block), loss);
+	EXPECT_TRUE(torch::equal(gx2, gx));
+	EXPECT_LT((gw2 - 1 - gw).abs().max().item<double>(), 1e-6);
+	// Loss only: the same sums, the same loss.
+	EXPECT_EQ(linear_cross_entropy_blocked(x, w, t, 0.25f, nullptr, nullptr, false, block), loss);
+	for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+		auto xb = x.clone();
+		xb[4][3] = bad; // every logit of row 4 is non-finite
+		EXPECT_TRUE(std::isnan(linear_cross_entropy_blocked(xb, w, t, 1.0f, nullptr, nullptr, false, block)));
+		auto wb = w.clone();
+		wb[(t[4].item<int64_t>() + 1) % V][0] = bad; // one logit per row, not row 4's target
+		EXPECT_TRUE(std::isnan(linear_cross_entropy_blocked(x, wb, t, 1.0f, nullptr, nullptr, false, block)));
+	}
+	auto t_bad = t.clone();
+	t_bad[0] = V;
+	EXPECT_THROW(linear_cross_entropy_blocked(x, w, t_bad, 1.0f, nullptr, nullptr, false, block), c10::Error);
+	t_bad[0] = -2;
+	EXPECT_THROW(linear_cross_entropy_blocked(x, w, t_bad, 1.0f, nullptr, nullptr, false, block), c10::Error);
+	// Fewer than 16 blocks: the row kernel's case.
+	EXPECT_FALSE(linear_cross_entropy_blocked_applies(x, w.narrow(0, 0, 15 * block), block));
+	EXPECT_THROW(linear_cross_entropy_blocked(x, w.narrow(0, 0, 15 * block), t.clamp_max(15 * block - 1), 1.0f,
+						  nullptr, nullptr, false, block),
+		     c10::Error);
+}
+
 TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 {
 	torch::manual_seed(5);
@@ -254,9 +304,15 @@ TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 		(a.square().sum() + y.sum() + o.square().sum()).backward();
 		auto z = z0.clone();
 		const double l = cross_entropy_rows(z, t, 0.01f, true);
+		// The head in vocabulary blocks: x [300, 96] against 3000 rows of d's, blocks of 64.
+		auto hw = torch::cat({d, d, d, d, d, d, d, d, d, d}).narrow(0, 0, 3000).contiguous();
+		auto gx = torch::empty_like(x), gw = torch::empty_like(hw);
+		const double hl = linear_cross_entropy_blocked(x, hw, t.remainder(3000).masked_fill(t < 0, -1), 0.01f,
+							       &gx, &gw, false, 64);
 		return std::vector<torch::Tensor>{
 			a.detach(), o.detach(), xx.grad(), ww.grad(),
-			bb.grad(),  qq.grad(),	z,	   torch::tensor({l}, torch::kDouble)};
+			bb.grad(),  qq.grad(),	z,	   torch::tensor({l, hl}, torch::kDouble),
+			gx,	    gw};
 	};
 	const int saved = at::get_num_threads();
 	at::set_num_threads(1);

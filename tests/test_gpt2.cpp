@@ -5,6 +5,7 @@
 
 #include "core/torch_compat.h"
 #include "models/gpt2.h"
+#include "models/fused.h"
 #include "models/linear_ce.h"
 #include "train/generate.h"
 #include "train/schedule.h"
@@ -219,6 +220,33 @@ TEST(LinearCrossEntropy, MatchesThePlainPathInLossAndGradients)
 			    1e-5);
 		EXPECT_NEAR(linear_cross_entropy(x, w, t).item<double>(), plain.item<double>(), 1e-5);
 	}
+}
+
+// On the CPU in float32 with a large vocabulary the chunks run in blocks of the vocabulary
+// (models/fused.h); they agree with the row kernel's chunks, over three chunks of 100 rows
+// (w's gradient accumulated across them) and in the loss-only path.
+TEST(LinearCrossEntropy, VocabularyBlocksAgreeWithRowChunks)
+{
+	torch::manual_seed(11);
+	const int64_t N = 300, C = 8, V = 42000;
+	auto x = torch::randn({N, C}), w = torch::randn({V, C}) * 0.2;
+	ASSERT_TRUE(linear_cross_entropy_blocked_applies(x.narrow(0, 0, 100), w)); // 17 blocks of 2608
+	auto t = torch::randint(0, V, {N}, torch::kLong);
+	t[1] = -1;
+	auto run = [&](bool blocks) {
+		auto xx = x.clone().requires_grad_(true), ww = w.clone().requires_grad_(true);
+		auto loss = linear_cross_entropy(xx, ww, t, torch::kFloat, 128, blocks);
+		(loss * 2.0).backward();
+		return std::vector<torch::Tensor>{loss.detach(), xx.grad(), ww.grad()};
+	};
+	auto rows = run(false), blocks = run(true);
+	EXPECT_NEAR(blocks[0].item<double>(), rows[0].item<double>(), 1e-5 * rows[0].item<double>());
+	EXPECT_LT((blocks[1] - rows[1]).abs().max().item<double>(), 1e-6);
+	EXPECT_LT((blocks[2] - rows[2]).abs().max().item<double>(), 1e-6);
+	EXPECT_EQ(blocks[1][1].abs().sum().item<double>(), 0.0); // ignored row
+	torch::NoGradGuard ng;
+	EXPECT_NEAR(linear_cross_entropy(x, w, t, torch::kFloat, 128, true).item<double>(), rows[0].item<double>(),
+		    1e-5 * rows[0].item<double>());
 }
 
 // Products in bf16 (as autocast runs them), statistics in float32: the chunked head tracks
