@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -759,6 +761,21 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 	return sum;
 }
 
+namespace {
+
+// f(i) for every i in [0, n), each item taken by whichever thread is free next (the
+// threads of a VM run at different speeds; a static split leaves one waiting).
+void parallel_items(int64_t n, const std::function<void(int64_t)> &f)
+{
+	std::atomic<int64_t> next{0};
+	knlp::parallel_for(0, std::min<int64_t>(n, knlp::parallel_threads()), 1, [&](int64_t, int64_t) {
+		for (int64_t i; (i = next.fetch_add(1)) < n;)
+			f(i);
+	});
+}
+
+} // namespace
+
 int64_t head_vocab_block(int64_t rows)
 {
 	// A block of logits [rows, vb] should stay in cache between its product and its kernel:
@@ -798,9 +815,10 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 				    gw->sizes() == w.sizes(),
 			    "linear_cross_entropy_blocked: gradients must be contiguous, shaped like x and w");
 	const int64_t vb = block > 0 ? block : head_vocab_block(N), nb = (V + vb - 1) / vb;
-	// Blocks are handed out in a fixed number of groups of consecutive blocks; each group
-	// sums its share of x's gradient in its own buffer and the buffers are added in group
-	// order, so the result is the same for any number of threads.
+	// Blocks are handed out in a fixed number of groups of consecutive blocks, a group at a
+	// time to whichever thread is free; each group sums its share of x's gradient in its
+	// own buffer and the buffers are added in group order, so the result is the same for
+	// any number of threads and any schedule.
 	const int64_t groups = std::min<int64_t>(nb, 16);
 	auto first_block = [&](int64_t g) { return g * nb / groups; };
 	const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
@@ -809,15 +827,14 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 	auto store = torch::empty({grad ? nb : groups, N * vb});
 	float *zp = store.data_ptr<float>();
 	std::vector<float> m(size_t(nb * N)), s(size_t(nb * N)), bad(size_t(nb * N)), picked(size_t(N), 0.0f);
-	knlp::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-		for (int64_t g = g0; g < g1; g++)
-			for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
-				const int64_t v0 = b * vb, width = std::min(vb, V - v0);
-				float *z = zp + (grad ? b : g) * N * vb;
-				gemm_rm(false, true, N, width, C, 1.0f, xp, C, wp + v0 * C, C, 0.0f, z, width);
-				xent_block_stats(z, tp, N, width, v0, grad, m.data() + b * N, s.data() + b * N,
-						 bad.data() + b * N, picked.data());
-			}
+	parallel_items(groups, [&](int64_t g) {
+		for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
+			const int64_t v0 = b * vb, width = std::min(vb, V - v0);
+			float *z = zp + (grad ? b : g) * N * vb;
+			gemm_rm(false, true, N, width, C, 1.0f, xp, C, wp + v0 * C, C, 0.0f, z, width);
+			xent_block_stats(z, tp, N, width, v0, grad, m.data() + b * N, s.data() + b * N,
+					 bad.data() + b * N, picked.data());
+		}
 	});
 	// Per row: the log-sum-exp over blocks in double, the loss, and for the second pass
 	// each block's factor scale * exp(m_b - lse) (held in s).
@@ -851,18 +868,16 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 		return total;
 	float *gwp = gw->data_ptr<float>(), *gxp = gx->data_ptr<float>();
 	std::vector<float> gx_part(static_cast<size_t>(groups * N * C));
-	knlp::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-		for (int64_t g = g0; g < g1; g++) {
-			float *part = gx_part.data() + g * N * C;
-			for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
-				const int64_t v0 = b * vb, width = std::min(vb, V - v0);
-				float *z = zp + b * N * vb;
-				xent_block_grad(z, tp, N, width, v0, s.data() + b * N, row_scale.data());
-				gemm_rm(true, false, width, C, N, 1.0f, z, width, xp, C, gw_accumulate ? 1.0f : 0.0f,
-					gwp + v0 * C, C);
-				gemm_rm(false, false, N, C, width, 1.0f, z, width, wp + v0 * C, C,
-					b == first_block(g) ? 0.0f : 1.0f, part, C);
-			}
+	parallel_items(groups, [&](int64_t g) {
+		float *part = gx_part.data() + g * N * C;
+		for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
+			const int64_t v0 = b * vb, width = std::min(vb, V - v0);
+			float *z = zp + b * N * vb;
+			xent_block_grad(z, tp, N, width, v0, s.data() + b * N, row_scale.data());
+			gemm_rm(true, false, width, C, N, 1.0f, z, width, xp, C, gw_accumulate ? 1.0f : 0.0f,
+				gwp + v0 * C, C);
+			gemm_rm(false, false, N, C, width, 1.0f, z, width, wp + v0 * C, C,
+				b == first_block(g) ? 0.0f : 1.0f, part, C);
 		}
 	});
 	knlp::parallel_for(0, N * C, 4096, [&](int64_t i0, int64_t i1) {
