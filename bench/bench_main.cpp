@@ -152,18 +152,23 @@ static int bench_train(char **a)
 	return 0;
 }
 
-// Median milliseconds of fn over `reps` runs after two warm-ups.
-template <class F> static double median_ms(int reps, F fn)
+// Medians of a and b in milliseconds over `reps` runs each, the runs alternating (a, b, a,
+// b, ...) so that a shared machine's drift reaches both arms alike; two warm-ups of each.
+template <class A, class B> static std::pair<double, double> paired_median_ms(int reps, A a, B b)
 {
-	fn(), fn();
-	std::vector<double> t;
+	a(), b(), a(), b();
+	std::vector<double> ta, tb;
 	for (int i = 0; i < reps; i++) {
 		auto t0 = clk::now();
-		fn();
-		t.push_back(secs(t0) * 1e3);
+		a();
+		ta.push_back(secs(t0) * 1e3);
+		t0 = clk::now();
+		b();
+		tb.push_back(secs(t0) * 1e3);
 	}
-	std::sort(t.begin(), t.end());
-	return t[t.size() / 2];
+	std::sort(ta.begin(), ta.end());
+	std::sort(tb.begin(), tb.end());
+	return {ta[ta.size() / 2], tb[tb.size() / 2]};
 }
 
 // Each fused CPU kernel (models/fused.h) against the libtorch path it replaces, forward and
@@ -193,7 +198,7 @@ static int bench_kernels(char **a)
 			y.backward(g);
 			q.mutable_grad().reset(), k.mutable_grad().reset(), v.mutable_grad().reset();
 		};
-		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
 		out["attention"] = {{"fused_ms", f},
 				    {"unfused_ms", u},
 				    {"speedup", u / f},
@@ -210,7 +215,7 @@ static int bench_kernels(char **a)
 			y.backward(g);
 			h.mutable_grad().reset(), bias.mutable_grad().reset();
 		};
-		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
 		out["bias_gelu"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
 	}
 	{
@@ -228,7 +233,7 @@ static int bench_kernels(char **a)
 			for (auto *t : {&x, &d, &w, &b})
 				t->mutable_grad().reset();
 		};
-		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
 		out["add_layernorm"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
 	}
 	{
@@ -247,7 +252,7 @@ static int bench_kernels(char **a)
 				torch::nn::functional::cross_entropy(l, t).backward();
 			}
 		};
-		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
 		out["cross_entropy"] = {
 			{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}, {"rows", R}, {"vocab", V}};
 	}
@@ -262,7 +267,7 @@ static int bench_kernels(char **a)
 			linear_cross_entropy(x, w, t, at::kFloat, 0, blocks).backward();
 			x.mutable_grad().reset(), w.mutable_grad().reset();
 		};
-		double f = median_ms(reps, [&] { run(true); }), u = median_ms(reps, [&] { run(false); });
+		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
 		out["head_vocab_blocks"] = {{"fused_ms", f},
 					    {"unfused_ms", u},
 					    {"speedup", u / f},

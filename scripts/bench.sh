@@ -209,7 +209,8 @@ done
 
 echo
 echo "== Fused CPU kernels (models/fused.h) against the libtorch operators they replace, forward + backward,"
-echo "   one layer of shape (b) (batch 12, 256 tokens, 384 channels, 6 heads), median of 10"
+echo "   one layer of shape (b) (batch 12, 256 tokens, 384 channels, 6 heads), medians of 10"
+echo "   runs of each, fused and libtorch alternating"
 kn=$("$B" kernels 12 256 384 6 10)
 $PY - "$kn" <<'PY'
 import json, sys
