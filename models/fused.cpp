@@ -327,6 +327,24 @@ KNLP_VERSIONS(gelu_backward_rows,
 	      (const float *h, const float *bias, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
 	      (h, bias, ga, gu, gb, rows, n))
 
+// The largest of row[0, n), NaNs skipped (-inf for none), in 16 lanes: a float max is no
+// reduction the vectorizer accepts.
+KNLP_BODY float row_max(const float *row, int64_t n)
+{
+	float lane[16];
+	std::fill(lane, lane + 16, -std::numeric_limits<float>::infinity());
+	int64_t j = 0;
+	for (; j + 16 <= n; j += 16)
+		for (int l = 0; l < 16; l++)
+			lane[l] = row[j + l] > lane[l] ? row[j + l] : lane[l];
+	for (; j < n; j++)
+		lane[0] = row[j] > lane[0] ? row[j] : lane[0];
+	float m = lane[0];
+	for (int l = 1; l < 16; l++)
+		m = lane[l] > m ? lane[l] : m;
+	return m;
+}
+
 // Cross-entropy over rows of logits z [rows, V], in place. loss[r] = logsumexp(z_r) -
 // z_r[t_r] (NaN when the row holds a NaN or an infinity, so the non-finite guard sees it);
 // with grad each row becomes (softmax(z_r) - onehot(t_r)) * scale. A row whose target is
@@ -344,19 +362,7 @@ KNLP_BODY void xent_rows_body(float *z, const int64_t *t, int64_t rows, int64_t 
 				std::memset(row, 0, size_t(V) * sizeof(float));
 			continue;
 		}
-		// The max in 16 lanes (a float max is no reduction the vectorizer accepts; NaNs are
-		// skipped either way).
-		float lane[16];
-		std::fill(lane, lane + 16, -std::numeric_limits<float>::infinity());
-		int64_t j = 0;
-		for (; j + 16 <= V; j += 16)
-			for (int l = 0; l < 16; l++)
-				lane[l] = row[j + l] > lane[l] ? row[j + l] : lane[l];
-		for (; j < V; j++)
-			lane[0] = row[j] > lane[0] ? row[j] : lane[0];
-		float m = lane[0];
-		for (int l = 1; l < 16; l++)
-			m = lane[l] > m ? lane[l] : m;
+		const float m = row_max(row, V);
 		const float picked = row[tr];
 		// The exponentials are summed in float over blocks of 256 (vectorized: 8 or 16
 		// lanes of 16-32 terms) and the block sums in double: a plain float sum of 50304
@@ -408,17 +414,7 @@ KNLP_BODY void xent_block_stats_body(float *z, const int64_t *t, int64_t rows, i
 {
 	for (int64_t r = 0; r < rows; r++) {
 		float *row = z + r * vb;
-		float lane[16];
-		std::fill(lane, lane + 16, -std::numeric_limits<float>::infinity());
-		int64_t j = 0;
-		for (; j + 16 <= vb; j += 16)
-			for (int l = 0; l < 16; l++)
-				lane[l] = row[j + l] > lane[l] ? row[j + l] : lane[l];
-		for (; j < vb; j++)
-			lane[0] = row[j] > lane[0] ? row[j] : lane[0];
-		float mx = lane[0];
-		for (int l = 1; l < 16; l++)
-			mx = lane[l] > mx ? lane[l] : mx;
+		const float mx = row_max(row, vb);
 		const int64_t tr = t[r] - v0;
 		if (tr >= 0 && tr < vb)
 			picked[r] = row[tr];
