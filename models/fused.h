@@ -55,8 +55,9 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
 				    float scale, torch::Tensor *gx, torch::Tensor *gw, bool gw_accumulate,
 				    int64_t block = 0);
-// Whether it applies: contiguous CPU float32 x [N, C] and w [V, C], BLAS at hand, and a
-// vocabulary of at least 16 blocks (a smaller one keeps the row kernel).
+// Whether it applies: contiguous CPU float32 x [N, C] and w [V, C], BLAS at hand, at most
+// 128 channels (where it was measured to pay) and a vocabulary of at least 16 blocks (a
+// smaller one keeps the row kernel).
 bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::Tensor &w, int64_t block = 0);
 // The vocabulary block it uses for `rows` rows.
 int64_t head_vocab_block(int64_t rows);

@@ -279,7 +279,8 @@ TEST(Fused, VocabularyBlockedHeadEqualsFloat64)
 	EXPECT_THROW(linear_cross_entropy_blocked(x, w, t_bad, 1.0f, nullptr, nullptr, false, block), c10::Error);
 	t_bad[0] = -2;
 	EXPECT_THROW(linear_cross_entropy_blocked(x, w, t_bad, 1.0f, nullptr, nullptr, false, block), c10::Error);
-	// Fewer than 16 blocks: the row kernel's case.
+	// More than 128 channels, or fewer than 16 blocks: the row kernel's case.
+	EXPECT_FALSE(linear_cross_entropy_blocked_applies(torch::zeros({N, 129}), torch::zeros({V, 129}), block));
 	EXPECT_FALSE(linear_cross_entropy_blocked_applies(x, w.narrow(0, 0, 15 * block), block));
 	EXPECT_THROW(linear_cross_entropy_blocked(x, w.narrow(0, 0, 15 * block), t.clamp_max(15 * block - 1), 1.0f,
 						  nullptr, nullptr, false, block),
