@@ -198,7 +198,8 @@ static int bench_kernels(char **a)
 			y.backward(g);
 			q.mutable_grad().reset(), k.mutable_grad().reset(), v.mutable_grad().reset();
 		};
-		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
+		auto [f, u] = paired_median_ms(
+			reps, [&] { run(true); }, [&] { run(false); });
 		out["attention"] = {{"fused_ms", f},
 				    {"unfused_ms", u},
 				    {"speedup", u / f},
@@ -215,7 +216,8 @@ static int bench_kernels(char **a)
 			y.backward(g);
 			h.mutable_grad().reset(), bias.mutable_grad().reset();
 		};
-		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
+		auto [f, u] = paired_median_ms(
+			reps, [&] { run(true); }, [&] { run(false); });
 		out["bias_gelu"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
 	}
 	{
@@ -233,7 +235,8 @@ static int bench_kernels(char **a)
 			for (auto *t : {&x, &d, &w, &b})
 				t->mutable_grad().reset();
 		};
-		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
+		auto [f, u] = paired_median_ms(
+			reps, [&] { run(true); }, [&] { run(false); });
 		out["add_layernorm"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
 	}
 	{
@@ -252,7 +255,8 @@ static int bench_kernels(char **a)
 				torch::nn::functional::cross_entropy(l, t).backward();
 			}
 		};
-		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
+		auto [f, u] = paired_median_ms(
+			reps, [&] { run(true); }, [&] { run(false); });
 		out["cross_entropy"] = {
 			{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}, {"rows", R}, {"vocab", V}};
 	}
@@ -267,7 +271,8 @@ static int bench_kernels(char **a)
 			linear_cross_entropy(x, w, t, at::kFloat, 0, blocks).backward();
 			x.mutable_grad().reset(), w.mutable_grad().reset();
 		};
-		auto [f, u] = paired_median_ms(reps, [&] { run(true); }, [&] { run(false); });
+		auto [f, u] = paired_median_ms(
+			reps, [&] { run(true); }, [&] { run(false); });
 		out["head_vocab_blocks"] = {{"fused_ms", f},
 					    {"unfused_ms", u},
 					    {"speedup", u / f},
