@@ -94,4 +94,13 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function
 		std::rethrow_exception(job.error);
 }
 
+void parallel_items(int64_t n, const std::function<void(int64_t)> &f)
+{
+	std::atomic<int64_t> next{0};
+	parallel_for(0, std::min<int64_t>(n, parallel_threads()), 1, [&](int64_t, int64_t) {
+		for (int64_t i; (i = next.fetch_add(1)) < n;)
+			f(i);
+	});
+}
+
 } // namespace knlp

@@ -21,6 +21,12 @@ namespace knlp {
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)> &f);
 
+// f(i) for every i in [0, n) on the same threads, each item taken by whichever thread is
+// free next: for items of uneven cost, or threads that run at different speeds (a VM's),
+// where parallel_for's static split leaves one waiting. The order items run in is not
+// fixed; results that must not depend on it are combined by item, not by thread.
+void parallel_items(int64_t n, const std::function<void(int64_t)> &f);
+
 // Threads parallel_for would use now (1 inside a parallel region).
 int parallel_threads();
 

@@ -6,8 +6,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <algorithm>
-#include <atomic>
-#include <functional>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -757,21 +755,6 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 	return sum;
 }
 
-namespace {
-
-// f(i) for every i in [0, n), each item taken by whichever thread is free next (the
-// threads of a VM run at different speeds; a static split leaves one waiting).
-void parallel_items(int64_t n, const std::function<void(int64_t)> &f)
-{
-	std::atomic<int64_t> next{0};
-	knlp::parallel_for(0, std::min<int64_t>(n, knlp::parallel_threads()), 1, [&](int64_t, int64_t) {
-		for (int64_t i; (i = next.fetch_add(1)) < n;)
-			f(i);
-	});
-}
-
-} // namespace
-
 int64_t head_vocab_block(int64_t rows)
 {
 	// A block of logits [rows, vb] should stay in cache between its product and its kernel:
@@ -827,7 +810,7 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 	auto store = torch::empty({grad ? nb : groups, N * vb});
 	float *zp = store.data_ptr<float>();
 	std::vector<float> m(size_t(nb * N)), s(size_t(nb * N)), bad(size_t(nb * N)), picked(size_t(N), 0.0f);
-	parallel_items(groups, [&](int64_t g) {
+	knlp::parallel_items(groups, [&](int64_t g) {
 		for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
 			const int64_t v0 = b * vb, width = std::min(vb, V - v0);
 			float *z = zp + (grad ? b : g) * N * vb;
@@ -868,7 +851,7 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 		return total;
 	float *gwp = gw->data_ptr<float>(), *gxp = gx->data_ptr<float>();
 	std::vector<float> gx_part(static_cast<size_t>(groups * N * C));
-	parallel_items(groups, [&](int64_t g) {
+	knlp::parallel_items(groups, [&](int64_t g) {
 		float *part = gx_part.data() + g * N * C;
 		for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
 			const int64_t v0 = b * vb, width = std::min(vb, V - v0);

@@ -56,15 +56,15 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	for (int64_t r0 = 0; r0 < N; r0 += R) {
 		int64_t r = std::min(R, N - r0);
 		auto xc = x.narrow(0, r0, r);
-		auto xl = low ? xc.to(compute) : xc;
 		auto tc = targets.narrow(0, r0, r);
-		auto vc = valid.narrow(0, r0, r);
 		if (blocked) {
 			torch::Tensor gxc = want_grad ? gx.narrow(0, r0, r) : torch::Tensor();
 			host_total += linear_cross_entropy_blocked(xc, w, tc, inv_n_host, want_grad ? &gxc : nullptr,
 								   want_grad ? &gw : nullptr, r0 > 0);
 			continue;
 		}
+		auto xl = low ? xc.to(compute) : xc;
+		auto vc = valid.narrow(0, r0, r);
 		auto logits = torch::mm(xl, wc.t()); // [r, V]
 		if (low)
 			logits = logits.to(torch::kFloat);

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <algorithm>
+#include <thread>
+#include <chrono>
 #include <cmath>
 #include <set>
 #include <stdexcept>
@@ -392,6 +395,36 @@ TEST(Parallel, CoversTheRangeOnceOnDistinctThreads)
 						if (b > 0)
 							throw std::runtime_error("worker failed");
 					}),
+		     std::runtime_error);
+	at::set_num_threads(saved);
+}
+
+// Items handed out one at a time: each exactly once, on both threads when one item is
+// slow (the other takes the rest), a worker's exception rethrown, none for n = 0.
+TEST(Parallel, ItemsGoToWhicheverThreadIsFree)
+{
+	const int saved = at::get_num_threads();
+	at::set_num_threads(2);
+	std::vector<std::atomic<int>> hits(37);
+	std::vector<int> thread_of(37, -1);
+	knlp::parallel_items(37, [&](int64_t i) {
+		if (i == 0)
+			std::this_thread::sleep_for(std::chrono::milliseconds(500));
+		hits[size_t(i)]++;
+		thread_of[size_t(i)] = at::get_thread_num();
+	});
+	for (auto &h : hits)
+		ASSERT_EQ(h.load(), 1);
+	if (parallel_threads() > 1) // the thread that took item 0 did nothing else
+		EXPECT_EQ(std::count(thread_of.begin(), thread_of.end(), thread_of[0]), 1);
+	int calls = 0;
+	knlp::parallel_items(0, [&](int64_t) { calls++; });
+	EXPECT_EQ(calls, 0);
+	EXPECT_THROW(knlp::parallel_items(10,
+					  [&](int64_t i) {
+						  if (i == 7)
+							  throw std::runtime_error("item failed");
+					  }),
 		     std::runtime_error);
 	at::set_num_threads(saved);
 }
