@@ -36,6 +36,7 @@
 #include "models/linear_ce.h"
 #include "models/gpt2.h"
 #include "models/pool.h"
+#include "models/onednn.h"
 #include "gnn/graph.h"
 #include "gnn/layout.h"
 #include "gnn/measure.h"
@@ -343,14 +344,15 @@ static int bench_vision(int argc, char **a)
 	const int B = std::atoi(a[1]), steps = std::atoi(a[2]);
 	const std::string mode = argc > 3 ? a[3] : "";
 	const bool cl = mode == "channels_last";
-	// KNLP_BENCH_BF16=1: the forward under CPU bf16 autocast, on libtorch's ops (the oneDNN
-	// blocked engine is fp32 only), as knlp's image trainer runs it.
+	// KNLP_BENCH_BF16=1: the forward under CPU bf16 autocast, as knlp's image trainer runs
+	// it: the ResNets on the oneDNN blocked engine in bf16 where oneDNN has bf16 kernels for
+	// this CPU, on libtorch's ops elsewhere.
 	const bool bf16 = std::getenv("KNLP_BENCH_BF16") != nullptr;
 	if (mode == "no_onednn") // libtorch's own convolutions instead of oneDNN's
 		at::globalContext().setUserEnabledMkldnn(false);
 	vc.fused_pool = mode != "libtorch_pool"; // LeNet-5's ReLU + max pool: libtorch's ops
 	// ResNets: oneDNN's blocked layout (models/onednn.h) unless a libtorch layout is measured
-	vc.onednn = (mode.empty() || mode == "direct") && !bf16;
+	vc.onednn = (mode.empty() || mode == "direct") && (!bf16 || onednn::bf16_available());
 	vc.winograd = mode.empty(); // direct: the blocked path with direct convolutions only
 	torch::manual_seed(0);
 	auto m = make_vision_model(vc);
@@ -389,7 +391,7 @@ static int bench_vision(int argc, char **a)
 				     : mode == "libtorch_ops"  ? "knlp-libtorch-ops"
 				     : mode == "direct"	       ? "knlp-direct"
 							       : "knlp"},
-			    {"engine", m->engine()},
+			    {"engine", m->engine(bf16)},
 			    {"bf16", bf16},
 			    {"images_per_sec", B / dt},
 			    {"step_ms", dt * 1e3},

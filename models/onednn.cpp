@@ -1,6 +1,7 @@
 #include "models/onednn.h"
 
 #include <fmt/ranges.h>
+#include <algorithm>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
@@ -49,6 +50,11 @@ bool uses_winograd(const torch::Tensor &, const torch::Tensor &, int64_t, int64_
 }
 
 bool winograd_available()
+{
+	return false;
+}
+
+bool bf16_available()
 {
 	return false;
 }
@@ -115,10 +121,21 @@ tag blocked_tag()
 	return block() == 16 ? tag::nChw16c : tag::nChw8c;
 }
 
-// An uninitialised float tensor big enough for d (blocked formats may pad).
+// An uninitialised buffer big enough for d (blocked formats may pad; bf16 or f32).
 Tensor alloc(const memory::desc &d)
 {
-	return torch::empty({int64_t(d.get_size() / sizeof(float))});
+	return torch::empty({std::max<int64_t>(1, int64_t(d.get_size()))}, torch::kByte);
+}
+
+// The activations' element type: f32, or bf16 for bf16 inputs.
+memory::data_type act_type(const Tensor &x)
+{
+	return x.scalar_type() == torch::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+bool float_or_bf16(const Tensor &x)
+{
+	return x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16;
 }
 
 Tensor scratch(const memory::desc &d)
@@ -151,24 +168,37 @@ Plan &cached(std::unordered_map<std::string, std::unique_ptr<Plan>> &cache, std:
 
 // ---- convolution ----------------------------------------------------------------------
 
+// Activations (src, dst and their gradients) and the weights the primitives read are of type
+// dt: f32, or bf16 with f32 accumulation. The user's weights and their gradient are f32
+// plain [O, C, K, K] either way; reorders convert.
 struct ConvShape {
 	int64_t n, c, h, w, o, k, stride, pad;
 	bool plain_src;
 	bool winograd; // asked for, and the shape is one it pays on
+	memory::data_type dt;
+	// The weight gradient as one matrix product (gemm_rows() below) instead of oneDNN's
+	// backward-weights convolution: bf16 with outputs of 8x8 or fewer, where that kernel
+	// reaches a quarter to a half of the product's speed (docs/vision.md).
+	bool gemm_w;
+	int64_t rows() const { return n * oh() * ow(); } // of the product: one per output pixel
 	int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
 	int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
 	std::string key() const
 	{
-		return fmt::format("{}x{}x{}x{} o{} k{} s{} p{} {}{}", n, c, h, w, o, k, stride, pad, plain_src,
-				   winograd);
+		return fmt::format("{}x{}x{}x{} o{} k{} s{} p{} {}{}{} {}", n, c, h, w, o, k, stride, pad, plain_src,
+				   winograd, gemm_w, int(dt));
 	}
-	memory::desc src() const
-	{
-		return {{n, c, h, w}, memory::data_type::f32, plain_src ? tag::nchw : blocked_tag()};
-	}
-	memory::desc dst() const { return {{n, o, oh(), ow()}, memory::data_type::f32, blocked_tag()}; }
-	memory::desc wts_any() const { return {{o, c, k, k}, memory::data_type::f32, tag::any}; }
+	memory::desc src() const { return {{n, c, h, w}, dt, plain_src ? tag::nchw : blocked_tag()}; }
+	memory::desc dst() const { return {{n, o, oh(), ow()}, dt, blocked_tag()}; }
+	memory::desc wts_any() const { return {{o, c, k, k}, dt, tag::any}; }
+	// The weight gradient: f32 whatever dt is (bf16 sums would lose the small updates).
+	memory::desc dwts_any() const { return {{o, c, k, k}, memory::data_type::f32, tag::any}; }
 	memory::desc wts_plain() const { return {{o, c, k, k}, memory::data_type::f32, tag::oihw}; }
+	// gemm_w's product: f32 [O, C/B, K, K, B]
+	memory::desc dw_grouped() const
+	{
+		return {{o, c, k, k}, memory::data_type::f32, block() == 16 ? tag::aBcd16b : tag::aBcd8b};
+	}
 };
 
 struct ConvPlan {
@@ -186,6 +216,11 @@ struct ConvPlan {
 	dnnl::convolution_backward_weights bw;
 	bool dw_plain = false;
 	dnnl::reorder dw_to_plain;
+	// gemm_w: dW [O, C*K*K] (f32, blocked as [O, C/B, K, K, B]) = dY [O, rows] x the
+	// patches [rows, C*K*K] (dt), then reordered to plain OIHW
+	dnnl::matmul::primitive_desc mm_pd;
+	dnnl::matmul mm;
+	dnnl::reorder mm_to_plain;
 };
 
 std::mutex conv_mu;
@@ -228,7 +263,9 @@ void add_backward(const ConvShape &s, ConvPlan &p)
 	auto make = [&](dnnl::algorithm alg, const dnnl::convolution_forward::primitive_desc &hint) {
 		dnnl::convolution_backward_data::desc dd(alg, s.src(), s.wts_any(), s.dst(), st, pd, pd);
 		p.bd_pd = dnnl::convolution_backward_data::primitive_desc(dd, user_scratchpad(), engine(), hint);
-		dnnl::convolution_backward_weights::desc wd(alg, s.src(), s.wts_any(), s.dst(), st, pd, pd);
+		if (s.gemm_w)
+			return;
+		dnnl::convolution_backward_weights::desc wd(alg, s.src(), s.dwts_any(), s.dst(), st, pd, pd);
 		p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(wd, user_scratchpad(), engine(), hint);
 	};
 	try {
@@ -247,6 +284,17 @@ void add_backward(const ConvShape &s, ConvPlan &p)
 	p.w_bd_as_fwd = p.bd_pd.weights_desc() == p.fwd_pd.weights_desc();
 	if (!p.w_bd_plain && !p.w_bd_as_fwd)
 		p.w_to_bd = make_reorder(s.wts_plain(), p.bd_pd.weights_desc());
+	if (s.gemm_w) {
+		const int64_t kk = s.c * s.k * s.k;
+		dnnl::matmul::desc d(memory::desc({s.o, s.rows()}, s.dt, tag::ab),
+				     memory::desc({s.rows(), kk}, s.dt, tag::ab),
+				     memory::desc({s.o, kk}, memory::data_type::f32, tag::ab));
+		p.mm_pd = dnnl::matmul::primitive_desc(d, user_scratchpad(), engine());
+		p.mm = dnnl::matmul(p.mm_pd);
+		p.mm_to_plain = make_reorder(s.dw_grouped(), s.wts_plain());
+		p.have_bwd = true;
+		return;
+	}
 	p.bw = dnnl::convolution_backward_weights(p.bw_pd);
 	p.dw_plain = p.bw_pd.diff_weights_desc() == s.wts_plain();
 	if (!p.dw_plain)
@@ -268,10 +316,11 @@ ConvShape conv_shape(const Tensor &x, const Tensor &w, int64_t stride, int64_t p
 	ConvShape s{};
 	s.plain_src = x.dim() == 4;
 	const int64_t B = block();
-	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == B)) || x.scalar_type() != torch::kFloat ||
-	    !x.device().is_cpu())
-		fail("onednn: conv2d takes a float CPU [N, C, H, W] or blocked [N, C/{}, H, W, {}] input, got {}", B, B,
-		     fmt::join(x.sizes(), "x"));
+	if (!(x.dim() == 4 || (x.dim() == 5 && x.size(4) == B)) || !float_or_bf16(x) || !x.device().is_cpu())
+		fail("onednn: conv2d takes a float or bf16 CPU [N, C, H, W] or blocked [N, C/{}, H, W, {}] input, got "
+		     "{} {}",
+		     B, B, c10::toString(x.scalar_type()), fmt::join(x.sizes(), "x"));
+	s.dt = act_type(x);
 	s.n = x.size(0), s.c = s.plain_src ? x.size(1) : x.size(1) * B, s.h = x.size(2), s.w = x.size(3);
 	if (w.dim() != 4 || w.size(1) != s.c || w.size(2) != w.size(3) || !blockable(w.size(0)))
 		fail("onednn: conv2d weight {} does not fit input {} (square kernel, output channels a multiple of {})",
@@ -280,8 +329,10 @@ ConvShape conv_shape(const Tensor &x, const Tensor &w, int64_t stride, int64_t p
 	if (s.oh() < 1 || s.ow() < 1)
 		fail("onednn: conv2d input {} is smaller than its {}x{} kernel", fmt::join(x.sizes(), "x"), s.k, s.k);
 	// oneDNN's F(4x4, 3x3) Winograd: 3x3, stride 1, blocked input; below 8x8 outputs it
-	// gains nothing over direct convolution (docs/vision.md).
-	s.winograd = winograd && s.k == 3 && s.stride == 1 && !s.plain_src && s.h >= 8 && s.w >= 8;
+	// gains nothing over direct convolution (docs/vision.md). oneDNN has it in f32 only.
+	s.winograd = winograd && s.k == 3 && s.stride == 1 && !s.plain_src && s.h >= 8 && s.w >= 8 &&
+		     s.dt == memory::data_type::f32;
+	s.gemm_w = s.dt == memory::data_type::bf16 && !s.plain_src && s.oh() * s.ow() <= 64 && s.k * s.k <= 64;
 	return s;
 }
 
@@ -304,6 +355,71 @@ void reorder_into(dnnl::reorder &r, const memory::desc &from, const Tensor &src,
 	stream().wait();
 }
 
+// The input patches as rows [N*OH*OW, C*K*K], one per output pixel, zeros in the padding.
+// x is blocked [N, C/B, H, W, B], channel c = cb * B + j, and the columns keep that
+// grouping: (cb, kernel row, kernel column, j), so that each tap copies B contiguous
+// values. The product dY [O, rows] x rows is then dW in the weights' blocked layout
+// [O, C/B, K, K, B] (oneDNN's aBcd16b or aBcd8b), one reorder from plain OIHW.
+template <class T> void fill_gemm_rows(const T *x, T *r, const ConvShape &s)
+{
+	const int64_t B = block(), K = s.k, KK = K * K, CB = s.c / B, cols = s.c * KK, oh = s.oh(), ow = s.ow();
+	at::parallel_for(0, s.rows(), 8, [&](int64_t begin, int64_t end) {
+		for (int64_t row = begin; row < end; row++) {
+			const int64_t n = row / (oh * ow), y0 = (row / ow) % oh * s.stride - s.pad,
+				      x0 = row % ow * s.stride - s.pad;
+			T *o = r + row * cols;
+			for (int64_t kh = 0; kh < K; kh++)
+				for (int64_t kw = 0; kw < K; kw++) {
+					const int64_t iy = y0 + kh, ix = x0 + kw, t = kh * K + kw;
+					if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) {
+						for (int64_t cb = 0; cb < CB; cb++)
+							std::fill_n(o + (cb * KK + t) * B, B, T(0));
+						continue;
+					}
+					const T *in = x + ((n * CB * s.h + iy) * s.w + ix) * B;
+					for (int64_t cb = 0; cb < CB; cb++)
+						std::copy_n(in + cb * s.h * s.w * B, B, o + (cb * KK + t) * B);
+				}
+		}
+	});
+}
+
+// dY blocked [N, O/B, OH, OW, B] as the matrix [O, N*OH*OW].
+template <class T> void fill_gemm_dy(const T *g, T *d, const ConvShape &s)
+{
+	const int64_t B = block(), S = s.oh() * s.ow(), M = s.rows(), OB = s.o / B;
+	at::parallel_for(0, OB, 1, [&](int64_t begin, int64_t end) {
+		for (int64_t ob = begin; ob < end; ob++)
+			for (int64_t n = 0; n < s.n; n++)
+				for (int64_t i = 0; i < S; i++) {
+					const T *in = g + ((n * OB + ob) * S + i) * B;
+					for (int64_t j = 0; j < B; j++)
+						d[(ob * B + j) * M + n * S + i] = in[j];
+				}
+	});
+}
+
+// The weight gradient of the convolution s as one matrix product (gemm_w).
+void gemm_weight_grad(ConvPlan &p, const ConvShape &s, const Tensor &x, const Tensor &g, const Tensor &gw)
+{
+	const int64_t kk = s.c * s.k * s.k;
+	Tensor rows = torch::empty({s.rows(), kk}, x.options()), dy = torch::empty({s.o, s.rows()}, x.options());
+	Tensor grouped = torch::empty({s.o, kk});
+	if (s.dt == memory::data_type::bf16) {
+		fill_gemm_rows(static_cast<const uint16_t *>(x.data_ptr()), static_cast<uint16_t *>(rows.data_ptr()),
+			       s);
+		fill_gemm_dy(static_cast<const uint16_t *>(g.data_ptr()), static_cast<uint16_t *>(dy.data_ptr()), s);
+	} else {
+		fill_gemm_rows(x.data_ptr<float>(), rows.data_ptr<float>(), s);
+		fill_gemm_dy(g.data_ptr<float>(), dy.data_ptr<float>(), s);
+	}
+	run(p.mm, p.mm_pd,
+	    {{DNNL_ARG_SRC, mem(memory::desc({s.o, s.rows()}, s.dt, tag::ab), dy)},
+	     {DNNL_ARG_WEIGHTS, mem(memory::desc({s.rows(), kk}, s.dt, tag::ab), rows)},
+	     {DNNL_ARG_DST, mem(memory::desc({s.o, kk}, memory::data_type::f32, tag::ab), grouped)}});
+	reorder_into(p.mm_to_plain, s.dw_grouped(), grouped, s.wts_plain(), gw);
+}
+
 struct ConvFn : public torch::autograd::Function<ConvFn> {
 	static Tensor forward(AutogradContext *ctx, const Tensor &xin, const Tensor &win, int64_t stride, int64_t pad,
 			      bool winograd)
@@ -316,7 +432,7 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 			wf = alloc(p.fwd_pd.weights_desc());
 			reorder_into(p.w_to_fwd, s.wts_plain(), w, p.fwd_pd.weights_desc(), wf);
 		}
-		Tensor y = torch::empty({s.n, s.o / block(), s.oh(), s.ow(), block()});
+		Tensor y = torch::empty({s.n, s.o / block(), s.oh(), s.ow(), block()}, x.options());
 		run(p.fwd, p.fwd_pd,
 		    {{DNNL_ARG_SRC, mem(s.src(), x)},
 		     {DNNL_ARG_WEIGHTS, mem(p.fwd_pd.weights_desc(), wf)},
@@ -333,10 +449,10 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 	{
 		auto saved = ctx->get_saved_variables();
 		const Tensor &x = saved[0], &w = saved[1];
-		const Tensor g = grads[0].contiguous();
 		const ConvShape s = conv_shape(x, w, ctx->saved_data["stride"].toInt(), ctx->saved_data["pad"].toInt(),
 					       ctx->saved_data["winograd"].toBool());
 		ConvPlan &p = conv_plan(s, true);
+		const Tensor g = grads[0].to(x.scalar_type()).contiguous();
 		Tensor gx, gw;
 		if (ctx->needs_input_grad(0)) {
 			Tensor wb = w;
@@ -352,7 +468,10 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 			     {DNNL_ARG_WEIGHTS, mem(p.bd_pd.weights_desc(), wb)},
 			     {DNNL_ARG_DIFF_SRC, mem(s.src(), gx)}});
 		}
-		if (ctx->needs_input_grad(1)) {
+		if (ctx->needs_input_grad(1) && s.gemm_w) {
+			gw = torch::empty({s.o, s.c, s.k, s.k});
+			gemm_weight_grad(p, s, x, g, gw);
+		} else if (ctx->needs_input_grad(1)) {
 			gw = torch::empty({s.o, s.c, s.k, s.k});
 			Tensor gwb = p.dw_plain ? gw : alloc(p.bw_pd.diff_weights_desc());
 			run(p.bw, p.bw_pd,
@@ -368,15 +487,17 @@ struct ConvFn : public torch::autograd::Function<ConvFn> {
 
 // ---- batch norm (+ ReLU) ----------------------------------------------------------------
 
+// Data (and its gradient) of type dt, f32 or bf16; scale, shift, mean and variance f32.
 struct BnShape {
 	int64_t n, c, h, w;
 	bool batch_stats, relu, grad;
 	float eps;
+	memory::data_type dt;
 	std::string key() const
 	{
-		return fmt::format("{}x{}x{}x{} {}{}{} {}", n, c, h, w, batch_stats, relu, grad, eps);
+		return fmt::format("{}x{}x{}x{} {}{}{} {} {}", n, c, h, w, batch_stats, relu, grad, eps, int(dt));
 	}
-	memory::desc data() const { return {{n, c, h, w}, memory::data_type::f32, blocked_tag()}; }
+	memory::desc data() const { return {{n, c, h, w}, dt, blocked_tag()}; }
 	memory::desc vec() const { return {{c}, memory::data_type::f32, tag::x}; }
 	dnnl::normalization_flags flags() const
 	{
@@ -427,10 +548,10 @@ BnPlan &bn_plan(const BnShape &s, bool backward)
 BnShape bn_shape(const Tensor &x, bool batch_stats, bool relu, bool grad, double eps)
 {
 	const int64_t B = block();
-	if (x.dim() != 5 || x.size(4) != B || x.scalar_type() != torch::kFloat || !x.device().is_cpu())
-		fail("onednn: batch_norm takes a float CPU blocked [N, C/{}, H, W, {}] input, got {}", B, B,
-		     fmt::join(x.sizes(), "x"));
-	return {x.size(0), x.size(1) * B, x.size(2), x.size(3), batch_stats, relu, grad, float(eps)};
+	if (x.dim() != 5 || x.size(4) != B || !float_or_bf16(x) || !x.device().is_cpu())
+		fail("onednn: batch_norm takes a float or bf16 CPU blocked [N, C/{}, H, W, {}] input, got {} {}", B, B,
+		     c10::toString(x.scalar_type()), fmt::join(x.sizes(), "x"));
+	return {x.size(0), x.size(1) * B, x.size(2), x.size(3), batch_stats, relu, grad, float(eps), act_type(x)};
 }
 
 struct BnFn : public torch::autograd::Function<BnFn> {
@@ -482,7 +603,7 @@ struct BnFn : public torch::autograd::Function<BnFn> {
 		const BnShape s = bn_shape(x, ctx->saved_data["batch_stats"].toBool(), ctx->saved_data["relu"].toBool(),
 					   ctx->saved_data["grad"].toBool(), ctx->saved_data["eps"].toDouble());
 		BnPlan &p = bn_plan(s, true);
-		const Tensor g = grads[0].contiguous();
+		const Tensor g = grads[0].to(x.scalar_type()).contiguous();
 		Tensor gx = torch::empty_like(x), gw = torch::empty({s.c}), gb = torch::empty({s.c});
 		std::unordered_map<int, memory> args{
 			{DNNL_ARG_SRC, mem(s.data(), x)},	{DNNL_ARG_DIFF_DST, mem(s.data(), g)},
@@ -515,6 +636,31 @@ bool winograd_available()
 	static const bool yes = [] { // a layer Winograd pays on: 64 channels at 16x16
 		torch::NoGradGuard ng;
 		return uses_winograd(to_blocked(torch::zeros({1, 64, 16, 16})), torch::zeros({64, 64, 3, 3}), 1, 1);
+	}();
+	return yes;
+}
+
+bool bf16_available()
+{
+	static const bool yes = [] {
+		// The CPU's bf16 instructions (AVX512-BF16, AMX-BF16) and oneDNN's jit kernels for
+		// them: a reference implementation, or a failure to make one, means no.
+		const auto isa = dnnl::get_effective_cpu_isa();
+		if (isa < dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::all || block() != 16)
+			return false;
+		try {
+			ConvShape s{1, 64, 16, 16, 64, 3, 1, 1, false, false, memory::data_type::bf16, false};
+			ConvPlan &p = conv_plan(s, true);
+			BnShape b{1, 64, 16, 16, true, true, true, 1e-5f, memory::data_type::bf16};
+			BnPlan &q = bn_plan(b, true);
+			for (const auto *pd : std::initializer_list<const dnnl::primitive_desc_base *>{
+				     &p.fwd_pd, &p.bd_pd, &p.bw_pd, &q.fwd_pd, &q.bwd_pd})
+				if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0)
+					return false;
+			return true;
+		} catch (const dnnl::error &) {
+			return false;
+		}
 	}();
 	return yes;
 }

@@ -33,8 +33,9 @@ torch::Tensor to_blocked(const torch::Tensor &x);
 torch::Tensor from_blocked(const torch::Tensor &x);
 
 // Convolution without bias. x: blocked [N, C/B, H, W, B], or plain [N, C, H, W] for a
-// stem whose input channels are not a multiple of B; weight: [O, C, K, K] (O a multiple
-// of B); returns blocked [N, O/B, OH, OW, B]. Gradients for x and weight.
+// stem whose input channels are not a multiple of B; float or bf16 (bf16_available());
+// weight: float [O, C, K, K] (O a multiple of B); returns blocked [N, O/B, OH, OW, B] of
+// x's type. Gradients for x (x's type) and weight (float).
 // winograd: oneDNN's F(4x4, 3x3) Winograd algorithm where it applies and pays (3x3, stride
 // 1, blocked input, outputs of 8x8 or more): about twice as fast, forward and backward, at
 // a rounding error a few times direct convolution's (docs/vision.md has both).
@@ -46,8 +47,14 @@ bool uses_winograd(const torch::Tensor &x, const torch::Tensor &weight, int64_t 
 // Whether this CPU has oneDNN's Winograd kernels at all (AVX-512 ones only).
 bool winograd_available();
 
-// Batch norm of blocked x with per-channel weight and bias, and ReLU fused when relu is
-// set. training: batch statistics, and running_mean / running_var updated as libtorch's
+// Whether conv2d and batch_norm have fast bf16 kernels here: bf16 inputs then give bf16
+// outputs and gradients, products accumulated in f32, weight gradients and batch-norm
+// statistics in f32. Needs native bf16 (AVX512-BF16 or AMX-BF16); elsewhere oneDNN's bf16
+// is reference code, far slower than f32, and the engine stays f32.
+bool bf16_available();
+
+// Batch norm of blocked x (float or bf16; the result and its gradient of x's type) with
+// per-channel float weight and bias, statistics in float, and ReLU fused when relu is set. training: batch statistics, and running_mean / running_var updated as libtorch's
 // BatchNorm2d does (momentum, unbiased variance) with num_batches_tracked incremented;
 // otherwise the running statistics normalise.
 torch::Tensor batch_norm(const torch::Tensor &x, const torch::Tensor &weight, const torch::Tensor &bias,

@@ -1,6 +1,7 @@
 #include "models/vision.h"
 
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "models/onednn.h"
 #include "models/pool.h"
 
@@ -217,10 +218,12 @@ public:
 		return fc(torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
 	}
 	const VisionConfig &config() const override { return c_; }
-	std::string engine() const override
+	std::string engine(bool bf16) const override
 	{
 		if (!blocked())
 			return "libtorch";
+		if (bf16 && onednn::bf16_available())
+			return "onednn-blocked-bf16";
 		return c_.winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked";
 	}
 
@@ -233,8 +236,14 @@ private:
 	}
 
 	// Activations blocked from the stem's output to the pooling head: [N, C/B, H, W, B].
-	torch::Tensor forward_blocked(const torch::Tensor &x)
+	// Under CPU bf16 autocast, where oneDNN has bf16 kernels, they are bf16 (the input is
+	// rounded to bf16 at the stem); weights, their gradients and batch-norm statistics stay
+	// float.
+	torch::Tensor forward_blocked(const torch::Tensor &xin)
 	{
+		const bool bf16 =
+			compat::autocast_compute_dtype(torch::kCPU) == torch::kBFloat16 && onednn::bf16_available();
+		const torch::Tensor x = bf16 ? xin.to(torch::kBFloat16) : xin;
 		auto y = bn_b(bn1, conv_b(conv1, x, deep_ ? 2 : 1, deep_ ? 3 : 1, false), true);
 		if (deep_) // max pooling is libtorch's, between two layout changes
 			y = onednn::to_blocked(torch::max_pool2d(onednn::from_blocked(y), 3, 2, 1));

@@ -28,8 +28,14 @@ class VisionModel : public torch::nn::Module {
 public:
 	virtual torch::Tensor forward(const torch::Tensor &x) = 0;
 	virtual const VisionConfig &config() const = 0;
-	// What runs the layers: "onednn-blocked", "onednn-blocked-winograd" or "libtorch".
-	virtual std::string engine() const { return "libtorch"; }
+	// What runs the layers in fp32, or under CPU bf16 autocast with bf16 set:
+	// "onednn-blocked", "onednn-blocked-winograd" (fp32), "onednn-blocked-bf16" (bf16 on
+	// a CPU with oneDNN bf16 kernels) or "libtorch".
+	virtual std::string engine(bool bf16 = false) const
+	{
+		(void)bf16;
+		return "libtorch";
+	}
 };
 
 std::shared_ptr<VisionModel> make_vision_model(const VisionConfig &c);

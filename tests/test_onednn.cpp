@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "core/run.h"
+#include "core/torch_compat.h"
 #include "models/onednn.h"
 #include "models/vision.h"
 #include "optim/optimizer.h"
@@ -13,6 +15,13 @@ using namespace knlp;
 	do {                                                                                                           \
 		if (!onednn::available())                                                                              \
 			GTEST_SKIP() << "built without oneDNN's headers (libdnnl-dev)";                                \
+	} while (0)
+
+#define NEED_ONEDNN_BF16()                                                                                             \
+	do {                                                                                                           \
+		NEED_ONEDNN();                                                                                         \
+		if (!onednn::bf16_available())                                                                         \
+			GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (no AVX512-BF16 or AMX-BF16)";             \
 	} while (0)
 
 // Largest absolute difference, relative to the reference's largest magnitude.
@@ -75,6 +84,95 @@ TEST(OneDnn, ConvolutionMatchesLibtorchForwardAndBackward)
 			EXPECT_LT(rel_err(x.grad(), gx_ref), tol);
 			EXPECT_LT(rel_err(w.grad(), gw_ref), tol);
 		}
+	}
+}
+
+// oneDNN's bf16 kernels exactly where the CPU has native bf16: the engine's bf16 path is
+// neither missed on such a CPU nor taken (as reference code, slower than f32) elsewhere.
+TEST(OneDnn, Bf16KernelsWhereTheCpuHasNativeBf16)
+{
+	NEED_ONEDNN();
+	EXPECT_EQ(onednn::bf16_available(), !cpu_info().bf16.empty()) << "cpu bf16: '" << cpu_info().bf16 << "'";
+}
+
+// bf16 convolution against float64 on the same bf16-rounded input, weight and output
+// gradient: the output and the input's gradient are rounded to bf16 once (2^-9 relative),
+// the weight's gradient is float sums of exact products. The cases take each backward
+// route: the stem (plain input), oneDNN's backward-weights convolution (outputs over 8x8),
+// and the patch product (8x8 or fewer, with padding, strides and a 1x1 shortcut).
+TEST(OneDnn, Bf16ConvolutionMatchesFloat64OnTheSameRoundedValues)
+{
+	NEED_ONEDNN_BF16();
+	torch::manual_seed(11);
+	struct Case {
+		int64_t c, h, o, k, stride, pad;
+		bool plain;
+	} cases[] = {
+		{3, 9, 16, 3, 1, 1, true},				   // a stem: plain input, 3 channels
+		{16, 10, 16, 3, 1, 1, false},				   // 10x10 outputs: oneDNN's backward weights
+		{32, 12, 48, 3, 1, 1, false}, {16, 8, 32, 3, 2, 1, false}, // 4x4 outputs: the patch product, strided
+		{32, 6, 16, 1, 2, 0, false},				   // 1x1 shortcut, 3x3 outputs
+		{32, 4, 32, 3, 1, 1, false},				   // 4x4 with padding on every side
+		{16, 8, 16, 3, 1, 1, false},				   // 8x8: the largest the product takes
+	};
+	auto bf = [](const torch::Tensor &t) { return t.to(torch::kBFloat16); };
+	for (const auto &c : cases) {
+		SCOPED_TRACE(fmt::format("c{} h{} o{} k{} s{} p{}", c.c, c.h, c.o, c.k, c.stride, c.pad));
+		const auto x = bf(torch::randn({3, c.c, c.h, c.h}));
+		const auto w = bf(torch::randn({c.o, c.c, c.k, c.k}) * 0.2).to(torch::kFloat);
+		auto xd = x.to(torch::kDouble).requires_grad_(), wd = w.to(torch::kDouble).requires_grad_();
+		auto ref = torch::conv2d(xd, wd, {}, c.stride, c.pad);
+		const auto g = bf(torch::randn(ref.sizes()));
+		(ref * g.to(torch::kDouble)).sum().backward();
+
+		auto xin = (c.plain ? x : onednn::to_blocked(x)).detach().requires_grad_();
+		auto win = w.clone().requires_grad_();
+		auto yb = onednn::conv2d(xin, win, c.stride, c.pad, true);
+		ASSERT_EQ(yb.scalar_type(), torch::kBFloat16);
+		auto y = onednn::from_blocked(yb);
+		ASSERT_EQ(y.sizes(), ref.sizes());
+		(y.to(torch::kFloat) * g.to(torch::kFloat)).sum().backward();
+		EXPECT_LT(rel_err(y.to(torch::kDouble), ref), 4e-3);
+		ASSERT_EQ(win.grad().scalar_type(), torch::kFloat);
+		EXPECT_LT(rel_err(win.grad().to(torch::kDouble), wd.grad()), 2e-5);
+		if (!c.plain) {
+			ASSERT_EQ(xin.grad().scalar_type(), torch::kBFloat16);
+			EXPECT_LT(rel_err(onednn::from_blocked(xin.grad()).to(torch::kDouble), xd.grad()), 4e-3);
+		}
+	}
+}
+
+// bf16 batch norm (+ ReLU) against float64 on the same bf16 input: statistics and the
+// parameters' gradients in float, the output and the input's gradient rounded to bf16.
+TEST(OneDnn, Bf16BatchNormMatchesFloat64)
+{
+	NEED_ONEDNN_BF16();
+	torch::manual_seed(12);
+	for (bool relu : {true, false}) {
+		SCOPED_TRACE(fmt::format("relu {}", relu));
+		const auto x = (torch::randn({4, 32, 5, 5}) * 3 + 1).to(torch::kBFloat16);
+		auto w = (torch::rand({32}) + 0.5).requires_grad_(), b = torch::randn({32}).requires_grad_();
+		auto rm = torch::randn({32}), rv = torch::rand({32}) + 0.5;
+		auto rmd = rm.to(torch::kDouble), rvd = rv.to(torch::kDouble), nbt = torch::zeros({}, torch::kLong);
+		auto xd = x.to(torch::kDouble).requires_grad_();
+		auto wd = w.detach().to(torch::kDouble).requires_grad_(),
+		     bd = b.detach().to(torch::kDouble).requires_grad_();
+		auto ref = torch::batch_norm(xd, wd, bd, rmd, rvd, true, 0.1, 1e-5, false);
+		if (relu)
+			ref = ref.relu();
+		const auto g = torch::randn(ref.sizes()).to(torch::kBFloat16);
+		(ref * g.to(torch::kDouble)).sum().backward();
+
+		auto xin = onednn::to_blocked(x).requires_grad_();
+		auto yb = onednn::batch_norm(xin, w, b, rm, rv, nbt, true, 0.1, 1e-5, relu);
+		ASSERT_EQ(yb.scalar_type(), torch::kBFloat16);
+		(onednn::from_blocked(yb).to(torch::kFloat) * g.to(torch::kFloat)).sum().backward();
+		EXPECT_LT(rel_err(onednn::from_blocked(yb).to(torch::kDouble), ref), 4e-3);
+		EXPECT_LT(rel_err(onednn::from_blocked(xin.grad()).to(torch::kDouble), xd.grad()), 8e-3);
+		EXPECT_LT(rel_err(w.grad().to(torch::kDouble), wd.grad()), 1e-4);
+		EXPECT_LT(rel_err(b.grad().to(torch::kDouble), bd.grad()), 1e-5);
+		EXPECT_LT(rel_err(rm.to(torch::kDouble), rmd), 1e-6);
+		EXPECT_LT(rel_err(rv.to(torch::kDouble), rvd), 1e-6);
 	}
 }
 
@@ -150,7 +248,10 @@ TEST(OneDnn, BadShapesGetClearErrors)
 // batch-norm statistics must be about as close to it as libtorch's own float path is.
 // (Batch norm over small batches makes deep gradients ill-conditioned: in float, either
 // engine's differ from double's by up to a few percent; the comparison is relative.)
-static void compare_engines(const std::string &arch, int64_t batch, bool winograd, double slack)
+// bf16: both engines under CPU bf16 autocast (the blocked one then runs its bf16 path), each
+// compared with the double reference; the blocked path must be about as close as libtorch's
+// own bf16 path is.
+static void compare_engines(const std::string &arch, int64_t batch, bool winograd, double slack, bool bf16 = false)
 {
 	VisionConfig a;
 	a.arch = arch, a.in_channels = 3, a.num_classes = 10, a.onednn = true, a.winograd = winograd;
@@ -163,12 +264,17 @@ static void compare_engines(const std::string &arch, int64_t batch, bool winogra
 	torch::manual_seed(7);
 	auto md = make_vision_model(b);
 	md->to(torch::kDouble);
-	EXPECT_EQ(ma->engine(),
-		  winograd && onednn::winograd_available() ? "onednn-blocked-winograd" : "onednn-blocked");
-	EXPECT_EQ(mb->engine(), "libtorch");
+	EXPECT_EQ(ma->engine(bf16), bf16				       ? "onednn-blocked-bf16"
+				    : winograd && onednn::winograd_available() ? "onednn-blocked-winograd"
+									       : "onednn-blocked");
+	EXPECT_EQ(mb->engine(bf16), "libtorch");
 	auto x = torch::randn({batch, 3, 32, 32});
 	auto y = torch::randint(0, 10, {batch}, torch::kLong);
-	auto la = ma->forward(x), lb = mb->forward(x), ld = md->forward(x.to(torch::kDouble));
+	auto fwd = [&](VisionModel &m) {
+		compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+		return m.forward(x).to(torch::kFloat);
+	};
+	auto la = fwd(*ma), lb = fwd(*mb), ld = md->forward(x.to(torch::kDouble));
 	auto check = [&](const std::string &what, const torch::Tensor &ta, const torch::Tensor &tb,
 			 const torch::Tensor &td) {
 		SCOPED_TRACE(what);
@@ -194,7 +300,7 @@ static void compare_engines(const std::string &arch, int64_t batch, bool winogra
 	}
 	torch::NoGradGuard ng;
 	ma->eval(), mb->eval(), md->eval();
-	check("eval logits", ma->forward(x), mb->forward(x), md->forward(x.to(torch::kDouble)));
+	check("eval logits", fwd(*ma), fwd(*mb), md->forward(x.to(torch::kDouble)));
 }
 
 TEST(OneDnn, ResNet18MatchesTheLibtorchPath)
@@ -215,12 +321,23 @@ TEST(OneDnn, ResNet50MatchesTheLibtorchPath)
 	compare_engines("resnet50", 2, true, 10);
 }
 
+TEST(OneDnn, ResNet18InBf16MatchesLibtorchsBf16Path)
+{
+	NEED_ONEDNN_BF16();
+	compare_engines("resnet18", 4, true, 3, true);
+}
+
+TEST(OneDnn, ResNet50InBf16MatchesLibtorchsBf16Path)
+{
+	NEED_ONEDNN_BF16();
+	compare_engines("resnet50", 2, true, 3, true);
+}
+
 // Training on the blocked path is deterministic: two runs from one seed agree bit for bit
 // (what exact resume relies on), and the loss goes down.
-TEST(OneDnn, ResNetTrainingIsDeterministicAndLearns)
+static void train_twice(bool bf16)
 {
-	NEED_ONEDNN();
-	auto run = [] {
+	auto run = [bf16] {
 		VisionConfig c;
 		c.arch = "resnet18", c.in_channels = 3, c.num_classes = 10;
 		torch::manual_seed(3);
@@ -235,7 +352,12 @@ TEST(OneDnn, ResNetTrainingIsDeterministicAndLearns)
 		Optimizer opt(named, oo);
 		std::vector<float> losses;
 		for (int i = 0; i < 4; i++) {
-			auto loss = torch::nn::functional::cross_entropy(m->forward(x), y);
+			torch::Tensor out;
+			{
+				compat::AutocastGuard ag(torch::kCPU, bf16, torch::kBFloat16);
+				out = m->forward(x);
+			}
+			auto loss = torch::nn::functional::cross_entropy(out.to(torch::kFloat), y);
 			losses.push_back(loss.item<float>());
 			loss.backward();
 			opt.step(1e-3, 1.0);
@@ -250,4 +372,16 @@ TEST(OneDnn, ResNetTrainingIsDeterministicAndLearns)
 	EXPECT_EQ(l1, l2);
 	EXPECT_TRUE(torch::equal(w1, w2));
 	EXPECT_LT(l1.back(), l1.front());
+}
+
+TEST(OneDnn, ResNetTrainingIsDeterministicAndLearns)
+{
+	NEED_ONEDNN();
+	train_twice(false);
+}
+
+TEST(OneDnn, ResNetTrainingInBf16IsDeterministicAndLearns)
+{
+	NEED_ONEDNN_BF16();
+	train_twice(true);
 }

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/image_batch.h"
+#include "models/onednn.h"
 #include "models/vision.h"
 #include "optim/optimizer.h"
 #include "prune/pruner.h"
@@ -101,9 +102,10 @@ public:
 	torch::nn::Module &model() override { return *model_; }
 
 	// oneDNN's blocked layout (IMAGE_ONEDNN) replaces channels-last for the ResNets.
-	void prepare_parameters(RunContext &) override
+	void prepare_parameters(RunContext &ctx) override
 	{
-		channels_last_ = cfg_.image.channels_last && model_->engine() == "libtorch";
+		engine_ = model_->engine(ctx.bf16); // the precision is settled by now
+		channels_last_ = cfg_.image.channels_last && engine_ == "libtorch";
 		if (!channels_last_)
 			return;
 		// Convolution weights NHWC; the optimizer's state follows their layout.
@@ -142,10 +144,12 @@ public:
 		if (channels_last_)
 			fmt::print("layout: channels-last (NHWC) convolution weights and inputs\n");
 		if (arch_ != "lenet5") {
-			const std::string eng = model_->engine();
+			const std::string &eng = engine_;
 			if (eng != "libtorch")
 				fmt::print("engine: oneDNN primitives on its blocked layout{} (CONFIG_IMAGE_ONEDNN)\n",
-					   eng == "onednn-blocked-winograd" ? ", Winograd 3x3 convolutions" : "");
+					   eng == "onednn-blocked-winograd" ? ", Winograd 3x3 convolutions"
+					   : eng == "onednn-blocked-bf16"   ? ", bf16 activations"
+									    : "");
 			else if (cfg_.image.onednn)
 				fmt::print("engine: libtorch's ops; CONFIG_IMAGE_ONEDNN needs {}\n",
 					   ctx.dev.is_cuda() ? "the CPU"
@@ -156,16 +160,16 @@ public:
 				   "(CONFIG_IMAGE_ADV_RECIPE)\n",
 				   ctx.opt->options().name);
 	}
-	std::vector<std::pair<std::string, std::string>> run_record() const override
-	{
-		return {{"engine", model_->engine()}};
-	}
+	std::vector<std::pair<std::string, std::string>> run_record() const override { return {{"engine", engine_}}; }
 	// libtorch's convolutions, batch norm and linear layers run under bf16 autocast
-	// (oneDNN's bf16 kernels on the CPU); the oneDNN blocked-layout engine is fp32 only.
+	// (oneDNN's bf16 kernels on the CPU); the oneDNN blocked-layout engine runs bf16 only
+	// where oneDNN has bf16 kernels for this CPU (native bf16).
 	std::string bf16_unsupported(const RunContext &) const override
 	{
-		const std::string eng = model_->engine();
-		return eng == "libtorch" ? "" : "the " + eng + " engine (CONFIG_IMAGE_ONEDNN) runs fp32 only";
+		if (model_->engine() == "libtorch" || onednn::bf16_available())
+			return "";
+		return "the oneDNN blocked-layout engine (CONFIG_IMAGE_ONEDNN) has no bf16 kernels on this CPU "
+		       "(CONFIG_IMAGE_ONEDNN=n runs bf16 on libtorch's ops)";
 	}
 	std::string global_batch_text(const RunContext &ctx) const override
 	{
@@ -404,6 +408,7 @@ private:
 	uint64_t seed_ = 0;
 	double lr_ = 0, min_lr_ = 0, clip_ = 0;
 	bool cosine_ = false, channels_last_ = false, adv_recipe_ = false;
+	std::string engine_ = "libtorch"; // what runs the layers, at the settled precision
 	double epoch_loss_sum_ = 0, epoch_time_before_ = 0;
 	int64_t epoch_loss_n_ = 0;
 	Clock::time_point epoch_t0_ = Clock::now();
