@@ -97,8 +97,9 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 		extra=", \"knlp_direct\": $kdir, \"knlp_libtorch_ops\": $klt"
 	fi
 	if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
-		# Native bf16: knlp's bf16 step (libtorch's ops under autocast) against eager +
-		# autocast at its best of 1 and 2 threads, each in its better layout.
+		# Native bf16: knlp's bf16 step (the ResNets: the blocked engine in bf16; channels-last:
+		# libtorch's ops under autocast) against eager + autocast at its best of 1 and 2
+		# threads, each in its better layout.
 		kb=$(KNLP_BENCH_BF16=1 best "$B" vision "$@"); kbc=$(KNLP_BENCH_BF16=1 best "$B" vision "$@" channels_last)
 		pb=$(better "$(best $PY "$top/scripts/ref/vision_eager.py" "$@" bf16)" "$(KNLP_BENCH_THREADS=1 best $PY "$top/scripts/ref/vision_eager.py" "$@" bf16)")
 		pbc=$(better "$(best $PY "$top/scripts/ref/vision_eager.py" "$@" channels_last bf16)" \
@@ -116,6 +117,38 @@ for shape in "lenet5 512 10" "resnet18 32 4"; do
 	sep=", "
 done
 printf '},\n' >>"$res"
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+	# ResNet-18 at the presets' batch (defconfigs/resnet18-*: CONFIG_BATCH_SIZE=128) in bf16:
+	# eager + autocast's best arm of layout (NCHW, channels-last) x threads (1, 2) x allocator
+	# (glibc's default, knlp's setting), then 3 alternating pairs of knlp and that arm.
+	echo "  resnet18 B128 (the presets' batch), bf16: eager + autocast's arms (img/s):"
+	arms="{"; bestr=0
+	for lay in "" channels_last; do
+		for th in 1 2; do
+			for alloc in default knlp; do
+				r=$(with_alloc $alloc env KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/vision_eager.py" resnet18 128 2 $lay bf16)
+				ri=$(jq_get "$r" images_per_sec)
+				arms="$arms\"${lay:-nchw} ${th}t $alloc\": $r, "
+				printf "      %-13s %s thread(s), %-7s allocator: %6.1f\n" "${lay:-nchw}" "$th" "$alloc" "$ri"
+				if $PY -c "import sys; sys.exit(0 if $ri > $bestr else 1)"; then
+					bestr=$ri; barm=("$lay" "$th" "$alloc")
+				fi
+			done
+		done
+	done
+	arms="${arms%, }}"
+	pairs=""
+	for i in 1 2 3; do
+		k1=$(jq_get "$(KNLP_BENCH_BF16=1 "$B" vision resnet18 128 2)" images_per_sec)
+		e1=$(jq_get "$(with_alloc "${barm[2]}" env KNLP_BENCH_THREADS="${barm[1]}" $PY "$top/scripts/ref/vision_eager.py" resnet18 128 2 ${barm[0]} bf16)" images_per_sec)
+		pairs="$pairs${pairs:+, }[$k1, $e1]"
+	done
+	paired=$($PY -c "import statistics; print(f'{statistics.median(a / b for a, b in [$pairs]):.3f}')")
+	printf "      knlp bf16 (blocked engine) / eager's best arm (%s, %s thread(s), %s allocator), 3 alternating pairs: median %sx (%s)\n" \
+		"${barm[0]:-nchw}" "${barm[1]}" "${barm[2]}" "$paired" "$($PY -c "print(', '.join(f'{a:.0f}/{b:.0f}' for a, b in [$pairs]))")"
+	printf '  "resnet18_b128_bf16": {"eager_arms": %s, "paired_knlp_eager_best": [%s], "paired_median_ratio": %s},\n' \
+		"$arms" "$pairs" "$paired" >>"$res"
+fi
 fi
 
 if want train || want optim; then
