@@ -1,7 +1,7 @@
 #!/bin/bash
 # bf16 beyond GPT-2 training (KNLP_CPU_PRECISION=bf16-force runs it on any CPU, emulated
 # where not native): LeNet-5 and GraphSAGE train under bf16 autocast, record it in run.json
-# and end close to the same runs in fp32; `knlp eval` of a GPT-2 checkpoint in bf16 is
+# and end close to the same runs in fp32 (auto keeps LeNet-5 in fp32, its faster precision); `knlp eval` of a GPT-2 checkpoint in bf16 is
 # within 0.02 nats of fp32 and says so; `knlp sample` decodes in bf16 with every attention
 # variant, its cache holding bf16 keys and values (measured bytes = analytic).
 . "$(dirname "$0")/lib.sh"
@@ -39,6 +39,16 @@ assert ta[-1] > 0.9 and tb[-1] > 0.9, (ta, tb)  # both learn the bars
 assert abs(ta[-1] - tb[-1]) <= 0.03, (ta, tb)
 assert a["train_losses"] != b["train_losses"]  # bf16 did run
 PY
+# CONFIG_CPU_PRECISION_AUTO trains LeNet-5 in fp32, which is faster for it than bf16 even
+# on a CPU with native bf16, and says why; an explicit bf16 choice still gets bf16.
+KNLP_CPU_PRECISION=auto "$KNLP" train --config l.config --set EPOCHS=1 --out la >la.log 2>&1 || bad "lenet auto: $(tail -3 la.log)"
+[ "$(field la precision)" = fp32 ] && ok || bad "lenet auto: precision $(field la precision)"
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+	field la precision_reason | grep -q "fp32: LeNet-5 trains faster in fp32 than in bf16" &&
+		grep -q "^precision: fp32 (LeNet-5 trains faster" la.log && ok || bad "lenet auto reason: $(field la precision_reason)"
+	KNLP_CPU_PRECISION=bf16 "$KNLP" train --config l.config --set EPOCHS=1 --out lb >lb.log 2>&1 || bad "lenet bf16: $(tail -3 lb.log)"
+	[ "$(field lb precision)" = bf16 ] && ok || bad "lenet explicit bf16: precision $(field lb precision)"
+fi
 
 # GraphSAGE on a synthetic graph, 3 epochs.
 cat >g.config <<EOC

@@ -113,6 +113,7 @@ Precision resolve_precision(const Settings &s, torch::Device dev)
 		p.reason = source + " (" + has + ")";
 	} else if (native) {
 		p.bf16 = true;
+		p.automatic = want == "auto";
 		p.reason = source + ": " + has;
 	} else if (want == "bf16-require") {
 		fail("{}: this CPU ({}) has {}", source, cpu.model, has);

@@ -25,10 +25,11 @@ double measure_matmul_peak(torch::Device dev, bool bf16);
 // bf16-force overrides it. A bf16 request the CPU cannot serve natively gives fp32 and a
 // notice, or an error under CONFIG_CPU_PRECISION_BF16_REQUIRE.
 struct Precision {
-	bool bf16 = false;     // bf16 autocast (float32 master weights and optimizer state)
-	bool required = false; // CONFIG_CPU_PRECISION_BF16_REQUIRE: no silent fp32
-	std::string reason;    // for run.json and the start-up line
-	std::string notice;    // printed once when not empty
+	bool bf16 = false;	// bf16 autocast (float32 master weights and optimizer state)
+	bool required = false;	// CONFIG_CPU_PRECISION_BF16_REQUIRE: no silent fp32
+	bool automatic = false; // bf16 by CONFIG_CPU_PRECISION_AUTO (or KNLP_CPU_PRECISION=auto)
+	std::string reason;	// for run.json and the start-up line
+	std::string notice;	// printed once when not empty
 	const char *name() const { return bf16 ? "bf16" : "fp32"; }
 };
 Precision resolve_precision(const Settings &s, torch::Device dev);

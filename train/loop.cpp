@@ -158,6 +158,15 @@ void Loop::build()
 					   prec_.reason.substr(0, prec_.reason.find("; fp32: ")), why);
 		}
 	}
+	if (ctx_.bf16 && prec_.automatic) {
+		const std::string why = family_->bf16_slower(ctx_);
+		if (!why.empty()) {
+			ctx_.bf16 = prec_.bf16 = false;
+			prec_.reason += "; fp32: " + why;
+			if (ctx_.main_rank())
+				fmt::print("precision: fp32 ({})\n", why);
+		}
+	}
 	auto params = family_->model().parameters();
 	if (ddp_) // identical initial weights (they are seeded alike; this makes sure)
 		ddp_->broadcast(params);

@@ -161,6 +161,10 @@ public:
 	{
 		return std::string("the ") + name() + " family has no bf16 path";
 	}
+	// Why bf16, though it runs, would be slower than fp32 for this model ("" where it is
+	// not): CONFIG_CPU_PRECISION_AUTO then trains in fp32 and says why; an explicit bf16
+	// choice still gets bf16.
+	virtual std::string bf16_slower(const RunContext &) const { return ""; }
 
 	// ---- training
 	virtual double learning_rate(const Position &p) const = 0;
