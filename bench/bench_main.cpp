@@ -136,6 +136,13 @@ static int bench_train(char **a)
 		opt.step(1e-4, true);
 		return loss.item<double>();
 	};
+	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps
+		for (int i = 0; i < 2; i++)
+			step();
+		torch::autograd::profiler::RecordProfile guard(prof);
+		for (int i = 0; i < 3; i++)
+			step();
+	}
 	const double dt = mean_secs(3, steps, step);
 	double tok_s = double(B) * c.block_size / dt;
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
