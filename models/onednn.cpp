@@ -176,9 +176,9 @@ struct ConvShape {
 	bool plain_src;
 	bool winograd; // asked for, and the shape is one it pays on
 	memory::data_type dt;
-	// The weight gradient as one matrix product (gemm_rows() below) instead of oneDNN's
-	// backward-weights convolution: bf16 with outputs of 8x8 or fewer, where that kernel
-	// reaches a quarter to a half of the product's speed (docs/vision.md).
+	// The weight gradient as one matrix product (gemm_weight_grad() below) instead of
+	// oneDNN's backward-weights convolution: bf16 with outputs of 8x8 or fewer, where that
+	// kernel is slow (ResNet-18's step 1.13-1.17x faster with the product, docs/vision.md).
 	bool gemm_w;
 	int64_t rows() const { return n * oh() * ow(); } // of the product: one per output pixel
 	int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
@@ -322,9 +322,11 @@ ConvShape conv_shape(const Tensor &x, const Tensor &w, int64_t stride, int64_t p
 		     B, B, c10::toString(x.scalar_type()), fmt::join(x.sizes(), "x"));
 	s.dt = act_type(x);
 	s.n = x.size(0), s.c = s.plain_src ? x.size(1) : x.size(1) * B, s.h = x.size(2), s.w = x.size(3);
-	if (w.dim() != 4 || w.size(1) != s.c || w.size(2) != w.size(3) || !blockable(w.size(0)))
-		fail("onednn: conv2d weight {} does not fit input {} (square kernel, output channels a multiple of {})",
-		     w.sizes(), fmt::join(x.sizes(), "x"), B);
+	if (w.dim() != 4 || w.size(1) != s.c || w.size(2) != w.size(3) || !blockable(w.size(0)) ||
+	    w.scalar_type() != torch::kFloat)
+		fail("onednn: conv2d weight {} {} does not fit input {} (float, square kernel, output channels a "
+		     "multiple of {})",
+		     c10::toString(w.scalar_type()), w.sizes(), fmt::join(x.sizes(), "x"), B);
 	s.o = w.size(0), s.k = w.size(2), s.stride = stride, s.pad = pad;
 	if (s.oh() < 1 || s.ow() < 1)
 		fail("onednn: conv2d input {} is smaller than its {}x{} kernel", fmt::join(x.sizes(), "x"), s.k, s.k);
@@ -671,6 +673,11 @@ torch::Tensor batch_norm(const torch::Tensor &x, const torch::Tensor &weight, co
 {
 	if (!weight.defined() || !bias.defined() || !running_mean.defined() || !running_var.defined())
 		fail("onednn: batch_norm needs an affine BatchNorm that tracks running statistics");
+	auto f32 = [](const torch::Tensor &t) { return t.scalar_type() == torch::kFloat; };
+	if (!f32(weight) || !f32(bias) || !f32(running_mean) || !f32(running_var))
+		fail("onednn: batch_norm's weight, bias and running statistics must be float, got {}, {}, {}, {}",
+		     c10::toString(weight.scalar_type()), c10::toString(bias.scalar_type()),
+		     c10::toString(running_mean.scalar_type()), c10::toString(running_var.scalar_type()));
 	if (training && num_batches_tracked.defined()) {
 		torch::NoGradGuard ng;
 		num_batches_tracked.add_(1);

@@ -235,6 +235,19 @@ TEST(OneDnn, BadShapesGetClearErrors)
 			  onednn::conv2d(x, torch::randn({16, 16, 11, 11}), 1, 1);
 		  }).find("smaller than"),
 		  std::string::npos);
+	EXPECT_NE(what([&] {
+			  onednn::conv2d(x, torch::randn({16, 16, 3, 3}).to(torch::kBFloat16), 1, 1);
+		  }).find("float, square kernel"),
+		  std::string::npos);
+	EXPECT_NE(what([&] {
+			  onednn::batch_norm(x, torch::ones({16}, torch::kBFloat16), torch::zeros({16}),
+					     torch::zeros({16}), torch::ones({16}), {}, true, 0.1, 1e-5, false);
+		  }).find("must be float, got BFloat16, Float"),
+		  std::string::npos);
+	EXPECT_NE(what([&] {
+			  onednn::conv2d(x.to(torch::kDouble), torch::randn({16, 16, 3, 3}), 1, 1);
+		  }).find("float or bf16 CPU"),
+		  std::string::npos);
 	auto one = onednn::to_blocked(torch::randn({1, 16, 1, 1}));
 	auto w = torch::ones({16}), b = torch::zeros({16}), rm = torch::zeros({16}), rv = torch::ones({16});
 	EXPECT_NE(what([&] {
