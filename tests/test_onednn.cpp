@@ -30,6 +30,13 @@ static double rel_err(const torch::Tensor &a, const torch::Tensor &ref)
 	return (a - ref).abs().max().item<double>() / std::max(1e-30, ref.abs().max().item<double>());
 }
 
+// A convolution case: input channels, size (square), output channels, kernel, stride,
+// padding, and whether the input is plain NCHW (a stem) rather than blocked.
+struct ConvCase {
+	int64_t c, h, o, k, stride, pad;
+	bool plain;
+};
+
 TEST(OneDnn, BlockedLayoutRoundTrip)
 {
 	const int64_t B = onednn::block();
@@ -47,10 +54,7 @@ TEST(OneDnn, ConvolutionMatchesLibtorchForwardAndBackward)
 {
 	NEED_ONEDNN();
 	torch::manual_seed(1);
-	struct Case {
-		int64_t c, h, o, k, stride, pad;
-		bool plain;
-	} cases[] = {
+	const ConvCase cases[] = {
 		{3, 9, 16, 3, 1, 1, true},    // a stem: plain input, 3 channels
 		{16, 8, 32, 3, 2, 1, false},  // strided 3x3
 		{32, 6, 16, 1, 2, 0, false},  // 1x1 shortcut
@@ -104,16 +108,14 @@ TEST(OneDnn, Bf16ConvolutionMatchesFloat64OnTheSameRoundedValues)
 {
 	NEED_ONEDNN_BF16();
 	torch::manual_seed(11);
-	struct Case {
-		int64_t c, h, o, k, stride, pad;
-		bool plain;
-	} cases[] = {
-		{3, 9, 16, 3, 1, 1, true},				   // a stem: plain input, 3 channels
-		{16, 10, 16, 3, 1, 1, false},				   // 10x10 outputs: oneDNN's backward weights
-		{32, 12, 48, 3, 1, 1, false}, {16, 8, 32, 3, 2, 1, false}, // 4x4 outputs: the patch product, strided
-		{32, 6, 16, 1, 2, 0, false},				   // 1x1 shortcut, 3x3 outputs
-		{32, 4, 32, 3, 1, 1, false},				   // 4x4 with padding on every side
-		{16, 8, 16, 3, 1, 1, false},				   // 8x8: the largest the product takes
+	const ConvCase cases[] = {
+		{3, 9, 16, 3, 1, 1, true},    // a stem: plain input, 3 channels
+		{16, 10, 16, 3, 1, 1, false}, // 10x10 outputs: oneDNN's backward weights
+		{32, 12, 48, 3, 1, 1, false}, // 12x12, 48 channels: likewise
+		{16, 8, 32, 3, 2, 1, false},  // 4x4 outputs: the patch product, strided
+		{32, 6, 16, 1, 2, 0, false},  // 1x1 shortcut, 3x3 outputs
+		{32, 4, 32, 3, 1, 1, false},  // 4x4 with padding on every side
+		{16, 8, 16, 3, 1, 1, false},  // 8x8: the largest the product takes
 	};
 	auto bf = [](const torch::Tensor &t) { return t.to(torch::kBFloat16); };
 	for (const auto &c : cases) {
