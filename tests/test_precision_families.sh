@@ -63,6 +63,13 @@ CONFIG_GNN_HIDDEN=32
 CONFIG_LOG_INTERVAL=5
 EOC
 fp32_and_bf16 g
+# auto keeps GraphSAGE in fp32 too (its small products make bf16 slower), and says why.
+KNLP_CPU_PRECISION=auto "$KNLP" train --config g.config --set GNN_EPOCHS=1 --out ga >ga.log 2>&1 || bad "gnn auto: $(tail -3 ga.log)"
+[ "$(field ga precision)" = fp32 ] && ok || bad "gnn auto: precision $(field ga precision)"
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+	field ga precision_reason | grep -q "fp32: GraphSAGE trains faster in fp32 than in bf16" && ok ||
+		bad "gnn auto reason: $(field ga precision_reason)"
+fi
 $PYTHON - <<'PY' && ok || bad "gnn bf16 does not track fp32"
 import json
 a, b = (json.load(open(r + "/training_metrics.json")) for r in ("g32", "g16"))
