@@ -99,6 +99,19 @@ static double peak_rss_mb()
 	return ru.ru_maxrss / 1024.0;
 }
 
+// KNLP_BENCH_PROFILE=FILE: a chrome trace of 3 calls of step, after `warm` untraced ones.
+template <class F> static void profile_if_asked(F step, int warm = 0)
+{
+	const char *prof = std::getenv("KNLP_BENCH_PROFILE");
+	if (!prof)
+		return;
+	for (int i = 0; i < warm; i++)
+		step();
+	torch::autograd::profiler::RecordProfile guard(prof);
+	for (int i = 0; i < 3; i++)
+		step();
+}
+
 static int bench_train(char **a)
 {
 	GPT2Config c;
@@ -136,13 +149,7 @@ static int bench_train(char **a)
 		opt.step(1e-4, true);
 		return loss.item<double>();
 	};
-	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps
-		for (int i = 0; i < 2; i++)
-			step();
-		torch::autograd::profiler::RecordProfile guard(prof);
-		for (int i = 0; i < 3; i++)
-			step();
-	}
+	profile_if_asked([&] { step(); }, 2);
 	const double dt = mean_secs(3, steps, step);
 	double tok_s = double(B) * c.block_size / dt;
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
@@ -386,11 +393,7 @@ static int bench_vision(int argc, char **a)
 	};
 	for (int i = 0; i < 2; i++)
 		step();
-	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps
-		torch::autograd::profiler::RecordProfile guard(prof);
-		for (int i = 0; i < 3; i++)
-			step();
-	}
+	profile_if_asked(step);
 	const double dt = mean_secs(0, steps, step);
 	nlohmann::json j = {{"impl", cl			       ? "knlp-channels-last"
 				     : mode == "no_onednn"     ? "knlp-no-onednn"
@@ -431,11 +434,7 @@ static int bench_pool(char **a)
 	};
 	for (int i = 0; i < 2; i++)
 		run(0), run(1);
-	if (const char *prof = std::getenv("KNLP_BENCH_PROFILE")) { // chrome trace of 3 steps each
-		torch::autograd::profiler::RecordProfile guard(prof);
-		for (int i = 0; i < 3; i++)
-			run(0), run(1);
-	}
+	profile_if_asked([&] { run(0), run(1); });
 	fwd[0] = fwd[1] = bwd[0] = bwd[1] = 0;
 	for (int i = 0; i < steps; i++)
 		run(0), run(1);
