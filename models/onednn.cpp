@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/parallel.h"
 
 #ifdef KNLP_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -365,7 +366,7 @@ void reorder_into(dnnl::reorder &r, const memory::desc &from, const Tensor &src,
 template <class T> void fill_gemm_rows(const T *x, T *r, const ConvShape &s)
 {
 	const int64_t B = block(), K = s.k, KK = K * K, CB = s.c / B, cols = s.c * KK, oh = s.oh(), ow = s.ow();
-	at::parallel_for(0, s.rows(), 8, [&](int64_t begin, int64_t end) {
+	knlp::parallel_for(0, s.rows(), 8, [&](int64_t begin, int64_t end) {
 		for (int64_t row = begin; row < end; row++) {
 			const int64_t n = row / (oh * ow), y0 = (row / ow) % oh * s.stride - s.pad,
 				      x0 = row % ow * s.stride - s.pad;
@@ -390,7 +391,7 @@ template <class T> void fill_gemm_rows(const T *x, T *r, const ConvShape &s)
 template <class T> void fill_gemm_dy(const T *g, T *d, const ConvShape &s)
 {
 	const int64_t B = block(), S = s.oh() * s.ow(), M = s.rows(), OB = s.o / B;
-	at::parallel_for(0, OB, 1, [&](int64_t begin, int64_t end) {
+	knlp::parallel_for(0, OB, 1, [&](int64_t begin, int64_t end) {
 		for (int64_t ob = begin; ob < end; ob++)
 			for (int64_t n = 0; n < s.n; n++)
 				for (int64_t i = 0; i < S; i++) {
