@@ -33,6 +33,7 @@
 #include "data/tokens.h"
 #include "fim/fisher.h"
 #include "models/fused.h"
+#include "models/gemm.h"
 #include "models/linear_ce.h"
 #include "models/gpt2.h"
 #include "models/pool.h"
@@ -122,7 +123,7 @@ static int bench_train(char **a)
 	int steps = std::atoi(a[6]);
 	c.dropout = 0.0;
 	// KNLP_BENCH_OFF: a comma list of fusions to turn off (head, vocab_blocks, attention,
-	// layernorm, gelu).
+	// layernorm, gelu, gemm).
 	const char *off_env = std::getenv("KNLP_BENCH_OFF");
 	std::string off = off_env ? std::string(",") + off_env + "," : "";
 	auto on = [&](const char *name) { return off.find(std::string(",") + name + ",") == std::string::npos; };
@@ -131,6 +132,8 @@ static int bench_train(char **a)
 	c.blocked_attention = on("attention");
 	c.fused_layernorm = on("layernorm");
 	c.fused_gelu = on("gelu");
+	if (!on("gemm")) // knlp's float32 product (models/gemm.h) off: the BLAS instead
+		set_own_gemm(false);
 	// KNLP_BENCH_BF16=1: the step under CPU bf16 autocast, MFU against the bf16 peak.
 	const bool bf16 = std::getenv("KNLP_BENCH_BF16") != nullptr;
 	torch::manual_seed(0);
@@ -155,6 +158,7 @@ static int bench_train(char **a)
 	double mfu = c.flops_per_token(c.block_size) * tok_s / peak;
 	nlohmann::json j = {{"impl", "knlp"},
 			    {"off", off_env ? off_env : ""},
+			    {"gemm", gemm_engine()},
 			    {"bf16", bf16},
 			    {"tokens_per_sec", tok_s},
 			    {"step_ms", dt * 1e3},
@@ -184,6 +188,70 @@ template <class A, class B> static std::pair<double, double> paired_median_ms(in
 	std::sort(ta.begin(), ta.end());
 	std::sort(tb.begin(), tb.end());
 	return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
+// knlp's float32 product (models/gemm.h) against libtorch's (the BLAS it links) on the
+// products of one GPT-2 layer at batch B, T tokens, C channels: each linear's forward,
+// input gradient and weight gradient. GFLOP/s, medians of `reps` alternating calls.
+static int bench_gemm(char **a)
+{
+	const int64_t B = std::atoi(a[0]), T = std::atoi(a[1]), C = std::atoi(a[2]);
+	const int reps = std::atoi(a[3]);
+	const int64_t M = B * T;
+	torch::manual_seed(0);
+	nlohmann::json rows = nlohmann::json::array();
+	double sum_own = 0, sum_blas = 0; // seconds over all products: the layer's whole share
+	struct Layer {
+		const char *name;
+		int64_t in, out;
+	};
+	for (Layer l : {Layer{"c_attn", C, 3 * C}, Layer{"attn.c_proj", C, C}, Layer{"c_fc", C, 4 * C},
+			Layer{"mlp.c_proj", 4 * C, C}}) {
+		auto x = torch::randn({M, l.in}), w = torch::randn({l.out, l.in}), gy = torch::randn({M, l.out});
+		auto y = torch::empty({M, l.out}), gx = torch::empty({M, l.in}), gw = torch::empty({l.out, l.in});
+		struct Product {
+			const char *what;
+			bool ta, tb;
+			int64_t m, n, k;
+			const float *pa, *pb;
+			int64_t lda, ldb;
+			float *pc;
+			torch::Tensor ta_t, tb_t, out;
+		};
+		std::vector<Product> ps = {{"forward", false, true, M, l.out, l.in, x.data_ptr<float>(),
+					    w.data_ptr<float>(), l.in, l.in, y.data_ptr<float>(), x, w.t(), y},
+					   {"input_grad", false, false, M, l.in, l.out, gy.data_ptr<float>(),
+					    w.data_ptr<float>(), l.out, l.in, gx.data_ptr<float>(), gy, w, gx},
+					   {"weight_grad", true, false, l.out, l.in, M, gy.data_ptr<float>(),
+					    x.data_ptr<float>(), l.out, l.in, gw.data_ptr<float>(), gy.t(), x, gw}};
+		for (auto &p : ps) {
+			auto [own, blas] = paired_median_ms(
+				reps,
+				[&] {
+					sgemm(p.ta, p.tb, p.m, p.n, p.k, 1.0f, p.pa, p.lda, p.pb, p.ldb, 0.0f, p.pc,
+					      p.n);
+				},
+				[&] { at::mm_out(p.out, p.ta_t, p.tb_t); });
+			const double flop = 2.0 * double(p.m) * double(p.n) * double(p.k);
+			sum_own += own, sum_blas += blas;
+			rows.push_back({{"layer", l.name},
+					{"product", p.what},
+					{"m", p.m},
+					{"n", p.n},
+					{"k", p.k},
+					{"knlp_gflops", flop / own / 1e6},
+					{"libtorch_gflops", flop / blas / 1e6},
+					{"speedup", blas / own}});
+		}
+	}
+	nlohmann::json j = {{"engine", gemm_engine()},
+			    {"products", rows},
+			    {"knlp_ms", sum_own},
+			    {"libtorch_ms", sum_blas},
+			    {"speedup", sum_blas / sum_own},
+			    {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
 }
 
 // Each fused CPU kernel (models/fused.h) against the libtorch path it replaces, forward and
@@ -745,6 +813,8 @@ int main(int argc, char **argv)
 		return bench_train(argv + 2);
 	if (!std::strcmp(argv[1], "vision") && argc >= 5)
 		return bench_vision(argc - 2, argv + 2);
+	if (!std::strcmp(argv[1], "gemm") && argc == 6)
+		return bench_gemm(argv + 2);
 	if (!std::strcmp(argv[1], "kernels") && argc == 7)
 		return bench_kernels(argv + 2);
 	if (!std::strcmp(argv[1], "attention") && argc == 8)

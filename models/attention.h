@@ -16,6 +16,8 @@
 
 #include <torch/torch.h>
 
+#include "models/gemm.h"
+
 #include "models/gpt2.h"
 
 namespace knlp {
@@ -36,10 +38,11 @@ torch::Tensor apply_rope(const torch::Tensor &x, int64_t pos0, double base);
 // forward does a matmul and a separate bias add for inputs of more than two dimensions,
 // which under bf16 autocast costs a transposed weight cast, a mixed-precision bias add and
 // its backward (about 8 ms of a 57 ms GPT-2 124M step on an H100, docs/performance.md);
-// at::linear folds the batch into one GEMM with the bias in its epilogue.
+// at::linear folds the batch into one GEMM with the bias in its epilogue. In float32 on
+// AVX-512 CPUs the product is knlp's own (models/gemm.h), bias in its epilogue too.
 inline torch::Tensor apply_linear(const torch::nn::Linear &l, const torch::Tensor &x)
 {
-	return torch::linear(x, l->weight, l->bias);
+	return knlp::linear(x, l->weight, l->bias);
 }
 
 // softmax(q k^T / sqrt(D) + bias) for q [B, H, T, D], k [B, H, S, D]; bias [T, S].

@@ -1,5 +1,6 @@
 #include "core/parallel.h"
 #include "models/fused.h"
+#include "models/gemm.h"
 
 #include <dlfcn.h>
 
@@ -15,6 +16,30 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 namespace knlp {
+
+// 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 with FMA, 0: baseline x86-64 (or another
+// architecture). ATEN_CPU_CAPABILITY (default, avx2, avx512), the variable that pins
+// ATen's own kernels, caps it too: the vector width decides the order of the kernels'
+// sums, so pinning both gives the same bits on any x86-64 host (tests/test_golden.sh).
+int kernel_isa()
+{
+#if defined(__x86_64__)
+	static const int isa = [] {
+		const int hw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+					       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+				       ? 2
+			       : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+												 : 0;
+		const char *cap = std::getenv("ATEN_CPU_CAPABILITY");
+		const std::string c = cap ? cap : "";
+		const int limit = c == "default" ? 0 : c == "avx2" ? 1 : 2;
+		return std::min(hw, limit);
+	}();
+	return isa;
+#else
+	return 0;
+#endif
+}
 
 namespace {
 
@@ -32,24 +57,11 @@ struct Blocks {
 	}
 };
 
-// The BLAS libtorch itself calls (libblas.so.3: OpenBLAS here), found at run time; null
-// where libtorch carries its own (MKL builds), and the ATen path is used instead.
-using sgemm_fn = void (*)(const char *, const char *, const int *, const int *, const int *, const float *,
-			  const float *, const int *, const float *, const int *, const float *, float *, const int *);
-sgemm_fn blas_sgemm()
-{
-	static sgemm_fn f = reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "sgemm_"));
-	return f;
-}
-
-// Row-major C = alpha op(A) op(B) + beta C: the column-major product with the operands
-// swapped.
+// Row-major C = alpha op(A) op(B) + beta C (models/gemm.h).
 void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
 	     const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
-	const char ca = tb ? 'T' : 'N', cb = ta ? 'T' : 'N';
-	const int M = int(n), N = int(m), K = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
-	blas_sgemm()(&ca, &cb, &M, &N, &K, &alpha, b, &la, a, &lb, &beta, c, &lc);
+	sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // fp32: one (batch x head) at a time per thread, single-threaded products on blocks that
@@ -125,7 +137,7 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 		Blocks b(T, block);
 		auto probs = torch::empty({N, b.total}, q.options());
 		auto out = torch::empty_like(q);
-		if (q.scalar_type() == torch::kFloat && blas_sgemm()) {
+		if (q.scalar_type() == torch::kFloat && sgemm_direct()) {
 			forward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
 				    probs.data_ptr<float>(), out.data_ptr<float>(), N, T, D, b, float(scale));
 			ctx->save_for_backward({q, k, v, probs});
@@ -161,7 +173,7 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 		const double scale = 1.0 / std::sqrt(double(D));
 		auto go = grad_out[0].to(q.scalar_type()).contiguous();
 		Blocks b(T, block);
-		if (q.scalar_type() == torch::kFloat && blas_sgemm()) {
+		if (q.scalar_type() == torch::kFloat && sgemm_direct()) {
 			auto gq = torch::empty_like(q), gk = torch::empty_like(k), gv = torch::empty_like(v);
 			backward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
 				     probs.data_ptr<float>(), go.data_ptr<float>(), gq.data_ptr<float>(),
@@ -191,30 +203,6 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 // load time by the CPU's features; the arithmetic is float32 whatever the tensors hold.
 
 #define KNLP_BODY static inline __attribute__((always_inline))
-
-// 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 with FMA, 0: baseline x86-64 (or another
-// architecture). ATEN_CPU_CAPABILITY (default, avx2, avx512), the variable that pins
-// ATen's own kernels, caps it too: the vector width decides the order of the kernels'
-// sums, so pinning both gives the same bits on any x86-64 host (tests/test_golden.sh).
-int kernel_isa()
-{
-#if defined(__x86_64__)
-	static const int isa = [] {
-		const int hw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-					       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
-				       ? 2
-			       : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
-												 : 0;
-		const char *cap = std::getenv("ATEN_CPU_CAPABILITY");
-		const std::string c = cap ? cap : "";
-		const int limit = c == "default" ? 0 : c == "avx2" ? 1 : 2;
-		return std::min(hw, limit);
-	}();
-	return isa;
-#else
-	return 0;
-#endif
-}
 
 // One body, compiled for each instruction set, dispatched by kernel_isa().
 #if defined(__x86_64__)
@@ -793,7 +781,7 @@ bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::T
 	// the whole GPT-2 step (scripts/ab.sh, vocabulary 50304) blocks gained 4.5-7% at 128
 	// channels and lost 4-6% at 256 and 384 and 3% at 768.
 	const int64_t vb = block > 0 ? block : x.dim() == 2 ? head_vocab_block(x.size(0)) : 0;
-	return blas_sgemm() && vb > 0 && w.dim() == 2 && w.size(0) >= 16 * vb && w.size(1) <= 128 &&
+	return sgemm_direct() && vb > 0 && w.dim() == 2 && w.size(0) >= 16 * vb && w.size(1) <= 128 &&
 	       x.device().is_cpu() && w.device().is_cpu() && x.scalar_type() == torch::kFloat &&
 	       w.scalar_type() == torch::kFloat && x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) &&
 	       x.is_contiguous() && w.is_contiguous();

@@ -62,6 +62,10 @@ bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::T
 // The vocabulary block it uses for `rows` rows.
 int64_t head_vocab_block(int64_t rows);
 
+// The instruction set the CPU kernels (these and models/gemm.h) use: 2 AVX-512 (F, BW,
+// DQ, VL), 1 AVX2 with FMA, 0 baseline x86-64; capped by ATEN_CPU_CAPABILITY.
+int kernel_isa();
+
 // Whether the fused kernels can run: CPU float32 tensors (the kernels are compiled for
 // AVX-512, AVX2 and baseline x86-64 and chosen at run time).
 bool fused_kernels_apply(const torch::Tensor &t);

@@ -86,7 +86,7 @@ torch::Tensor MLPImpl::forward(const torch::Tensor &x)
 	// The bias moves from the product into the activation's pass (models/fused.h).
 	if (fused_gelu_ && gelu_ == Gelu::Erf && c_fc->bias.defined() && x.device().is_cpu() &&
 	    fused_kernels_apply(c_fc->bias)) {
-		auto h = torch::linear(x, c_fc->weight);
+		auto h = knlp::linear(x, c_fc->weight);
 		a = h.scalar_type() == torch::kFloat || h.scalar_type() == torch::kBFloat16
 			    ? bias_gelu(h, c_fc->bias)
 			    : gelu(h + c_fc->bias, gelu_);

@@ -5,6 +5,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "models/fused.h"
+#include "models/gemm.h"
 
 namespace knlp {
 
@@ -65,7 +66,17 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 		}
 		auto xl = low ? xc.to(compute) : xc;
 		auto vc = valid.narrow(0, r0, r);
-		auto logits = torch::mm(xl, wc.t()); // [r, V]
+		// float32 on the CPU: the products through models/gemm.h (knlp's kernel on AVX-512).
+		const bool own = cpu && !low && own_gemm_active() && x.is_contiguous() && w.is_contiguous();
+		torch::Tensor logits; // [r, V]
+		if (own) {
+			const int64_t C = x.size(1);
+			logits = torch::empty({r, V}, x.options());
+			sgemm(false, true, r, V, C, 1.0f, xc.data_ptr<float>(), C, w.data_ptr<float>(), C, 0.0f,
+			      logits.data_ptr<float>(), V);
+		} else {
+			logits = torch::mm(xl, wc.t());
+		}
 		if (low)
 			logits = logits.to(torch::kFloat);
 		if (cpu) { // a row at a time while it is in cache (models/fused.h)
@@ -87,6 +98,12 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 			auto dl = logits.to(compute);
 			gx.narrow(0, r0, r).copy_(torch::mm(dl, wc));
 			gw.add_(torch::mm(dl.t(), xl));
+		} else if (own) { // gx's rows are contiguous, gw accumulates over the chunks
+			const int64_t C = x.size(1);
+			sgemm(false, false, r, C, V, 1.0f, logits.data_ptr<float>(), V, w.data_ptr<float>(), C, 0.0f,
+			      gx.data_ptr<float>() + r0 * C, C);
+			sgemm(true, false, V, C, r, 1.0f, logits.data_ptr<float>(), V, xc.data_ptr<float>(), C, 1.0f,
+			      gw.data_ptr<float>(), C);
 		} else {
 			gx.narrow(0, r0, r).copy_(torch::mm(logits, w));
 			gw.addmm_(logits.t(), xc);

@@ -27,6 +27,12 @@ KALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC
 with_alloc() { local a=$1; shift; if [ "$a" = knlp ]; then (export $KALLOC; "$@"); else "$@"; fi; }
 # eager_gpt2 THREADS ALLOC ARGS...: the eager GPT-2 reference step on THREADS threads.
 eager_gpt2() { local th=$1 a=$2; shift 2; with_alloc "$a" env KNLP_BENCH_THREADS=$th $PY "$top/scripts/ref/gpt2_eager.py" "$@"; }
+# libtorch's float32 products run in OpenBLAS, whose kernel set OPENBLAS_CORETYPE picks (this
+# workplace sets Haswell, AVX2, everywhere). On an AVX-512 CPU the eager baseline also runs
+# with OpenBLAS's AVX-512 kernels (SkylakeX), and the better of the two counts.
+blas_sets="env"
+grep -qw avx512f /proc/cpuinfo && blas_sets="env SkylakeX"
+with_blas() { local b=$1; shift; if [ "$b" = env ]; then "$@"; else OPENBLAS_CORETYPE=$b "$@"; fi; }
 
 if want attention; then
 echo
@@ -168,19 +174,23 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	# Each fusion off alone, and all of them off: its gain in the whole step, against a run
 	# with everything on right before it (the machine drifts over minutes).
 	offs="{"
-	for f in vocab_blocks attention layernorm gelu head,attention,layernorm,gelu; do
+	for f in vocab_blocks attention layernorm gelu gemm head,attention,layernorm,gelu,gemm; do
 		offs="$offs\"$f\": {\"on\": $("$B" train "$@"), \"off\": $(KNLP_BENCH_OFF=$f "$B" train "$@")}, "
 	done
 	offs="${offs%, }}"
 	eager="{"; best=0; bestname=""
-	for th in 1 2; do
-		for alloc in default knlp; do
-			p=$(eager_gpt2 $th $alloc "$@")
-			pt=$(jq_get "$p" tokens_per_sec)
-			eager="$eager\"${th}t_$alloc\": $p, "
-			if $PY -c "import sys; sys.exit(0 if $pt > $best else 1)"; then
-				best=$pt; bestname="$th thread(s), $alloc allocator"; bestth=$th; bestalloc=$alloc
-			fi
+	for blas in $blas_sets; do
+		for th in 1 2; do
+			for alloc in default knlp; do
+				p=$(with_blas $blas eager_gpt2 $th $alloc "$@")
+				pt=$(jq_get "$p" tokens_per_sec)
+				arm="${th}t_$alloc"; [ "$blas" = env ] || arm="${arm}_blas-$blas"
+				eager="$eager\"$arm\": $p, "
+				if $PY -c "import sys; sys.exit(0 if $pt > $best else 1)"; then
+					best=$pt; bestth=$th; bestalloc=$alloc; bestblas=$blas
+					bestname="$th thread(s), $alloc allocator, OpenBLAS kernels: ${blas/env/${OPENBLAS_CORETYPE:-detected}}"
+				fi
+			done
 		done
 	done
 	ab="null"; kb="null"
@@ -204,7 +214,7 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	$PY - "$eager" <<'PY'
 import json, sys
 e = json.loads(sys.argv[1])
-print("      eager fp32 tok/s: " + ", ".join(f"{k.replace('t_', ' thread(s) ')} {v['tokens_per_sec']:.0f}" for k, v in e.items()))
+print("      eager fp32 tok/s: " + ", ".join(f"{k.replace('t_', ' thread(s) ').replace('_blas-', ' blas ')} {v['tokens_per_sec']:.0f}" for k, v in e.items()))
 PY
 	printf "      knlp / best eager fp32 (%s): %sx; knlp's allocator / glibc default: %sx\n" "$bestname" "$(ratio "$kt" "$best")" "$(ratio "$kt" "$kdt")"
 	# Single runs on a shared VM vary by 5-20%: the headline ratio is the median of five
@@ -212,7 +222,7 @@ PY
 	pairs=""
 	for i in 1 2 3 4 5; do
 		k1=$(jq_get "$("$B" train "$@")" tokens_per_sec)
-		e1=$(eager_gpt2 $bestth $bestalloc "$@")
+		e1=$(with_blas $bestblas eager_gpt2 $bestth $bestalloc "$@")
 		pairs="$pairs${pairs:+, }[$k1, $(jq_get "$e1" tokens_per_sec)]"
 	done
 	paired=$($PY -c "import statistics,sys; p=[$pairs]; print(f'{statistics.median(a / b for a, b in p):.3f}')")
@@ -234,7 +244,7 @@ PY
 import json, sys
 k, offs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 names = {"vocab_blocks": "head in vocabulary blocks", "attention": "blocked attention", "layernorm": "add+LayerNorm", "gelu": "bias+GELU",
-         "head,attention,layernorm,gelu": "all four (with the head)"}
+         "gemm": "knlp's fp32 GEMM (" + k.get("gemm", "?") + ")", "head,attention,layernorm,gelu,gemm": "all five (with the head)"}
 print("      fusions, each off against all on right before it: " + "; ".join(
     f"{names[f]} {v['off']['tokens_per_sec']:.0f} vs {v['on']['tokens_per_sec']:.0f} tok/s"
     f" (gain {v['on']['tokens_per_sec'] / v['off']['tokens_per_sec']:.2f}x)"
@@ -259,6 +269,24 @@ for name, label in (("attention", "causal attention in query blocks"), ("add_lay
     print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
 PY
 printf '  "fused_kernels": %s,\n' "$kn" >>"$res"
+
+echo
+echo "== float32 matrix products of one GPT-2 layer at shape (b) (forward, input and weight gradients of"
+echo "   the four linears): knlp's AVX-512 kernel (models/gemm.h) vs libtorch (OpenBLAS), medians of 7"
+echo "   alternating calls; with the OpenBLAS kernels this environment selects and with its AVX-512 ones"
+gm="{"
+for blas in $blas_sets; do
+	g=$(with_blas $blas env KNLP_GEMM=1 "$B" gemm 12 256 384 7)
+	label=${blas/env/${OPENBLAS_CORETYPE:-detected}}
+	$PY - "$g" "$label" <<'PY'
+import json, sys
+g, label = json.loads(sys.argv[1]), sys.argv[2]
+print(f"  OpenBLAS {label}: knlp {g['knlp_ms']:.1f} ms vs libtorch {g['libtorch_ms']:.1f} ms for the layer's 12 products: {g['speedup']:.2f}x"
+      f" (per product {min(p['speedup'] for p in g['products']):.2f}-{max(p['speedup'] for p in g['products']):.2f}x)")
+PY
+	gm="$gm\"$label\": $g, "
+done
+printf '  "gemm": %s},\n' "${gm%, }" >>"$res"
 
 echo
 echo "== AdamW step on the GPT-2 124M parameter set: knlp fused vs torch::optim::AdamW"

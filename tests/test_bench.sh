@@ -18,6 +18,11 @@ t=$("$B" train 2 2 32 16 2 256 3)
 check train "$t" "j['params'] == 34176 and j['tokens_per_sec'] > 0 and 0 < j['mfu'] < 2 and j['peak_gflops'] > 0"
 t=$(KNLP_BENCH_OFF=head,attention,layernorm,gelu "$B" train 2 2 32 16 2 256 3)
 check "train, fusions off" "$t" "j['off'] == 'head,attention,layernorm,gelu' and j['tokens_per_sec'] > 0"
+t=$(KNLP_BENCH_OFF=gemm "$B" train 2 2 32 16 2 256 2)
+check "train, knlp's GEMM off" "$t" "j['gemm'].startswith('blas') and j['tokens_per_sec'] > 0"
+# The products of one layer at batch 2, 16 tokens, 32 channels: 3 per linear, M = 32 rows
+g=$("$B" gemm 2 16 32 2)
+check gemm "$g" "len(j['products']) == 12 and j['products'][0]['m'] == 32 and j['products'][0]['n'] == 96 and j['products'][2]['k'] == 32 and j['products'][11]['n'] == 128 and all(p['knlp_gflops'] > 0 and p['libtorch_gflops'] > 0 for p in j['products'])"
 k=$("$B" kernels 2 128 64 2 2)
 check kernels "$k" "all(j[n]['fused_ms'] > 0 and j[n]['unfused_ms'] > 0 for n in ('attention', 'bias_gelu', 'add_layernorm', 'cross_entropy', 'head_vocab_blocks')) and j['cross_entropy']['vocab'] == 50304 and j['head_vocab_blocks']['block'] == 336"
 # MLA caches a latent of C/2 per token and layer: 16 x 2 layers

@@ -146,7 +146,7 @@ void score_hf(ScoreArgs &a)
 	make_dirs(out);
 	HfCheckpoint ck(dir);
 	LlamaConfig c = llama_config_from(ck);
-	setup_threads(CoreSettings{});
+	setup_threads(Config().settings().core);
 	Llama model(c, ck);
 	auto data = open_split(a.fa.data_dir, a.fa.split, static_cast<int>(c.vocab));
 	auto o = a.fa.options();

@@ -188,7 +188,7 @@ void sample_hf(SampleArgs &a)
 	HfCheckpoint ck(a.ck.path);
 	LlamaConfig c = llama_config_from(ck);
 	auto tok = hf_folder_tokenizer(a.ck.path);
-	setup_threads(CoreSettings{});
+	setup_threads(Config().settings().core);
 	Llama model(c, ck);
 	auto ids = tok->encode(a.prompt);
 	Rng rng(a.seed);
@@ -295,7 +295,7 @@ void eval_hf(EvalArgs &a)
 	int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
 	if (ctx > c.max_positions)
 		fail("eval: --ctx {} exceeds the model's {} positions", ctx, c.max_positions);
-	setup_threads(CoreSettings{});
+	setup_threads(Config().settings().core);
 	Llama model(c, ck);
 	TokenFile val(join_path(a.data_dir, "val.bin"), static_cast<int>(c.vocab), meta.token_bytes);
 	auto r = evaluate_file(model, val, a.batch, ctx);
@@ -343,7 +343,7 @@ void run_eval(EvalArgs &a)
 	if (!a.gguf.empty() && (gguf_architecture(a.gguf) == "llama" || gguf_architecture(a.gguf) == "qwen2")) {
 		if (a.data_dir.empty())
 			fail("eval --gguf {}: pass --data TOKEN_DIR", a.gguf);
-		setup_threads(CoreSettings{});
+		setup_threads(Config().settings().core);
 		Llama model = load_gguf_llama(a.gguf);
 		const auto &c = model->config();
 		int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>(c.max_positions, 1024));
@@ -359,7 +359,7 @@ void run_eval(EvalArgs &a)
 	}
 	if (!a.gguf.empty()) {
 		std::string stored;
-		setup_threads(CoreSettings{});
+		setup_threads(Config().settings().core);
 		GPT2 model = load_gguf_model(a.gguf, &stored);
 		std::string dir = a.data_dir.empty() ? stored : a.data_dir;
 		if (dir.empty())
@@ -470,7 +470,7 @@ void run_export(ExportArgs &a)
 	}
 	PlanOptions po = plan_options(a.qtype, a.upgrade, a.roles, a.pct, a.plan, a.plan_seed);
 	if (is_hf_llama(ckpt)) {
-		setup_threads(CoreSettings{});
+		setup_threads(Config().settings().core);
 		auto s = export_hf_gguf(ckpt, a.out, po, hf_plan_data(ckpt, po, a.src, ""));
 		fmt::print("exported {} to {} (GGUF v3, llama.cpp {}): {} bytes, {:.3f} bits per weight, base {}, {} "
 			   "upgraded to {}; plan in {}.plan.json\n",
@@ -564,7 +564,7 @@ void quantize_hf(QuantizeArgs &a, const PlanOptions &po)
 	const std::string &ckpt = a.ck.path;
 	if (a.data.empty())
 		fail("quantize --checkpoint {}: a Hugging Face folder needs --data TOKEN_DIR", ckpt);
-	setup_threads(CoreSettings{});
+	setup_threads(Config().settings().core);
 	make_dirs(a.out);
 	std::string file = join_path(a.out, "model.gguf");
 	// Calibration defaults to the training split of --data (not the text it is judged on).

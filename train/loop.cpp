@@ -1,5 +1,7 @@
 #include "train/loop.h"
 
+#include "models/gemm.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -589,6 +591,7 @@ void Loop::begin()
 							    {"family", family_->name()},
 							    {"precision", prec_.name()},
 							    {"precision_reason", prec_.reason},
+							    {"gemm", gemm_engine()},
 							    {"throughput_unit", cad_.unit + "/s"}};
 		for (const auto &[k, v] : family_->run_record())
 			extra[k] = v;

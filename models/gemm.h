@@ -1,0 +1,47 @@
+// knlp's float32 matrix product for CPUs with AVX-512, and the linear layer on top of it.
+//
+// libtorch's float32 products go to the BLAS it links (OpenBLAS on Debian), whose speed
+// depends on which of its kernels runs: OpenBLAS picks them by CPU, and OPENBLAS_CORETYPE
+// overrides it (this workplace sets Haswell, AVX2 kernels, on every machine). On an
+// AVX-512 CPU with AVX2 kernels libtorch's products run at about half of what its
+// AVX-512 kernels reach. This product, a packed 8x48 register-blocked AVX-512 kernel,
+// runs the GPT-2 shapes at 1.5-2x the AVX2 kernels and about even with OpenBLAS's AVX-512
+// ones (`knlp_bench gemm`, docs/performance.md), so it is used where the CPU has AVX-512
+// and the BLAS is not running AVX-512 kernels already. Elsewhere sgemm calls the BLAS.
+//
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace knlp {
+
+// Row-major C = alpha op(A) op(B) + beta C: op(A) is m x k (A itself k x m when ta, with
+// leading dimension lda), op(B) is k x n. beta 0 ignores C's old contents (NaN included).
+// Threaded on libtorch's threads; inside a parallel region on the calling thread alone.
+void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+	   int64_t ldb, float beta, float *c, int64_t ldc);
+
+// Whether sgemm uses knlp's kernel now: the CPU has AVX-512 (F, BW, DQ, VL), libtorch's
+// kernels are not capped below it (ATEN_CPU_CAPABILITY, as the fused kernels), the BLAS
+// does not run AVX-512 kernels (openblas_get_corename), and it is switched on
+// (CONFIG_CPU_GEMM). KNLP_GEMM=1 uses it whatever the BLAS runs, KNLP_GEMM=0 never.
+bool own_gemm_active();
+// Whether sgemm runs without going through ATen: knlp's kernel or a BLAS libtorch links.
+bool sgemm_direct();
+// The engine's name for run records and benchmarks: "knlp-avx512", or "blas" with
+// OpenBLAS's kernel set ("blas (OpenBLAS Haswell)").
+std::string gemm_engine();
+// The kernel set of the OpenBLAS libtorch links ("Haswell", "SkylakeX", ...; "" for
+// another BLAS).
+std::string blas_core();
+// The switch (CONFIG_CPU_GEMM). KNLP_GEMM in the environment, when set, wins over it.
+void set_own_gemm(bool on);
+
+// y = x W^T + b (b may be undefined) with its gradients through sgemm, for CPU float32
+// x [..., in], w [out, in] outside bf16 autocast while own_gemm_active(); libtorch's
+// linear otherwise.
+torch::Tensor linear(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
+
+} // namespace knlp
