@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "core/parallel.h"
+
 namespace knlp {
 
 namespace {
@@ -84,7 +86,7 @@ torch::Tensor forward_impl(const torch::Tensor &x, torch::Tensor *codes)
 	const float *in = x.data_ptr<float>();
 	float *o = out.data_ptr<float>();
 	uint8_t *c = codes ? codes->data_ptr<uint8_t>() : nullptr;
-	at::parallel_for(0, N * C, grain(H * W), [&](int64_t b, int64_t e) {
+	knlp::parallel_for(0, N * C, grain(H * W), [&](int64_t b, int64_t e) {
 		for (int64_t p = b; p < e; p++)
 			forward_plane(in + p * H * W, o + p * Ho * Wo, c ? c + p * Ho * Wo : nullptr, H, W);
 	});
@@ -115,7 +117,7 @@ struct ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
 		const float *gp = g.data_ptr<float>();
 		const uint8_t *cp = codes.data_ptr<uint8_t>();
 		float *gi = gin.data_ptr<float>();
-		at::parallel_for(0, N * C, grain(H * W), [&](int64_t b, int64_t e) {
+		knlp::parallel_for(0, N * C, grain(H * W), [&](int64_t b, int64_t e) {
 			for (int64_t p = b; p < e; p++)
 				backward_plane(gp + p * Ho * Wo, cp + p * Ho * Wo, gi + p * H * W, H, W);
 		});
