@@ -164,7 +164,7 @@ check: deps $(BUILD)/build.ninja
 
 bench: deps
 	@$(MAKE) --no-print-directory build
-	@sh scripts/bench.sh $(BUILD)
+	@bash scripts/bench.sh $(BUILD)
 
 # The seed's quantization experiment on a local Hugging Face Llama / Qwen2 folder
 # (docs/quantization.md): HF_MODEL=DIR; HF_DATA=TOKEN_DIR or the Linux documentation

@@ -214,7 +214,11 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 	$PY - "$eager" <<'PY'
 import json, sys
 e = json.loads(sys.argv[1])
-print("      eager fp32 tok/s: " + ", ".join(f"{k.replace('t_', ' thread(s) ').replace('_blas-', ' blas ')} {v['tokens_per_sec']:.0f}" for k, v in e.items()))
+def arm(k):  # "2t_knlp_blas-SkylakeX" -> "2 thread(s) knlp, OpenBLAS SkylakeX"
+    th, rest = k.split("t_", 1)
+    alloc, _, blas = rest.partition("_blas-")
+    return f"{th} thread(s) {alloc}" + (f", OpenBLAS {blas}" if blas else "")
+print("      eager fp32 tok/s: " + ", ".join(f"{arm(k)} {v['tokens_per_sec']:.0f}" for k, v in e.items()))
 PY
 	printf "      knlp / best eager fp32 (%s): %sx; knlp's allocator / glibc default: %sx\n" "$bestname" "$(ratio "$kt" "$best")" "$(ratio "$kt" "$kdt")"
 	# Single runs on a shared VM vary by 5-20%: the headline ratio is the median of five

@@ -30,6 +30,14 @@ a=$("$B" attention mla 2 2 32 2 2)
 check attention "$a" "j['variant'] == 'mla' and j['cache_values_per_token'] == 32 and j['train_tokens_per_sec'] > 0 and j['decode_tokens_per_sec'] > 0"
 g=$("$B" gnn 20000)
 check gnn "$g" "j['nodes'] == 20000 and j['train_steps_per_sec'] > 0 and j['batch_nodes'] > 0 and set(j['sampler']) == {'neighbor', 'page', 'fim'}"
+# make bench runs scripts/bench.sh (bash); the Makefile's `sh` scripts must parse under
+# Debian's sh (dash), which a bash-only construct breaks (bench.sh under sh once did).
+bash -n "$TOP/scripts/bench.sh" && grep -q "bash scripts/bench.sh" "$TOP/Makefile" && ok || bad "make bench does not run bench.sh with bash, or it does not parse"
+if command -v dash >/dev/null; then
+	for s in $(sed -n 's/.*[^a-z]sh scripts\/\([a-z_]*\.sh\).*/\1/p' "$TOP/Makefile"); do
+		dash -n "$TOP/scripts/$s" && ok || bad "scripts/$s does not parse under dash, yet the Makefile runs it with sh"
+	done
+fi
 expect_fail "knlp_bench: bad arguments" "$B" train 1 2
 expect_fail "knlp_bench: bad arguments" "$B" no-such-mode
 echo "$pass passed, $fail failed"
