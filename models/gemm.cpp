@@ -269,8 +269,8 @@ void gemm_block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1
 	}
 }
 
-// The product split into tasks of whole tiles along C's longer side, one or a few per
-// thread, each packing what it reads.
+// The product split into one task per thread, of whole tiles along C's longer side (in
+// tiles), each packing what it reads.
 void own_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
 	      const float *b, int64_t ldb, float beta, float *c, int64_t ldc, const float *bias)
 {
