@@ -1,5 +1,7 @@
 #include "gnn/sage.h"
 
+#include "models/gemm.h"
+
 namespace knlp {
 
 SageConvImpl::SageConvImpl(int64_t in, int64_t out)
@@ -14,13 +16,15 @@ torch::Tensor SageConvImpl::forward(const torch::Tensor &x, const torch::Tensor 
 	const int64_t n = x.size(0);
 	// Mean aggregation commutes with the linear map: aggregate the narrower of the two.
 	const bool project_first = lin_l->weight.size(0) < lin_l->weight.size(1);
-	torch::Tensor msg = project_first ? torch::matmul(x, lin_l->weight.t()) : x;
+	// Products through knlp::linear (models/gemm.h): knlp's AVX-512 kernel in float32 where
+	// it applies, libtorch's linear otherwise.
+	torch::Tensor msg = project_first ? knlp::linear(x, lin_l->weight) : x;
 	// The neighbour sums accumulate in float32 even when the product ran in bf16 (autocast).
 	torch::Tensor agg = torch::zeros({n, msg.size(1)}, msg.options().dtype(torch::kFloat))
 				    .index_add(0, dst, msg.index_select(0, src).to(torch::kFloat));
 	agg = agg * inv_deg.unsqueeze(1);
-	torch::Tensor left = project_first ? agg + lin_l->bias : lin_l->forward(agg);
-	return left + lin_r->forward(x);
+	torch::Tensor left = project_first ? agg + lin_l->bias : knlp::linear(agg, lin_l->weight, lin_l->bias);
+	return left + knlp::linear(x, lin_r->weight);
 }
 
 GraphSageImpl::GraphSageImpl(int64_t in, int64_t hidden, int64_t classes)
