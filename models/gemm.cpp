@@ -377,12 +377,16 @@ std::string blas_core()
 	return name;
 }
 
+// Decided once: own_gemm_active() runs before every product.
 bool blas_runs_avx512()
 {
-	std::string n = blas_core();
-	for (auto &ch : n)
-		ch = char(std::tolower(static_cast<unsigned char>(ch)));
-	return n == "skylakex" || n == "cooperlake" || n == "sapphirerapids";
+	static const bool yes = [] {
+		std::string n = blas_core();
+		for (auto &ch : n)
+			ch = char(std::tolower(static_cast<unsigned char>(ch)));
+		return n == "skylakex" || n == "cooperlake" || n == "sapphirerapids";
+	}();
+	return yes;
 }
 
 bool own_gemm_active()
