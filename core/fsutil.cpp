@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,12 +97,73 @@ void write_file_atomic(const std::string &path, const std::string &data)
 
 std::string read_file(const std::string &path)
 {
-	std::ifstream f(path, std::ios::binary);
-	if (!f)
+	// One allocation of the file's size and plain read()s: a stringstream grows by doubling
+	// and copies again on str(), which cost seconds on a few hundred MB (GGUF files).
+	int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		fail("{}: cannot read ({})", path, std::strerror(errno));
-	std::stringstream ss;
-	ss << f.rdbuf();
-	return ss.str();
+	struct stat st;
+	if (::fstat(fd, &st) != 0) {
+		int e = errno;
+		::close(fd);
+		fail("{}: cannot read ({})", path, std::strerror(e));
+	}
+	const bool regular = S_ISREG(st.st_mode);
+	std::string out;
+	if (regular)
+		out.resize(size_t(st.st_size));
+	size_t got = 0;
+	for (;;) {
+		if (got == out.size()) {
+			if (regular)
+				break; // the size fstat gave (a file growing meanwhile is read as it was)
+			out.resize(std::max<size_t>(out.size() * 2, 1 << 16));
+		}
+		ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			::close(fd);
+			fail("{}: cannot read ({})", path, std::strerror(e));
+		}
+		if (r == 0)
+			break;
+		got += size_t(r);
+	}
+	::close(fd);
+	out.resize(got);
+	return out;
+}
+
+MappedFile::MappedFile(const std::string &path)
+{
+	int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail("{}: cannot read ({})", path, std::strerror(errno));
+	struct stat st;
+	if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		int e = errno;
+		::close(fd);
+		fail("{}: cannot read ({})", path, S_ISREG(st.st_mode) ? std::strerror(e) : "not a regular file");
+	}
+	n_ = size_t(st.st_size);
+	if (n_ > 0) {
+		p_ = ::mmap(nullptr, n_, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p_ == MAP_FAILED) {
+			int e = errno;
+			::close(fd);
+			p_ = nullptr;
+			fail("{}: cannot map ({})", path, std::strerror(e));
+		}
+	}
+	::close(fd);
+}
+
+MappedFile::~MappedFile()
+{
+	if (p_)
+		::munmap(p_, n_);
 }
 
 bool file_exists(const std::string &path)

@@ -5,7 +5,9 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -32,6 +34,20 @@ private:
 
 void write_file_atomic(const std::string &path, const std::string &data);
 std::string read_file(const std::string &path);
+// A whole file mapped read-only (private): no copy, pages read on first touch. An empty file
+// maps to an empty view. Errors name the file.
+class MappedFile {
+public:
+	explicit MappedFile(const std::string &path);
+	~MappedFile();
+	MappedFile(const MappedFile &) = delete;
+	MappedFile &operator=(const MappedFile &) = delete;
+	std::string_view view() const { return {static_cast<const char *>(p_), n_}; }
+
+private:
+	void *p_ = nullptr;
+	size_t n_ = 0;
+};
 // A JSON file; errors name the file (missing, unreadable, malformed).
 nlohmann::json read_json_file(const std::string &path);
 bool file_exists(const std::string &path);

@@ -73,7 +73,7 @@ uint64_t align_up(uint64_t x, uint64_t a)
 
 class Cursor {
 public:
-	Cursor(const std::string &b, const std::string &path) : b_(b), path_(path) {}
+	Cursor(std::string_view b, const std::string &path) : b_(b), path_(path) {}
 	void need(uint64_t n, const char *what)
 	{
 		if (pos_ + n > b_.size() || pos_ + n < pos_)
@@ -92,7 +92,7 @@ public:
 	{
 		uint64_t n = get<uint64_t>(what);
 		need(n, what);
-		std::string s = b_.substr(pos_, n);
+		std::string s(b_.substr(pos_, n));
 		pos_ += n;
 		return s;
 	}
@@ -117,7 +117,7 @@ public:
 	uint64_t pos() const { return pos_; }
 
 private:
-	const std::string &b_;
+	std::string_view b_;
 	const std::string &path_;
 	uint64_t pos_ = 0;
 };
@@ -211,18 +211,28 @@ uint64_t GgufWriter::write(const std::string &path) const
 		put<uint64_t>(out, t.offset);
 	}
 	out.resize(align_up(out.size(), alignment_), '\0');
+	// The tensors go to the file as they are (no second copy of a model in memory).
 	const uint64_t base = out.size();
+	AtomicFile f(path);
+	f.write(out);
+	const std::string zeros(alignment_, '\0');
 	for (size_t i = 0; i < tensors_.size(); i++) {
-		out.resize(base + tensors_[i].offset, '\0');
-		out += data_[i];
+		uint64_t pad = base + tensors_[i].offset - f.bytes_written();
+		if (pad > zeros.size())
+			fail("{}: internal error: tensor {} placed at {} after byte {}", path, tensors_[i].name,
+			     base + tensors_[i].offset, f.bytes_written());
+		f.write(zeros.data(), pad);
+		f.write(data_[i]);
 	}
-	write_file_atomic(path, out);
-	return out.size();
+	uint64_t n = f.bytes_written();
+	f.commit();
+	return n;
 }
 
 GgufFile::GgufFile(const std::string &path) : path_(path)
 {
-	bytes_ = read_file(path);
+	map_ = std::make_shared<const MappedFile>(path);
+	bytes_ = map_->view();
 	Cursor c(bytes_, path_);
 	if (bytes_.size() < 4 || c.get<uint32_t>("the magic") != k_magic)
 		fail("{}: not a GGUF file (wrong magic)", path);

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/fsutil.h"
 #include "quant/ggml_quants.h"
 
 namespace knlp {
@@ -80,7 +81,9 @@ public:
 	const std::string &path() const { return path_; }
 
 private:
-	std::string path_, bytes_;
+	std::string path_;
+	std::shared_ptr<const MappedFile> map_; // tensors' data points into it
+	std::string_view bytes_;
 	uint32_t version_ = 0, alignment_ = 32;
 	uint64_t data_offset_ = 0;
 	std::vector<GgufKV> kv_;

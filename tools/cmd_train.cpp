@@ -340,7 +340,8 @@ void run_eval(EvalArgs &a)
 {
 	if (a.task == "hellaswag")
 		return eval_hellaswag(a);
-	if (!a.gguf.empty() && (gguf_architecture(a.gguf) == "llama" || gguf_architecture(a.gguf) == "qwen2")) {
+	std::string gguf_arch = a.gguf.empty() ? "" : gguf_architecture(a.gguf);
+	if (gguf_arch == "llama" || gguf_arch == "qwen2") {
 		if (a.data_dir.empty())
 			fail("eval --gguf {}: pass --data TOKEN_DIR", a.gguf);
 		setup_threads(Config().settings().core);
