@@ -56,5 +56,10 @@ float fp16_to_fp32(uint16_t h);
 // n elements (a multiple of the type's block) to blocks / back.
 void ggml_quantize(GgmlType t, const float *x, int64_t n, uint8_t *out);
 void ggml_dequantize(GgmlType t, const uint8_t *in, int64_t n, float *y);
+// Whether the k-quant scale searches (q4_k, q5_k) run their AVX-512 form (on CPUs with
+// AVX-512; the same bits as the scalar form, about 3x faster). KNLP_GGML_SCALAR in the
+// environment turns it off; tests switch it to compare the two.
+bool ggml_vector_search();
+void ggml_set_vector_search(bool on);
 
 } // namespace knlp
