@@ -50,11 +50,19 @@ inline float half_at(const uint8_t *p)
 
 // ---- scale searches (the reference quantizers' choices)
 
-// Asymmetric codes 0..nmax with a scale and a (non-positive) min, weighted least squares
-// over a sweep of nstep+1 candidate inverse scales. Returns the scale; *neg_min = -min.
-float search_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, uint8_t *Laux,
-		       float rmin, float rdelta, int nstep)
+// The start both forms of search_scale_min share: the range, the weighted sums and the
+// codes of the plain min-max scale with their error. False (codes 0, *neg_min set) when
+// every value is the same.
+struct ScaleStart {
+	float mn, mx, sum_w, sum_x, scale, best;
+};
+bool scale_search_start(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, ScaleStart *st)
 {
+	// No fused multiply-adds where this is inlined into the AVX-512 form: both forms must round
+	// alike.
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
 	float mn = x[0], mx = x[0], sum_w = w[0], sum_x = sum_w * x[0];
 	for (int i = 1; i < n; i++) {
 		mn = std::min(mn, x[i]);
@@ -67,7 +75,7 @@ float search_scale_min(int n, int nmax, const float *x, const float *w, uint8_t 
 	if (mx == mn) {
 		std::fill(L, L + n, uint8_t(0));
 		*neg_min = -mn;
-		return 0.f;
+		return false;
 	}
 	float iscale = nmax / (mx - mn), scale = 1 / iscale, best = 0;
 	for (int i = 0; i < n; i++) {
@@ -76,6 +84,21 @@ float search_scale_min(int n, int nmax, const float *x, const float *w, uint8_t 
 		float d = scale * l + mn - x[i];
 		best += w[i] * (d * d);
 	}
+	*st = {mn, mx, sum_w, sum_x, scale, best};
+	return true;
+}
+
+// Asymmetric codes 0..nmax with a scale and a (non-positive) min, weighted least squares
+// over a sweep of nstep+1 candidate inverse scales. Returns the scale; *neg_min = -min.
+float search_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, uint8_t *Laux,
+		       float rmin, float rdelta, int nstep)
+{
+	ScaleStart st;
+	if (!scale_search_start(n, nmax, x, w, L, neg_min, &st))
+		return 0.f;
+	float mn = st.mn, scale = st.scale, best = st.best;
+	const float mx = st.mx, sum_w = st.sum_w, sum_x = st.sum_x;
+	float iscale;
 	for (int is = 0; is <= nstep; is++) {
 		iscale = (rmin + rdelta * is + nmax) / (mx - mn);
 		float sl = 0, sl2 = 0, sxl = 0;
@@ -123,27 +146,11 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) float search_scale
 											    float rdelta, int nstep)
 {
 #pragma clang fp contract(off)
-	float mn = x[0], mx = x[0], sum_w = w[0], sum_x = sum_w * x[0];
-	for (int i = 1; i < n; i++) {
-		mn = std::min(mn, x[i]);
-		mx = std::max(mx, x[i]);
-		sum_w += w[i];
-		sum_x += w[i] * x[i];
-	}
-	if (mn > 0)
-		mn = 0;
-	if (mx == mn) {
-		std::fill(L, L + n, uint8_t(0));
-		*neg_min = -mn;
+	ScaleStart st;
+	if (!scale_search_start(n, nmax, x, w, L, neg_min, &st))
 		return 0.f;
-	}
-	float iscale = nmax / (mx - mn), scale = 1 / iscale, best = 0;
-	for (int i = 0; i < n; i++) {
-		int l = std::clamp(nearest_int(iscale * (x[i] - mn)), 0, nmax);
-		L[i] = uint8_t(l);
-		float d = scale * l + mn - x[i];
-		best += w[i] * (d * d);
-	}
+	float mn = st.mn, scale = st.scale, best = st.best;
+	const float mx = st.mx, sum_w = st.sum_w, sum_x = st.sum_x;
 	// A candidate that wins moves the min (mn), and the candidates after it scale from the new
 	// min, as in the scalar loop: so the lanes after a winner are computed again.
 	alignas(64) float is[32], vsl[32], vsl2[32], vsxl[32], vs[32], vm[32], verr[32];
