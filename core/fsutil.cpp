@@ -142,10 +142,14 @@ MappedFile::MappedFile(const std::string &path)
 	if (fd < 0)
 		fail("{}: cannot read ({})", path, std::strerror(errno));
 	struct stat st;
-	if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+	if (::fstat(fd, &st) != 0) {
 		int e = errno;
 		::close(fd);
-		fail("{}: cannot read ({})", path, S_ISREG(st.st_mode) ? std::strerror(e) : "not a regular file");
+		fail("{}: cannot read ({})", path, std::strerror(e));
+	}
+	if (!S_ISREG(st.st_mode)) {
+		::close(fd);
+		fail("{}: cannot read (not a regular file)", path);
 	}
 	n_ = size_t(st.st_size);
 	if (n_ > 0) {
