@@ -95,19 +95,28 @@ void write_file_atomic(const std::string &path, const std::string &data)
 	f.commit();
 }
 
-std::string read_file(const std::string &path)
+namespace {
+// The file opened for reading and its stat; errors name the file.
+int open_for_read(const std::string &path, struct stat *st)
 {
-	// One allocation of the file's size and plain read()s: a stringstream grows by doubling
-	// and copies again on str(), which cost seconds on a few hundred MB (GGUF files).
 	int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		fail("{}: cannot read ({})", path, std::strerror(errno));
-	struct stat st;
-	if (::fstat(fd, &st) != 0) {
+	if (::fstat(fd, st) != 0) {
 		int e = errno;
 		::close(fd);
 		fail("{}: cannot read ({})", path, std::strerror(e));
 	}
+	return fd;
+}
+} // namespace
+
+std::string read_file(const std::string &path)
+{
+	// One allocation of the file's size and plain read()s: a stringstream grows by doubling
+	// and copies again on str(), which cost seconds on a few hundred MB (GGUF files).
+	struct stat st;
+	int fd = open_for_read(path, &st);
 	const bool regular = S_ISREG(st.st_mode);
 	std::string out;
 	if (regular)
@@ -138,15 +147,8 @@ std::string read_file(const std::string &path)
 
 MappedFile::MappedFile(const std::string &path)
 {
-	int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fail("{}: cannot read ({})", path, std::strerror(errno));
 	struct stat st;
-	if (::fstat(fd, &st) != 0) {
-		int e = errno;
-		::close(fd);
-		fail("{}: cannot read ({})", path, std::strerror(e));
-	}
+	int fd = open_for_read(path, &st);
 	if (!S_ISREG(st.st_mode)) {
 		::close(fd);
 		fail("{}: cannot read (not a regular file)", path);
