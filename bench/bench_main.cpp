@@ -123,7 +123,7 @@ static int bench_train(char **a)
 	int steps = std::atoi(a[6]);
 	c.dropout = 0.0;
 	// KNLP_BENCH_OFF: a comma list of fusions to turn off (head, vocab_blocks, attention,
-	// layernorm, gelu, gemm).
+	// layernorm, gelu, gemm, gemm_bf16).
 	const char *off_env = std::getenv("KNLP_BENCH_OFF");
 	std::string off = off_env ? std::string(",") + off_env + "," : "";
 	auto on = [&](const char *name) { return off.find(std::string(",") + name + ",") == std::string::npos; };
@@ -132,6 +132,8 @@ static int bench_train(char **a)
 	c.blocked_attention = on("attention");
 	c.fused_layernorm = on("layernorm");
 	c.fused_gelu = on("gelu");
+	if (!on("gemm_bf16")) // knlp's bf16 product off: oneDNN's under autocast instead
+		set_own_bf16_gemm(false);
 	if (!on("gemm")) // knlp's float32 product (models/gemm.h) off: the BLAS instead
 		set_own_gemm(false);
 	// KNLP_BENCH_BF16=1: the step under CPU bf16 autocast, MFU against the bf16 peak.
@@ -159,6 +161,7 @@ static int bench_train(char **a)
 	nlohmann::json j = {{"impl", "knlp"},
 			    {"off", off_env ? off_env : ""},
 			    {"gemm", gemm_engine()},
+			    {"gemm_bf16", bf16_gemm_engine()},
 			    {"bf16", bf16},
 			    {"tokens_per_sec", tok_s},
 			    {"step_ms", dt * 1e3},
@@ -205,8 +208,67 @@ static int bench_gemm(char **a)
 		const char *name;
 		int64_t in, out;
 	};
-	for (Layer l : {Layer{"c_attn", C, 3 * C}, Layer{"attn.c_proj", C, C}, Layer{"c_fc", C, 4 * C},
-			Layer{"mlp.c_proj", 4 * C, C}}) {
+	const std::vector<Layer> layers = {Layer{"c_attn", C, 3 * C}, Layer{"attn.c_proj", C, C},
+					   Layer{"c_fc", C, 4 * C}, Layer{"mlp.c_proj", 4 * C, C}};
+	if (std::getenv("KNLP_BENCH_BF16")) {
+		// bf16 operands and results: knlp's bf16 product against libtorch's bf16 mm (oneDNN).
+		TORCH_CHECK(bf16_gemm_available(), "knlp_bench gemm: KNLP_BENCH_BF16 needs a CPU with AVX512-BF16");
+		for (const Layer &l : layers) {
+			auto bf = torch::kBFloat16;
+			auto x = torch::randn({M, l.in}).to(bf), w = torch::randn({l.out, l.in}).to(bf),
+			     gy = torch::randn({M, l.out}).to(bf);
+			// The weight gradient in float32, as training keeps it: libtorch's bf16 product
+			// and the cast autocast's backward then runs.
+			auto y = torch::empty({M, l.out}, bf), gx = torch::empty({M, l.in}, bf),
+			     gw = torch::empty({l.out, l.in}), gw16 = torch::empty({l.out, l.in}, bf);
+			struct Product {
+				const char *what;
+				bool ta, tb;
+				int64_t m, n, k;
+				torch::Tensor a, b, out, ta_t, tb_t;
+				int64_t lda, ldb;
+			};
+			std::vector<Product> ps = {
+				{"forward", false, true, M, l.out, l.in, x, w, y, x, w.t(), l.in, l.in},
+				{"input_grad", false, false, M, l.in, l.out, gy, w, gx, gy, w, l.out, l.in},
+				{"weight_grad", true, false, l.out, l.in, M, gy, x, gw, gy.t(), x, l.out, l.in}};
+			for (auto &p : ps) {
+				auto [own, lib] = paired_median_ms(
+					reps,
+					[&] {
+						gemm_bf16(p.ta, p.tb, p.m, p.n, p.k, p.a.data_ptr(), true, p.lda,
+							  p.b.data_ptr(), true, p.ldb, p.out.data_ptr(),
+							  p.out.scalar_type() == bf, p.n);
+					},
+					[&] {
+						if (p.out.scalar_type() == bf)
+							at::mm_out(p.out, p.ta_t, p.tb_t);
+						else
+							p.out.copy_(at::mm_out(gw16, p.ta_t, p.tb_t));
+					});
+				const double flop = 2.0 * double(p.m) * double(p.n) * double(p.k);
+				sum_own += own, sum_blas += lib;
+				rows.push_back({{"layer", l.name},
+						{"product", p.what},
+						{"m", p.m},
+						{"n", p.n},
+						{"k", p.k},
+						{"knlp_gflops", flop / own / 1e6},
+						{"libtorch_gflops", flop / lib / 1e6},
+						{"speedup", lib / own}});
+			}
+		}
+		nlohmann::json j = {{"engine", "knlp-avx512-bf16"},
+				    {"bf16", true},
+				    {"products", rows},
+				    {"knlp_ms", sum_own},
+				    {"libtorch_ms", sum_blas},
+				    {"speedup", sum_blas / sum_own},
+				    {"threads", torch::get_num_threads()}};
+		std::printf("%s\n", j.dump().c_str());
+		return 0;
+	}
+	for (const Layer &l : layers) {
 		auto x = torch::randn({M, l.in}), w = torch::randn({l.out, l.in}), gy = torch::randn({M, l.out});
 		auto y = torch::empty({M, l.out}), gx = torch::empty({M, l.in}), gw = torch::empty({l.out, l.in});
 		struct Product {
@@ -302,6 +364,17 @@ static int bench_kernels(char **a)
 		auto [f, u] = paired_median_ms(
 			reps, [&] { run(true); }, [&] { run(false); });
 		out["bias_gelu"] = {{"fused_ms", f}, {"unfused_ms", u}, {"speedup", u / f}};
+		// The same under bf16 autocast: h is the bf16 product, the bias float32.
+		auto hb = h.detach().to(torch::kBFloat16).requires_grad_(true);
+		auto gb = g.to(torch::kBFloat16);
+		auto run_bf = [&](bool fused) {
+			auto y = fused ? bias_gelu(hb, bias) : torch::gelu(hb + bias.to(torch::kBFloat16));
+			y.backward(gb);
+			hb.mutable_grad().reset(), bias.mutable_grad().reset();
+		};
+		auto [fb, ub] = paired_median_ms(
+			reps, [&] { run_bf(true); }, [&] { run_bf(false); });
+		out["bias_gelu_bf16"] = {{"fused_ms", fb}, {"unfused_ms", ub}, {"speedup", ub / fb}};
 	}
 	{
 		auto x = mk({B * T, C}), d = mk({B * T, C}), w = mk({C}), b = mk({C});

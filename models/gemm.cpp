@@ -14,6 +14,7 @@
 #include <ATen/autocast_mode.h>
 
 #include "core/parallel.h"
+#include "core/torch_compat.h"
 #include "models/fused.h"
 
 namespace knlp {
@@ -426,6 +427,13 @@ void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const
 
 torch::Tensor linear(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
 {
+	if (x.device().is_cpu() && compat::autocast_compute_dtype(x.device()) == torch::kBFloat16 &&
+	    (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16) &&
+	    (w.scalar_type() == torch::kFloat || w.scalar_type() == torch::kBFloat16) && w.dim() == 2 && x.dim() >= 1 &&
+	    x.size(-1) == w.size(1) &&
+	    (!b.defined() || (b.scalar_type() == torch::kFloat && b.dim() == 1 && b.size(0) == w.size(0))) &&
+	    own_bf16_gemm_active())
+		return linear_bf16(x, w, b);
 	const bool applies =
 		x.device().is_cpu() && x.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
 		w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1) &&

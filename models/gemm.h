@@ -39,9 +39,33 @@ std::string blas_core();
 // The switch (CONFIG_CPU_GEMM). KNLP_GEMM in the environment, when set, wins over it.
 void set_own_gemm(bool on);
 
+// Row-major C = op(A) op(B) (+ bias[j]) in bf16 with float32 sums, on CPUs with AVX-512
+// and AVX512-BF16 (models/gemm_bf16.cpp). A, B: float32 (rounded to bf16, to nearest even,
+// while they are packed) or bf16 bits (x_bf16); C float32 or bf16 (rounded once from the
+// float32 sums). op as for sgemm; C's old contents are ignored. Threaded as sgemm. Each
+// element of C is summed in one order whatever the thread count.
+void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a, bool a_bf16, int64_t lda,
+	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias = nullptr);
+// Whether the CPU can run gemm_bf16: AVX-512 (F, BW, DQ, VL, not capped by
+// ATEN_CPU_CAPABILITY) with AVX512-BF16.
+bool bf16_gemm_available();
+// Whether linear runs its bf16 products (under CPU bf16 autocast) through gemm_bf16: it is
+// available and switched on (CONFIG_CPU_GEMM_BF16); KNLP_BF16_GEMM=0|1 in the environment
+// wins over the switch.
+bool own_bf16_gemm_active();
+void set_own_bf16_gemm(bool on);
+// The engine of CPU bf16 products for run records: "knlp-avx512-bf16" or "onednn".
+std::string bf16_gemm_engine();
+// y = x W^T + b with its three products through gemm_bf16 (which must be available): x
+// float32 or bf16 [..., in], w float32 or bf16 [out, in], b float32 [out] or undefined.
+// y is bf16 (the bias added before the rounding); x's and w's gradients come in their own
+// dtypes, the bias's in float32. linear() calls it under CPU bf16 autocast while
+// own_bf16_gemm_active().
+torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
+
 // y = x W^T + b (b may be undefined) with its gradients through sgemm, for CPU float32
-// x [..., in], w [out, in] outside bf16 autocast while own_gemm_active(); libtorch's
-// linear otherwise.
+// x [..., in], w [out, in] outside bf16 autocast while own_gemm_active(); under CPU bf16
+// autocast through linear_bf16 while own_bf16_gemm_active(); libtorch's linear otherwise.
 torch::Tensor linear(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
 
 } // namespace knlp

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -11,6 +13,7 @@
 
 #include "models/fused.h"
 #include "models/gemm.h"
+#include "core/torch_compat.h"
 
 using namespace knlp;
 
@@ -169,4 +172,199 @@ TEST(Gemm, SwitchChoosesTheEngine)
 	const char *ct = std::getenv("OPENBLAS_CORETYPE");
 	if (ct && std::string(ct) == "Haswell")
 		EXPECT_EQ(own_gemm_active(), kernel_isa() == 2);
+}
+
+// ---------------------------------------------------------------- the bf16 product
+
+namespace {
+
+uint16_t to_bf16_bits(float f) // round to nearest even (finite values)
+{
+	uint32_t u;
+	std::memcpy(&u, &f, 4);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return uint16_t(u >> 16);
+}
+
+double from_bf16_bits(uint16_t h)
+{
+	const uint32_t u = uint32_t(h) << 16;
+	float f;
+	std::memcpy(&f, &u, 4);
+	return f;
+}
+
+} // namespace
+
+// Every transpose, edge and source/result type against float64 sums of the bf16-rounded
+// operands: m, n off the 8 x 48 tiles, odd k (a pair half padding), k past a float32 C's
+// block of 512 (partial sums added) and past a bf16 C's block of 4096 (float32 sums, one
+// rounding), padded leading dimensions, the bias; one and two threads.
+TEST(GemmBf16, MatchesFloat64OnEveryTransposeEdgeAndType)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	const std::vector<Case> cases = {{1, 1, 1},	 {13, 49, 7},	  {8, 48, 2},
+					 {25, 95, 513},	 {200, 3, 1025},  {17, 130, 4099},
+					 {40, 700, 100}, {300, 100, 131}, {3, 200, 33}};
+	const int saved = at::get_num_threads();
+	for (int threads : {1, 2})
+		for (const auto &cs : cases)
+			for (int t = 0; t < 16; t++) {
+				at::set_num_threads(threads);
+				const bool ta = t & 1, tb = t & 2, a16 = t & 4, b16 = t & 8;
+				for (bool c16 : {false, true})
+					for (bool with_bias : {false, true}) {
+						const int64_t m = cs.m, n = cs.n, k = cs.k;
+						const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5,
+							      ldc = n + 2;
+						auto af =
+							random_values(size_t((ta ? k : m) * lda), uint32_t(m + 7 * t));
+						auto bf =
+							random_values(size_t((tb ? n : k) * ldb), uint32_t(n + 11 * t));
+						auto bias = random_values(size_t(n), uint32_t(k + 5));
+						std::vector<uint16_t> ah(af.size()), bh(bf.size());
+						for (size_t i = 0; i < af.size(); i++)
+							ah[i] = to_bf16_bits(af[i]);
+						for (size_t i = 0; i < bf.size(); i++)
+							bh[i] = to_bf16_bits(bf[i]);
+						std::vector<float> cf(size_t(m * ldc),
+								      std::numeric_limits<float>::quiet_NaN());
+						std::vector<uint16_t> ch(size_t(m * ldc), 0x7fc0);
+						gemm_bf16(ta, tb, m, n, k, a16 ? (const void *)ah.data() : af.data(),
+							  a16, lda, b16 ? (const void *)bh.data() : bf.data(), b16, ldb,
+							  c16 ? (void *)ch.data() : cf.data(), c16, ldc,
+							  with_bias ? bias.data() : nullptr);
+						double worst = 0, worst_rel = 0;
+						for (int64_t i = 0; i < m; i++)
+							for (int64_t j = 0; j < n; j++) {
+								double r = with_bias ? bias[j] : 0.0;
+								for (int64_t p = 0; p < k; p++)
+									r += from_bf16_bits(ah[ta ? p * lda + i
+												  : i * lda + p]) *
+									     from_bf16_bits(bh[tb ? j * ldb + p
+												  : p * ldb + j]);
+								const double got = c16 ? from_bf16_bits(ch[i * ldc + j])
+										       : double(cf[i * ldc + j]);
+								const double e = std::abs(got - r);
+								if (c16) // one rounding to 8 bits after float32 sums
+									worst_rel = std::max(
+										worst_rel,
+										(e - (4e-7 * double(k) + 1e-6)) /
+											(std::abs(r) + 1e-30));
+								else
+									worst = std::max(worst, e);
+							}
+						const std::string what =
+							"m " + std::to_string(m) + " n " + std::to_string(n) + " k " +
+							std::to_string(k) + " t " + std::to_string(t) + " c16 " +
+							std::to_string(c16) + " threads " + std::to_string(threads);
+						if (c16)
+							EXPECT_LE(worst_rel, 1.0 / 256) << what;
+						else // float32 sums of k products of size <= 1
+							EXPECT_LE(worst, 4e-7 * double(k) + 1e-6) << what;
+						// The padding between rows of C is never written.
+						for (int64_t i = 0; i < m; i++)
+							for (int64_t j = n; j < ldc; j++)
+								if (c16)
+									EXPECT_EQ(ch[i * ldc + j], 0x7fc0) << what;
+								else
+									EXPECT_TRUE(std::isnan(cf[i * ldc + j]))
+										<< what;
+					}
+			}
+	at::set_num_threads(saved);
+}
+
+// Results do not depend on the thread count: each element is summed in one order.
+TEST(GemmBf16, SameBitsForAnyThreadCount)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	const int saved = at::get_num_threads();
+	for (bool ta : {false, true}) {
+		const int64_t m = ta ? 200 : 700, n = ta ? 900 : 300, k = 1300;
+		auto a = random_values(size_t(m * k), 1), b = random_values(size_t(k * n), 2);
+		std::vector<float> c1(size_t(m * n)), c2(size_t(m * n));
+		at::set_num_threads(1);
+		gemm_bf16(ta, false, m, n, k, a.data(), false, ta ? m : k, b.data(), false, n, c1.data(), false, n);
+		at::set_num_threads(2);
+		gemm_bf16(ta, false, m, n, k, a.data(), false, ta ? m : k, b.data(), false, n, c2.data(), false, n);
+		EXPECT_EQ(c1, c2) << "ta " << ta;
+	}
+	at::set_num_threads(saved);
+}
+
+// Under CPU bf16 autocast linear() runs its products through gemm_bf16: the values and the
+// three gradients match libtorch's autocast linear to bf16's precision, come in the
+// parameters' own dtypes (float32 master weights get a float32 gradient), and a float32 x
+// gets a float32 gradient.
+TEST(GemmBf16, LinearUnderAutocastMatchesLibtorch)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	if (std::getenv("KNLP_BF16_GEMM"))
+		GTEST_SKIP() << "KNLP_BF16_GEMM is set: it overrides the switch";
+	torch::manual_seed(5);
+	for (auto xt : {torch::kFloat, torch::kBFloat16})
+		for (bool bias : {true, false}) {
+			auto x = torch::randn({3, 37, 200}).to(xt).requires_grad_();
+			auto w = torch::randn({70, 200}, torch::requires_grad());
+			auto b = bias ? torch::randn({70}, torch::requires_grad()) : torch::Tensor();
+			auto g = torch::randn({3, 37, 70}).to(torch::kBFloat16);
+			std::vector<torch::Tensor> ins =
+				bias ? std::vector<torch::Tensor>{x, w, b} : std::vector<torch::Tensor>{x, w};
+			torch::Tensor y, yr;
+			std::vector<torch::Tensor> gs, gr;
+			for (bool own : {true, false}) {
+				set_own_bf16_gemm(own);
+				compat::AutocastGuard ag(torch::kCPU, true, torch::kBFloat16);
+				auto out = knlp::linear(x, w, b);
+				(own ? y : yr) = out;
+				(own ? gs : gr) = torch::autograd::grad({out}, ins, {g});
+			}
+			set_own_bf16_gemm(true);
+			EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+			EXPECT_EQ(gs[0].scalar_type(), xt);
+			EXPECT_EQ(gs[1].scalar_type(), torch::kFloat);
+			// The exact product of the bf16-rounded operands, float64.
+			auto xd = x.detach().to(torch::kBFloat16).to(torch::kDouble),
+			     wd = w.detach().to(torch::kBFloat16).to(torch::kDouble);
+			auto exact = torch::matmul(xd, wd.t());
+			if (bias)
+				exact = exact + b.detach().to(torch::kDouble);
+			auto rel = [](const torch::Tensor &u, const torch::Tensor &v) {
+				return (u.to(torch::kDouble) - v.to(torch::kDouble)).abs().max().item<double>() /
+				       (v.to(torch::kDouble).abs().max().item<double>() + 1e-30);
+			};
+			EXPECT_LT(rel(y, exact), 1.0 / 128) << "x " << xt << " bias " << bias;
+			EXPECT_LT(rel(y, yr), 1.0 / 64);
+			for (size_t i = 0; i < gs.size(); i++)
+				EXPECT_LT(rel(gs[i], gr[i]), 1.0 / 64) << "gradient " << i;
+			// The weight's gradient: the float64 product of the bf16 operands, closer than
+			// libtorch's (rounded to bf16 before its cast to float32).
+			auto gwd = torch::matmul(g.to(torch::kDouble).reshape({-1, 70}).t(), xd.reshape({-1, 200}));
+			EXPECT_LT(rel(gs[1], gwd), 1e-5);
+		}
+}
+
+TEST(GemmBf16, SwitchAndEnvironment)
+{
+	if (std::getenv("KNLP_BF16_GEMM"))
+		GTEST_SKIP() << "KNLP_BF16_GEMM is set: it overrides the switch";
+	set_own_bf16_gemm(false);
+	EXPECT_FALSE(own_bf16_gemm_active());
+	set_own_bf16_gemm(true);
+	EXPECT_EQ(own_bf16_gemm_active(), bf16_gemm_available());
+	// The CPU's flag, as /proc/cpuinfo names it.
+	std::ifstream in("/proc/cpuinfo");
+	std::string line;
+	bool flag = false;
+	while (std::getline(in, line))
+		if (line.rfind("flags", 0) == 0) {
+			flag = (line + " ").find(" avx512_bf16 ") != std::string::npos;
+			break;
+		}
+	if (kernel_isa() == 2)
+		EXPECT_EQ(bf16_gemm_available(), flag);
 }

@@ -75,6 +75,7 @@ void setup_threads(const CoreSettings &c)
 	}
 	torch::set_num_threads(static_cast<int>(std::max(1LL, n)));
 	set_own_gemm(c.cpu_gemm);
+	set_own_bf16_gemm(c.cpu_gemm_bf16);
 }
 
 void synchronize(torch::Device dev)

@@ -14,7 +14,7 @@ torch::Device select_device(const CoreSettings &c); // CONFIG_DEVICE_*
 // KNLP_MALLOC_DEFAULT=1 leaves glibc's defaults.
 void tune_allocator(bool training = false);
 
-void setup_threads(const CoreSettings &c); // CONFIG_NUM_THREADS, and CONFIG_CPU_GEMM's switch
+void setup_threads(const CoreSettings &c); // CONFIG_NUM_THREADS, CONFIG_CPU_GEMM's and CONFIG_CPU_GEMM_BF16's switches
 void synchronize(torch::Device dev);
 // Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32 (bf16 on GPUs), the peak
 // against which MFU is reported. Takes about half a second.

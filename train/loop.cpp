@@ -592,6 +592,7 @@ void Loop::begin()
 							    {"precision", prec_.name()},
 							    {"precision_reason", prec_.reason},
 							    {"gemm", gemm_engine()},
+							    {"gemm_bf16", bf16_gemm_engine()},
 							    {"throughput_unit", cad_.unit + "/s"}};
 		for (const auto &[k, v] : family_->run_record())
 			extra[k] = v;

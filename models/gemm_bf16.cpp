@@ -1,0 +1,493 @@
+// knlp's bf16 matrix product for CPUs with AVX512-BF16 (models/gemm.h).
+//
+// The operands are rounded to bf16 while they are packed (from float32 or read as bf16),
+// the sums are float32 (vdpbf16ps: each lane adds the products of a pair of k values).
+// The design is that of the float32 kernel in models/gemm.cpp with k taken in pairs:
+// a B panel is [k/2][48 columns] of 32-bit pairs, an A panel [k/2][8 rows] of pairs, and
+// the 8 x 48 tile is 24 zmm registers of sums, fed per pair of k by three loads of B and
+// eight broadcasts of A.
+#include "models/gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "core/parallel.h"
+#include "models/fused.h"
+
+namespace knlp {
+
+namespace {
+
+constexpr int64_t MR = 8, NV = 3, NR = 16 * NV;
+// k in one block up to this many values for a bf16 C: the tile is then written once, and
+// needs no float32 partial sums. A float32 C takes k in blocks of up to KC_MAX_F32 (the
+// sums of later blocks added to it), so that a B panel stays near L1: `knlp_bench gemm`
+// under KNLP_BENCH_BF16 measured the weight gradients (k = 3072) 4-8% faster in blocks of
+// 256 or 512 than in one. Longer k is cut into equal blocks.
+constexpr int64_t KC_MAX = 4096, KC_MAX_F32 = 512;
+
+#define KNLP_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")))
+
+int64_t k_block(int64_t k, bool bf16_out)
+{
+	const int64_t mx = bf16_out ? KC_MAX : KC_MAX_F32;
+	const int64_t blocks = (k + mx - 1) / mx;
+	return (k + blocks - 1) / blocks;
+}
+
+// Rows of A per block (its packed block stays in L2: about 256 KiB) and columns of B per
+// block (about 4 MiB), for a k block of kc values.
+int64_t m_block(int64_t kc)
+{
+	return std::clamp<int64_t>(262144 / (2 * kc) / MR * MR, MR, 192);
+}
+int64_t n_block(int64_t kc)
+{
+	return std::clamp<int64_t>(4194304 / (2 * kc) / NR * NR, NR, 3072);
+}
+
+// 16 values from p (lanes beyond mask zero) as bf16 bits.
+KNLP_BF16 inline __m256i load16(const float *p, __mmask16 m)
+{
+	return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
+}
+KNLP_BF16 inline __m256i load16(const uint16_t *p, __mmask16 m)
+{
+	return _mm256_maskz_loadu_epi16(m, p);
+}
+
+inline __mmask16 mask16(int64_t n)
+{
+	return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// An 8 x 8 transpose of 32-bit elements.
+KNLP_BF16 inline void transpose8(__m256i r[8])
+{
+	__m256 t[8], u[8];
+	for (int i = 0; i < 4; i++) {
+		t[2 * i] = _mm256_unpacklo_ps(_mm256_castsi256_ps(r[2 * i]), _mm256_castsi256_ps(r[2 * i + 1]));
+		t[2 * i + 1] = _mm256_unpackhi_ps(_mm256_castsi256_ps(r[2 * i]), _mm256_castsi256_ps(r[2 * i + 1]));
+	}
+	for (int i = 0; i < 2; i++) {
+		u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+		u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xee);
+		u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+		u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+	}
+	for (int i = 0; i < 4; i++) {
+		r[i] = _mm256_castps_si256(_mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
+		r[4 + i] = _mm256_castps_si256(_mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
+	}
+}
+
+// Operand rows [r0, r0 + nrows) (rows: what becomes a panel's width, i of A or j of B),
+// values [p0, p0 + kc) of k, packed as pairs into panels of `width` rows: pair q of row r
+// of a panel at dst[q * width + r]; rows and pairs past the ends are zeros.
+//
+// kmajor: element (r, p) at s[r * ld + p] (k contiguous: A as is, B transposed), so a pair
+// is 32 contiguous bits and the packing is an 8 x 8 transpose of pairs. Otherwise element
+// (r, p) at s[p * ld + r] (rows contiguous), and two rows of k are interleaved.
+template <class S>
+KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nrows, int64_t p0, int64_t kc,
+		    int64_t width, uint32_t *dst)
+{
+	const int64_t kcp = (kc + 1) / 2;
+	if (!kmajor) {
+		// Rows contiguous: for each pair of k, 16 rows at a time across all panels (the
+		// source read in order), the two k interleaved by one permute. 16 rows lie in one
+		// panel of 48, or fill two panels of 8.
+		alignas(64) static const uint16_t idx_v[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+							       21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+							       11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+		const __m512i idx = _mm512_load_si512(idx_v);
+		const int64_t padded = (nrows + width - 1) / width * width;
+		for (int64_t q = 0; q < kcp; q++) {
+			const S *e = s + (p0 + 2 * q) * ld + r0;
+			const bool odd = 2 * q + 1 < kc;
+			for (int64_t g = 0; g < padded; g += 16) {
+				const __mmask16 m = mask16(nrows - g);
+				const __m256i lo = load16(e + g, m),
+					      hi = odd ? load16(e + ld + g, m) : _mm256_setzero_si256();
+				const __m512i v = _mm512_permutexvar_epi16(
+					idx, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+				uint32_t *d = dst + (g / width) * width * kcp + q * width + g % width;
+				if (width >= 16) {
+					_mm512_storeu_si512(d, v);
+				} else { // panels of 8: rows g.. in one, g + 8.. in the next
+					_mm256_storeu_si256(reinterpret_cast<__m256i *>(d), _mm512_castsi512_si256(v));
+					if (g + 8 < padded)
+						_mm256_storeu_si256(reinterpret_cast<__m256i *>(d + width * kcp),
+								    _mm512_extracti64x4_epi64(v, 1));
+				}
+			}
+		}
+		return;
+	}
+	for (int64_t pr = 0; pr < nrows; pr += width) {
+		uint32_t *d = dst + pr * kcp;
+		const int64_t rows = std::min(width, nrows - pr);
+		for (int64_t g = 0; g < width; g += 8)
+			for (int64_t q = 0; q < kcp; q += 8) {
+				const __mmask16 m = mask16(kc - 2 * q);
+				__m256i v[8];
+				for (int64_t i = 0; i < 8; i++)
+					v[i] = g + i < rows ? load16(s + (r0 + pr + g + i) * ld + p0 + 2 * q, m)
+							    : _mm256_setzero_si256();
+				transpose8(v);
+				const int64_t nq = std::min<int64_t>(8, kcp - q);
+				for (int64_t j = 0; j < nq; j++)
+					_mm256_storeu_si256(reinterpret_cast<__m256i *>(d + (q + j) * width + g), v[j]);
+			}
+	}
+}
+
+// The tile's sums: the first k block writes C (+ bias[j]), later ones add (float32 C
+// only). Edges store under masks.
+template <bool BF16_OUT>
+KNLP_BF16 void kernel_tile(int64_t kcp, const uint32_t *__restrict a, const uint32_t *__restrict b, void *cv,
+			   int64_t ldc, int64_t mr, int64_t nr, bool first, const float *bias)
+{
+	__m512 acc[MR][NV];
+	for (int i = 0; i < MR; i++)
+		for (int h = 0; h < NV; h++)
+			acc[i][h] = _mm512_setzero_ps();
+	for (int64_t q = 0; q < kcp; q++) {
+		__m512bh bv[NV];
+		for (int h = 0; h < NV; h++)
+			bv[h] = (__m512bh)_mm512_loadu_si512(b + q * NR + 16 * h);
+		const uint32_t *ap = a + q * MR;
+		for (int i = 0; i < MR; i++) {
+			const __m512bh av = (__m512bh)_mm512_set1_epi32(int(ap[i]));
+			for (int h = 0; h < NV; h++)
+				acc[i][h] = _mm512_dpbf16_ps(acc[i][h], av, bv[h]);
+		}
+	}
+	__mmask16 mk[NV];
+	for (int h = 0; h < NV; h++)
+		mk[h] = mask16(nr - 16 * h);
+	if (first && bias)
+		for (int h = 0; h < NV; h++) {
+			const __m512 v = _mm512_maskz_loadu_ps(mk[h], bias + 16 * h);
+			for (int i = 0; i < MR; i++)
+				acc[i][h] = _mm512_add_ps(acc[i][h], v);
+		}
+	for (int64_t i = 0; i < mr; i++)
+		for (int h = 0; h < NV; h++) {
+			if (!mk[h])
+				continue;
+			if constexpr (BF16_OUT) {
+				uint16_t *ci = static_cast<uint16_t *>(cv) + i * ldc + 16 * h;
+				_mm256_mask_storeu_epi16(ci, mk[h], (__m256i)_mm512_cvtneps_pbh(acc[i][h]));
+			} else {
+				float *ci = static_cast<float *>(cv) + i * ldc + 16 * h;
+				__m512 v = acc[i][h];
+				if (!first)
+					v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[h], ci));
+				_mm512_mask_storeu_ps(ci, mk[h], v);
+			}
+		}
+}
+
+struct Buffer {
+	std::unique_ptr<uint32_t[], void (*)(void *)> p{nullptr, std::free};
+	size_t n = 0;
+	uint32_t *get(size_t want)
+	{
+		if (want > n) {
+			const size_t bytes = (want * sizeof(uint32_t) + 63) / 64 * 64;
+			p.reset(static_cast<uint32_t *>(std::aligned_alloc(64, bytes)));
+			if (!p)
+				throw std::bad_alloc();
+			n = want;
+		}
+		return p.get();
+	}
+};
+
+template <class SA, class SB, bool BF16_OUT>
+void block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t k, const SA *a, int64_t lda,
+	   const SB *b, int64_t ldb, void *c, int64_t ldc, const float *bias)
+{
+	thread_local Buffer pa, pb;
+	const int64_t KC = k_block(k, BF16_OUT), KCP = (KC + 1) / 2, MC = m_block(KC), NC = n_block(KC);
+	uint32_t *ap = pa.get(size_t(MC * KCP)), *bp = pb.get(size_t(KCP * std::min(NC, (j1 - j0 + NR - 1) / NR * NR)));
+	const size_t esz = BF16_OUT ? 2 : 4;
+	for (int64_t jc = j0; jc < j1; jc += NC) {
+		const int64_t nc = std::min(NC, j1 - jc);
+		for (int64_t pc = 0; pc < k; pc += KC) {
+			const int64_t kc = std::min(KC, k - pc), kcp = (kc + 1) / 2;
+			pack<SB>(tb, b, ldb, jc, nc, pc, kc, NR, bp);
+			for (int64_t ic = i0; ic < i1; ic += MC) {
+				const int64_t mc = std::min(MC, i1 - ic);
+				pack<SA>(!ta, a, lda, ic, mc, pc, kc, MR, ap);
+				for (int64_t jr = 0; jr < nc; jr += NR)
+					for (int64_t ir = 0; ir < mc; ir += MR)
+						kernel_tile<BF16_OUT>(kcp, ap + ir * kcp, bp + jr * kcp,
+								      static_cast<char *>(c) +
+									      ((ic + ir) * ldc + jc + jr) * esz,
+								      ldc, std::min(MR, mc - ir), std::min(NR, nc - jr),
+								      pc == 0, bias ? bias + jc + jr : nullptr);
+			}
+		}
+	}
+}
+
+// Threaded: the operand every part of C reads whole (B when C is cut into blocks of rows,
+// A when into blocks of columns: whichever is smaller) is packed once, by all threads,
+// then the blocks of C are handed to whichever thread is free (parallel_items), each
+// packing its own part of the other operand. A thread's blocks of C are whole, so every
+// element is summed in the same order whatever the thread count.
+template <class SA, class SB, bool BF16_OUT>
+void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t lda, const SB *b, int64_t ldb, void *c,
+	 int64_t ldc, const float *bias)
+{
+	const int threads = parallel_threads();
+	const bool split = threads > 1 && double(m) * double(n) * double(k) >= 2e6;
+	if (!split) {
+		block<SA, SB, BF16_OUT>(ta, tb, 0, m, 0, n, k, a, lda, b, ldb, c, ldc, bias);
+		return;
+	}
+	const int64_t KC = k_block(k, BF16_OUT), KCP = (KC + 1) / 2, kblocks = (k + KC - 1) / KC;
+	const size_t esz = BF16_OUT ? 2 : 4;
+	auto kc_of = [&](int64_t kb) { return std::min(KC, k - kb * KC); };
+	const bool rows = n <= m; // B is packed whole
+	const int64_t W = rows ? NR : MR, extent = rows ? n : m, panels = (extent + W - 1) / W;
+	// Block kb of k of the whole operand: panels of kcp pairs each, after kb full blocks.
+	std::unique_ptr<uint32_t[], void (*)(void *)> whole(
+		static_cast<uint32_t *>(std::aligned_alloc(64, size_t(kblocks * panels * KCP * W * 4 + 63) / 64 * 64)),
+		std::free);
+	if (!whole)
+		throw std::bad_alloc();
+	parallel_for(0, kblocks * panels, 1, [&](int64_t t0, int64_t t1) {
+		for (int64_t t = t0; t < t1; t++) {
+			const int64_t kb = t / panels, pn = t % panels, kc = kc_of(kb), kcp = (kc + 1) / 2;
+			uint32_t *d = whole.get() + kb * panels * KCP * W + pn * kcp * W;
+			const int64_t r0 = pn * W, nr = std::min(W, extent - r0);
+			if (rows)
+				pack<SB>(tb, b, ldb, r0, nr, kb * KC, kc, NR, d);
+			else
+				pack<SA>(!ta, a, lda, r0, nr, kb * KC, kc, MR, d);
+		}
+	});
+	const uint32_t *wp = whole.get();
+	if (rows) {
+		const int64_t MC = m_block(KC), items = (m + MC - 1) / MC;
+		parallel_items(items, [&](int64_t it) {
+			thread_local Buffer pa;
+			uint32_t *ap = pa.get(size_t(MC * KCP));
+			const int64_t ic = it * MC, mc = std::min(MC, m - ic);
+			for (int64_t kb = 0; kb < kblocks; kb++) {
+				const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
+				pack<SA>(!ta, a, lda, ic, mc, kb * KC, kc, MR, ap);
+				const uint32_t *bk = wp + kb * panels * KCP * NR;
+				for (int64_t jr = 0; jr < n; jr += NR)
+					for (int64_t ir = 0; ir < mc; ir += MR)
+						kernel_tile<BF16_OUT>(kcp, ap + ir * kcp, bk + jr * kcp,
+								      static_cast<char *>(c) +
+									      ((ic + ir) * ldc + jr) * esz,
+								      ldc, std::min(MR, mc - ir), std::min(NR, n - jr),
+								      kb == 0, bias ? bias + jr : nullptr);
+			}
+		});
+		return;
+	}
+	// Blocks of columns: as many as make about four per thread, whole panels each.
+	const int64_t npan = (n + NR - 1) / NR, per = std::max<int64_t>(1, npan / (4 * threads)),
+		      items = (npan + per - 1) / per;
+	parallel_items(items, [&](int64_t it) {
+		thread_local Buffer pb;
+		const int64_t jc = it * per * NR, nc = std::min(per * NR, n - jc);
+		uint32_t *bp = pb.get(size_t(per * NR * KCP));
+		for (int64_t kb = 0; kb < kblocks; kb++) {
+			const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
+			pack<SB>(tb, b, ldb, jc, nc, kb * KC, kc, NR, bp);
+			const uint32_t *ak = wp + kb * panels * KCP * MR;
+			for (int64_t jr = 0; jr < nc; jr += NR)
+				for (int64_t ir = 0; ir < m; ir += MR)
+					kernel_tile<BF16_OUT>(kcp, ak + ir * kcp, bp + jr * kcp,
+							      static_cast<char *>(c) + (ir * ldc + jc + jr) * esz, ldc,
+							      std::min(MR, m - ir), std::min(NR, nc - jr), kb == 0,
+							      bias ? bias + jc + jr : nullptr);
+		}
+	});
+}
+
+template <class SA, class SB>
+void run_out(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t lda, const SB *b, int64_t ldb,
+	     void *c, bool c_bf16, int64_t ldc, const float *bias)
+{
+	if (!c_bf16) {
+		run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias);
+		return;
+	}
+	if (k <= KC_MAX) {
+		run<SA, SB, true>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias);
+		return;
+	}
+	// Several k blocks: float32 sums first, one rounding at the end.
+	std::vector<float> t(size_t(m * n));
+	run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, t.data(), n, bias);
+	auto *o = static_cast<uint16_t *>(c);
+	for (int64_t i = 0; i < m; i++) {
+		auto src = torch::from_blob(t.data() + i * n, {n});
+		auto dst = torch::from_blob(o + i * ldc, {n}, torch::kBFloat16);
+		dst.copy_(src);
+	}
+}
+
+bool cpu_has_avx512_bf16()
+{
+#if defined(__x86_64__)
+	static const bool yes = [] {
+		unsigned eax, ebx, ecx, edx;
+		__asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
+		return (eax >> 5) & 1u;
+	}();
+	return yes;
+#else
+	return false;
+#endif
+}
+
+std::atomic<int> g_switch{1};
+
+int env_bf16_gemm()
+{
+	static const int v = [] {
+		const char *e = std::getenv("KNLP_BF16_GEMM");
+		return !e || !*e ? -1 : std::strcmp(e, "0") != 0 ? 1 : 0;
+	}();
+	return v;
+}
+
+// The linear layer's three products in bf16: y = x W^T + b (bf16, the bias added to the
+// float32 sums), x's gradient in x's dtype, W's in W's (float32 master weights: no bf16
+// copy of W and no cast of its gradient, which autocast's path pays on every step).
+struct GemmLinearBf16 : public torch::autograd::Function<GemmLinearBf16> {
+	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x_in,
+				     const torch::Tensor &w_in, const torch::Tensor &b)
+	{
+		const int64_t K = x_in.size(-1), N = w_in.size(0), M = x_in.numel() / std::max<int64_t>(K, 1);
+		auto x = x_in.reshape({M, K}).contiguous(), w = w_in.contiguous();
+		auto y = torch::empty({M, N}, x.options().dtype(torch::kBFloat16));
+		const bool xb = x.scalar_type() == torch::kBFloat16, wb = w.scalar_type() == torch::kBFloat16;
+		gemm_bf16(false, true, M, N, K, x.data_ptr(), xb, K, w.data_ptr(), wb, K, y.data_ptr(), true, N,
+			  b.numel() > 0 ? b.contiguous().data_ptr<float>() : nullptr);
+		ctx->save_for_backward({x, w});
+		ctx->saved_data["has_bias"] = b.numel() > 0;
+		auto shape = x_in.sizes().vec();
+		shape.back() = N;
+		return y.view(shape);
+	}
+
+	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+						     torch::autograd::tensor_list grad_out)
+	{
+		auto saved = ctx->get_saved_variables();
+		auto &x = saved[0], &w = saved[1];
+		const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+		auto gy = grad_out[0].reshape({M, N});
+		if (gy.scalar_type() != torch::kBFloat16 && gy.scalar_type() != torch::kFloat)
+			gy = gy.to(torch::kFloat);
+		gy = gy.contiguous();
+		const bool gb16 = gy.scalar_type() == torch::kBFloat16, xb = x.scalar_type() == torch::kBFloat16,
+			   wb = w.scalar_type() == torch::kBFloat16;
+		torch::Tensor gx, gw, gb;
+		if (ctx->needs_input_grad(0)) {
+			gx = torch::empty({M, K}, x.options());
+			gemm_bf16(false, false, M, K, N, gy.data_ptr(), gb16, N, w.data_ptr(), wb, K, gx.data_ptr(), xb,
+				  K);
+			auto shape = grad_out[0].sizes().vec();
+			shape.back() = K;
+			gx = gx.view(shape);
+		}
+		if (ctx->needs_input_grad(1)) {
+			gw = torch::empty({N, K}, w.options());
+			gemm_bf16(true, false, N, K, M, gy.data_ptr(), gb16, N, x.data_ptr(), xb, K, gw.data_ptr(), wb,
+				  K);
+		}
+		if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2))
+			gb = gy.sum(0, false, torch::kFloat);
+		return {gx, gw, gb};
+	}
+};
+
+} // namespace
+
+torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
+{
+	auto fb = [](const torch::Tensor &t) {
+		return t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kBFloat16;
+	};
+	TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && fb(x) && fb(w) && w.dim() == 2 && x.dim() >= 1 &&
+			    x.size(-1) == w.size(1),
+		    "linear_bf16: x [..., in] and w [out, in], CPU float32 or bf16");
+	TORCH_CHECK(!b.defined() || (b.scalar_type() == torch::kFloat && b.dim() == 1 && b.size(0) == w.size(0)),
+		    "linear_bf16: the bias must be float32 [out]");
+	return GemmLinearBf16::apply(x, w, b.defined() ? b : torch::empty({0}, w.options().dtype(torch::kFloat)));
+}
+
+bool bf16_gemm_available()
+{
+	return kernel_isa() == 2 && cpu_has_avx512_bf16();
+}
+
+bool own_bf16_gemm_active()
+{
+	const int e = env_bf16_gemm();
+	if (e >= 0)
+		return e == 1 && bf16_gemm_available();
+	return g_switch.load(std::memory_order_relaxed) != 0 && bf16_gemm_available();
+}
+
+std::string bf16_gemm_engine()
+{
+	return own_bf16_gemm_active() ? "knlp-avx512-bf16" : "onednn";
+}
+
+void set_own_bf16_gemm(bool on)
+{
+	g_switch.store(on ? 1 : 0, std::memory_order_relaxed);
+}
+
+void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a, bool a_bf16, int64_t lda,
+	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias)
+{
+	TORCH_CHECK(bf16_gemm_available(), "gemm_bf16: this CPU has no AVX512-BF16");
+	if (m == 0 || n == 0)
+		return;
+	if (k == 0) { // C = bias (or 0)
+		for (int64_t i = 0; i < m; i++) {
+			auto row =
+				c_bf16 ? torch::from_blob(static_cast<uint16_t *>(c) + i * ldc, {n}, torch::kBFloat16)
+				       : torch::from_blob(static_cast<float *>(c) + i * ldc, {n});
+			if (bias)
+				row.copy_(torch::from_blob(const_cast<float *>(bias), {n}));
+			else
+				row.zero_();
+		}
+		return;
+	}
+	using U = uint16_t;
+	if (a_bf16 && b_bf16)
+		run_out(ta, tb, m, n, k, static_cast<const U *>(a), lda, static_cast<const U *>(b), ldb, c, c_bf16, ldc,
+			bias);
+	else if (a_bf16)
+		run_out(ta, tb, m, n, k, static_cast<const U *>(a), lda, static_cast<const float *>(b), ldb, c, c_bf16,
+			ldc, bias);
+	else if (b_bf16)
+		run_out(ta, tb, m, n, k, static_cast<const float *>(a), lda, static_cast<const U *>(b), ldb, c, c_bf16,
+			ldc, bias);
+	else
+		run_out(ta, tb, m, n, k, static_cast<const float *>(a), lda, static_cast<const float *>(b), ldb, c,
+			c_bf16, ldc, bias);
+}
+
+} // namespace knlp
