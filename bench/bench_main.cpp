@@ -349,6 +349,27 @@ static int bench_kernels(char **a)
 				    {"unfused_ms", u},
 				    {"speedup", u / f},
 				    {"block_rows", attention_block_rows(T)}};
+		// bf16 q, k, v, as the projection under autocast gives them.
+		auto qb = q.detach().to(torch::kBFloat16).requires_grad_(true),
+		     kb = k.detach().to(torch::kBFloat16).requires_grad_(true),
+		     vb = v.detach().to(torch::kBFloat16).requires_grad_(true);
+		auto gb = g.to(torch::kBFloat16);
+		auto run_bf = [&](bool blocked) {
+			torch::Tensor y;
+			if (blocked)
+				y = blocked_causal_attention(qb, kb, vb, bias, attention_block_rows(T));
+			else
+				y = torch::bmm(
+					torch::softmax(torch::baddbmm(bias.to(torch::kBFloat16), qb, kb.transpose(1, 2),
+								      1.0, 1.0 / std::sqrt(double(D))),
+						       -1),
+					vb);
+			y.backward(gb);
+			qb.mutable_grad().reset(), kb.mutable_grad().reset(), vb.mutable_grad().reset();
+		};
+		auto [fb, ub] = paired_median_ms(
+			reps, [&] { run_bf(true); }, [&] { run_bf(false); });
+		out["attention_bf16"] = {{"fused_ms", fb}, {"unfused_ms", ub}, {"speedup", ub / fb}};
 	}
 	{
 		// The MLP's activation after its first product h = x W^T ([B*T, 4C]): + bias, GELU,

@@ -123,6 +123,92 @@ void backward_f32(const float *q, const float *k, const float *v, const float *p
 	});
 }
 
+void bf16_to_f32(const uint16_t *in, float *out, int64_t n);
+void f32_to_bf16(const float *in, uint16_t *out, int64_t n);
+
+// bf16 (under autocast, with knlp's bf16 product): as the fp32 path, the products through
+// gemm_bf16 with float32 sums. Scores, the softmax and its backward are float32; the
+// probabilities are kept in bf16 (the operand of the products after them, as libtorch's
+// path keeps them); gk and gv are summed over blocks in float32 and rounded once.
+void forward_bf16(const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *probs, uint16_t *out, int64_t N,
+		  int64_t T, int64_t D, const Blocks &b, float scale)
+{
+	const float ninf = -std::numeric_limits<float>::infinity();
+	knlp::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+		std::vector<float> sc(size_t(b.rows.empty() ? 0 : b.rows[0]) * size_t(T));
+		for (int64_t n = n0; n < n1; n++) {
+			const uint16_t *qn = q + n * T * D, *kn = k + n * T * D, *vn = v + n * T * D;
+			uint16_t *pn = probs + n * b.total, *on = out + n * T * D;
+			for (size_t i = 0; i < b.r0.size(); i++) {
+				const int64_t r0 = b.r0[i], rows = b.rows[i], S = r0 + rows;
+				float *s = sc.data();
+				gemm_bf16(false, true, rows, S, D, qn + r0 * D, true, D, kn, true, D, s, false, S);
+				for (int64_t r = 0; r < rows; r++) {
+					float *sr = s + r * S;
+					const int64_t valid = r0 + r + 1;
+					for (int64_t c = 0; c < valid; c++)
+						sr[c] *= scale;
+					std::fill(sr + valid, sr + S, ninf);
+				}
+				auto st = torch::from_blob(s, {rows, S});
+				at::_softmax_out(st, st, -1, false);
+				uint16_t *p = pn + b.offset[i];
+				f32_to_bf16(s, p, rows * S);
+				gemm_bf16(false, false, rows, D, S, p, true, S, vn, true, D, on + r0 * D, true, D);
+			}
+		}
+	});
+}
+
+void backward_bf16(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *probs, const uint16_t *go,
+		   uint16_t *gq, uint16_t *gk, uint16_t *gv, int64_t N, int64_t T, int64_t D, const Blocks &b,
+		   float scale)
+{
+	knlp::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+		const size_t R = size_t(b.rows.empty() ? 0 : b.rows[0]);
+		std::vector<float> t(R * size_t(T)), pf(R * size_t(T)), tmp(size_t(T * D)), gka(size_t(T * D)),
+			gva(size_t(T * D));
+		for (int64_t n = n0; n < n1; n++) {
+			const int64_t o = n * T * D;
+			const uint16_t *pn = probs + n * b.total;
+			bool first = true;
+			// The last block reaches every key: it initialises gk and gv.
+			for (size_t j = b.r0.size(); j-- > 0;) {
+				const int64_t r0 = b.r0[j], rows = b.rows[j], S = r0 + rows;
+				const uint16_t *p = pn + b.offset[j], *g = go + o + r0 * D;
+				auto add_into = [&](float *acc) {
+					if (first)
+						std::copy(tmp.data(), tmp.data() + S * D, acc);
+					else
+						for (int64_t e = 0; e < S * D; e++)
+							acc[e] += tmp[size_t(e)];
+				};
+				gemm_bf16(true, false, S, D, rows, p, true, S, g, true, D, tmp.data(), false, D);
+				add_into(gva.data());
+				gemm_bf16(false, true, rows, S, D, g, true, D, v + o, true, D, t.data(), false, S);
+				bf16_to_f32(p, pf.data(), rows * S);
+				for (int64_t r = 0; r < rows; r++) {
+					const float *pr = pf.data() + r * S;
+					float *tr = t.data() + r * S;
+					float dot = 0;
+					for (int64_t c = 0; c < S; c++)
+						dot += pr[c] * tr[c];
+					for (int64_t c = 0; c < S; c++)
+						tr[c] = scale * (pr[c] * (tr[c] - dot));
+				}
+				gemm_bf16(false, false, rows, D, S, t.data(), false, S, k + o, true, D, gq + o + r0 * D,
+					  true, D);
+				gemm_bf16(true, false, S, D, rows, t.data(), false, S, q + o + r0 * D, true, D,
+					  tmp.data(), false, D);
+				add_into(gka.data());
+				first = false;
+			}
+			f32_to_bf16(gka.data(), gk + o, T * D);
+			f32_to_bf16(gva.data(), gv + o, T * D);
+		}
+	});
+}
+
 // The inputs keep the dtype they arrive in (bf16 under autocast): the products run in it,
 // the softmax accumulates in fp32 inside libtorch's kernel either way.
 struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAttention> {
@@ -140,6 +226,15 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 		if (q.scalar_type() == torch::kFloat && sgemm_direct()) {
 			forward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
 				    probs.data_ptr<float>(), out.data_ptr<float>(), N, T, D, b, float(scale));
+			ctx->save_for_backward({q, k, v, probs});
+			ctx->saved_data["block"] = block;
+			return out;
+		}
+		if (q.scalar_type() == torch::kBFloat16 && own_bf16_gemm_active()) {
+			auto bits = [](const torch::Tensor &t) {
+				return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>());
+			};
+			forward_bf16(bits(q), bits(k), bits(v), bits(probs), bits(out), N, T, D, b, float(scale));
 			ctx->save_for_backward({q, k, v, probs});
 			ctx->saved_data["block"] = block;
 			return out;
@@ -178,6 +273,15 @@ struct BlockedCausalAttention : public torch::autograd::Function<BlockedCausalAt
 			backward_f32(q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
 				     probs.data_ptr<float>(), go.data_ptr<float>(), gq.data_ptr<float>(),
 				     gk.data_ptr<float>(), gv.data_ptr<float>(), N, T, D, b, float(scale));
+			return {gq, gk, gv, torch::Tensor(), torch::Tensor()};
+		}
+		if (q.scalar_type() == torch::kBFloat16 && own_bf16_gemm_active()) {
+			auto gq = torch::empty_like(q), gk = torch::empty_like(k), gv = torch::empty_like(v);
+			auto bits = [](const torch::Tensor &t) {
+				return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>());
+			};
+			backward_bf16(bits(q), bits(k), bits(v), bits(probs), bits(go), bits(gq), bits(gk), bits(gv), N,
+				      T, D, b, float(scale));
 			return {gq, gk, gv, torch::Tensor(), torch::Tensor()};
 		}
 		auto gq = torch::empty_like(q), gk = torch::zeros_like(k), gv = torch::zeros_like(v);

@@ -17,6 +17,7 @@
 #include "core/torch_compat.h"
 #include "gnn/sage.h"
 #include "models/fused.h"
+#include "models/gemm.h"
 #include "models/gpt2.h"
 #include "models/onednn.h"
 #include "models/vision.h"
@@ -81,20 +82,34 @@ TEST(Fused, BlockedAttentionEqualsThePlainPath)
 	}
 }
 
+// Both bf16 paths: knlp's bf16 product (float32 scores, softmax and gk / gv sums) where
+// the CPU has AVX512-BF16, and libtorch's bf16 products (oneDNN); blocks that divide the
+// length, a short last one, and blocks of one row.
 TEST(Fused, BlockedAttentionInBf16TracksFloat64)
 {
 	torch::manual_seed(2);
 	auto q = torch::randn({4, 160, 32}), k = torch::randn({4, 160, 32}), v = torch::randn({4, 160, 32});
 	auto g = torch::randn({4, 160, 32});
 	auto ref = run_attention(q, k, v, g, 0, torch::kFloat);
-	auto got = run_attention(q, k, v, g, 64, torch::kBFloat16);
-	EXPECT_EQ(got.y.scalar_type(), torch::kBFloat16);
-	EXPECT_EQ(got.gq.scalar_type(), torch::kBFloat16);
-	// bf16 keeps 8 bits of mantissa: a few parts in a hundred after two products.
-	EXPECT_LT(rel_err(got.y, ref.y), 3e-2);
-	EXPECT_LT(rel_err(got.gq, ref.gq), 5e-2);
-	EXPECT_LT(rel_err(got.gk, ref.gk), 5e-2);
-	EXPECT_LT(rel_err(got.gv, ref.gv), 5e-2);
+	for (bool own : {true, false})
+		for (int64_t block : {64, 37, 1}) {
+			if (own && !bf16_gemm_available())
+				continue;
+			set_own_bf16_gemm(own);
+			auto got = run_attention(q, k, v, g, block, torch::kBFloat16);
+			set_own_bf16_gemm(true);
+			EXPECT_EQ(got.y.scalar_type(), torch::kBFloat16);
+			EXPECT_EQ(got.gq.scalar_type(), torch::kBFloat16);
+			// bf16 keeps 8 bits of mantissa: a few parts in a hundred after two products.
+			EXPECT_LT(rel_err(got.y, ref.y), 3e-2) << "own " << own << " block " << block;
+			EXPECT_LT(rel_err(got.gq, ref.gq), 5e-2) << "own " << own << " block " << block;
+			EXPECT_LT(rel_err(got.gk, ref.gk), 5e-2) << "own " << own << " block " << block;
+			EXPECT_LT(rel_err(got.gv, ref.gv), 5e-2) << "own " << own << " block " << block;
+			// The first row attends only to itself: its output is v's first row (rounded).
+			EXPECT_TRUE(torch::allclose(got.y.select(1, 0).to(torch::kFloat),
+						    v.select(1, 0).to(torch::kBFloat16).to(torch::kFloat), 0, 1e-6))
+				<< "own " << own << " block " << block;
+		}
 }
 
 TEST(Fused, BlockedAttentionRejectsBadShapes)
@@ -308,7 +323,10 @@ TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 		auto a = bias_gelu(n, bb);
 		auto qq = q.clone().requires_grad_(true);
 		auto o = blocked_causal_attention(qq, k, v, causal_bias(192), 64);
-		(a.square().sum() + y.sum() + o.square().sum()).backward();
+		auto q16 = q.to(torch::kBFloat16).requires_grad_(true);
+		auto o16 = blocked_causal_attention(q16, k.to(torch::kBFloat16), v.to(torch::kBFloat16),
+						    causal_bias(192), 64);
+		(a.square().sum() + y.sum() + o.square().sum() + o16.to(torch::kFloat).square().sum()).backward();
 		auto z = z0.clone();
 		const double l = cross_entropy_rows(z, t, 0.01f, true);
 		// The head in vocabulary blocks: x [300, 96] against 3000 rows of d's, blocks of 64.
@@ -316,10 +334,18 @@ TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 		auto gx = torch::empty_like(x), gw = torch::empty_like(hw);
 		const double hl = linear_cross_entropy_blocked(x, hw, t.remainder(3000).masked_fill(t < 0, -1), 0.01f,
 							       &gx, &gw, false, 64);
-		return std::vector<torch::Tensor>{
-			a.detach(), o.detach(), xx.grad(), ww.grad(),
-			bb.grad(),  qq.grad(),	z,	   torch::tensor({l, hl}, torch::kDouble),
-			gx,	    gw};
+		return std::vector<torch::Tensor>{a.detach(),
+						  o.detach(),
+						  xx.grad(),
+						  ww.grad(),
+						  bb.grad(),
+						  qq.grad(),
+						  z,
+						  torch::tensor({l, hl}, torch::kDouble),
+						  gx,
+						  gw,
+						  o16.detach(),
+						  q16.grad()};
 	};
 	const int saved = at::get_num_threads();
 	at::set_num_threads(1);
