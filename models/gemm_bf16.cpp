@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
@@ -87,6 +88,20 @@ KNLP_BF16 inline void transpose8(__m256i r[8])
 	}
 }
 
+// Pairs of rows g..g + 15 (v) into panels of `width` rows (kcp pairs each) from base.
+KNLP_BF16 inline void put_pairs(uint32_t *base, int64_t width, int64_t kcp, int64_t padded, int64_t g, __m512i v)
+{
+	uint32_t *d = base + (g / width) * width * kcp + g % width;
+	if (width >= 16) {
+		_mm512_storeu_si512(d, v);
+	} else { // panels of 8: rows g.. in one, g + 8.. in the next
+		_mm256_storeu_si256(reinterpret_cast<__m256i *>(d), _mm512_castsi512_si256(v));
+		if (g + 8 < padded)
+			_mm256_storeu_si256(reinterpret_cast<__m256i *>(d + width * kcp),
+					    _mm512_extracti64x4_epi64(v, 1));
+	}
+}
+
 // Operand rows [r0, r0 + nrows) (rows: what becomes a panel's width, i of A or j of B),
 // values [p0, p0 + kc) of k, packed as pairs into panels of `width` rows: pair q of row r
 // of a panel at dst[q * width + r]; rows and pairs past the ends are zeros.
@@ -100,32 +115,44 @@ KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nro
 {
 	const int64_t kcp = (kc + 1) / 2;
 	if (!kmajor) {
-		// Rows contiguous: for each pair of k, 16 rows at a time across all panels (the
-		// source read in order), the two k interleaved by one permute. 16 rows lie in one
-		// panel of 48, or fill two panels of 8.
-		alignas(64) static const uint16_t idx_v[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
-							       21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
-							       11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-		const __m512i idx = _mm512_load_si512(idx_v);
+		// Rows contiguous: for each pair of k, 32 rows at a time across all panels (the
+		// source read in order), the two k interleaved by two permutes, then 16 at a time
+		// under masks. 16 rows lie in one panel of 48, or fill two panels of 8.
 		const int64_t padded = (nrows + width - 1) / width * width;
+		alignas(64) static const uint16_t lo_v[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
+							      37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
+							      11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+		const __m512i lo_idx = _mm512_load_si512(lo_v),
+			      hi_idx = _mm512_add_epi16(lo_idx, _mm512_set1_epi16(16));
+		const int64_t full = nrows / 32 * 32;
 		for (int64_t q = 0; q < kcp; q++) {
 			const S *e = s + (p0 + 2 * q) * ld + r0;
 			const bool odd = 2 * q + 1 < kc;
-			for (int64_t g = 0; g < padded; g += 16) {
+			uint32_t *base = dst + q * width;
+			int64_t g = 0;
+			// 32 rows a time: 32 values of each k, two permutes.
+			for (; g < full; g += 32) {
+				__m512i a, b;
+				if constexpr (std::is_same_v<S, float>) {
+					a = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(e + g + 16),
+									 _mm512_loadu_ps(e + g));
+					b = odd ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(e + ld + g + 16),
+									       _mm512_loadu_ps(e + ld + g))
+						: _mm512_setzero_si512();
+				} else {
+					a = _mm512_loadu_si512(e + g);
+					b = odd ? _mm512_loadu_si512(e + ld + g) : _mm512_setzero_si512();
+				}
+				put_pairs(base, width, kcp, padded, g, _mm512_permutex2var_epi16(a, lo_idx, b));
+				put_pairs(base, width, kcp, padded, g + 16, _mm512_permutex2var_epi16(a, hi_idx, b));
+			}
+			for (; g < padded; g += 16) {
 				const __mmask16 m = mask16(nrows - g);
 				const __m256i lo = load16(e + g, m),
 					      hi = odd ? load16(e + ld + g, m) : _mm256_setzero_si256();
-				const __m512i v = _mm512_permutexvar_epi16(
-					idx, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-				uint32_t *d = dst + (g / width) * width * kcp + q * width + g % width;
-				if (width >= 16) {
-					_mm512_storeu_si512(d, v);
-				} else { // panels of 8: rows g.. in one, g + 8.. in the next
-					_mm256_storeu_si256(reinterpret_cast<__m256i *>(d), _mm512_castsi512_si256(v));
-					if (g + 8 < padded)
-						_mm256_storeu_si256(reinterpret_cast<__m256i *>(d + width * kcp),
-								    _mm512_extracti64x4_epi64(v, 1));
-				}
+				put_pairs(base, width, kcp, padded, g,
+					  _mm512_permutex2var_epi16(_mm512_castsi256_si512(lo), lo_idx,
+								    _mm512_castsi256_si512(hi)));
 			}
 		}
 		return;
