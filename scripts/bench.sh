@@ -193,18 +193,26 @@ for shape in "a 4 4 128 64 12 50304 20" "b 6 6 384 256 12 256 8" "c 12 12 768 64
 			done
 		done
 	done
-	ab="null"; kb="null"
+	ab="null"; kb="null"; kb_off="null"; bpairs=""; bpaired="null"
 	if [ "$native_bf16" = 1 ]; then
 		kb=$(KNLP_BENCH_BF16=1 "$B" train "$@")
+		kb_off=$(KNLP_BENCH_BF16=1 KNLP_BENCH_OFF=gemm_bf16 "$B" train "$@")
 		# Eager + autocast at its best of 1 and 2 threads and of both allocator settings.
 		for th in 1 2; do
 			for alloc in default knlp; do
 				a1=$(eager_gpt2 $th $alloc "$@" cpu bf16)
 				if [ "$ab" = null ] || $PY -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['tokens_per_sec'] > json.loads(sys.argv[2])['tokens_per_sec'] else 1)" "$a1" "$ab"; then
-					ab=$a1
+					ab=$a1; abth=$th; aballoc=$alloc
 				fi
 			done
 		done
+		# The headline bf16 ratio: three alternating pairs against that best arm.
+		for i in 1 2 3; do
+			k1=$(jq_get "$(KNLP_BENCH_BF16=1 "$B" train "$@")" tokens_per_sec)
+			e1=$(jq_get "$(eager_gpt2 $abth $aballoc "$@" cpu bf16)" tokens_per_sec)
+			bpairs="$bpairs${bpairs:+, }[$k1, $e1]"
+		done
+		bpaired=$($PY -c "import statistics; print(f'{statistics.median(a / b for a, b in [$bpairs]):.3f}')")
 	fi
 	eager="${eager%, }}"
 	kt=$(jq_get "$k" tokens_per_sec); kdt=$(jq_get "$kd" tokens_per_sec)
@@ -237,6 +245,10 @@ PY
 			"$(jq_get "$kb" tokens_per_sec)" "$($PY -c "print(100*$(jq_get "$kb" mfu))")" "$(jq_get "$kb" peak_gflops)" \
 			"$(jq_get "$ab" tokens_per_sec)" "$(ratio "$(jq_get "$kb" tokens_per_sec)" "$(jq_get "$ab" tokens_per_sec)")" \
 			"$(ratio "$kt" "$(jq_get "$ab" tokens_per_sec)")"
+		printf "      bf16 paired: knlp / eager + autocast's best arm (%s thread(s), %s allocator) over 3 alternating runs: median %sx (%s)\n" \
+			"$abth" "$aballoc" "$bpaired" "$($PY -c "print(', '.join(f'{a:.0f}/{b:.0f}' for a, b in [$bpairs]))")"
+		printf "      knlp's bf16 GEMM off (oneDNN's products, CONFIG_CPU_GEMM_BF16=n): %.0f tok/s (knlp's: %.0f)\n" \
+			"$(jq_get "$kb_off" tokens_per_sec)" "$(jq_get "$kb" tokens_per_sec)"
 	else
 		echo "      eager + autocast bf16: not measured (this CPU has no native bf16: no AVX512-BF16 or AMX-BF16)"
 	fi
@@ -254,8 +266,8 @@ print("      fusions, each off against all on right before it: " + "; ".join(
     f" (gain {v['on']['tokens_per_sec'] / v['off']['tokens_per_sec']:.2f}x)"
     for f, v in offs.items()))
 PY
-	printf '  "train_%s": {"knlp": %s, "knlp_glibc_default_allocator": %s, "knlp_before_unfused_head": %s, "knlp_unfused_head": %s, "knlp_fusions_off": %s, "eager": %s, "eager_best_tokens_per_sec": %s, "paired_knlp_eager_best": [%s], "paired_median_ratio": %s, "eager_autocast_bf16": %s, "knlp_bf16": %s, "native_bf16": %s},\n' \
-		"$name" "$k" "$kd" "$uon" "$u" "$offs" "$eager" "$best" "$pairs" "$paired" "$ab" "$kb" "$native_bf16" >>"$res"
+	printf '  "train_%s": {"knlp": %s, "knlp_glibc_default_allocator": %s, "knlp_before_unfused_head": %s, "knlp_unfused_head": %s, "knlp_fusions_off": %s, "eager": %s, "eager_best_tokens_per_sec": %s, "paired_knlp_eager_best": [%s], "paired_median_ratio": %s, "eager_autocast_bf16": %s, "knlp_bf16": %s, "knlp_bf16_onednn_gemm": %s, "paired_bf16_knlp_eager": [%s], "paired_bf16_median_ratio": %s, "native_bf16": %s},\n' \
+		"$name" "$k" "$kd" "$uon" "$u" "$offs" "$eager" "$best" "$pairs" "$paired" "$ab" "$kb" "$kb_off" "$bpairs" "$bpaired" "$native_bf16" >>"$res"
 done
 
 echo
@@ -267,7 +279,8 @@ $PY - "$kn" <<'PY'
 import json, sys
 k = json.loads(sys.argv[1])
 for name, label in (("attention", "causal attention in query blocks"), ("add_layernorm", "residual add + LayerNorm"),
-                    ("bias_gelu", "bias + GELU"), ("cross_entropy", "head cross-entropy, 768 x 50304"),
+                    ("bias_gelu", "bias + GELU"), ("attention_bf16", "causal attention, bf16"),
+                    ("bias_gelu_bf16", "bias + GELU, bf16"), ("cross_entropy", "head cross-entropy, 768 x 50304"),
                     ("head_vocab_blocks", "whole head in vocabulary blocks")):
     r = k[name]
     print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
@@ -291,6 +304,22 @@ PY
 	gm="$gm\"$label\": $g, "
 done
 printf '  "gemm": %s},\n' "${gm%, }" >>"$res"
+
+if [ "$native_bf16" = 1 ] && grep -qw avx512_bf16 /proc/cpuinfo; then
+	echo
+	echo "== bf16 matrix products of the same layer: knlp's AVX512-BF16 kernel (models/gemm_bf16.cpp) vs"
+	echo "   libtorch's bf16 mm (oneDNN), medians of 7 alternating calls; the weight gradients in float32"
+	echo "   (libtorch: its bf16 product and the cast autocast's backward runs)"
+	g=$(KNLP_BENCH_BF16=1 "$B" gemm 12 256 384 7)
+	$PY - "$g" <<'PY'
+import json, sys
+g = json.loads(sys.argv[1])
+print(f"  knlp {g['knlp_ms']:.1f} ms vs libtorch {g['libtorch_ms']:.1f} ms for the layer's 12 products: {g['speedup']:.2f}x"
+      f" (per product {min(p['speedup'] for p in g['products']):.2f}-{max(p['speedup'] for p in g['products']):.2f}x,"
+      f" knlp {min(p['knlp_gflops'] for p in g['products']):.0f}-{max(p['knlp_gflops'] for p in g['products']):.0f} GFLOP/s)")
+PY
+	printf '  "gemm_bf16": %s,\n' "$g" >>"$res"
+fi
 
 echo
 echo "== AdamW step on the GPT-2 124M parameter set: knlp fused vs torch::optim::AdamW"
