@@ -457,6 +457,27 @@ static int bench_kernels(char **a)
 					    {"channels", C},
 					    {"vocab", V},
 					    {"block", head_vocab_block(R)}};
+		if (bf16_gemm_available()) {
+			// The head under bf16 (products in bf16, statistics in float32) at shapes (a)
+			// and (c) (256 rows of 768 channels): through knlp's bf16 product (blocked at
+			// (a), row chunks at (c)) against libtorch's bf16 products.
+			for (auto [name, rows, ch] :
+			     {std::tuple<const char *, int64_t, int64_t>{"head_bf16_a", 768, 128},
+			      {"head_bf16_c", 256, 768}}) {
+				auto xb = mk({rows, ch}), wb = torch::randn({V, ch}).mul_(0.02).requires_grad_(true);
+				auto tb = torch::randint(0, V, {rows}, torch::kLong);
+				auto run_bf = [&](bool own) {
+					set_own_bf16_gemm(own);
+					linear_cross_entropy(xb, wb, tb, at::kBFloat16, 0, true).backward();
+					xb.mutable_grad().reset(), wb.mutable_grad().reset();
+					set_own_bf16_gemm(true);
+				};
+				auto [fb, ub] = paired_median_ms(
+					reps, [&] { run_bf(true); }, [&] { run_bf(false); });
+				out[name] = {{"fused_ms", fb}, {"unfused_ms", ub}, {"speedup", ub / fb},
+					     {"rows", rows},   {"channels", ch},   {"vocab", V}};
+			}
+		}
 	}
 	std::printf("%s\n", out.dump().c_str());
 	return 0;

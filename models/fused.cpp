@@ -893,8 +893,17 @@ bool linear_cross_entropy_blocked_applies(const torch::Tensor &x, const torch::T
 
 double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
 				    float scale, torch::Tensor *gx, torch::Tensor *gw, bool gw_accumulate,
-				    int64_t block)
+				    int64_t block, bool bf16)
 {
+	TORCH_CHECK(!bf16 || bf16_gemm_available(), "linear_cross_entropy_blocked: bf16 needs AVX512-BF16");
+	// Row-major C (+)= op(A) op(B), float32 operands: sgemm, or gemm_bf16 (bf16 products).
+	auto mm = [bf16](bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+			 int64_t ldb, bool add, float *c, int64_t ldc) {
+		if (bf16)
+			gemm_bf16(ta, tb, m, n, k, a, false, lda, b, false, ldb, c, false, ldc, nullptr, add);
+		else
+			gemm_rm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, add ? 1.0f : 0.0f, c, ldc);
+	};
 	TORCH_CHECK(linear_cross_entropy_blocked_applies(x, w, block),
 		    "linear_cross_entropy_blocked: x [N, C] and w [V, C] contiguous CPU float32, V at least 16 blocks");
 	const int64_t N = x.size(0), C = x.size(1), V = w.size(0);
@@ -926,7 +935,7 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 		for (int64_t b = first_block(g); b < first_block(g + 1); b++) {
 			const int64_t v0 = b * vb, width = std::min(vb, V - v0);
 			float *z = zp + (grad ? b : g) * N * vb;
-			gemm_rm(false, true, N, width, C, 1.0f, xp, C, wp + v0 * C, C, 0.0f, z, width);
+			mm(false, true, N, width, C, xp, C, wp + v0 * C, C, false, z, width);
 			xent_block_stats(z, tp, N, width, v0, grad, m.data() + b * N, s.data() + b * N,
 					 bad.data() + b * N, picked.data());
 		}
@@ -969,10 +978,8 @@ double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor 
 			const int64_t v0 = b * vb, width = std::min(vb, V - v0);
 			float *z = zp + b * N * vb;
 			xent_block_grad(z, tp, N, width, v0, s.data() + b * N, row_scale.data());
-			gemm_rm(true, false, width, C, N, 1.0f, z, width, xp, C, gw_accumulate ? 1.0f : 0.0f,
-				gwp + v0 * C, C);
-			gemm_rm(false, false, N, C, width, 1.0f, z, width, wp + v0 * C, C,
-				b == first_block(g) ? 0.0f : 1.0f, part, C);
+			mm(true, false, width, C, N, z, width, xp, C, gw_accumulate, gwp + v0 * C, C);
+			mm(false, false, N, C, width, z, width, wp + v0 * C, C, b != first_block(g), part, C);
 		}
 	});
 	knlp::parallel_for(0, N * C, 4096, [&](int64_t i0, int64_t i1) {

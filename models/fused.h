@@ -51,10 +51,12 @@ double cross_entropy_rows(torch::Tensor &logits, const torch::Tensor &targets, f
 // target -1 count 0; NaN where a row holds a NaN or an infinity). With gx (and gw) the
 // gradients of that sum times `scale` are written to gx and written to (or, with
 // gw_accumulate, added to) gw. The same bits for any thread count. block: columns per
-// block (0: head_vocab_block(N)).
+// block (0: head_vocab_block(N)). bf16: the three products through gemm_bf16 (models/gemm.h,
+// which must be available), as under bf16 autocast: x, W and each block's gradient rounded
+// to bf16, float32 sums, logits and gradients float32.
 double linear_cross_entropy_blocked(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &targets,
 				    float scale, torch::Tensor *gx, torch::Tensor *gw, bool gw_accumulate,
-				    int64_t block = 0);
+				    int64_t block = 0, bool bf16 = false);
 // Whether it applies: contiguous CPU float32 x [N, C] and w [V, C], BLAS at hand, at most
 // 128 channels (where it was measured to pay) and a vocabulary of at least 16 blocks (a
 // smaller one keeps the row kernel).

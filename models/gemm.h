@@ -42,10 +42,12 @@ void set_own_gemm(bool on);
 // Row-major C = op(A) op(B) (+ bias[j]) in bf16 with float32 sums, on CPUs with AVX-512
 // and AVX512-BF16 (models/gemm_bf16.cpp). A, B: float32 (rounded to bf16, to nearest even,
 // while they are packed) or bf16 bits (x_bf16); C float32 or bf16 (rounded once from the
-// float32 sums). op as for sgemm; C's old contents are ignored. Threaded as sgemm. Each
+// float32 sums). op as for sgemm; C's old contents are ignored, or with accumulate (a
+// float32 C, no bias) the product is added to them. Threaded as sgemm. Each
 // element of C is summed in one order whatever the thread count.
 void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a, bool a_bf16, int64_t lda,
-	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias = nullptr);
+	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias = nullptr,
+	       bool accumulate = false);
 // Whether the CPU can run gemm_bf16: AVX-512 (F, BW, DQ, VL, not capped by
 // ATEN_CPU_CAPABILITY) with AVX512-BF16.
 bool bf16_gemm_available();

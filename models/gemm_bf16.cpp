@@ -240,7 +240,7 @@ struct Buffer {
 
 template <class SA, class SB, bool BF16_OUT>
 void block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t k, const SA *a, int64_t lda,
-	   const SB *b, int64_t ldb, void *c, int64_t ldc, const float *bias)
+	   const SB *b, int64_t ldb, void *c, int64_t ldc, const float *bias, bool acc)
 {
 	thread_local Buffer pa, pb;
 	const int64_t KC = k_block(k, BF16_OUT), KCP = (KC + 1) / 2, MC = m_block(KC), NC = n_block(KC);
@@ -260,7 +260,7 @@ void block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int
 								      static_cast<char *>(c) +
 									      ((ic + ir) * ldc + jc + jr) * esz,
 								      ldc, std::min(MR, mc - ir), std::min(NR, nc - jr),
-								      pc == 0, bias ? bias + jc + jr : nullptr);
+								      pc == 0 && !acc, bias ? bias + jc + jr : nullptr);
 			}
 		}
 	}
@@ -273,12 +273,12 @@ void block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int
 // element is summed in the same order whatever the thread count.
 template <class SA, class SB, bool BF16_OUT>
 void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t lda, const SB *b, int64_t ldb, void *c,
-	 int64_t ldc, const float *bias)
+	 int64_t ldc, const float *bias, bool acc)
 {
 	const int threads = parallel_threads();
 	const bool split = threads > 1 && double(m) * double(n) * double(k) >= 2e6;
 	if (!split) {
-		block<SA, SB, BF16_OUT>(ta, tb, 0, m, 0, n, k, a, lda, b, ldb, c, ldc, bias);
+		block<SA, SB, BF16_OUT>(ta, tb, 0, m, 0, n, k, a, lda, b, ldb, c, ldc, bias, acc);
 		return;
 	}
 	const int64_t KC = k_block(k, BF16_OUT), KCP = (KC + 1) / 2, kblocks = (k + KC - 1) / KC;
@@ -320,7 +320,7 @@ void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t
 								      static_cast<char *>(c) +
 									      ((ic + ir) * ldc + jr) * esz,
 								      ldc, std::min(MR, mc - ir), std::min(NR, n - jr),
-								      kb == 0, bias ? bias + jr : nullptr);
+								      kb == 0 && !acc, bias ? bias + jr : nullptr);
 			}
 		});
 		return;
@@ -340,27 +340,27 @@ void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t
 				for (int64_t ir = 0; ir < m; ir += MR)
 					kernel_tile<BF16_OUT>(kcp, ak + ir * kcp, bp + jr * kcp,
 							      static_cast<char *>(c) + (ir * ldc + jc + jr) * esz, ldc,
-							      std::min(MR, m - ir), std::min(NR, nc - jr), kb == 0,
-							      bias ? bias + jc + jr : nullptr);
+							      std::min(MR, m - ir), std::min(NR, nc - jr),
+							      kb == 0 && !acc, bias ? bias + jc + jr : nullptr);
 		}
 	});
 }
 
 template <class SA, class SB>
 void run_out(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t lda, const SB *b, int64_t ldb,
-	     void *c, bool c_bf16, int64_t ldc, const float *bias)
+	     void *c, bool c_bf16, int64_t ldc, const float *bias, bool acc)
 {
 	if (!c_bf16) {
-		run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias);
+		run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, acc);
 		return;
 	}
 	if (k <= KC_MAX) {
-		run<SA, SB, true>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias);
+		run<SA, SB, true>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, false);
 		return;
 	}
 	// Several k blocks: float32 sums first, one rounding at the end.
 	std::vector<float> t(size_t(m * n));
-	run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, t.data(), n, bias);
+	run<SA, SB, false>(ta, tb, m, n, k, a, lda, b, ldb, t.data(), n, bias, false);
 	auto *o = static_cast<uint16_t *>(c);
 	for (int64_t i = 0; i < m; i++) {
 		auto src = torch::from_blob(t.data() + i * n, {n});
@@ -485,10 +485,12 @@ void set_own_bf16_gemm(bool on)
 }
 
 void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a, bool a_bf16, int64_t lda,
-	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias)
+	       const void *b, bool b_bf16, int64_t ldb, void *c, bool c_bf16, int64_t ldc, const float *bias,
+	       bool accumulate)
 {
 	TORCH_CHECK(bf16_gemm_available(), "gemm_bf16: this CPU has no AVX512-BF16");
-	if (m == 0 || n == 0)
+	TORCH_CHECK(!accumulate || (!c_bf16 && !bias), "gemm_bf16: accumulates into a float32 C without a bias");
+	if (m == 0 || n == 0 || (k == 0 && accumulate))
 		return;
 	if (k == 0) { // C = bias (or 0)
 		for (int64_t i = 0; i < m; i++) {
@@ -505,16 +507,16 @@ void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
 	using U = uint16_t;
 	if (a_bf16 && b_bf16)
 		run_out(ta, tb, m, n, k, static_cast<const U *>(a), lda, static_cast<const U *>(b), ldb, c, c_bf16, ldc,
-			bias);
+			bias, accumulate);
 	else if (a_bf16)
 		run_out(ta, tb, m, n, k, static_cast<const U *>(a), lda, static_cast<const float *>(b), ldb, c, c_bf16,
-			ldc, bias);
+			ldc, bias, accumulate);
 	else if (b_bf16)
 		run_out(ta, tb, m, n, k, static_cast<const float *>(a), lda, static_cast<const U *>(b), ldb, c, c_bf16,
-			ldc, bias);
+			ldc, bias, accumulate);
 	else
 		run_out(ta, tb, m, n, k, static_cast<const float *>(a), lda, static_cast<const float *>(b), ldb, c,
-			c_bf16, ldc, bias);
+			c_bf16, ldc, bias, accumulate);
 }
 
 } // namespace knlp

@@ -46,13 +46,21 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 	const int64_t cap = rows > 0 ? rows : linear_cross_entropy_rows(N, V);
 	const int64_t n_chunks = std::max<int64_t>(1, (N + cap - 1) / cap);
 	const int64_t R = std::max<int64_t>(1, (N + n_chunks - 1) / n_chunks);
-	auto wc = low ? w.to(compute) : w;
+	// bf16 on a CPU with knlp's bf16 product (models/gemm.h): its products take the float32
+	// x and w as they are (rounded while packed) and give float32 logits and gradients, so
+	// neither w's bf16 copy nor the logits' casts exist.
+	const bool own16 = cpu && low && compute == at::kBFloat16 && own_bf16_gemm_active() &&
+			   (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+			   w.scalar_type() == at::kFloat && x.is_contiguous() && w.is_contiguous();
+	auto wc = low && !own16 ? w.to(compute) : w;
 	auto gx = want_grad ? torch::empty_like(x) : torch::Tensor();
-	// The CPU in float32: the vocabulary-blocked kernel (models/fused.h), where the logits
-	// never leave the cache between their product, their reduction and their gradient's
-	// products; it writes w's gradient whole in the first chunk.
-	const bool blocked = vocab_blocks && cpu && !low && linear_cross_entropy_blocked_applies(x, w);
-	auto gw = !want_grad ? torch::Tensor() : blocked ? torch::empty_like(w) : torch::zeros_like(w);
+	// The CPU in float32 (or bf16 through knlp's product): the vocabulary-blocked kernel
+	// (models/fused.h), where the logits never leave the cache between their product, their
+	// reduction and their gradient's products; it writes w's gradient whole in the first
+	// chunk.
+	const bool blocked = vocab_blocks && cpu && (!low || (own16 && x.scalar_type() == at::kFloat)) &&
+			     linear_cross_entropy_blocked_applies(x, w);
+	auto gw = !want_grad ? torch::Tensor() : blocked || own16 ? torch::empty_like(w) : torch::zeros_like(w);
 	auto total = torch::zeros({}, x.options().dtype(torch::kDouble));
 	for (int64_t r0 = 0; r0 < N; r0 += R) {
 		int64_t r = std::min(R, N - r0);
@@ -61,7 +69,23 @@ torch::Tensor chunked_loss(const torch::Tensor &x, const torch::Tensor &w, const
 		if (blocked) {
 			torch::Tensor gxc = want_grad ? gx.narrow(0, r0, r) : torch::Tensor();
 			host_total += linear_cross_entropy_blocked(xc, w, tc, inv_n_host, want_grad ? &gxc : nullptr,
-								   want_grad ? &gw : nullptr, r0 > 0);
+								   want_grad ? &gw : nullptr, r0 > 0, 0, low);
+			continue;
+		}
+		if (own16) {
+			const int64_t C = x.size(1);
+			const bool xb = x.scalar_type() == at::kBFloat16;
+			auto logits = torch::empty({r, V}, x.options().dtype(torch::kFloat));
+			gemm_bf16(false, true, r, V, C, xc.data_ptr(), xb, C, w.data_ptr(), false, C, logits.data_ptr(),
+				  false, V);
+			host_total += cross_entropy_rows(logits, tc, inv_n_host, want_grad);
+			if (!want_grad)
+				continue;
+			// gx's rows in x's dtype; w's gradient in float32, added up over the chunks.
+			gemm_bf16(false, false, r, C, V, logits.data_ptr(), false, V, w.data_ptr(), false, C,
+				  static_cast<char *>(gx.data_ptr()) + r0 * C * gx.element_size(), xb, C);
+			gemm_bf16(true, false, V, C, r, logits.data_ptr(), false, V, xc.data_ptr(), xb, C,
+				  gw.data_ptr(), false, C, nullptr, r0 > 0);
 			continue;
 		}
 		auto xl = low ? xc.to(compute) : xc;

@@ -308,6 +308,52 @@ TEST(Fused, VocabularyBlockedHeadEqualsFloat64)
 		     c10::Error);
 }
 
+// The blocked head's bf16 mode (knlp's bf16 product): against the float64 head of the
+// bf16-rounded x and w; the gradient's blocks are rounded to bf16 before their products,
+// so the gradients carry bf16's error (about 2^-9 relative). The same bits on 1 and 2
+// threads; accumulation adds the same values.
+TEST(Fused, VocabularyBlockedHeadInBf16TracksFloat64)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	torch::manual_seed(8);
+	const int64_t N = 150, C = 24, V = 5003, block = 64;
+	auto x = torch::randn({N, C}), w = torch::randn({V, C}) * 0.3;
+	auto t = torch::randint(0, V, {N}, torch::kLong);
+	t[2] = -1;
+	t[5] = V - 1;
+	auto xd = x.to(torch::kBFloat16).to(torch::kDouble), wd = w.to(torch::kBFloat16).to(torch::kDouble);
+	auto zd = torch::mm(xd, wd.t());
+	auto want = torch::nn::functional::cross_entropy(
+		zd, t, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kSum));
+	auto g = (torch::softmax(zd, 1) - torch::one_hot(t.clamp_min(0), V).to(torch::kDouble)) * 0.25;
+	g.index_put_({2}, 0.0);
+	auto run = [&](torch::Tensor &gx, torch::Tensor &gw, bool acc) {
+		return linear_cross_entropy_blocked(x, w, t, 0.25f, &gx, &gw, acc, block, true);
+	};
+	auto gx = torch::empty({N, C}), gw = torch::empty({V, C});
+	const double loss = run(gx, gw, false);
+	// float32 sums of exact bf16 products: the loss as the float64 head's to float rounding
+	EXPECT_NEAR(loss, want.item<double>(), 1e-6 * want.item<double>());
+	EXPECT_LT(rel_err(gx.to(torch::kDouble), torch::mm(g, wd)), 1e-2);
+	EXPECT_LT(rel_err(gw.to(torch::kDouble), torch::mm(g.t(), xd)), 1e-2);
+	// Not float32 products: the float32 head's loss differs by more.
+	auto gx32 = torch::empty({N, C}), gw32 = torch::empty({V, C});
+	const double loss32 = linear_cross_entropy_blocked(x, w, t, 0.25f, &gx32, &gw32, false, block);
+	EXPECT_GT(std::abs(loss32 - loss), 10 * std::abs(loss - want.item<double>()));
+	auto gx2 = torch::empty({N, C}), gw2 = torch::ones({V, C});
+	EXPECT_EQ(run(gx2, gw2, true), loss);
+	EXPECT_TRUE(torch::equal(gx2, gx));
+	EXPECT_LT((gw2 - 1 - gw).abs().max().item<double>(), 1e-6);
+	const int saved = at::get_num_threads();
+	at::set_num_threads(1);
+	auto gx1 = torch::empty({N, C}), gw1 = torch::empty({V, C});
+	EXPECT_EQ(run(gx1, gw1, false), loss);
+	at::set_num_threads(saved);
+	EXPECT_TRUE(torch::equal(gx1, gx));
+	EXPECT_TRUE(torch::equal(gw1, gw));
+}
+
 TEST(Fused, KernelsGiveTheSameBitsForAnyThreadCount)
 {
 	torch::manual_seed(5);

@@ -276,6 +276,39 @@ TEST(GemmBf16, MatchesFloat64OnEveryTransposeEdgeAndType)
 	at::set_num_threads(saved);
 }
 
+// accumulate adds the product to a float32 C (one k block and several; split and not).
+TEST(GemmBf16, AccumulatesIntoFloat32C)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	const int saved = at::get_num_threads();
+	for (int threads : {1, 2})
+		for (const Case &cs : std::vector<Case>{{9, 50, 30}, {300, 100, 1100}, {40, 700, 100}})
+			for (int t = 0; t < 4; t++) {
+				at::set_num_threads(threads);
+				const bool ta = t & 1, tb = t & 2;
+				const int64_t m = cs.m, n = cs.n, k = cs.k;
+				auto a = random_values(size_t(m * k), 3 + t), b = random_values(size_t(k * n), 4 + t);
+				auto c0 = random_values(size_t(m * n), 5), c = c0;
+				gemm_bf16(ta, tb, m, n, k, a.data(), false, ta ? m : k, b.data(), false, tb ? k : n,
+					  c.data(), false, n, nullptr, true);
+				double worst = 0;
+				for (int64_t i = 0; i < m; i++)
+					for (int64_t j = 0; j < n; j++) {
+						double r = c0[i * n + j];
+						for (int64_t p = 0; p < k; p++)
+							r += from_bf16_bits(
+								     to_bf16_bits(ta ? a[p * m + i] : a[i * k + p])) *
+							     from_bf16_bits(
+								     to_bf16_bits(tb ? b[j * k + p] : b[p * n + j]));
+						worst = std::max(worst, std::abs(double(c[i * n + j]) - r));
+					}
+				EXPECT_LE(worst, 4e-7 * double(k) + 1e-6) << "m " << m << " n " << n << " k " << k
+									  << " t " << t << " threads " << threads;
+			}
+	at::set_num_threads(saved);
+}
+
 // Results do not depend on the thread count: each element is summed in one order.
 TEST(GemmBf16, SameBitsForAnyThreadCount)
 {
