@@ -309,30 +309,41 @@ void own_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, co
 
 std::atomic<int> g_switch{1};
 
-// KNLP_GEMM=0|1, read once: -1 when unset.
-int env_gemm()
-{
-	static const int v = [] {
-		const char *e = std::getenv("KNLP_GEMM");
-		return !e || !*e ? -1 : std::strcmp(e, "0") != 0 ? 1 : 0;
-	}();
-	return v;
-}
-
 // ---------------------------------------------------------------- the linear layer
 
+// C = op(A) op(B) (+ bias) for the linear layer: float32 through own_gemm, or bf16
+// through gemm_bf16 (operands float32 or bf16, C in c's dtype).
+void linear_product(bool bf16, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const torch::Tensor &a,
+		    const torch::Tensor &b, torch::Tensor &c, const float *bias)
+{
+	const int64_t lda = a.size(1), ldb = b.size(1), ldc = c.size(1);
+	if (bf16) {
+		auto is16 = [](const torch::Tensor &t) { return t.scalar_type() == torch::kBFloat16; };
+		gemm_bf16(ta, tb, m, n, k, a.data_ptr(), is16(a), lda, b.data_ptr(), is16(b), ldb, c.data_ptr(),
+			  is16(c), ldc, bias);
+	} else {
+		own_gemm(ta, tb, m, n, k, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, 0.0f,
+			 c.data_ptr<float>(), ldc, bias);
+	}
+}
+
+// y = x W^T + b and its gradients. float32: every tensor float32. bf16 (linear_bf16): x
+// float32 or bf16, y bf16 (the bias added to the float32 sums before rounding), x's
+// gradient in x's dtype, W's in W's (float32 master weights: no bf16 copy of W and no cast
+// of its gradient, which autocast's path pays on every step), the bias's in float32.
 struct GemmLinear : public torch::autograd::Function<GemmLinear> {
 	// b: the bias, or an empty tensor for none.
 	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x_in,
-				     const torch::Tensor &w_in, const torch::Tensor &b)
+				     const torch::Tensor &w_in, const torch::Tensor &b, bool bf16)
 	{
 		const int64_t K = x_in.size(-1), N = w_in.size(0), M = x_in.numel() / std::max<int64_t>(K, 1);
 		auto x = x_in.reshape({M, K}).contiguous(), w = w_in.contiguous();
-		auto y = torch::empty({M, N}, x.options());
-		own_gemm(false, true, M, N, K, 1.0f, x.data_ptr<float>(), K, w.data_ptr<float>(), K, 0.0f,
-			 y.data_ptr<float>(), N, b.numel() > 0 ? b.contiguous().data_ptr<float>() : nullptr);
+		auto y = torch::empty({M, N}, x.options().dtype(bf16 ? torch::kBFloat16 : torch::kFloat));
+		linear_product(bf16, false, true, M, N, K, x, w, y,
+			       b.numel() > 0 ? b.contiguous().data_ptr<float>() : nullptr);
 		ctx->save_for_backward({x, w});
 		ctx->saved_data["has_bias"] = b.numel() > 0;
+		ctx->saved_data["bf16"] = bf16;
 		auto shape = x_in.sizes().vec();
 		shape.back() = N;
 		return y.view(shape);
@@ -343,25 +354,27 @@ struct GemmLinear : public torch::autograd::Function<GemmLinear> {
 	{
 		auto saved = ctx->get_saved_variables();
 		auto &x = saved[0], &w = saved[1];
+		const bool bf16 = ctx->saved_data["bf16"].toBool();
 		const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-		auto gy = grad_out[0].reshape({M, N}).to(torch::kFloat).contiguous();
+		auto gy = grad_out[0].reshape({M, N});
+		if (!bf16 || gy.scalar_type() != torch::kBFloat16)
+			gy = gy.to(torch::kFloat);
+		gy = gy.contiguous();
 		torch::Tensor gx, gw, gb;
 		if (ctx->needs_input_grad(0)) {
 			gx = torch::empty({M, K}, x.options());
-			own_gemm(false, false, M, K, N, 1.0f, gy.data_ptr<float>(), N, w.data_ptr<float>(), K, 0.0f,
-				 gx.data_ptr<float>(), K, nullptr);
+			linear_product(bf16, false, false, M, K, N, gy, w, gx, nullptr);
 			auto shape = grad_out[0].sizes().vec();
 			shape.back() = K;
 			gx = gx.view(shape);
 		}
 		if (ctx->needs_input_grad(1)) {
-			gw = torch::empty({N, K}, x.options());
-			own_gemm(true, false, N, K, M, 1.0f, gy.data_ptr<float>(), N, x.data_ptr<float>(), K, 0.0f,
-				 gw.data_ptr<float>(), K, nullptr);
+			gw = torch::empty({N, K}, w.options());
+			linear_product(bf16, true, false, N, K, M, gy, x, gw, nullptr);
 		}
 		if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2))
-			gb = gy.sum(0);
-		return {gx, gw, gb};
+			gb = gy.sum(0, false, torch::kFloat);
+		return {gx, gw, gb, torch::Tensor()};
 	}
 };
 
@@ -392,7 +405,7 @@ bool blas_runs_avx512()
 
 bool own_gemm_active()
 {
-	const int e = env_gemm();
+	static const int e = env_switch("KNLP_GEMM");
 	if (e >= 0)
 		return e == 1 && kernel_isa() == 2;
 	return g_switch.load(std::memory_order_relaxed) != 0 && kernel_isa() == 2 && !blas_runs_avx512();
@@ -442,7 +455,26 @@ torch::Tensor linear(const torch::Tensor &x, const torch::Tensor &w, const torch
 	if (!applies)
 		return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 	// An empty tensor stands for no bias (autograd's inputs must be defined tensors).
-	return GemmLinear::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()));
+	return GemmLinear::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()), false);
+}
+
+torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
+{
+	auto fb = [](const torch::Tensor &t) {
+		return t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kBFloat16;
+	};
+	TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && fb(x) && fb(w) && w.dim() == 2 && x.dim() >= 1 &&
+			    x.size(-1) == w.size(1),
+		    "linear_bf16: x [..., in] and w [out, in], CPU float32 or bf16");
+	TORCH_CHECK(!b.defined() || (b.scalar_type() == torch::kFloat && b.dim() == 1 && b.size(0) == w.size(0)),
+		    "linear_bf16: the bias must be float32 [out]");
+	return GemmLinear::apply(x, w, b.defined() ? b : torch::empty({0}, w.options().dtype(torch::kFloat)), true);
+}
+
+int env_switch(const char *name)
+{
+	const char *e = std::getenv(name);
+	return !e || !*e ? -1 : std::strcmp(e, "0") != 0 ? 1 : 0;
 }
 
 } // namespace knlp

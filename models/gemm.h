@@ -65,6 +65,10 @@ std::string bf16_gemm_engine();
 // own_bf16_gemm_active().
 torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
 
+// A switch from the environment (KNLP_GEMM, KNLP_BF16_GEMM): 1 when set to anything but
+// "0", 0 for "0", -1 when unset or empty.
+int env_switch(const char *name);
+
 // y = x W^T + b (b may be undefined) with its gradients through sgemm, for CPU float32
 // x [..., in], w [out, in] outside bf16 autocast while own_gemm_active(); under CPU bf16
 // autocast through linear_bf16 while own_bf16_gemm_active(); libtorch's linear otherwise.

@@ -385,81 +385,7 @@ bool cpu_has_avx512_bf16()
 
 std::atomic<int> g_switch{1};
 
-int env_bf16_gemm()
-{
-	static const int v = [] {
-		const char *e = std::getenv("KNLP_BF16_GEMM");
-		return !e || !*e ? -1 : std::strcmp(e, "0") != 0 ? 1 : 0;
-	}();
-	return v;
-}
-
-// The linear layer's three products in bf16: y = x W^T + b (bf16, the bias added to the
-// float32 sums), x's gradient in x's dtype, W's in W's (float32 master weights: no bf16
-// copy of W and no cast of its gradient, which autocast's path pays on every step).
-struct GemmLinearBf16 : public torch::autograd::Function<GemmLinearBf16> {
-	static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &x_in,
-				     const torch::Tensor &w_in, const torch::Tensor &b)
-	{
-		const int64_t K = x_in.size(-1), N = w_in.size(0), M = x_in.numel() / std::max<int64_t>(K, 1);
-		auto x = x_in.reshape({M, K}).contiguous(), w = w_in.contiguous();
-		auto y = torch::empty({M, N}, x.options().dtype(torch::kBFloat16));
-		const bool xb = x.scalar_type() == torch::kBFloat16, wb = w.scalar_type() == torch::kBFloat16;
-		gemm_bf16(false, true, M, N, K, x.data_ptr(), xb, K, w.data_ptr(), wb, K, y.data_ptr(), true, N,
-			  b.numel() > 0 ? b.contiguous().data_ptr<float>() : nullptr);
-		ctx->save_for_backward({x, w});
-		ctx->saved_data["has_bias"] = b.numel() > 0;
-		auto shape = x_in.sizes().vec();
-		shape.back() = N;
-		return y.view(shape);
-	}
-
-	static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
-						     torch::autograd::tensor_list grad_out)
-	{
-		auto saved = ctx->get_saved_variables();
-		auto &x = saved[0], &w = saved[1];
-		const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-		auto gy = grad_out[0].reshape({M, N});
-		if (gy.scalar_type() != torch::kBFloat16 && gy.scalar_type() != torch::kFloat)
-			gy = gy.to(torch::kFloat);
-		gy = gy.contiguous();
-		const bool gb16 = gy.scalar_type() == torch::kBFloat16, xb = x.scalar_type() == torch::kBFloat16,
-			   wb = w.scalar_type() == torch::kBFloat16;
-		torch::Tensor gx, gw, gb;
-		if (ctx->needs_input_grad(0)) {
-			gx = torch::empty({M, K}, x.options());
-			gemm_bf16(false, false, M, K, N, gy.data_ptr(), gb16, N, w.data_ptr(), wb, K, gx.data_ptr(), xb,
-				  K);
-			auto shape = grad_out[0].sizes().vec();
-			shape.back() = K;
-			gx = gx.view(shape);
-		}
-		if (ctx->needs_input_grad(1)) {
-			gw = torch::empty({N, K}, w.options());
-			gemm_bf16(true, false, N, K, M, gy.data_ptr(), gb16, N, x.data_ptr(), xb, K, gw.data_ptr(), wb,
-				  K);
-		}
-		if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2))
-			gb = gy.sum(0, false, torch::kFloat);
-		return {gx, gw, gb};
-	}
-};
-
 } // namespace
-
-torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b)
-{
-	auto fb = [](const torch::Tensor &t) {
-		return t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kBFloat16;
-	};
-	TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && fb(x) && fb(w) && w.dim() == 2 && x.dim() >= 1 &&
-			    x.size(-1) == w.size(1),
-		    "linear_bf16: x [..., in] and w [out, in], CPU float32 or bf16");
-	TORCH_CHECK(!b.defined() || (b.scalar_type() == torch::kFloat && b.dim() == 1 && b.size(0) == w.size(0)),
-		    "linear_bf16: the bias must be float32 [out]");
-	return GemmLinearBf16::apply(x, w, b.defined() ? b : torch::empty({0}, w.options().dtype(torch::kFloat)));
-}
 
 bool bf16_gemm_available()
 {
@@ -468,7 +394,7 @@ bool bf16_gemm_available()
 
 bool own_bf16_gemm_active()
 {
-	const int e = env_bf16_gemm();
+	static const int e = env_switch("KNLP_BF16_GEMM");
 	if (e >= 0)
 		return e == 1 && bf16_gemm_available();
 	return g_switch.load(std::memory_order_relaxed) != 0 && bf16_gemm_available();

@@ -340,12 +340,19 @@ TEST(Gpt2, FusedAndPlainHeadsTrainAlike)
 		}
 		EXPECT_FALSE(oa.logits.defined());
 		EXPECT_TRUE(ob.logits.defined());
-		EXPECT_NEAR(oa.loss.item<double>(), ob.loss.item<double>(), 1e-5) << bf16;
+		// Under bf16 with knlp's bf16 product (AVX512-BF16 CPUs) the chunked head keeps its
+		// logits in float32 where libtorch's autocast head rounds them to bf16 (2^-9
+		// relative): measured 3.5e-5 apart in the loss and 8.4e-5 in the gradient.
+		const bool unrounded = bf16 && own_bf16_gemm_active();
+		EXPECT_NEAR(oa.loss.item<double>(), ob.loss.item<double>(), unrounded ? 2e-4 : 1e-5) << bf16;
 		oa.loss.backward();
 		ob.loss.backward();
 		auto ga = a->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
 		auto gb = b->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad();
-		EXPECT_LT((ga - gb).abs().max().item<double>(), bf16 ? 1e-5 : 1e-6) << bf16; // of 0.01
+		EXPECT_LT((ga - gb).abs().max().item<double>(), unrounded ? 4e-4
+								: bf16	  ? 1e-5
+									  : 1e-6)
+			<< bf16; // of 0.01
 	}
 }
 
