@@ -205,6 +205,20 @@ static int bench_gemm(char **a)
 	torch::manual_seed(0);
 	nlohmann::json rows = nlohmann::json::array();
 	double sum_own = 0, sum_blas = 0; // seconds over all products: the layer's whole share
+	// One product's row: its shape, both rates and the ratio, and the layer's sums.
+	auto add_row = [&](const char *layer, const char *what, int64_t m, int64_t n, int64_t k, double own,
+			   double lib) {
+		const double flop = 2.0 * double(m) * double(n) * double(k);
+		sum_own += own, sum_blas += lib;
+		rows.push_back({{"layer", layer},
+				{"product", what},
+				{"m", m},
+				{"n", n},
+				{"k", k},
+				{"knlp_gflops", flop / own / 1e6},
+				{"libtorch_gflops", flop / lib / 1e6},
+				{"speedup", lib / own}});
+	};
 	struct Layer {
 		const char *name;
 		int64_t in, out;
@@ -247,16 +261,7 @@ static int bench_gemm(char **a)
 						else
 							p.out.copy_(at::mm_out(gw16, p.ta_t, p.tb_t));
 					});
-				const double flop = 2.0 * double(p.m) * double(p.n) * double(p.k);
-				sum_own += own, sum_blas += lib;
-				rows.push_back({{"layer", l.name},
-						{"product", p.what},
-						{"m", p.m},
-						{"n", p.n},
-						{"k", p.k},
-						{"knlp_gflops", flop / own / 1e6},
-						{"libtorch_gflops", flop / lib / 1e6},
-						{"speedup", lib / own}});
+				add_row(l.name, p.what, p.m, p.n, p.k, own, lib);
 			}
 		}
 		nlohmann::json j = {{"engine", "knlp-avx512-bf16"},
@@ -295,16 +300,7 @@ static int bench_gemm(char **a)
 					      p.n);
 				},
 				[&] { at::mm_out(p.out, p.ta_t, p.tb_t); });
-			const double flop = 2.0 * double(p.m) * double(p.n) * double(p.k);
-			sum_own += own, sum_blas += blas;
-			rows.push_back({{"layer", l.name},
-					{"product", p.what},
-					{"m", p.m},
-					{"n", p.n},
-					{"k", p.k},
-					{"knlp_gflops", flop / own / 1e6},
-					{"libtorch_gflops", flop / blas / 1e6},
-					{"speedup", blas / own}});
+			add_row(l.name, p.what, p.m, p.n, p.k, own, blas);
 		}
 	}
 	nlohmann::json j = {{"engine", gemm_engine()},
