@@ -119,10 +119,11 @@ KNLP_AVX512 void kernel_tile(int64_t kc, const float *__restrict a, const float 
 		}
 		return;
 	}
-	for (int64_t i = 0; i < mr; i++) {
+	// Constant row indices (unrolled, rows past mr skipped): acc stays in registers.
+	for (int i = 0; i < MR; i++) {
 		float *ci = c + i * ldc;
 		for (int h = 0; h < NV; h++) {
-			if (!mk[h])
+			if (i >= mr || !mk[h])
 				continue;
 			__m512 v = acc[i][h];
 			if (keep)

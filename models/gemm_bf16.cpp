@@ -205,9 +205,12 @@ KNLP_BF16 void kernel_tile(int64_t kcp, const uint32_t *__restrict a, const uint
 			for (int i = 0; i < MR; i++)
 				acc[i][h] = _mm512_add_ps(acc[i][h], v);
 		}
-	for (int64_t i = 0; i < mr; i++)
+	// Constant row indices (the loop unrolled, rows past mr skipped): a loop to the run-time
+	// mr would index acc in memory, and the compiler would then zero and spill all 24
+	// registers through the stack on every call.
+	for (int i = 0; i < MR; i++)
 		for (int h = 0; h < NV; h++) {
-			if (!mk[h])
+			if (i >= mr || !mk[h])
 				continue;
 			if constexpr (BF16_OUT) {
 				uint16_t *ci = static_cast<uint16_t *>(cv) + i * ldc + 16 * h;
@@ -287,15 +290,13 @@ void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t
 	const bool rows = n <= m; // B is packed whole
 	const int64_t W = rows ? NR : MR, extent = rows ? n : m, panels = (extent + W - 1) / W;
 	// Block kb of k of the whole operand: panels of kcp pairs each, after kb full blocks.
-	std::unique_ptr<uint32_t[], void (*)(void *)> whole(
-		static_cast<uint32_t *>(std::aligned_alloc(64, size_t(kblocks * panels * KCP * W * 4 + 63) / 64 * 64)),
-		std::free);
-	if (!whole)
-		throw std::bad_alloc();
+	// The calling thread's buffer, kept between calls (no allocation, no fresh pages).
+	thread_local Buffer whole_buf;
+	uint32_t *const whole = whole_buf.get(size_t(kblocks * panels * KCP * W));
 	parallel_for(0, kblocks * panels, 1, [&](int64_t t0, int64_t t1) {
 		for (int64_t t = t0; t < t1; t++) {
 			const int64_t kb = t / panels, pn = t % panels, kc = kc_of(kb), kcp = (kc + 1) / 2;
-			uint32_t *d = whole.get() + kb * panels * KCP * W + pn * kcp * W;
+			uint32_t *d = whole + kb * panels * KCP * W + pn * kcp * W;
 			const int64_t r0 = pn * W, nr = std::min(W, extent - r0);
 			if (rows)
 				pack<SB>(tb, b, ldb, r0, nr, kb * KC, kc, NR, d);
@@ -303,7 +304,7 @@ void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t
 				pack<SA>(!ta, a, lda, r0, nr, kb * KC, kc, MR, d);
 		}
 	});
-	const uint32_t *wp = whole.get();
+	const uint32_t *wp = whole;
 	if (rows) {
 		const int64_t MC = m_block(KC), items = (m + MC - 1) / MC;
 		parallel_items(items, [&](int64_t it) {
