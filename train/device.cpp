@@ -157,14 +157,17 @@ double measure_matmul_peak(torch::Device dev, bool bf16)
 		auto a = torch::empty({m, k}).uniform_(-1, 1, gen).to(opts),
 		     b = torch::empty({k, n}).uniform_(-1, 1, gen).to(opts);
 		auto c = torch::mm(a, b);
-		// float32 on the CPU: the faster of libtorch's product and knlp's (models/gemm.h),
-		// whichever the model uses.
-		const bool own = !bf16 && !dev.is_cuda() && own_gemm_active();
+		// On the CPU: the faster of libtorch's product and knlp's (models/gemm.h: float32, or
+		// bf16 under CONFIG_CPU_GEMM_BF16), whichever the model uses.
+		const bool own = !dev.is_cuda() && (bf16 ? own_bf16_gemm_active() : own_gemm_active());
 		const int64_t M = m, N = n, K = k;
 		for (int engine = 0; engine < (own ? 2 : 1); engine++) {
 			auto run = [&] {
 				if (engine == 0)
 					c = torch::mm(a, b);
+				else if (bf16)
+					gemm_bf16(false, false, M, N, K, a.data_ptr(), true, K, b.data_ptr(), true, N,
+						  c.data_ptr(), true, N);
 				else
 					sgemm(false, false, M, N, K, 1.0f, a.data_ptr<float>(), K, b.data_ptr<float>(),
 					      N, 0.0f, c.data_ptr<float>(), N);

@@ -16,8 +16,9 @@ void tune_allocator(bool training = false);
 
 void setup_threads(const CoreSettings &c); // CONFIG_NUM_THREADS, CONFIG_CPU_GEMM's and CONFIG_CPU_GEMM_BF16's switches
 void synchronize(torch::Device dev);
-// Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32 (bf16 on GPUs), the peak
-// against which MFU is reported. Takes about half a second.
+// Matrix-multiply throughput (FLOP/s) measured on `dev` in fp32, or in bf16 with bf16, the
+// peak against which MFU is reported: on the CPU the faster of libtorch's product and
+// knlp's own where the model uses it (models/gemm.h). Takes about half a second.
 double measure_matmul_peak(torch::Device dev, bool bf16);
 
 // What a run computes in on its device. CUDA: CONFIG_AMP_*. CPU: CONFIG_CPU_PRECISION_*
