@@ -417,6 +417,80 @@ KNLP_VERSIONS(gelu_backward_rows,
 	      (const float *h, const float *bias, const float *ga, float *gu, float *gb, int64_t rows, int64_t n),
 	      (h, bias, ga, gu, gb, rows, n))
 
+// The same two passes on bf16 tensors (h, a, gu; ga bf16 or float32), converted in the
+// loop: the values and roundings of converting a chunk to float32, running the float32
+// bodies above and rounding back (round to nearest even, NaN kept), without the two extra
+// passes over the chunk.
+KNLP_BODY float bf16_value(uint16_t h)
+{
+	const uint32_t u = uint32_t(h) << 16;
+	float f;
+	std::memcpy(&f, &u, sizeof f);
+	return f;
+}
+KNLP_BODY uint16_t bf16_bits(float f)
+{
+	uint32_t u;
+	std::memcpy(&u, &f, sizeof u);
+	const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+	return f != f ? uint16_t(0x7fc0) : uint16_t(r);
+}
+KNLP_BODY void gelu_forward_rows_bf16_body(const uint16_t *h, const float *bias, uint16_t *a, int64_t rows, int64_t n)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const uint16_t *hr = h + r * n;
+		uint16_t *ar = a + r * n;
+#pragma omp simd
+		for (int64_t c = 0; c < n; c++) {
+			const float x = bf16_value(hr[c]) + bias[c];
+			float e;
+			ar[c] = bf16_bits(0.5f * x * one_plus_erf(x * kInvSqrt2, &e));
+		}
+	}
+}
+KNLP_VERSIONS(gelu_forward_rows_bf16, (const uint16_t *h, const float *bias, uint16_t *a, int64_t rows, int64_t n),
+	      (h, bias, a, rows, n))
+
+KNLP_BODY float grad_value(float g)
+{
+	return g;
+}
+KNLP_BODY float grad_value(uint16_t g)
+{
+	return bf16_value(g);
+}
+template <class G>
+KNLP_BODY void gelu_backward_rows_bf16_t(const uint16_t *h, const float *bias, const G *ga, uint16_t *gu, float *gb,
+					 int64_t rows, int64_t n)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		const uint16_t *hr = h + r * n;
+		const G *gr = ga + r * n;
+		uint16_t *o = gu + r * n;
+#pragma omp simd
+		for (int64_t c = 0; c < n; c++) {
+			const float x = bf16_value(hr[c]) + bias[c];
+			float e; // exp(-x^2 / 2)
+			const float cdf = 0.5f * one_plus_erf(x * kInvSqrt2, &e);
+			const float g = grad_value(gr[c]) * (cdf + x * e * kInvSqrt2Pi);
+			o[c] = bf16_bits(g);
+			gb[c] += g;
+		}
+	}
+}
+KNLP_BODY void gelu_backward_rows_bf16_body(const uint16_t *h, const float *bias, const uint16_t *ga16,
+					    const float *ga32, uint16_t *gu, float *gb, int64_t rows, int64_t n)
+{
+	if (ga16)
+		gelu_backward_rows_bf16_t(h, bias, ga16, gu, gb, rows, n);
+	else
+		gelu_backward_rows_bf16_t(h, bias, ga32, gu, gb, rows, n);
+}
+KNLP_VERSIONS(gelu_backward_rows_bf16,
+	      (const uint16_t *h, const float *bias, const uint16_t *ga16, const float *ga32, uint16_t *gu, float *gb,
+	       int64_t rows, int64_t n),
+	      (h, bias, ga16, ga32, gu, gb, rows, n))
+
 // The largest of row[0, n), NaNs skipped (-inf for none), in 16 lanes: a float max is no
 // reduction the vectorizer accepts.
 KNLP_BODY float row_max(const float *row, int64_t n)
@@ -767,7 +841,6 @@ struct BiasGelu : public torch::autograd::Function<BiasGelu> {
 		auto a = torch::empty_like(h);
 		const float *bp = bias.data_ptr<float>();
 		knlp::parallel_for(0, chunks_of(rows), 1, [&](int64_t k0, int64_t k1) {
-			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), af(hf.size());
 			for (int64_t k = k0; k < k1; k++) {
 				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
 				if (!bf) {
@@ -778,9 +851,7 @@ struct BiasGelu : public torch::autograd::Function<BiasGelu> {
 				auto bits = [&](torch::Tensor &t) {
 					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
 				};
-				bf16_to_f32(bits(h), hf.data(), nr * N);
-				gelu_forward_rows(hf.data(), bp, af.data(), nr, N);
-				f32_to_bf16(af.data(), bits(a), nr * N);
+				gelu_forward_rows_bf16(bits(h), bp, bits(a), nr, N);
 			}
 		});
 		ctx->save_for_backward({h, bias});
@@ -795,25 +866,26 @@ struct BiasGelu : public torch::autograd::Function<BiasGelu> {
 		const float *bp = saved[1].data_ptr<float>();
 		const int64_t N = h.size(-1), rows = h.numel() / N, chunks = chunks_of(rows);
 		const bool bf = h.scalar_type() == torch::kBFloat16;
-		auto ga = to_float(grad_out[0]);
+		// A bf16 incoming gradient is read as it is under bf16; otherwise as float32.
+		const bool ga16 = bf && grad_out[0].scalar_type() == torch::kBFloat16;
+		auto ga = ga16 ? grad_out[0].contiguous() : to_float(grad_out[0]);
 		auto gu = torch::empty_like(h);
 		std::vector<float> part(size_t(chunks * N), 0.0f);
 		knlp::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
-			std::vector<float> hf(bf ? size_t(kChunkRows * N) : 0), gf(hf.size());
 			for (int64_t k = k0; k < k1; k++) {
 				const int64_t r0 = k * kChunkRows, nr = std::min(kChunkRows, rows - r0);
-				const float *gap = ga.data_ptr<float>() + r0 * N;
 				if (!bf) {
-					gelu_backward_rows(h.data_ptr<float>() + r0 * N, bp, gap,
-							   gu.data_ptr<float>() + r0 * N, part.data() + k * N, nr, N);
+					gelu_backward_rows(h.data_ptr<float>() + r0 * N, bp,
+							   ga.data_ptr<float>() + r0 * N, gu.data_ptr<float>() + r0 * N,
+							   part.data() + k * N, nr, N);
 					continue;
 				}
 				auto bits = [&](torch::Tensor &t) {
 					return reinterpret_cast<uint16_t *>(t.data_ptr<at::BFloat16>()) + r0 * N;
 				};
-				bf16_to_f32(bits(h), hf.data(), nr * N);
-				gelu_backward_rows(hf.data(), bp, gap, gf.data(), part.data() + k * N, nr, N);
-				f32_to_bf16(gf.data(), bits(gu), nr * N);
+				gelu_backward_rows_bf16(bits(h), bp, ga16 ? bits(ga) : nullptr,
+							ga16 ? nullptr : ga.data_ptr<float>() + r0 * N, bits(gu),
+							part.data() + k * N, nr, N);
 			}
 		});
 		return {gu, sum_chunks(part, chunks, N)};

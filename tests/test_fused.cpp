@@ -216,6 +216,22 @@ TEST(Fused, BiasGeluEqualsLibtorch)
 			EXPECT_LT(rel_err(got[0], ref[0]), 8e-3);
 			EXPECT_LT(rel_err(got[1], ref[1]), 8e-3);
 			EXPECT_LT(rel_err(got[2], ref[2]), 2e-3); // summed in float32
+			// Exactly the float32 kernel on the bf16 values, rounded once to bf16, with the
+			// bf16 gradient read as it is and as float32; the bias's gradient summed before
+			// the rounding.
+			for (bool grad16 : {true, false}) {
+				auto hb = h0.to(dt).detach().requires_grad_(true);
+				auto hf = hb.detach().to(torch::kFloat).requires_grad_(true);
+				auto b1 = bias0.clone().requires_grad_(true), b2 = bias0.clone().requires_grad_(true);
+				auto g16 = ga.to(dt);
+				auto a16 = bias_gelu(hb, b1);
+				a16.backward(grad16 ? g16 : g16.to(torch::kFloat));
+				auto a32 = bias_gelu(hf, b2);
+				a32.backward(g16.to(torch::kFloat));
+				EXPECT_TRUE(torch::equal(a16, a32.to(dt))) << grad16;
+				EXPECT_TRUE(torch::equal(hb.grad(), hf.grad().to(dt))) << grad16;
+				EXPECT_TRUE(torch::equal(b1.grad(), b2.grad())) << grad16;
+			}
 		}
 	}
 	EXPECT_THROW(bias_gelu(torch::randn({2, 3}), torch::randn({4})), c10::Error);
