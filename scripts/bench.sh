@@ -280,8 +280,11 @@ import json, sys
 k = json.loads(sys.argv[1])
 for name, label in (("attention", "causal attention in query blocks"), ("add_layernorm", "residual add + LayerNorm"),
                     ("bias_gelu", "bias + GELU"), ("attention_bf16", "causal attention, bf16"),
-                    ("bias_gelu_bf16", "bias + GELU, bf16"), ("cross_entropy", "head cross-entropy, 768 x 50304"),
+                    ("bias_gelu_bf16", "bias + GELU, bf16"), ("head_bf16_a", "head, bf16 (knlp's product), (a)"),
+                    ("head_bf16_c", "head, bf16 (knlp's product), (c)"), ("cross_entropy", "head cross-entropy, 768 x 50304"),
                     ("head_vocab_blocks", "whole head in vocabulary blocks")):
+    if name not in k:  # the bf16 head arms need AVX512-BF16
+        continue
     r = k[name]
     print(f"  {label:34s} {r['fused_ms']:7.2f} ms vs {r['unfused_ms']:7.2f} ms: {r['speedup']:.2f}x")
 PY
