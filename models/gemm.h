@@ -51,9 +51,12 @@ void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
 // Whether the CPU can run gemm_bf16: AVX-512 (F, BW, DQ, VL, not capped by
 // ATEN_CPU_CAPABILITY) with AVX512-BF16.
 bool bf16_gemm_available();
+// Whether the CPU reports AMX-BF16 (CPUID leaf 7, EDX bit 22).
+bool cpu_has_amx_bf16();
 // Whether linear runs its bf16 products (under CPU bf16 autocast) through gemm_bf16: it is
-// available and switched on (CONFIG_CPU_GEMM_BF16); KNLP_BF16_GEMM=0|1 in the environment
-// wins over the switch.
+// available, switched on (CONFIG_CPU_GEMM_BF16) and the CPU has no AMX-BF16 (there
+// oneDNN's tile kernels are faster); KNLP_BF16_GEMM=0|1 in the environment wins over the
+// switch and over AMX.
 bool own_bf16_gemm_active();
 void set_own_bf16_gemm(bool on);
 // The engine of CPU bf16 products for run records: "knlp-avx512-bf16" or "onednn".

@@ -384,6 +384,24 @@ bool cpu_has_avx512_bf16()
 #endif
 }
 
+} // namespace
+
+bool cpu_has_amx_bf16()
+{
+#if defined(__x86_64__)
+	static const bool yes = [] {
+		unsigned eax, ebx, ecx, edx;
+		__asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+		return (edx >> 22) & 1u;
+	}();
+	return yes;
+#else
+	return false;
+#endif
+}
+
+namespace {
+
 std::atomic<int> g_switch{1};
 
 } // namespace
@@ -398,7 +416,9 @@ bool own_bf16_gemm_active()
 	static const int e = env_switch("KNLP_BF16_GEMM");
 	if (e >= 0)
 		return e == 1 && bf16_gemm_available();
-	return g_switch.load(std::memory_order_relaxed) != 0 && bf16_gemm_available();
+	// With AMX-BF16 oneDNN multiplies on the tile unit, faster than vdpbf16ps: it keeps
+	// the products unless KNLP_BF16_GEMM=1 asks for knlp's.
+	return g_switch.load(std::memory_order_relaxed) != 0 && bf16_gemm_available() && !cpu_has_amx_bf16();
 }
 
 std::string bf16_gemm_engine()

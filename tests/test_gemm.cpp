@@ -350,9 +350,12 @@ TEST(GemmBf16, LinearUnderAutocastMatchesLibtorch)
 			torch::Tensor y, yr;
 			std::vector<torch::Tensor> gs, gr;
 			for (bool own : {true, false}) {
+				// knlp's product through linear() where it is the default (not beside
+				// AMX-BF16), else called directly; libtorch's with the switch off.
 				set_own_bf16_gemm(own);
 				compat::AutocastGuard ag(torch::kCPU, true, torch::kBFloat16);
-				auto out = knlp::linear(x, w, b);
+				auto out = own && !own_bf16_gemm_active() ? knlp::linear_bf16(x, w, b)
+									  : knlp::linear(x, w, b);
 				(own ? y : yr) = out;
 				(own ? gs : gr) = torch::autograd::grad({out}, ins, {g});
 			}
@@ -388,7 +391,8 @@ TEST(GemmBf16, SwitchAndEnvironment)
 	set_own_bf16_gemm(false);
 	EXPECT_FALSE(own_bf16_gemm_active());
 	set_own_bf16_gemm(true);
-	EXPECT_EQ(own_bf16_gemm_active(), bf16_gemm_available());
+	// On by default where it is available, except beside AMX-BF16 (oneDNN's tiles).
+	EXPECT_EQ(own_bf16_gemm_active(), bf16_gemm_available() && !cpu_has_amx_bf16());
 	// The CPU's flag, as /proc/cpuinfo names it.
 	std::ifstream in("/proc/cpuinfo");
 	std::string line;
@@ -400,4 +404,12 @@ TEST(GemmBf16, SwitchAndEnvironment)
 		}
 	if (kernel_isa() == 2)
 		EXPECT_EQ(bf16_gemm_available(), flag);
+	std::ifstream in2("/proc/cpuinfo");
+	bool amx = false;
+	while (std::getline(in2, line))
+		if (line.rfind("flags", 0) == 0) {
+			amx = (line + " ").find(" amx_bf16 ") != std::string::npos;
+			break;
+		}
+	EXPECT_EQ(cpu_has_amx_bf16(), amx);
 }
