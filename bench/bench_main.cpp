@@ -219,6 +219,19 @@ static int bench_gemm(char **a)
 				{"libtorch_gflops", flop / lib / 1e6},
 				{"speedup", lib / own}});
 	};
+	// The layer's line: every product and the sums.
+	auto print_summary = [&](const std::string &engine, bool bf16) {
+		nlohmann::json j = {{"engine", engine},
+				    {"products", rows},
+				    {"knlp_ms", sum_own},
+				    {"libtorch_ms", sum_blas},
+				    {"speedup", sum_blas / sum_own},
+				    {"threads", torch::get_num_threads()}};
+		if (bf16)
+			j["bf16"] = true;
+		std::printf("%s\n", j.dump().c_str());
+		return 0;
+	};
 	struct Layer {
 		const char *name;
 		int64_t in, out;
@@ -264,15 +277,7 @@ static int bench_gemm(char **a)
 				add_row(l.name, p.what, p.m, p.n, p.k, own, lib);
 			}
 		}
-		nlohmann::json j = {{"engine", "knlp-avx512-bf16"},
-				    {"bf16", true},
-				    {"products", rows},
-				    {"knlp_ms", sum_own},
-				    {"libtorch_ms", sum_blas},
-				    {"speedup", sum_blas / sum_own},
-				    {"threads", torch::get_num_threads()}};
-		std::printf("%s\n", j.dump().c_str());
-		return 0;
+		return print_summary("knlp-avx512-bf16", true);
 	}
 	for (const Layer &l : layers) {
 		auto x = torch::randn({M, l.in}), w = torch::randn({l.out, l.in}), gy = torch::randn({M, l.out});
@@ -303,14 +308,7 @@ static int bench_gemm(char **a)
 			add_row(l.name, p.what, p.m, p.n, p.k, own, blas);
 		}
 	}
-	nlohmann::json j = {{"engine", gemm_engine()},
-			    {"products", rows},
-			    {"knlp_ms", sum_own},
-			    {"libtorch_ms", sum_blas},
-			    {"speedup", sum_blas / sum_own},
-			    {"threads", torch::get_num_threads()}};
-	std::printf("%s\n", j.dump().c_str());
-	return 0;
+	return print_summary(gemm_engine(), false);
 }
 
 // Each fused CPU kernel (models/fused.h) against the libtorch path it replaces, forward and

@@ -223,22 +223,7 @@ KNLP_AVX512 void pack_b(bool tb, const float *b, int64_t ldb, int64_t p0, int64_
 	}
 }
 
-// Packing buffers of one thread, grown on demand (64-byte aligned).
-struct Buffer {
-	std::unique_ptr<float[], void (*)(void *)> p{nullptr, std::free};
-	size_t n = 0;
-	float *get(size_t want)
-	{
-		if (want > n) {
-			const size_t bytes = (want * sizeof(float) + 63) / 64 * 64;
-			p.reset(static_cast<float *>(std::aligned_alloc(64, bytes)));
-			if (!p)
-				throw std::bad_alloc();
-			n = want;
-		}
-		return p.get();
-	}
-};
+using Buffer = AlignedBuffer<float>;
 
 // The rows [i0, i1) and columns [j0, j1) of C on the calling thread: for each block of k,
 // op(B) packed for NC columns, then each block of MC rows of op(A) packed and multiplied

@@ -11,6 +11,9 @@
 //
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <string>
 
 #include <torch/torch.h>
@@ -67,6 +70,22 @@ std::string bf16_gemm_engine();
 // dtypes, the bias's in float32. linear() calls it under CPU bf16 autocast while
 // own_bf16_gemm_active().
 torch::Tensor linear_bf16(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b = {});
+
+// A packing buffer of one thread for the product kernels, grown on demand, 64-byte aligned.
+template <class T> struct AlignedBuffer {
+	std::unique_ptr<T[], void (*)(void *)> p{nullptr, std::free};
+	size_t n = 0;
+	T *get(size_t want)
+	{
+		if (want > n) {
+			p.reset(static_cast<T *>(std::aligned_alloc(64, (want * sizeof(T) + 63) / 64 * 64)));
+			if (!p)
+				throw std::bad_alloc();
+			n = want;
+		}
+		return p.get();
+	}
+};
 
 // A switch from the environment (KNLP_GEMM, KNLP_BF16_GEMM): 1 when set to anything but
 // "0", 0 for "0", -1 when unset or empty.

@@ -225,21 +225,7 @@ KNLP_BF16 void kernel_tile(int64_t kcp, const uint32_t *__restrict a, const uint
 		}
 }
 
-struct Buffer {
-	std::unique_ptr<uint32_t[], void (*)(void *)> p{nullptr, std::free};
-	size_t n = 0;
-	uint32_t *get(size_t want)
-	{
-		if (want > n) {
-			const size_t bytes = (want * sizeof(uint32_t) + 63) / 64 * 64;
-			p.reset(static_cast<uint32_t *>(std::aligned_alloc(64, bytes)));
-			if (!p)
-				throw std::bad_alloc();
-			n = want;
-		}
-		return p.get();
-	}
-};
+using Buffer = AlignedBuffer<uint32_t>;
 
 template <class SA, class SB, bool BF16_OUT>
 void block(bool ta, bool tb, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t k, const SA *a, int64_t lda,
@@ -370,34 +356,31 @@ void run_out(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int
 	}
 }
 
-bool cpu_has_avx512_bf16()
+// Bit `bit` of CPUID leaf 7, sub-leaf `sub`, register EAX (reg 0) or EDX (reg 3).
+bool cpuid7_bit(unsigned sub, int reg, int bit)
 {
 #if defined(__x86_64__)
-	static const bool yes = [] {
-		unsigned eax, ebx, ecx, edx;
-		__asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
-		return (eax >> 5) & 1u;
-	}();
-	return yes;
+	unsigned r[4];
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(7), "c"(sub));
+	return (r[reg] >> bit) & 1u;
 #else
+	(void)sub, (void)reg, (void)bit;
 	return false;
 #endif
+}
+
+bool cpu_has_avx512_bf16()
+{
+	static const bool yes = cpuid7_bit(1, 0, 5);
+	return yes;
 }
 
 } // namespace
 
 bool cpu_has_amx_bf16()
 {
-#if defined(__x86_64__)
-	static const bool yes = [] {
-		unsigned eax, ebx, ecx, edx;
-		__asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
-		return (edx >> 22) & 1u;
-	}();
+	static const bool yes = cpuid7_bit(0, 3, 22);
 	return yes;
-#else
-	return false;
-#endif
 }
 
 namespace {
