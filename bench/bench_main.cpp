@@ -910,6 +910,68 @@ static int bench_gnn(char **a)
 	return 0;
 }
 
+// One bf16 product with a float32 B that is cold (copies of it rotated past the caches, as
+// a training step meets its weights): knlp's product (models/gemm.h) against libtorch's
+// autocast path (B cast to bf16, then the product). knlp_bench product TA TB M N K A16
+// C16 REPS: A is M x K (K x M when TA) in bf16 when A16, C is bf16 when C16.
+static int bench_product(char **a)
+{
+	const bool ta = std::atoi(a[0]), tb = std::atoi(a[1]), a16 = std::atoi(a[5]), c16 = std::atoi(a[6]);
+	const int64_t m = std::atoll(a[2]), n = std::atoll(a[3]), k = std::atoll(a[4]);
+	const int reps = std::atoi(a[7]);
+	if (m < 1 || n < 1 || k < 1 || reps < 1) {
+		std::fprintf(stderr, "knlp_bench product: M, N, K and REPS must be positive\n");
+		return 2;
+	}
+	if (!bf16_gemm_available()) {
+		std::fprintf(stderr, "knlp_bench product: this CPU has no AVX512-BF16 (knlp's bf16 product)\n");
+		return 3;
+	}
+	torch::manual_seed(0);
+	auto A = torch::randn({ta ? k : m, ta ? m : k}).to(a16 ? torch::kBFloat16 : torch::kFloat);
+	const int64_t copies = std::max<int64_t>(2, (int64_t(512) << 20) / (4 * n * k) + 1);
+	std::vector<torch::Tensor> Bs;
+	for (int64_t i = 0; i < copies; i++)
+		Bs.push_back(torch::randn({tb ? n : k, tb ? k : n}));
+	auto C = torch::empty({m, n}, c16 ? torch::kBFloat16 : torch::kFloat);
+	auto A16 = A.to(torch::kBFloat16);
+	auto opA = ta ? A16.t() : A16;
+	std::vector<double> own, lib;
+	for (int r = 0; r < reps; r++) {
+		const auto &B = Bs[r % copies];
+		auto t0 = std::chrono::steady_clock::now();
+		gemm_bf16(ta, tb, m, n, k, A.data_ptr(), a16, ta ? m : k, B.data_ptr(), false, tb ? k : n, C.data_ptr(),
+			  c16, n);
+		auto t1 = std::chrono::steady_clock::now();
+		auto B16 = B.to(torch::kBFloat16);
+		auto L = torch::mm(opA, tb ? B16.t() : B16);
+		if (!c16)
+			L = L.to(torch::kFloat);
+		auto t2 = std::chrono::steady_clock::now();
+		own.push_back(std::chrono::duration<double>(t1 - t0).count());
+		lib.push_back(std::chrono::duration<double>(t2 - t1).count());
+	}
+	std::sort(own.begin(), own.end());
+	std::sort(lib.begin(), lib.end());
+	const double o = own[own.size() / 2], l = lib[lib.size() / 2], flop = 2.0 * double(m) * double(n) * double(k);
+	nlohmann::json j = {{"m", m},
+			    {"n", n},
+			    {"k", k},
+			    {"ta", ta},
+			    {"tb", tb},
+			    {"a_bf16", a16},
+			    {"c_bf16", c16},
+			    {"b_copies", copies},
+			    {"knlp_ms", o * 1e3},
+			    {"knlp_gflops", flop / o / 1e9},
+			    {"libtorch_ms", l * 1e3},
+			    {"libtorch_gflops", flop / l / 1e9},
+			    {"speedup", l / o},
+			    {"threads", torch::get_num_threads()}};
+	std::printf("%s\n", j.dump().c_str());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -925,6 +987,8 @@ int main(int argc, char **argv)
 		return bench_vision(argc - 2, argv + 2);
 	if (!std::strcmp(argv[1], "gemm") && argc == 6)
 		return bench_gemm(argv + 2);
+	if (!std::strcmp(argv[1], "product") && argc == 10)
+		return bench_product(argv + 2);
 	if (!std::strcmp(argv[1], "kernels") && argc == 7)
 		return bench_kernels(argv + 2);
 	if (!std::strcmp(argv[1], "attention") && argc == 8)

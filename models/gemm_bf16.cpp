@@ -109,6 +109,11 @@ KNLP_BF16 inline void put_pairs(uint32_t *base, int64_t width, int64_t kcp, int6
 // kmajor: element (r, p) at s[r * ld + p] (k contiguous: A as is, B transposed), so a pair
 // is 32 contiguous bits and the packing is an 8 x 8 transpose of pairs. Otherwise element
 // (r, p) at s[p * ld + r] (rows contiguous), and two rows of k are interleaved.
+// The threaded product's budgets: the whole operand's packed share per group of k blocks
+// (in L2 and L3), and a block of columns' packed B (in L2).
+constexpr int64_t WHOLE_BYTES = 4 << 20, ITEM_BYTES = 512 << 10;
+constexpr int64_t PF = 4; // pairs of k prefetched ahead by the strided packing
+
 template <class S>
 KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nrows, int64_t p0, int64_t kc,
 		    int64_t width, uint32_t *dst)
@@ -128,6 +133,15 @@ KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nro
 		for (int64_t q = 0; q < kcp; q++) {
 			const S *e = s + (p0 + 2 * q) * ld + r0;
 			const bool odd = 2 * q + 1 < kc;
+			// The two rows PF pairs ahead into the cache: the rows are short segments of long
+			// ones (one block of columns), too short for the hardware's stream detection.
+			if (q + PF < kcp)
+				for (int64_t g = 0; g < nrows; g += 64 / int64_t(sizeof(S))) {
+					_mm_prefetch(reinterpret_cast<const char *>(e + 2 * PF * ld + g), _MM_HINT_T0);
+					if (2 * (q + PF) + 1 < kc)
+						_mm_prefetch(reinterpret_cast<const char *>(e + (2 * PF + 1) * ld + g),
+							     _MM_HINT_T0);
+				}
 			uint32_t *base = dst + q * width;
 			int64_t g = 0;
 			// 32 rows a time: 32 values of each k, two permutes.
@@ -167,6 +181,12 @@ KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nro
 				for (int64_t i = 0; i < 8; i++)
 					v[i] = g + i < rows ? load16(s + (r0 + pr + g + i) * ld + p0 + 2 * q, m)
 							    : _mm256_setzero_si256();
+				// The next group of 8 rows at the same columns.
+				for (int64_t i = 8; i < 16; i++)
+					if (g + i < rows)
+						_mm_prefetch(reinterpret_cast<const char *>(s + (r0 + pr + g + i) * ld +
+											    p0 + 2 * q),
+							     _MM_HINT_T0);
 				transpose8(v);
 				const int64_t nq = std::min<int64_t>(8, kcp - q);
 				for (int64_t j = 0; j < nq; j++)
@@ -275,62 +295,78 @@ void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const SA *a, int64_t
 	auto kc_of = [&](int64_t kb) { return std::min(KC, k - kb * KC); };
 	const bool rows = n <= m; // B is packed whole
 	const int64_t W = rows ? NR : MR, extent = rows ? n : m, panels = (extent + W - 1) / W;
-	// Block kb of k of the whole operand: panels of kcp pairs each, after kb full blocks.
-	// The calling thread's buffer, kept between calls (no allocation, no fresh pages).
+	// k blocks in groups whose packed share of the whole operand stays in the cache
+	// (WHOLE_BYTES): every block of C reads all of it, so a whole operand larger than the
+	// cache would be read from memory once per block of C (the head's input gradient at
+	// 256 rows: 26 MB, read by every block of columns). The blocks are summed in the same
+	// order either way.
+	const int64_t block_bytes = panels * KCP * W * 4;
+	const int64_t group = std::clamp<int64_t>(WHOLE_BYTES / std::max<int64_t>(block_bytes, 1), 1, kblocks);
+	// A group's blocks of k of the whole operand: panels of kcp pairs each, after the
+	// group's earlier blocks. The calling thread's buffer, kept between calls (no
+	// allocation, no fresh pages).
 	thread_local Buffer whole_buf;
-	uint32_t *const whole = whole_buf.get(size_t(kblocks * panels * KCP * W));
-	parallel_for(0, kblocks * panels, 1, [&](int64_t t0, int64_t t1) {
-		for (int64_t t = t0; t < t1; t++) {
-			const int64_t kb = t / panels, pn = t % panels, kc = kc_of(kb), kcp = (kc + 1) / 2;
-			uint32_t *d = whole + kb * panels * KCP * W + pn * kcp * W;
-			const int64_t r0 = pn * W, nr = std::min(W, extent - r0);
-			if (rows)
-				pack<SB>(tb, b, ldb, r0, nr, kb * KC, kc, NR, d);
-			else
-				pack<SA>(!ta, a, lda, r0, nr, kb * KC, kc, MR, d);
-		}
-	});
-	const uint32_t *wp = whole;
-	if (rows) {
-		const int64_t MC = m_block(KC), items = (m + MC - 1) / MC;
-		parallel_items(items, [&](int64_t it) {
-			thread_local Buffer pa;
-			uint32_t *ap = pa.get(size_t(MC * KCP));
-			const int64_t ic = it * MC, mc = std::min(MC, m - ic);
-			for (int64_t kb = 0; kb < kblocks; kb++) {
-				const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
-				pack<SA>(!ta, a, lda, ic, mc, kb * KC, kc, MR, ap);
-				const uint32_t *bk = wp + kb * panels * KCP * NR;
-				for (int64_t jr = 0; jr < n; jr += NR)
-					for (int64_t ir = 0; ir < mc; ir += MR)
-						kernel_tile<BF16_OUT>(kcp, ap + ir * kcp, bk + jr * kcp,
-								      static_cast<char *>(c) +
-									      ((ic + ir) * ldc + jr) * esz,
-								      ldc, std::min(MR, mc - ir), std::min(NR, n - jr),
-								      kb == 0 && !acc, bias ? bias + jr : nullptr);
+	uint32_t *const whole = whole_buf.get(size_t(group * panels * KCP * W));
+	// Blocks of columns (when A is whole): whole panels, wide ones (B's rows are read in
+	// segments of a block's width, and short segments of long rows are slow to fetch), but
+	// few enough panels that a block's packed B stays in L2; a multiple of the thread count
+	// of them, so that the threads get equal shares.
+	const int64_t npan = (n + NR - 1) / NR, cap = std::max<int64_t>(1, ITEM_BYTES / (NR * KCP * 4)),
+		      rounds = (npan + threads * cap - 1) / (threads * cap),
+		      per = std::max<int64_t>(1, (npan + threads * rounds - 1) / (threads * rounds));
+	const int64_t MC = m_block(KC), items = rows ? (m + MC - 1) / MC : (npan + per - 1) / per;
+	for (int64_t g0 = 0; g0 < kblocks; g0 += group) {
+		const int64_t g1 = std::min(kblocks, g0 + group), gn = g1 - g0;
+		parallel_for(0, gn * panels, 1, [&](int64_t t0, int64_t t1) {
+			for (int64_t t = t0; t < t1; t++) {
+				const int64_t kb = g0 + t / panels, pn = t % panels, kc = kc_of(kb), kcp = (kc + 1) / 2;
+				uint32_t *d = whole + (kb - g0) * panels * KCP * W + pn * kcp * W;
+				const int64_t r0 = pn * W, nr = std::min(W, extent - r0);
+				if (rows)
+					pack<SB>(tb, b, ldb, r0, nr, kb * KC, kc, NR, d);
+				else
+					pack<SA>(!ta, a, lda, r0, nr, kb * KC, kc, MR, d);
 			}
 		});
-		return;
-	}
-	// Blocks of columns: as many as make about four per thread, whole panels each.
-	const int64_t npan = (n + NR - 1) / NR, per = std::max<int64_t>(1, npan / (4 * threads)),
-		      items = (npan + per - 1) / per;
-	parallel_items(items, [&](int64_t it) {
-		thread_local Buffer pb;
-		const int64_t jc = it * per * NR, nc = std::min(per * NR, n - jc);
-		uint32_t *bp = pb.get(size_t(per * NR * KCP));
-		for (int64_t kb = 0; kb < kblocks; kb++) {
-			const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
-			pack<SB>(tb, b, ldb, jc, nc, kb * KC, kc, NR, bp);
-			const uint32_t *ak = wp + kb * panels * KCP * MR;
-			for (int64_t jr = 0; jr < nc; jr += NR)
-				for (int64_t ir = 0; ir < m; ir += MR)
-					kernel_tile<BF16_OUT>(kcp, ak + ir * kcp, bp + jr * kcp,
-							      static_cast<char *>(c) + (ir * ldc + jc + jr) * esz, ldc,
-							      std::min(MR, m - ir), std::min(NR, nc - jr),
-							      kb == 0 && !acc, bias ? bias + jc + jr : nullptr);
+		const uint32_t *wp = whole;
+		if (rows) {
+			parallel_items(items, [&](int64_t it) {
+				thread_local Buffer pa;
+				uint32_t *ap = pa.get(size_t(MC * KCP));
+				const int64_t ic = it * MC, mc = std::min(MC, m - ic);
+				for (int64_t kb = g0; kb < g1; kb++) {
+					const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
+					pack<SA>(!ta, a, lda, ic, mc, kb * KC, kc, MR, ap);
+					const uint32_t *bk = wp + (kb - g0) * panels * KCP * NR;
+					for (int64_t jr = 0; jr < n; jr += NR)
+						for (int64_t ir = 0; ir < mc; ir += MR)
+							kernel_tile<BF16_OUT>(
+								kcp, ap + ir * kcp, bk + jr * kcp,
+								static_cast<char *>(c) + ((ic + ir) * ldc + jr) * esz,
+								ldc, std::min(MR, mc - ir), std::min(NR, n - jr),
+								kb == 0 && !acc, bias ? bias + jr : nullptr);
+				}
+			});
+			continue;
 		}
-	});
+		parallel_items(items, [&](int64_t it) {
+			thread_local Buffer pb;
+			const int64_t jc = it * per * NR, nc = std::min(per * NR, n - jc);
+			uint32_t *bp = pb.get(size_t(per * NR * KCP));
+			for (int64_t kb = g0; kb < g1; kb++) {
+				const int64_t kc = kc_of(kb), kcp = (kc + 1) / 2;
+				pack<SB>(tb, b, ldb, jc, nc, kb * KC, kc, NR, bp);
+				const uint32_t *ak = wp + (kb - g0) * panels * KCP * MR;
+				for (int64_t jr = 0; jr < nc; jr += NR)
+					for (int64_t ir = 0; ir < m; ir += MR)
+						kernel_tile<BF16_OUT>(kcp, ak + ir * kcp, bp + jr * kcp,
+								      static_cast<char *>(c) +
+									      (ir * ldc + jc + jr) * esz,
+								      ldc, std::min(MR, m - ir), std::min(NR, nc - jr),
+								      kb == 0 && !acc, bias ? bias + jc + jr : nullptr);
+			}
+		});
+	}
 }
 
 template <class SA, class SB>

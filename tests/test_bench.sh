@@ -21,6 +21,16 @@ check "train, fusions off" "$t" "j['off'] == 'head,attention,layernorm,gelu' and
 t=$(KNLP_BENCH_OFF=gemm "$B" train 2 2 32 16 2 256 2)
 check "train, knlp's GEMM off" "$t" "j['gemm'].startswith('blas') and j['tokens_per_sec'] > 0"
 # The products of one layer at batch 2, 16 tokens, 32 channels: 3 per linear, M = 32 rows
+# One bf16 product with a cold float32 B (where the CPU has AVX512-BF16; refused elsewhere)
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+	p=$("$B" product 0 1 40 100 70 1 0 3)
+	check product "$p" "j['m'] == 40 and j['n'] == 100 and j['k'] == 70 and j['tb'] and j['a_bf16'] and not j['c_bf16'] and j['b_copies'] >= 2 and j['knlp_gflops'] > 0 and j['libtorch_gflops'] > 0"
+else
+	"$B" product 0 1 40 100 70 1 0 3 >/dev/null 2>&1
+	[ $? = 3 ] && ok || bad "product on a CPU without AVX512-BF16 must exit 3"
+fi
+"$B" product 0 1 0 100 70 1 0 3 >/dev/null 2>&1
+[ $? = 2 ] && ok || bad "product with M 0 must exit 2"
 g=$("$B" gemm 2 16 32 2)
 check gemm "$g" "len(j['products']) == 12 and j['products'][0]['m'] == 32 and j['products'][0]['n'] == 96 and j['products'][2]['k'] == 32 and j['products'][11]['n'] == 128 and all(p['knlp_gflops'] > 0 and p['libtorch_gflops'] > 0 for p in j['products'])"
 k=$("$B" kernels 2 128 64 2 2)

@@ -328,6 +328,43 @@ TEST(GemmBf16, SameBitsForAnyThreadCount)
 	at::set_num_threads(saved);
 }
 
+// Long k with a big whole operand: its k blocks are packed and multiplied in groups that
+// fit the cache (the rows path with B whole, the columns path with A whole), which must
+// sum like one pass: to float64 of the rounded operands and the same bits on 1 and 2
+// threads, accumulating or not.
+TEST(GemmBf16, GroupsOfKBlocksSumLikeOnePass)
+{
+	if (!bf16_gemm_available())
+		GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+	const int saved = at::get_num_threads();
+	for (const Case &cs : std::vector<Case>{{496, 480, 5000}, {480, 600, 5000}})
+		for (bool acc : {false, true}) {
+			const int64_t m = cs.m, n = cs.n, k = cs.k;
+			auto a = random_values(size_t(m * k), 21), b = random_values(size_t(n * k), 22);
+			auto c0 = random_values(size_t(m * n), 23);
+			std::vector<float> c1 = c0, c2 = c0;
+			at::set_num_threads(1);
+			gemm_bf16(false, true, m, n, k, a.data(), false, k, b.data(), false, k, c1.data(), false, n,
+				  nullptr, acc);
+			at::set_num_threads(2);
+			gemm_bf16(false, true, m, n, k, a.data(), false, k, b.data(), false, k, c2.data(), false, n,
+				  nullptr, acc);
+			EXPECT_EQ(c1, c2) << "m " << m << " n " << n << " acc " << acc;
+			auto round = [](const std::vector<float> &v, int64_t r, int64_t c) {
+				return torch::from_blob(const_cast<float *>(v.data()), {r, c})
+					.to(torch::kBFloat16)
+					.to(torch::kDouble);
+			};
+			auto want = torch::mm(round(a, m, k), round(b, n, k).t());
+			if (acc)
+				want += torch::from_blob(c0.data(), {m, n}).to(torch::kDouble);
+			auto got = torch::from_blob(c2.data(), {m, n}).to(torch::kDouble);
+			EXPECT_LE((got - want).abs().max().item<double>(), 4e-7 * double(k))
+				<< "m " << m << " n " << n << " acc " << acc;
+		}
+	at::set_num_threads(saved);
+}
+
 // Under CPU bf16 autocast linear() runs its products through gemm_bf16: the values and the
 // three gradients match libtorch's autocast linear to bf16's precision, come in the
 // parameters' own dtypes (float32 master weights get a float32 gradient), and a float32 x
