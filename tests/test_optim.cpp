@@ -167,6 +167,38 @@ TEST(Optimizer, AgreesWithLibtorch)
 // state takes the parameter's layout, a gradient in another layout is re-laid first, and the
 // element-wise rules give bit-identical values in logical order. The gradient norm agrees
 // to rounding (its sum runs in memory order).
+TEST(Optimizer, GradNormIsTheDoubleSumForAnyThreadCount)
+{
+	// Sizes off the 32 sums' width and past the 65536-value chunks, one of them tiny; the
+	// norm against libtorch's double-precision norm, and the same bits on 1 and 2 threads.
+	torch::manual_seed(3);
+	std::vector<std::pair<std::string, torch::Tensor>> ps;
+	for (int64_t n : {1, 31, 33, 65536 + 17, 3 * 65536 - 5})
+		ps.push_back({"p" + std::to_string(n), torch::zeros({n}).requires_grad_(true)});
+	std::vector<torch::Tensor> grads;
+	for (auto &[name, p] : ps) {
+		p.mutable_grad() = torch::randn({p.numel()}) * 3.0;
+		grads.push_back(p.grad().to(torch::kDouble).flatten());
+	}
+	Optimizer opt(ps, opts(OptimKind::AdamW));
+	const double want = torch::cat(grads).norm().item<double>();
+	const int before = torch::get_num_threads();
+	torch::set_num_threads(1);
+	const double one = opt.grad_norm();
+	torch::set_num_threads(2);
+	const double two = opt.grad_norm();
+	torch::set_num_threads(before);
+	EXPECT_NEAR(one, want, 1e-13 * want);
+	EXPECT_EQ(one, two);
+	// A gradient of one huge value and many small ones: no float32 accumulation.
+	ps[3].second.mutable_grad().fill_(1e-4);
+	ps[3].second.mutable_grad()[0] = 1e4f;
+	double sq = 0;
+	for (auto &[name, p] : ps)
+		sq += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+	EXPECT_NEAR(opt.grad_norm(), std::sqrt(sq), 1e-13 * std::sqrt(sq));
+}
+
 TEST(Optimizer, ChannelsLastWeightsStepLikeContiguousOnes)
 {
 	for (auto kind : {OptimKind::SGD, OptimKind::Adam, OptimKind::AdamW}) {
