@@ -102,6 +102,11 @@ KNLP_BF16 inline void put_pairs(uint32_t *base, int64_t width, int64_t kcp, int6
 	}
 }
 
+// The threaded product's budgets: the whole operand's packed share per group of k blocks
+// (in L2 and L3), and a block of columns' packed B (in L2).
+constexpr int64_t WHOLE_BYTES = 4 << 20, ITEM_BYTES = 512 << 10;
+constexpr int64_t PF = 4; // pairs of k prefetched ahead by the strided packing
+
 // Operand rows [r0, r0 + nrows) (rows: what becomes a panel's width, i of A or j of B),
 // values [p0, p0 + kc) of k, packed as pairs into panels of `width` rows: pair q of row r
 // of a panel at dst[q * width + r]; rows and pairs past the ends are zeros.
@@ -109,11 +114,6 @@ KNLP_BF16 inline void put_pairs(uint32_t *base, int64_t width, int64_t kcp, int6
 // kmajor: element (r, p) at s[r * ld + p] (k contiguous: A as is, B transposed), so a pair
 // is 32 contiguous bits and the packing is an 8 x 8 transpose of pairs. Otherwise element
 // (r, p) at s[p * ld + r] (rows contiguous), and two rows of k are interleaved.
-// The threaded product's budgets: the whole operand's packed share per group of k blocks
-// (in L2 and L3), and a block of columns' packed B (in L2).
-constexpr int64_t WHOLE_BYTES = 4 << 20, ITEM_BYTES = 512 << 10;
-constexpr int64_t PF = 4; // pairs of k prefetched ahead by the strided packing
-
 template <class S>
 KNLP_BF16 void pack(bool kmajor, const S *s, int64_t ld, int64_t r0, int64_t nrows, int64_t p0, int64_t kc,
 		    int64_t width, uint32_t *dst)
