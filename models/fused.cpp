@@ -166,25 +166,18 @@ void backward_bf16(const uint16_t *q, const uint16_t *k, const uint16_t *v, cons
 {
 	knlp::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
 		const size_t R = size_t(b.rows.empty() ? 0 : b.rows[0]);
-		std::vector<float> t(R * size_t(T)), pf(R * size_t(T)), tmp(size_t(T * D)), gka(size_t(T * D)),
-			gva(size_t(T * D));
+		std::vector<float> t(R * size_t(T)), pf(R * size_t(T)), gka(size_t(T * D)), gva(size_t(T * D));
 		for (int64_t n = n0; n < n1; n++) {
 			const int64_t o = n * T * D;
 			const uint16_t *pn = probs + n * b.total;
 			bool first = true;
-			// The last block reaches every key: it initialises gk and gv.
+			// The last block reaches every key: it initialises the float32 sums of gk and gv,
+			// the blocks before it add to their first rows.
 			for (size_t j = b.r0.size(); j-- > 0;) {
 				const int64_t r0 = b.r0[j], rows = b.rows[j], S = r0 + rows;
 				const uint16_t *p = pn + b.offset[j], *g = go + o + r0 * D;
-				auto add_into = [&](float *acc) {
-					if (first)
-						std::copy(tmp.data(), tmp.data() + S * D, acc);
-					else
-						for (int64_t e = 0; e < S * D; e++)
-							acc[e] += tmp[size_t(e)];
-				};
-				gemm_bf16(true, false, S, D, rows, p, true, S, g, true, D, tmp.data(), false, D);
-				add_into(gva.data());
+				gemm_bf16(true, false, S, D, rows, p, true, S, g, true, D, gva.data(), false, D,
+					  nullptr, !first);
 				gemm_bf16(false, true, rows, S, D, g, true, D, v + o, true, D, t.data(), false, S);
 				bf16_to_f32(p, pf.data(), rows * S);
 				for (int64_t r = 0; r < rows; r++) {
@@ -199,8 +192,7 @@ void backward_bf16(const uint16_t *q, const uint16_t *k, const uint16_t *v, cons
 				gemm_bf16(false, false, rows, D, S, t.data(), false, S, k + o, true, D, gq + o + r0 * D,
 					  true, D);
 				gemm_bf16(true, false, S, D, rows, t.data(), false, S, q + o + r0 * D, true, D,
-					  tmp.data(), false, D);
-				add_into(gka.data());
+					  gka.data(), false, D, nullptr, !first);
 				first = false;
 			}
 			f32_to_bf16(gka.data(), gk + o, T * D);
