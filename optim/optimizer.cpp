@@ -133,9 +133,7 @@ struct Span {
 	int64_t n;
 	float wd;
 };
-} // namespace
 
-namespace {
 // The sum of squares of n floats in double: LANES independent sums (the loop's iterations
 // no longer wait for each other's additions, which held one chain to an add's latency per
 // element), combined in a fixed order. A float's square is exact in double, so every
